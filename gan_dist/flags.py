@@ -1,0 +1,219 @@
+"""Every flag of gan_dist and its default, and the frozen `Config` built from them.
+
+This is the only module that reads absl flags. Everything else takes a `Config`, so tests and tools can build one
+with `make_config(arch="mlp", ...)` without touching the global `FLAGS`.
+
+A workdir's `flags.txt` is a flagfile holding every `Config` field, so `config_from_flagfile` rebuilds the exact
+configuration of a run (used by resume checks, `sample.py` and `export.py`).
+"""
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LOSSES = ("non_saturating", "minimax", "least_squares", "hinge", "wasserstein")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The resolved configuration of one run. Field names equal flag names; defaults live in `define_flags`."""
+
+  # Run and infrastructure.
+  workdir: str
+  strategy: str
+  num_cpu_replicas: int
+  cluster: str
+  worker_hosts: str
+  task_index: int
+  communication: str
+  seed: int
+  # Data.
+  dataset: str
+  data_dir: str
+  split: str
+  class_filter: int
+  num_classes: int
+  shuffle_files: bool
+  # Model.
+  arch: str
+  latent_dim: int
+  sync_batchnorm: bool
+  # Objective and optimisation.
+  loss: str
+  gp_weight: float
+  r1_weight: float
+  d_steps_per_g: int
+  g_lr: float
+  d_lr: float
+  beta1: float
+  beta2: float
+  ema_decay: float
+  batch_size: int
+  train_steps: int
+  precision: str
+  jit_compile: bool
+  # Loop, checkpoints and monitoring.
+  steps_per_loop: int
+  checkpoint_every: int
+  max_to_keep: int
+  keep_checkpoint_every_n_hours: float
+  summary_every: int
+  sample_every: int
+  num_samples: int
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines every gan_dist flag on `fv` (the global FLAGS, or a private FlagValues in tests and tools)."""
+  d = dict(flag_values=fv)
+  # Run and infrastructure.
+  flags.DEFINE_string("workdir", "/tmp/gan_dist", "Run directory: flags.txt, checkpoints/, tensorboard/, samples/. "
+                      "A workdir holding a checkpoint is resumed from it.", **d)
+  flags.DEFINE_enum("strategy", "mirrored", STRATEGIES, "tf.distribute strategy: one_device (one GPU or the CPU), "
+                    "mirrored (all local GPUs, or --num_cpu_replicas logical CPUs), multi_worker_mirrored "
+                    "(several processes or machines; cluster from TF_CONFIG, Slurm or --worker_hosts).", **d)
+  flags.DEFINE_integer("num_cpu_replicas", 1, "On a host without GPUs, split the CPU into this many logical devices "
+                       "so that --strategy=mirrored runs this many replicas (testing distribution without a GPU).",
+                       lower_bound=1, **d)
+  flags.DEFINE_enum("cluster", "tf_config", ("tf_config", "slurm", "hosts"),
+                    "Where multi_worker_mirrored finds its cluster: the TF_CONFIG variable, Slurm's environment "
+                    "(SlurmClusterResolver), or --worker_hosts with --task_index.", **d)
+  flags.DEFINE_string("worker_hosts", "", "Comma-separated host:port of every worker (with --cluster=hosts).", **d)
+  flags.DEFINE_integer("task_index", 0, "Index of this worker in --worker_hosts (with --cluster=hosts).", **d)
+  flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
+                    "Collective implementation of multi_worker_mirrored (nccl needs GPUs).", **d)
+  flags.DEFINE_integer("seed", 0, "Seed of the data order, the initial weights, the noise and the fixed sample noise.",
+                       **d)
+  # Data.
+  flags.DEFINE_string("dataset", "mnist", "Image dataset: a TensorFlow Datasets name (mnist, fashion_mnist, "
+                      "cifar10, ...), read from --data_dir.", **d)
+  flags.DEFINE_string("data_dir", "", "TFDS data dir, or a folder holding the four IDX .gz files of MNIST or "
+                      "Fashion-MNIST (read directly, offline). Empty: TFDS's default data dir.", **d)
+  flags.DEFINE_string("split", "train", "Dataset split to train on.", **d)
+  flags.DEFINE_integer("class_filter", -1, "Train on this class only (e.g. 5 for the digit 5); -1 keeps all.", **d)
+  flags.DEFINE_integer("num_classes", 0, "Number of label classes for conditional models; 0 takes it from the "
+                       "dataset (the resolved value is written to flags.txt).", lower_bound=0, **d)
+  flags.DEFINE_boolean("shuffle_files", True, "Reshuffle the examples every epoch (order is a function of --seed "
+                       "and the step, so a resumed run sees the same batches).", **d)
+  # Model.
+  flags.DEFINE_string("arch", "dcgan", "Architecture: a module name under gan_dist/models/.", **d)
+  flags.DEFINE_integer("latent_dim", 100, "Size of the generator's noise vector.", lower_bound=1, **d)
+  flags.DEFINE_boolean("sync_batchnorm", True, "BatchNormalization uses statistics of the global batch (all "
+                       "replicas) and keeps identical moving statistics on every replica.", **d)
+  # Objective and optimisation.
+  flags.DEFINE_enum("loss", "non_saturating", LOSSES, "GAN loss (per example, from logits).", **d)
+  flags.DEFINE_float("gp_weight", 0.0, "Weight of the WGAN-GP gradient penalty (on interpolates of real and fake).",
+                     lower_bound=0.0, **d)
+  flags.DEFINE_float("r1_weight", 0.0, "Weight of the R1 penalty (squared gradient norm of D on real images).",
+                     lower_bound=0.0, **d)
+  flags.DEFINE_integer("d_steps_per_g", 1, "Discriminator updates per generator update; each takes a new batch.",
+                       lower_bound=1, **d)
+  flags.DEFINE_float("g_lr", 1e-4, "Generator Adam learning rate.", **d)
+  flags.DEFINE_float("d_lr", 1e-4, "Discriminator Adam learning rate.", **d)
+  flags.DEFINE_float("beta1", 0.9, "Adam beta_1 of both optimizers.", **d)
+  flags.DEFINE_float("beta2", 0.999, "Adam beta_2 of both optimizers.", **d)
+  flags.DEFINE_float("ema_decay", 0.0, "If > 0, keep an exponential moving average of G's weights with this decay; "
+                     "samples and exports then use it.", lower_bound=0.0, upper_bound=1.0, **d)
+  flags.DEFINE_integer("batch_size", 256, "Global batch size, split evenly over all replicas of all workers.",
+                       lower_bound=1, **d)
+  flags.DEFINE_integer("train_steps", 23400, "Total generator steps to reach; a resumed run stops there too.",
+                       lower_bound=0, **d)
+  flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute precision. mixed_float16 wraps each optimizer in "
+                    "its own LossScaleOptimizer; mixed_bfloat16 needs no loss scaling.", **d)
+  flags.DEFINE_boolean("jit_compile", False, "Compile the per-replica step with XLA where TensorFlow supports it.",
+                       **d)
+  # Loop, checkpoints and monitoring.
+  flags.DEFINE_integer("steps_per_loop", 10, "Train steps run inside one tf.function call (fewer host round trips).",
+                       lower_bound=1, **d)
+  flags.DEFINE_integer("checkpoint_every", 1000, "Save a checkpoint every this many steps (and at the end).",
+                       lower_bound=1, **d)
+  flags.DEFINE_integer("max_to_keep", 5, "Checkpoints kept by the CheckpointManager.", lower_bound=1, **d)
+  flags.DEFINE_float("keep_checkpoint_every_n_hours", 0.0, "Also keep one checkpoint per this many hours "
+                     "(0 disables).", lower_bound=0.0, **d)
+  flags.DEFINE_integer("summary_every", 100, "Write TensorBoard scalars and a log line every this many steps.",
+                       lower_bound=1, **d)
+  flags.DEFINE_integer("sample_every", 1000, "Write a sample grid (TensorBoard image and PNG) every this many steps.",
+                       lower_bound=1, **d)
+  flags.DEFINE_integer("num_samples", 100, "Images in a sample grid (conditional models: rounded to whole rows of "
+                       "classes).", lower_bound=1, **d)
+
+
+define_flags(FLAGS)
+
+
+def define_sample_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.sample` (on top of --workdir and --seed, which it reads as the noise seed)."""
+  flags.DEFINE_integer("num", 64, "Number of images to sample.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("out", "samples.npz", "Output .npz file (images uint8 [N, H, W, C]; labels if conditional).",
+                      flag_values=fv)
+  flags.DEFINE_integer("label", None, "Conditional models: sample this class only (default: cycle through classes).",
+                       flag_values=fv)
+  flags.DEFINE_integer("step", None, "Sample the checkpoint of this step (default: the latest).", flag_values=fv)
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def config_from_flags(fv: flags.FlagValues = FLAGS, **overrides) -> Config:
+  """Builds the frozen Config from parsed flag values, with optional overrides of single fields."""
+  values = {name: fv[name].value for name in _FIELDS}
+  values.update(overrides)
+  return Config(**values)
+
+
+def _fresh_flag_values(argv: Sequence[str] = ()) -> flags.FlagValues:
+  fv = flags.FlagValues()
+  define_flags(fv)
+  fv(["gan_dist", *argv])
+  return fv
+
+
+def make_config(**overrides) -> Config:
+  """Returns a Config of the defaults with `overrides` (for tests, benchmarks and notebooks)."""
+  unknown = set(overrides) - set(_FIELDS)
+  if unknown:
+    raise ValueError(f"Unknown config fields {sorted(unknown)}; known: {sorted(_FIELDS)}")
+  return config_from_flags(_fresh_flag_values(), **overrides)
+
+
+def config_to_flagfile(cfg: Config) -> str:
+  """Renders a Config as flagfile text (one `--name=value` per field)."""
+  lines = []
+  for name in _FIELDS:
+    value = getattr(cfg, name)
+    if isinstance(value, bool):
+      lines.append(f"--{name}" if value else f"--no{name}")
+    else:
+      lines.append(f"--{name}={value}")
+  return "\n".join(lines) + "\n"
+
+
+def write_flagfile(cfg: Config, path: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    f.write(config_to_flagfile(cfg))
+
+
+def config_from_flagfile(path: str, **overrides) -> Config:
+  """Rebuilds the Config a run wrote to `path` (e.g. `<workdir>/flags.txt`)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is this a gan_dist workdir?")
+  return config_from_flags(_fresh_flag_values([f"--flagfile={path}"]), **overrides)
+
+
+# Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
+CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay")
+
+
+def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
+  """Returns a message naming every field that differs in a way a checkpoint cannot absorb, or None."""
+  diffs = [f"--{name}: workdir has {getattr(saved, name)!r}, this run has {getattr(current, name)!r}"
+           for name in CHECKPOINT_SHAPING_FIELDS if getattr(saved, name) != getattr(current, name)]
+  if not diffs:
+    return None
+  return ("This workdir was trained with a different configuration; use a new --workdir or the same flags:\n  "
+          + "\n  ".join(diffs))

@@ -1,0 +1,101 @@
+"""GAN losses and penalties, per example. Nothing here reduces over the batch: only the train step does.
+
+Every loss maps discriminator logits to per-example vectors:
+  loss_fn(real_logits [B, 1], fake_logits [B, 1]) -> (d_loss [B], g_loss [B]).
+Penalties take the discriminator as a function of images so that labels can be bound by the caller.
+"""
+
+from typing import Callable, Tuple
+
+import tensorflow as tf
+
+LossFn = Callable[[tf.Tensor, tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]
+
+
+def _flat(logits: tf.Tensor) -> tf.Tensor:
+  return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+
+def non_saturating(real_logits, fake_logits):
+  """Goodfellow et al.'s practical loss: D is a logistic classifier, G maximises log D(G(z))."""
+  real, fake = _flat(real_logits), _flat(fake_logits)
+  d_loss = tf.nn.softplus(-real) + tf.nn.softplus(fake)  # -log sigmoid(real) - log(1 - sigmoid(fake))
+  g_loss = tf.nn.softplus(-fake)  # -log sigmoid(fake)
+  return d_loss, g_loss
+
+
+def minimax(real_logits, fake_logits):
+  """The original zero-sum game: G minimises log(1 - D(G(z))) (saturates early in training)."""
+  real, fake = _flat(real_logits), _flat(fake_logits)
+  d_loss = tf.nn.softplus(-real) + tf.nn.softplus(fake)
+  g_loss = -tf.nn.softplus(fake)  # log(1 - sigmoid(fake))
+  return d_loss, g_loss
+
+
+def least_squares(real_logits, fake_logits):
+  """LSGAN (Mao et al. 2017) with targets a=0 (fake), b=c=1 (real), on D's raw output."""
+  real, fake = _flat(real_logits), _flat(fake_logits)
+  d_loss = 0.5 * tf.square(real - 1.0) + 0.5 * tf.square(fake)
+  g_loss = 0.5 * tf.square(fake - 1.0)
+  return d_loss, g_loss
+
+
+def hinge(real_logits, fake_logits):
+  """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN)."""
+  real, fake = _flat(real_logits), _flat(fake_logits)
+  d_loss = tf.nn.relu(1.0 - real) + tf.nn.relu(1.0 + fake)
+  g_loss = -fake
+  return d_loss, g_loss
+
+
+def wasserstein(real_logits, fake_logits):
+  """WGAN critic loss (Arjovsky et al. 2017); pair with --gp_weight (WGAN-GP) to keep the critic Lipschitz."""
+  real, fake = _flat(real_logits), _flat(fake_logits)
+  return fake - real, -fake
+
+
+LOSSES = {f.__name__: f for f in (non_saturating, minimax, least_squares, hinge, wasserstein)}
+
+
+def get(name: str) -> LossFn:
+  if name not in LOSSES:
+    raise ValueError(f"Unknown --loss={name!r}; known losses: {', '.join(sorted(LOSSES))}")
+  return LOSSES[name]
+
+
+def _squared_grad_norm(discriminator_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tf.Tensor:
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    logits = tf.reduce_sum(tf.cast(discriminator_fn(images), tf.float32))
+  grads = tf.cast(tape.gradient(logits, images), tf.float32)
+  return tf.reduce_sum(tf.square(tf.reshape(grads, [tf.shape(grads)[0], -1])), axis=1)
+
+
+def gradient_penalty(discriminator_fn, real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+  """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)||_2 - 1)^2 on x_hat = alpha*real + (1-alpha)*fake.
+
+  Args:
+    discriminator_fn: images [B, H, W, C] -> logits [B, 1].
+    real: [B, H, W, C] float32.
+    fake: [B, H, W, C] float32.
+    alpha: [B, 1, 1, 1] uniform in [0, 1).
+
+  Returns:
+    [B] per-example penalty (multiply by --gp_weight).
+  """
+  interpolates = alpha * real + (1.0 - alpha) * tf.cast(fake, real.dtype)
+  norm = tf.sqrt(_squared_grad_norm(discriminator_fn, interpolates) + 1e-12)
+  return tf.square(norm - 1.0)
+
+
+def r1_penalty(discriminator_fn, real: tf.Tensor) -> tf.Tensor:
+  """R1 (Mescheder et al. 2018): ||grad D(real)||_2^2 per example; the step adds (r1_weight / 2) times it.
+
+  Args:
+    discriminator_fn: images [B, H, W, C] -> logits [B, 1].
+    real: [B, H, W, C] float32.
+
+  Returns:
+    [B] per-example squared gradient norm.
+  """
+  return _squared_grad_norm(discriminator_fn, real)

@@ -1,0 +1,53 @@
+"""The DCGAN of the TensorFlow tutorial (tensorflow.org/tutorials/generative/dcgan), 28x28x1.
+
+Generator: Dense 7x7x256 -> BN -> LeakyReLU -> Conv2DTranspose 128 (5x5, s1) -> BN -> LeakyReLU
+  -> Conv2DTranspose 64 (5x5, s2) -> BN -> LeakyReLU -> Conv2DTranspose 1 (5x5, s2, tanh); no biases.
+  2,330,944 parameters (2,328,640 trainable).
+Discriminator: Conv2D 64 (5x5, s2) -> LeakyReLU -> Dropout 0.3 -> Conv2D 128 (5x5, s2) -> LeakyReLU
+  -> Dropout 0.3 -> Flatten -> Dense 1 logit. 212,865 parameters.
+LeakyReLU keeps the tutorial's slope (Keras' default, 0.3).
+"""
+
+import keras
+from keras import layers
+
+from gan_dist.models import Gan, float32_logits
+from gan_dist.models.layers import Dropout, batch_norm
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def make_generator(cfg) -> keras.Model:
+  """[B, latent_dim] noise -> [B, 28, 28, 1] images in [-1, 1]."""
+  noise = keras.Input((cfg.latent_dim,), name="noise")
+  x = layers.Dense(7 * 7 * 256, use_bias=False)(noise)
+  x = batch_norm(cfg)(x)
+  x = layers.LeakyReLU(0.3)(x)
+  x = layers.Reshape((7, 7, 256))(x)
+  for filters, stride in ((128, 1), (64, 2)):
+    x = layers.Conv2DTranspose(filters, 5, strides=stride, padding="same", use_bias=False)(x)
+    x = batch_norm(cfg)(x)
+    x = layers.LeakyReLU(0.3)(x)
+  x = layers.Conv2DTranspose(1, 5, strides=2, padding="same", use_bias=False)(x)
+  images = layers.Activation("tanh", dtype="float32")(x)
+  return keras.Model(noise, images, name="generator")
+
+
+def make_discriminator(cfg) -> keras.Model:
+  """[B, 28, 28, 1] images -> [B, 1] logits."""
+  del cfg
+  images = keras.Input(IMAGE_SHAPE, name="images")
+  x = images
+  for filters in (64, 128):
+    x = layers.Conv2D(filters, 5, strides=2, padding="same")(x)
+    x = layers.LeakyReLU(0.3)(x)
+    x = Dropout(0.3)(x)
+  x = layers.Flatten()(x)
+  logits = float32_logits(layers.Dense(1)(x))
+  return keras.Model(images, logits, name="discriminator")
+
+
+def build(cfg, num_classes: int = 0) -> Gan:
+  del num_classes  # Unconditional.
+  return Gan(make_generator(cfg), make_discriminator(cfg), conditional=False, image_shape=IMAGE_SHAPE,
+             latent_dim=cfg.latent_dim)

@@ -1,0 +1,106 @@
+"""Sampling: the fixed-noise grids of training, and the CLI that samples a trained workdir.
+
+  python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N]
+
+writes `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), from the latest checkpoint
+(or --step), using the EMA generator when the run kept one. It reads W/flags.txt and never trains.
+"""
+
+import os
+import sys
+from typing import Optional, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import flags as gan_flags
+from gan_dist import state as state_lib
+from gan_dist import summaries
+
+
+def sample_inputs(gan, num: int, seed: int, label: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """Deterministic noise [num, latent_dim] and int32 labels [num] (None if unconditional).
+
+  Labels are `label` for all, or cycle through the classes.
+  """
+  noise = np.random.RandomState(seed).standard_normal((num, gan.latent_dim)).astype(np.float32)
+  if not gan.conditional:
+    return noise, None
+  if label is not None:
+    if not 0 <= label < gan.num_classes:
+      raise ValueError(f"--label={label} outside [0, {gan.num_classes})")
+    return noise, np.full([num], label, np.int32)
+  return noise, (np.arange(num) % gan.num_classes).astype(np.int32)
+
+
+def grid_inputs(gan, num: int, seed: int) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+  """Inputs of a training sample grid and its number of rows: one row per class for conditional models."""
+  if not gan.conditional:
+    noise, _ = sample_inputs(gan, num, seed)
+    return noise, None, 0
+  per_class = max(1, num // gan.num_classes)
+  noise, _ = sample_inputs(gan, per_class * gan.num_classes, seed)
+  labels = np.repeat(np.arange(gan.num_classes, dtype=np.int32), per_class)
+  return noise, labels, gan.num_classes
+
+
+def make_generate_fn(generator, gan):
+  """A tf.function (noise [b, latent_dim], one-hot [b, num_classes]) -> images; traced once per batch shape."""
+  @tf.function
+  def run(z, onehot):
+    return generator([z, onehot] if gan.conditional else z, training=False)
+  return run
+
+
+def generate(run, gan, noise: np.ndarray, labels: Optional[np.ndarray], batch_size: int = 256) -> np.ndarray:
+  """Runs a `make_generate_fn` function in batches; returns float32 images [N, H, W, C] in [-1, 1]."""
+  out = []
+  for start in range(0, len(noise), batch_size):
+    z = tf.constant(noise[start:start + batch_size])
+    onehot = tf.one_hot(labels[start:start + batch_size], gan.num_classes) if gan.conditional else tf.zeros([0])
+    out.append(np.asarray(tf.cast(run(z, onehot), tf.float32)))
+  return np.concatenate(out)
+
+
+def load_workdir(workdir: str, step: Optional[int] = None):
+  """Rebuilds a run's Config and TrainState from `workdir` (flags.txt + checkpoint), on one device."""
+  cfg = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"), workdir=workdir)
+  state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
+  path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
+  logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
+  return cfg, state
+
+
+def main(argv):
+  del argv
+  fv = gan_flags.FLAGS
+  cfg, state = load_workdir(fv.workdir, fv.step)
+  del cfg
+  gan = state.gan
+  noise, labels = sample_inputs(gan, fv.num, fv.seed, fv.label)
+  run_fn = make_generate_fn(state.sampling_generator, gan)
+  images = summaries.to_uint8(generate(run_fn, gan, noise, labels))
+  arrays = {"images": images}
+  if labels is not None:
+    arrays["labels"] = labels
+  os.makedirs(os.path.dirname(os.path.abspath(fv.out)), exist_ok=True)
+  np.savez_compressed(fv.out, **arrays)
+  print(f"Wrote {len(images)} images {images.shape[1:]} ({'EMA ' if state.ema_generator is not None else ''}"
+        f"generator, step {int(state.step.numpy())}) to {fv.out}")
+
+
+def run():
+  gan_flags.define_sample_flags(gan_flags.FLAGS)
+  try:
+    app.run(main)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  run()

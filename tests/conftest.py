@@ -1,0 +1,39 @@
+"""Test setup: every test process sees 2 logical CPUs, so MirroredStrategy tests run 2 replicas without a GPU.
+
+The CPU must be split before TensorFlow initialises its devices, hence here, at collection time.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+
+strategy_lib.split_cpu(2)
+tf.get_logger().setLevel("ERROR")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+  """The real MNIST IDX files beside the repo (../shared/data/mnist); skips if absent."""
+  if not os.path.exists(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz")):
+    pytest.skip(f"MNIST not found at {MNIST_DIR}")
+  return MNIST_DIR
+
+
+@pytest.fixture
+def mirrored2():
+  """MirroredStrategy over the 2 logical CPUs."""
+  return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2])
+
+
+def python_cmd():
+  return [sys.executable]
