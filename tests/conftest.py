@@ -29,10 +29,19 @@ def mnist_dir():
   return MNIST_DIR
 
 
+_MIRRORED2 = []
+
+
 @pytest.fixture
 def mirrored2():
-  """MirroredStrategy over the 2 logical CPUs."""
-  return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2])
+  """MirroredStrategy over the 2 logical CPUs, one per test process.
+
+  Two MirroredStrategy objects over the same devices in one process hand out the same collective instance keys, and
+  TensorFlow then aborts every later collective ("shape mismatch in the collective instance"). Share one.
+  """
+  if not _MIRRORED2:
+    _MIRRORED2.append(tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2]))
+  return _MIRRORED2[0]
 
 
 def python_cmd():

@@ -38,3 +38,8 @@ def config(tmp_path, **overrides):
                 summary_every=1, sample_every=1000, checkpoint_every=1000, num_samples=4)
   values.update(overrides)
   return gan_flags.make_config(**values)
+
+
+def config_values(**overrides):
+  """A Config of the defaults with `overrides` (no workdir needed)."""
+  return gan_flags.make_config(**overrides)

@@ -2,7 +2,7 @@
 
 Generator: Dense 7x7x256 -> BN -> LeakyReLU -> Conv2DTranspose 128 (5x5, s1) -> BN -> LeakyReLU
   -> Conv2DTranspose 64 (5x5, s2) -> BN -> LeakyReLU -> Conv2DTranspose 1 (5x5, s2, tanh); no biases.
-  2,330,944 parameters (2,328,640 trainable).
+  2,330,944 parameters (2,305,472 trainable).
 Discriminator: Conv2D 64 (5x5, s2) -> LeakyReLU -> Dropout 0.3 -> Conv2D 128 (5x5, s2) -> LeakyReLU
   -> Dropout 0.3 -> Flatten -> Dense 1 logit. 212,865 parameters.
 LeakyReLU keeps the tutorial's slope (Keras' default, 0.3).
