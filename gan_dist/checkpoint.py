@@ -6,15 +6,20 @@ input pipeline needs saving. Mirrored variables are saved once, so checkpoints d
 (a 2-worker run resumes on one process with any replica count, and the other way round).
 
 Multi-worker: every worker must call save (it contains collectives); non-chief workers write into a temporary
-directory that they remove right after.
+directory that they remove right after. Every worker restores from the chief's directory, so a multi-machine run
+needs the workdir on shared storage; `restore_or_initialize` checks that all workers resumed at the same step.
+Each save logs a fingerprint of what was written (`fingerprint`): equal fingerprints on all workers show that
+they hold identical weights, optimizer slots and step.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
 from typing import Optional
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from gan_dist import strategy as strategy_lib
@@ -34,6 +39,22 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
+def fingerprint(path: str) -> str:
+  """A short hash of every saved tensor (names and values) of the checkpoint at `path` (e.g. `.../ckpt-20`).
+
+  The object-graph proto is left out: it describes the Python objects, not the values. Two checkpoints written
+  by different workers of one step have the same fingerprint exactly when every variable is bitwise equal.
+  """
+  reader = tf.train.load_checkpoint(path)
+  digest = hashlib.sha256()
+  for name in sorted(reader.get_variable_to_shape_map()):
+    if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
+      continue
+    digest.update(name.encode())
+    digest.update(np.asarray(reader.get_tensor(name)).tobytes())
+  return digest.hexdigest()[:16]
+
+
 class Checkpointer:
   """Saves and restores a run's checkpoint in `<workdir>/checkpoints/ckpt-<step>`.
 
@@ -46,7 +67,9 @@ class Checkpointer:
   def __init__(self, cfg, state, strategy: tf.distribute.Strategy):
     self.state = state
     self.checkpoint = make_checkpoint(state)
+    self.strategy = strategy
     self.is_chief = strategy_lib.is_chief(strategy)
+    self.task_type, self.task_id = strategy_lib.task(strategy)
     self.directory = checkpoint_dir(cfg.workdir)
     self._kwargs = dict(max_to_keep=cfg.max_to_keep,
                         keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours or None)
@@ -65,26 +88,54 @@ class Checkpointer:
     path = self.latest()
     if path is None:
       logging.info("No checkpoint in %s: starting from step 0", self.directory)
-      return 0
-    try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-      raise ValueError(f"Checkpoint {path} does not match this model (different --arch, --latent_dim, "
-                       f"--precision or --ema_decay?): {str(e).splitlines()[0]}") from None
-    step = int(self.state.step.numpy())
-    logging.info("Resumed from %s at step %d", path, step)
+      step = 0
+    else:
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(f"Checkpoint {path} does not match this model (different --arch, --latent_dim, "
+                         f"--precision or --ema_decay?): {str(e).splitlines()[0]}") from None
+      step = int(self.state.step.numpy())
+      logging.info("Resumed from %s at step %d", path, step)
+    self._check_workers_agree(step)
     return step
+
+  def _check_workers_agree(self, step: int) -> None:
+    """Raises ValueError on every worker if the workers did not all start from the same step.
+
+    Workers that do not share the chief's storage find no checkpoint and would silently train other weights than
+    the chief's; one collective here turns that into an error at startup.
+    """
+    if self.task_type is None:
+      return
+    local = self.strategy.run(lambda: tf.constant(step, tf.int64))
+    total = int(self.strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None))
+    if total != step * self.strategy.num_replicas_in_sync:
+      raise ValueError(
+          f"Workers resumed from different steps (this {self.task_type} {self.task_id}: step {step}, from "
+          f"{self.directory}; mean over replicas: {total / self.strategy.num_replicas_in_sync:g}). Every worker "
+          f"must see the chief's checkpoints: put --workdir on storage shared by all machines.")
 
   def save(self, step: int) -> str:
     """Saves at `step` (all workers must call this together). Returns the chief's checkpoint path."""
     if self.is_chief:
-      return self.manager.save(checkpoint_number=step)
+      path = self.manager.save(checkpoint_number=step)
+      self._log_fingerprint(step, path)
+      return path
+    # A non-chief worker's save is needed for its collectives, not its files: they go to a private directory (two
+    # workers writing the chief's files would corrupt them) that is removed right after.
     tmp = tempfile.mkdtemp(prefix="gan_dist_worker_ckpt_")
     try:
-      tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
+      path = tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
+      self._log_fingerprint(step, path)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
     return os.path.join(self.directory, f"ckpt-{step}")
+
+  def _log_fingerprint(self, step: int, path: str) -> None:
+    if self.task_type is None:
+      return  # One process: nothing to compare with.
+    logging.info("Checkpoint step %d fingerprint %s (%s %d)", step, fingerprint(path), self.task_type, self.task_id)
 
 
 def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: Optional[int] = None) -> str:

@@ -78,7 +78,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "mirrored (all local GPUs, or --num_cpu_replicas logical CPUs), multi_worker_mirrored "
                     "(several processes or machines; cluster from TF_CONFIG, Slurm or --worker_hosts).", **d)
   flags.DEFINE_integer("num_cpu_replicas", 1, "On a host without GPUs, split the CPU into this many logical devices "
-                       "so that --strategy=mirrored runs this many replicas (testing distribution without a GPU).",
+                       "so that --strategy=mirrored runs this many replicas (testing distribution without a GPU; "
+                       "mirrored only).",
                        lower_bound=1, **d)
   flags.DEFINE_enum("cluster", "tf_config", ("tf_config", "slurm", "hosts"),
                     "Where multi_worker_mirrored finds its cluster: the TF_CONFIG variable, Slurm's environment "
@@ -155,6 +156,12 @@ def define_sample_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("step", None, "Sample the checkpoint of this step (default: the latest).", flag_values=fv)
 
+
+def define_export_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.export` (on top of --workdir)."""
+  flags.DEFINE_string("export_dir", "", "Where to write the SavedModel (default: <workdir>/export).", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Export the checkpoint of this step (default: the latest).", flag_values=fv)
+
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
 
@@ -194,8 +201,11 @@ def config_to_flagfile(cfg: Config) -> str:
 
 def write_flagfile(cfg: Config, path: str) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w") as f:
+  # Write then rename: other workers may read flags.txt while the chief writes it.
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
     f.write(config_to_flagfile(cfg))
+  os.replace(tmp, path)
 
 
 def config_from_flagfile(path: str, **overrides) -> Config:

@@ -2,6 +2,10 @@
 
 CPU-only hosts can be split into --num_cpu_replicas logical devices so that MirroredStrategy runs several replicas
 without a GPU; that must happen before TensorFlow runs any op, so `make` is the first thing `main` does.
+
+multi_worker_mirrored finds its cluster in TF_CONFIG (launch/local.sh, launch/k8s), Slurm's environment
+(launch/slurm.sbatch) or --worker_hosts/--task_index; the latter two are turned into TF_CONFIG. Worker 0 is the chief.
+Each worker runs one replica per local GPU, or one on the CPU; the global batch is split over all of them.
 """
 
 import json
@@ -9,6 +13,8 @@ import os
 
 from absl import logging
 import tensorflow as tf
+# Slurm's host-list syntax (node[1-3,7]) and task counts (2(x3),1); SlurmClusterResolver's own parsers.
+from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm_lib
 
 
 def split_cpu(num_replicas: int) -> None:
@@ -24,20 +30,76 @@ def split_cpu(num_replicas: int) -> None:
                        f"devices (it is set in strategy.make, the first thing main does): {e}") from None
 
 
-def _cluster_resolver(cfg):
-  """The cluster of a multi-worker run: TF_CONFIG, Slurm's environment, or --worker_hosts/--task_index."""
+# First port of the workers' gRPC servers under Slurm (the next ones go to further tasks on the same node); the
+# same as SlurmClusterResolver's.
+SLURM_PORT_BASE = 8888
+
+
+def _slurm_tf_config(env=None) -> dict:
+  """TF_CONFIG of this Slurm task: one worker per task of the job step, worker i = Slurm rank i, rank 0 the chief.
+
+  Built here rather than by SlurmClusterResolver, which sorts the hosts by name while Slurm numbers the tasks in
+  node-list order (node[9-10]: rank 0 runs on node9, which sorts after node10), so that on such nodes each task
+  would take another task's address. It would also run nvidia-smi (absent on CPU nodes) and rewrite
+  CUDA_VISIBLE_DEVICES; here each task keeps the GPUs Slurm bound to it (--gpus-per-node with one task per node,
+  as launch/slurm.sbatch does).
+
+  Raises:
+    ValueError: Slurm's variables are missing or disagree (e.g. a task distribution other than block).
+  """
+  env = os.environ if env is None else env
+  try:
+    nodes = slurm_lib.expand_hostlist(env["SLURM_STEP_NODELIST"])
+    tasks_per_node = slurm_lib.expand_tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])
+    rank = int(env["SLURM_PROCID"])
+  except KeyError as e:
+    raise ValueError(f"--cluster=slurm: {e.args[0]} is not set; start gan_dist with srun inside an allocation "
+                     "(see launch/slurm.sbatch)") from None
+  # Block distribution (Slurm's default): the first node's tasks get the first ranks, and so on.
+  workers, hosts = [], []
+  for node, count in zip(nodes, tasks_per_node):
+    workers += [f"{node}:{SLURM_PORT_BASE + local}" for local in range(count)]
+    hosts += [node] * count
+  num_tasks = int(env.get("SLURM_STEP_NUM_TASKS", len(workers)))
+  if len(workers) != num_tasks or not 0 <= rank < num_tasks:
+    raise ValueError(f"--cluster=slurm: SLURM_STEP_NODELIST={env['SLURM_STEP_NODELIST']} with "
+                     f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE']} gives {len(workers)} tasks, "
+                     f"but SLURM_STEP_NUM_TASKS={num_tasks} and SLURM_PROCID={rank}")
+  node = env.get("SLURMD_NODENAME")
+  if node and node != hosts[rank]:
+    raise ValueError(f"--cluster=slurm: rank {rank} runs on {node}, not on {hosts[rank]} as block distribution "
+                     "would place it; run srun with --distribution=block (or one task per node)")
+  return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
+
+
+def _hosts_tf_config(worker_hosts: str, task_index: int) -> dict:
+  hosts = [h.strip() for h in worker_hosts.split(",") if h.strip()]
+  if not hosts or not 0 <= task_index < len(hosts):
+    raise ValueError(f"--cluster=hosts needs --worker_hosts=h1:p1,h2:p2,... and 0 <= --task_index < "
+                     f"{len(hosts)}, got {worker_hosts!r} and {task_index}")
+  return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
+
+
+def _cluster_resolver(cfg) -> tf.distribute.cluster_resolver.TFConfigClusterResolver:
+  """The cluster of a multi-worker run: TF_CONFIG, Slurm's environment, or --worker_hosts/--task_index.
+
+  Slurm and hosts are turned into TF_CONFIG, so that every cluster source ends in the same resolver (which counts
+  this process's GPUs itself) and the log shows the same line whatever launched the run.
+  """
   if cfg.cluster == "slurm":
-    return tf.distribute.cluster_resolver.SlurmClusterResolver()
-  if cfg.cluster == "hosts":
-    hosts = [h for h in cfg.worker_hosts.split(",") if h]
-    if not hosts or not 0 <= cfg.task_index < len(hosts):
-      raise ValueError(f"--cluster=hosts needs --worker_hosts=h1:p1,h2:p2,... and 0 <= --task_index < "
-                       f"{len(hosts)}, got {cfg.worker_hosts!r} and {cfg.task_index}")
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
-                                          "task": {"type": "worker", "index": cfg.task_index}})
-  if "TF_CONFIG" not in os.environ:
+    os.environ["TF_CONFIG"] = json.dumps(_slurm_tf_config())
+  elif cfg.cluster == "hosts":
+    os.environ["TF_CONFIG"] = json.dumps(_hosts_tf_config(cfg.worker_hosts, cfg.task_index))
+  if not os.environ.get("TF_CONFIG"):
     raise ValueError("--strategy=multi_worker_mirrored needs a cluster: set TF_CONFIG (launch/local.sh does), "
                      "or pass --cluster=slurm, or --cluster=hosts --worker_hosts=... --task_index=...")
+  try:
+    tf_config = json.loads(os.environ["TF_CONFIG"])
+  except json.JSONDecodeError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {os.environ['TF_CONFIG']!r}") from None
+  if not tf_config.get("cluster") or "task" not in tf_config:
+    raise ValueError(f"TF_CONFIG needs 'cluster' and 'task' entries, got {os.environ['TF_CONFIG']!r}")
+  logging.info("Cluster %s, this task %s", tf_config["cluster"], tf_config["task"])
   return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
 
@@ -45,8 +107,10 @@ def make(cfg) -> tf.distribute.Strategy:
   """Returns the strategy for `cfg.strategy`. Call before any other TensorFlow work."""
   gpus = tf.config.list_physical_devices("GPU")
   if cfg.strategy == "multi_worker_mirrored":
-    if cfg.num_cpu_replicas > 1 and not gpus:
-      split_cpu(cfg.num_cpu_replicas)
+    if cfg.num_cpu_replicas > 1:
+      # MultiWorkerMirroredStrategy takes no device list: each worker runs one replica per GPU, or one on the CPU.
+      logging.warning("--num_cpu_replicas=%d ignored under multi_worker_mirrored (a worker without GPUs runs one "
+                      "CPU replica)", cfg.num_cpu_replicas)
     implementation = {"auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
                       "ring": tf.distribute.experimental.CommunicationImplementation.RING,
                       "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}[cfg.communication]

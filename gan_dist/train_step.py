@@ -37,33 +37,97 @@ def metric_names(cfg) -> tuple:
 def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
   """Raises ValueError for XLA combinations TensorFlow cannot run, before anything is traced.
 
-  jit_compile + MirroredStrategy/MultiWorkerMirroredStrategy + mixed_float16 + LossScaleOptimizer crashes inside
-  TensorFlow (the loss scale's cross-replica update is not compilable), so it is refused up front.
+  XLA compiles each replica's forward and backward pass (`make_train_step`); the optimizer updates, which
+  synchronise replicas, stay outside the compiled function. What that leaves unsupported:
+    * MirroredStrategy/MultiWorkerMirroredStrategy on CPU devices with --sync_batchnorm: synchronised
+      BatchNormalization all-reduces inside the forward pass, and on non-GPU devices tf.distribute implements a
+      replica-context all-reduce with merge_call, which a compiled function cannot contain (it fails at run time
+      with "Trying to access resource ... located in device CPU:1 from device CPU:0").
+
+  Args:
+    cfg: the Config (jit_compile, precision, strategy, sync_batchnorm).
+    strategy: the strategy the step will run under.
+
+  Raises:
+    ValueError: the combination is known not to compile; the message says what to change.
   """
-  if not cfg.jit_compile:
+  if not cfg.jit_compile or isinstance(strategy, tf.distribute.OneDeviceStrategy):
     return
-  if is_float16(cfg) and not isinstance(strategy, tf.distribute.OneDeviceStrategy):
-    raise ValueError("--jit_compile with --precision=mixed_float16 is not supported under --strategy="
-                     f"{cfg.strategy}: TensorFlow cannot compile LossScaleOptimizer's cross-replica update. Use "
-                     "--strategy=one_device, or --precision=mixed_bfloat16 (no loss scaling), or drop --jit_compile.")
+  devices = strategy.extended.worker_devices
+  on_gpus = all("GPU" in (tf.DeviceSpec.from_string(d).device_type or "").upper() for d in devices)
+  if cfg.sync_batchnorm and not on_gpus and strategy.num_replicas_in_sync > 1:
+    raise ValueError(
+        f"--jit_compile with --strategy={cfg.strategy} on CPU devices needs --nosync_batchnorm: synchronised "
+        "BatchNormalization all-reduces inside the compiled forward pass, and on CPUs tf.distribute does that "
+        "with merge_call, which XLA cannot compile. Use --nosync_batchnorm, --strategy=one_device, or drop "
+        "--jit_compile.")
+
+
+def _lso(optimizer):
+  return optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
 
 
 def loss_scales(state) -> Dict[str, tf.Tensor]:
-  """The current float16 loss scale of each optimizer (empty unless mixed_float16)."""
+  """The current float16 loss scale of each optimizer (empty unless mixed_float16).
+
+  Returns:
+    {"loss_scale/g": float32 scalar, "loss_scale/d": float32 scalar}, or {}.
+  """
   out = {}
   for name, opt in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-    if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+    if _lso(opt) is not None:
       out[f"loss_scale/{name}"] = tf.identity(opt.dynamic_scale)
   return out
 
 
+def attempted_updates(optimizer) -> tf.Variable:
+  """The counter of updates the train step asked `optimizer` (a LossScaleOptimizer) to make, skipped or not.
+
+  Keras 3's LossScaleOptimizer creates its own `iterations` variable but never increments it (its `iterations`
+  property returns the inner optimizer's, which counts applied updates only). The train step increments it once
+  per attempted update, so it is checkpointed with the optimizer, and attempted - applied = skipped.
+  """
+  return optimizer._iterations  # pylint: disable=protected-access
+
+
 def skipped_steps(state) -> Dict[str, tf.Tensor]:
-  """Updates skipped for non-finite gradients, per optimizer: outer iterations minus applied inner iterations."""
+  """Updates skipped for non-finite gradients, per optimizer (empty unless mixed_float16).
+
+  Returns:
+    {"skipped_steps/g": int64 scalar, "skipped_steps/d": int64 scalar}, or {}: attempted minus applied updates.
+  """
   out = {}
   for name, opt in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-    if isinstance(opt, keras.optimizers.LossScaleOptimizer):
-      out[f"skipped_steps/{name}"] = tf.cast(opt.iterations - opt.inner_optimizer.iterations, tf.int64)
+    if _lso(opt) is not None:
+      out[f"skipped_steps/{name}"] = tf.cast(attempted_updates(opt) - opt.inner_optimizer.iterations, tf.int64)
   return out
+
+
+def _agree_on_finite(grads: list) -> list:
+  """Makes every replica see non-finite gradients if any replica has them (float16, several replicas).
+
+  LossScaleOptimizer decides to skip an update from the local gradients, before they are all-reduced; Keras takes
+  replica 0's decision under merge_call (so a NaN on replica 1 would be applied to everyone), and a strategy
+  without merge_call would let replicas disagree and hang in the all-reduce of the update. One scalar all-reduce
+  of "is anything non-finite here" makes them agree: a NaN added to one gradient poisons the local check of every
+  replica when any replica overflowed, so all of them skip and halve the scale together.
+
+  Args:
+    grads: the local (scaled) gradients, a list of tensors or None.
+
+  Returns:
+    The same list, the first gradient NaN everywhere if any replica's gradients were non-finite.
+  """
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return grads
+  present = [i for i, g in enumerate(grads) if g is not None]
+  local_bad = tf.logical_not(tf.reduce_all([tf.reduce_all(tf.math.is_finite(grads[i])) for i in present]))
+  any_bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(local_bad, tf.float32)) > 0
+  first = present[0]
+  grads = list(grads)
+  grads[first] = grads[first] + tf.cast(tf.where(any_bad, float("nan"), 0.0), grads[first].dtype)
+  return grads
 
 
 def make_train_step(cfg, strategy: tf.distribute.Strategy, state) -> Callable:
@@ -140,25 +204,46 @@ def make_train_step(cfg, strategy: tf.distribute.Strategy, state) -> Callable:
     fake_logits = d_fn(fake_onehot)(fake)
     return d_objective(real, real_onehot, fake, real_logits, fake_logits, metrics)
 
-  def apply(optimizer, tape, loss, variables):
-    scaled = optimizer.scale_loss(loss) if float16 else loss
-    grads = tape.gradient(scaled, variables)
+  def scaled(optimizer, loss):
+    # float16: scale inside the tape (a product outside it is not recorded and every gradient would be None), so
+    # that small gradients survive float16; LossScaleOptimizer.apply_gradients unscales them.
+    return optimizer.scale_loss(loss) if float16 else loss
+
+  def d_grads(batch):
+    """An extra discriminator update's gradients (--d_steps_per_g > 1); its metrics are not reported."""
+    with tf.GradientTape() as d_tape:
+      d_loss, _ = forward(batch, {})
+      d_loss = scaled(state.d_optimizer, d_loss)
+    return d_tape.gradient(d_loss, discriminator.trainable_variables)
+
+  def gd_grads(batch):
+    """The tutorial step's forward pass and both networks' gradients; returns (g_grads, d_grads, metrics)."""
+    metrics = {}
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+      d_loss, g_loss = forward(batch, metrics)
+      g_loss, d_loss = scaled(state.g_optimizer, g_loss), scaled(state.d_optimizer, d_loss)
+    g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
+    d_grads_ = d_tape.gradient(d_loss, discriminator.trainable_variables)
+    return g_grads, d_grads_, {name: metrics[name] for name in names}
+
+  if cfg.jit_compile:
+    # XLA compiles the per-replica forward and backward pass, nearly all of the work. The updates stay outside:
+    # they all-reduce gradients and LossScaleOptimizer merges replicas in a cond, which XLA cannot hold on CPUs.
+    d_grads = tf.function(d_grads, jit_compile=True)
+    gd_grads = tf.function(gd_grads, jit_compile=True)
+
+  def apply(optimizer, grads, variables):
+    if float16:
+      grads = _agree_on_finite(grads)
     optimizer.apply_gradients(zip(grads, variables))
 
   def replica_step(batches):
-    metrics = {}
     for batch in batches[:-1]:  # Extra discriminator updates (--d_steps_per_g > 1).
-      with tf.GradientTape() as d_tape:
-        d_loss, _ = forward(batch, metrics)
-      apply(state.d_optimizer, d_tape, d_loss, discriminator.trainable_variables)
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-      d_loss, g_loss = forward(batches[-1], metrics)
-    apply(state.g_optimizer, g_tape, g_loss, generator.trainable_variables)
-    apply(state.d_optimizer, d_tape, d_loss, discriminator.trainable_variables)
-    return {name: metrics[name] for name in names}
-
-  if cfg.jit_compile:
-    replica_step = tf.function(replica_step, jit_compile=True)
+      apply(state.d_optimizer, d_grads(batch), discriminator.trainable_variables)
+    g_grads, d_grads_, metrics = gd_grads(batches[-1])
+    apply(state.g_optimizer, g_grads, generator.trainable_variables)
+    apply(state.d_optimizer, d_grads_, discriminator.trainable_variables)
+    return metrics
 
   ema = state.ema_generator
   decay = cfg.ema_decay
@@ -180,6 +265,9 @@ def make_train_step(cfg, strategy: tf.distribute.Strategy, state) -> Callable:
       totals = {name: totals[name] + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
                 for name in names}
       state.step.assign_add(1)
+      if float16:  # Attempted updates, so that skipped_steps = attempted - applied.
+        attempted_updates(state.g_optimizer).assign_add(1)
+        attempted_updates(state.d_optimizer).assign_add(cfg.d_steps_per_g)
       if ema is not None:
         update_ema()
     steps = tf.cast(num_steps, tf.float32)

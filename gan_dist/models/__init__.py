@@ -37,7 +37,8 @@ class Gan:
 
 def available() -> list:
   """Names of the architectures under gan_dist/models/."""
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_ARCHS and not m.name.startswith("_"))
+  return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                if m.name not in _NOT_ARCHS and not m.name.startswith("_"))
 
 
 def build(cfg, num_classes: int = 0) -> Gan:

@@ -1,0 +1,256 @@
+r"""Throughput of gan_dist's train step against the TensorFlow DCGAN tutorial's step, and of the input pipeline.
+
+For one configuration, in one process:
+  * gan_dist: the function the trainer runs, `train_step.make_train_step(cfg, strategy, state)`, fed by the
+    trainer's own distributed dataset (`data.make_dataset_fn` on real MNIST) and called with --steps_per_loop steps
+    per call, exactly as `train.run` calls it;
+  * reference: the tutorial's step (tensorflow.org/tutorials/generative/dcgan): a plain @tf.function on one
+    device in float32, on the same architecture and batch, fed a constant batch of real MNIST images;
+  * the input pipeline alone: images/s of draining the same distributed dataset inside a tf.function loop (the
+    way the train step consumes it), with no model work.
+The two steps alternate for --repeats rounds of --seconds each, and the medians are reported, so that a noisy
+machine slows both alike: compare `ratio` (gan_dist / reference), not absolute figures, between processes.
+
+Prints one JSON line per configuration:
+  {"config": {...}, "gan_dist_images_per_s": .., "reference_images_per_s": .., "ratio": ..,
+   "input_pipeline_images_per_s": .., "input_to_step_ratio": .., "rounds": {...}}
+
+--sweep runs the acceptance configurations (docs/benchmarks.md), each in its own subprocess (the Keras dtype
+policy and the logical CPU split are process-global), prints their lines, then one "acceptance" line.
+
+  python3 benchmarks/throughput.py --precision=mixed_bfloat16
+  python3 benchmarks/throughput.py --sweep --seconds=5 --repeats=3
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top  (defines every train flag)
+
+FLAGS = flags.FLAGS
+
+# Every gan_dist flag is accepted (--arch, --batch_size, --precision, --strategy, --num_cpu_replicas,
+# --steps_per_loop, --jit_compile, --data_dir, --loss, ...). Two defaults differ for the benchmark: one device
+# (the reference's placement), and the MNIST files beside the repo.
+FLAGS.set_default("strategy", "one_device")
+FLAGS.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
+FLAGS.set_default("workdir", "/tmp/gan_dist_benchmark")  # Nothing is written there.
+flags.DEFINE_float("seconds", 5.0, "Length of one timed round of each step.")
+flags.DEFINE_integer("repeats", 3, "Rounds (gan_dist, reference, gan_dist, ...); medians are reported.")
+flags.DEFINE_boolean("input_pipeline", True, "Also measure the input pipeline alone.")
+flags.DEFINE_boolean("sweep", False, "Run the acceptance configurations (one subprocess each) and check targets.")
+flags.DEFINE_string("out", "", "Also append the JSON lines to this file.")
+
+# The acceptance configurations of --sweep (batch 256, dcgan), and the targets checked on their lines.
+SWEEP = (
+    dict(name="float32", precision="float32", strategy="one_device"),
+    dict(name="mixed_bfloat16", precision="mixed_bfloat16", strategy="one_device"),
+    dict(name="mirrored1_float32", precision="float32", strategy="mirrored", num_cpu_replicas=1),
+)
+
+
+def _config():
+  return gan_flags.config_from_flags(FLAGS)
+
+
+def make_reference_step(cfg, source):
+  """The tutorial's train step on `cfg.arch` in float32 on one device.
+
+  Args:
+    cfg: the Config (arch, latent_dim, batch_size); built with the float32 policy and plain BatchNormalization.
+    source: the MNIST split in memory; its first `batch_size` images, preprocessed as gan_dist does (float32
+      [batch_size, H, W, C] in [-1, 1]), are the real batch of every step.
+
+  Returns:
+    A no-argument tf.function running one step and returning (gen_loss, disc_loss).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from gan_dist import data  # pylint: disable=g-import-not-at-top
+  from gan_dist import models  # pylint: disable=g-import-not-at-top
+
+  keras.mixed_precision.set_dtype_policy("float32")
+  gan = models.build(dataclasses.replace(cfg, precision="float32", sync_batchnorm=False), cfg.num_classes)
+  if gan.conditional:
+    raise ValueError(f"The reference step is the unconditional tutorial step; --arch={cfg.arch} is conditional")
+  generator, discriminator = gan.generator, gan.discriminator
+  cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)  # reduce_mean over the batch.
+  generator_optimizer = keras.optimizers.Adam(1e-4)
+  discriminator_optimizer = keras.optimizers.Adam(1e-4)
+  images = data.preprocess(tf.constant(source.images[:cfg.batch_size]), gan.image_shape)
+  batch_size, latent_dim = int(images.shape[0]), gan.latent_dim
+
+  @tf.function
+  def train_step():
+    noise = tf.random.normal([batch_size, latent_dim])
+    with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
+      generated_images = generator(noise, training=True)
+      real_output = discriminator(images, training=True)
+      fake_output = discriminator(generated_images, training=True)
+      gen_loss = cross_entropy(tf.ones_like(fake_output), fake_output)
+      disc_loss = (cross_entropy(tf.ones_like(real_output), real_output)
+                   + cross_entropy(tf.zeros_like(fake_output), fake_output))
+    gradients_of_generator = gen_tape.gradient(gen_loss, generator.trainable_variables)
+    gradients_of_discriminator = disc_tape.gradient(disc_loss, discriminator.trainable_variables)
+    generator_optimizer.apply_gradients(zip(gradients_of_generator, generator.trainable_variables))
+    discriminator_optimizer.apply_gradients(zip(gradients_of_discriminator, discriminator.trainable_variables))
+    return gen_loss, disc_loss
+
+  return train_step
+
+
+def _timed(run_once, images_per_call, seconds):
+  """Calls `run_once` (which blocks until its work is done) for about `seconds`; returns images/s."""
+  calls = 0
+  start = time.perf_counter()
+  while True:
+    run_once()
+    calls += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds:
+      return calls * images_per_call / elapsed
+
+
+def measure(cfg) -> dict:
+  """Measures one configuration in this process (the strategy must not have been created yet)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from gan_dist import data  # pylint: disable=g-import-not-at-top
+  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import train as train_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
+
+  strategy = strategy_lib.make(cfg)  # First: it may split the CPU into logical devices.
+  source = data.load(cfg)
+  cfg = train_lib.resolve_config(cfg, source)
+
+  # Reference first: it sets the float32 policy for its own models; create_state then sets cfg.precision.
+  reference_step = make_reference_step(cfg, source)
+
+  state = state_lib.create_state(cfg, strategy, cfg.num_classes)
+  dataset_fn = data.make_dataset_fn(cfg, source, state.gan.image_shape)
+  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+  train = train_step_lib.make_train_step(cfg, strategy, state)
+  num_steps = tf.constant(cfg.steps_per_loop, tf.int32)
+  images_per_call = cfg.batch_size * cfg.d_steps_per_g * cfg.steps_per_loop
+
+  def gan_dist_once():
+    out = train(iterator, num_steps)
+    float(out["d_loss"])  # The trainer's own host sync; the call has already finished on CPU.
+
+  def reference_once():
+    float(reference_step()[1])
+
+  for _ in range(2):  # Trace, compile and warm up both (oneDNN primitive caches, allocator).
+    gan_dist_once()
+    for _ in range(cfg.steps_per_loop):
+      reference_once()
+
+  rounds = {"gan_dist": [], "reference": []}
+  for _ in range(FLAGS.repeats):
+    rounds["gan_dist"].append(_timed(gan_dist_once, images_per_call, FLAGS.seconds))
+    rounds["reference"].append(_timed(reference_once, cfg.batch_size, FLAGS.seconds))
+  gan_dist_ips = statistics.median(rounds["gan_dist"])
+  reference_ips = statistics.median(rounds["reference"])
+  result = {
+      "config": dict(arch=cfg.arch, batch_size=cfg.batch_size, precision=cfg.precision, strategy=cfg.strategy,
+                     num_replicas=strategy.num_replicas_in_sync, steps_per_loop=cfg.steps_per_loop,
+                     jit_compile=cfg.jit_compile, seconds=FLAGS.seconds, repeats=FLAGS.repeats),
+      "gan_dist_images_per_s": round(gan_dist_ips, 1),
+      "reference_images_per_s": round(reference_ips, 1),
+      "ratio": round(gan_dist_ips / reference_ips, 3),
+  }
+  if FLAGS.input_pipeline:
+    pipeline_ips = measure_input_pipeline(cfg, strategy, dataset_fn)
+    result["input_pipeline_images_per_s"] = round(pipeline_ips, 1)
+    result["input_to_step_ratio"] = round(pipeline_ips / gan_dist_ips, 2)
+  result["rounds"] = {k: [round(v, 1) for v in vs] for k, vs in rounds.items()}
+  result["env"] = {k: v for k, v in os.environ.items()
+                   if k.startswith(("TF_ENABLE", "TF_ONEDNN", "TF_XLA", "TF_NUM", "OMP_", "KMP_", "ONEDNN_"))}
+  return result
+
+
+def measure_input_pipeline(cfg, strategy, dataset_fn) -> float:
+  """Images/s of draining the distributed dataset in a tf.function loop, as the train step consumes it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+  @tf.function
+  def drain(iterator, num_steps):
+    total = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      # One cheap op per replica keeps every element alive (nothing is pruned) without model work.
+      per_replica = strategy.run(lambda batch: tf.reduce_sum(batch["images"][:, 0, 0, 0]), args=(next(iterator),))
+      total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return total
+
+  num_steps = tf.constant(cfg.steps_per_loop, tf.int32)
+  for _ in range(3):
+    drain(iterator, num_steps).numpy()
+  images_per_call = cfg.batch_size * cfg.steps_per_loop
+  return statistics.median(_timed(lambda: drain(iterator, num_steps).numpy(), images_per_call, FLAGS.seconds / 2)
+                           for _ in range(FLAGS.repeats))
+
+
+def _emit(result: dict) -> None:
+  line = json.dumps(result, sort_keys=False)
+  print(line, flush=True)
+  if FLAGS.out:
+    with open(FLAGS.out, "a") as f:
+      f.write(line + "\n")
+
+
+def sweep() -> None:
+  """Runs SWEEP, one subprocess per configuration, and prints an acceptance line."""
+  passthrough = [f"--batch_size={FLAGS.batch_size}", f"--arch={FLAGS.arch}", f"--seconds={FLAGS.seconds}",
+                 f"--repeats={FLAGS.repeats}", f"--steps_per_loop={FLAGS.steps_per_loop}",
+                 f"--data_dir={FLAGS.data_dir}", f"--{'' if FLAGS.jit_compile else 'no'}jit_compile"]
+  results = {}
+  for config in SWEEP:
+    args = [f"--{k}={v}" for k, v in config.items() if k != "name"]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, *args],
+                          stdout=subprocess.PIPE, text=True, check=True)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("{")][-1]
+    results[config["name"]] = json.loads(line)
+    results[config["name"]]["config"]["name"] = config["name"]
+    _emit(results[config["name"]])
+  f32, bf16, mirrored = results["float32"], results["mixed_bfloat16"], results["mirrored1_float32"]
+  # Each figure is normalised by the reference measured in its own process, which cancels machine load.
+  mirrored_vs_one_device = mirrored["ratio"] / f32["ratio"]
+  input_ratio = min(r["input_to_step_ratio"] for r in results.values())
+  checks = {
+      "float32_vs_reference": (f32["ratio"], 1.0),
+      "bfloat16_vs_float32_reference": (bf16["ratio"], 1.8),
+      "mirrored1_vs_one_device": (round(mirrored_vs_one_device, 3), 0.95),
+      "input_pipeline_vs_step_min": (input_ratio, 10.0),
+  }
+  _emit({"acceptance": {name: {"measured": value, "target": target, "met": value >= target}
+                        for name, (value, target) in checks.items()}})
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if FLAGS.sweep:
+    sweep()
+    return
+  _emit(measure(_config()))
+
+
+if __name__ == "__main__":
+  app.run(main)

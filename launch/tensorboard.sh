@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Serves the TensorBoard of a gan_dist run (the chief's events in WORKDIR/tensorboard: losses, D outputs, images/s,
+# sample grids).
+#
+# Usage:
+#   launch/tensorboard.sh WORKDIR          then open http://localhost:6006
+#   PORT=6007 HOST=0.0.0.0 launch/tensorboard.sh /shared/runs/dcgan    (reachable from other machines)
+#
+# Environment:
+#   PORT       port to serve on (default: 6006).
+#   HOST       address to bind (default: localhost; 0.0.0.0 for all interfaces).
+#   DRY_RUN=1  print the command instead of running it.
+
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 WORKDIR   (the --workdir of a gan_dist run)" >&2
+  exit 2
+fi
+logdir="${1%/}/tensorboard"
+if [[ ! -d "$logdir" ]]; then
+  # A run that has not logged yet: TensorBoard picks the events up once the chief writes them.
+  echo "tensorboard.sh: $logdir does not exist yet (has the run started?); serving it anyway" >&2
+fi
+
+if command -v tensorboard > /dev/null; then
+  cmd=(tensorboard)
+else
+  cmd=("${PYTHON:-python3}" -m tensorboard.main)
+fi
+cmd+=(--logdir "$logdir" --host "${HOST:-localhost}" --port "${PORT:-6006}")
+
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  printf '%q ' "${cmd[@]}"
+  echo
+  exit 0
+fi
+exec "${cmd[@]}"

@@ -1,0 +1,181 @@
+"""Launch files that cannot run here (Slurm, Kubernetes) checked offline: command lines, YAML and TF_CONFIG.
+
+Each script runs as a subprocess with a faked environment and a timeout; none of them starts TensorFlow.
+"""
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAUNCH = os.path.join(REPO, "launch")
+K8S = os.path.join(LAUNCH, "k8s")
+TIMEOUT_S = 30  # These scripts only build command lines; anything slower is a hang.
+
+
+def _run(cmd, env=None, **kwargs):
+  """Runs `cmd` from the repo root with `env` added to a clean environment; kills it after TIMEOUT_S."""
+  full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
+  full_env.update(env or {})
+  return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------- Slurm
+
+
+def _slurm_dry_run(args, **env):
+  return _run(["bash", os.path.join(LAUNCH, "slurm.sbatch"), *args],
+              env=dict(DRY_RUN="1", SLURM_SUBMIT_DIR=REPO, **env))
+
+
+def test_slurm_builds_srun_command_from_slurm_environment():
+  result = _slurm_dry_run(["--flagfile=configs/dcgan.cfg", "--workdir=/shared/runs/dcgan", "--batch_size=1024"],
+                          SLURM_JOB_NUM_NODES="4", SLURM_GPUS_PER_NODE="a100:8", PYTHON="/venv/bin/python")
+  assert result.returncode == 0, result.stderr
+  cmd = shlex.split(result.stdout)
+  assert cmd[0] == "srun"
+  srun_opts = cmd[1:cmd.index("/venv/bin/python")]
+  assert sorted(srun_opts) == sorted(["--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8",
+                                      "--kill-on-bad-exit=1"])
+  assert cmd[cmd.index("/venv/bin/python"):] == [
+      "/venv/bin/python", "-m", "gan_dist.main", "--strategy=multi_worker_mirrored", "--cluster=slurm",
+      "--flagfile=configs/dcgan.cfg", "--workdir=/shared/runs/dcgan", "--batch_size=1024"]
+
+
+def test_slurm_without_gpus_and_quoting():
+  result = _slurm_dry_run(["--workdir", "/shared/my runs/x"], SLURM_JOB_NUM_NODES="2")
+  assert result.returncode == 0, result.stderr
+  cmd = shlex.split(result.stdout)
+  assert not any(a.startswith("--gpus") for a in cmd)
+  assert cmd[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+  assert cmd[-2:] == ["--workdir", "/shared/my runs/x"]  # Arguments pass through intact.
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--flagfile=configs/dcgan.cfg"], dict(SLURM_JOB_NUM_NODES="2"), "--workdir"),
+    (["--workdir=/tmp/run"], dict(SLURM_JOB_NUM_NODES="2"), "node-local"),
+    (["--workdir=/shared/run"], {}, "SLURM_JOB_NUM_NODES"),
+    (["--workdir=/shared/run"], dict(SLURM_JOB_NUM_NODES="2", SLURM_GPUS_PER_NODE="many"), "GPU count"),
+])
+def test_slurm_refuses_bad_submissions(args, env, message):
+  result = _slurm_dry_run(args, **env)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert "srun" not in result.stdout
+
+
+def test_slurm_sbatch_header():
+  with open(os.path.join(LAUNCH, "slurm.sbatch")) as f:
+    directives = [line.split(None, 1)[1].strip() for line in f if line.startswith("#SBATCH")]
+  assert "--ntasks-per-node=1" in directives
+  assert any(d.startswith("--gpus-per-node=") for d in directives)
+
+
+# ------------------------------------------------------------------------------------------------------ Kubernetes
+
+K8S_PARAMS = dict(IMAGE="registry.example.com/gan_dist:1", PVC="gan-runs", WORKDIR="/runs/dcgan", NUM_WORKERS="3",
+                  GPUS_PER_WORKER="4", ARGS="--flagfile=configs/dcgan.cfg --batch_size=768", JOB_NAME="dcgan-a")
+
+
+def _render(*files, **params):
+  return _run([os.path.join(K8S, "render.sh"), *files], env=params)
+
+
+def _rendered():
+  result = _render(**K8S_PARAMS)
+  assert result.returncode == 0, result.stderr
+  docs = list(yaml.safe_load_all(result.stdout))
+  return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+@pytest.mark.parametrize("name", ["gan_dist.yaml", "tensorboard.yaml"])
+def test_k8s_templates_are_valid_yaml(name):
+  with open(os.path.join(K8S, name)) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+  assert docs and all({"apiVersion", "kind", "metadata", "spec"} <= set(d) for d in docs)
+
+
+def test_k8s_job_and_service():
+  docs = _rendered()
+  job = docs["Job", "dcgan-a"]
+  service = docs["Service", "dcgan-a"]
+  spec = job["spec"]
+  assert spec["completionMode"] == "Indexed"
+  assert spec["completions"] == spec["parallelism"] == 3
+  pod = spec["template"]["spec"]
+  assert pod["subdomain"] == "dcgan-a" and pod["restartPolicy"] == "Never"
+  # The headless Service selects exactly the Job's pods.
+  assert service["spec"]["clusterIP"] == "None"
+  labels = spec["template"]["metadata"]["labels"]
+  assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+  container = pod["containers"][0]
+  assert container["image"] == K8S_PARAMS["IMAGE"]
+  assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+  assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gan-runs"
+  assert {p["containerPort"] for p in container["ports"]} == {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_k8s_pod_script_builds_tf_config_for_each_index(tmp_path):
+  """Runs the container's own script with bash, a fake `python` recording what it was started with."""
+  container = _rendered()["Job", "dcgan-a"]["spec"]["template"]["spec"]["containers"][0]
+  assert container["command"] == ["/bin/bash", "-c"]
+  script = container["args"][0]
+  pod_env = {e["name"]: e["value"] for e in container["env"]}
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  fake_python = bin_dir / "python"
+  fake_python.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                         "tf_config = json.loads(os.environ['TF_CONFIG'])\n"
+                         "print(json.dumps({'argv': sys.argv[1:], 'tf_config': tf_config}))\n")
+  fake_python.chmod(fake_python.stat().st_mode | stat.S_IEXEC)
+  hosts = [f"dcgan-a-{i}.dcgan-a:2222" for i in range(3)]
+  for index in range(3):
+    env = dict(pod_env, JOB_COMPLETION_INDEX=str(index), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = _run(container["command"] + [script], env=env)
+    assert result.returncode == 0, result.stderr
+    started = json.loads(result.stdout.strip().splitlines()[-1])
+    assert started["tf_config"] == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+    assert started["argv"] == ["-m", "gan_dist.main", "--strategy=multi_worker_mirrored", "--cluster=tf_config",
+                               "--workdir=/runs/dcgan", "--flagfile=configs/dcgan.cfg", "--batch_size=768"]
+
+
+def test_k8s_tensorboard():
+  docs = _rendered()
+  deployment = docs["Deployment", "dcgan-a-tensorboard"]
+  pod = deployment["spec"]["template"]["spec"]
+  container = pod["containers"][0]
+  assert "--logdir=/runs/dcgan/tensorboard" in container["command"]
+  assert container["volumeMounts"][0]["readOnly"] is True
+  assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gan-runs"
+  service = docs["Service", "dcgan-a-tensorboard"]
+  assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("override,message", [
+    (dict(IMAGE=""), "set IMAGE"),
+    (dict(WORKDIR="/data/x"), "under /runs"),
+    (dict(NUM_WORKERS="two"), "NUM_WORKERS"),
+    (dict(ARGS='--workdir="x"'), "quotes"),
+])
+def test_k8s_render_refuses_bad_parameters(override, message):
+  result = _render(**dict(K8S_PARAMS, **override))
+  assert result.returncode == 2
+  assert message in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_script(tmp_path):
+  result = _run([os.path.join(LAUNCH, "tensorboard.sh"), str(tmp_path)], env=dict(DRY_RUN="1", PORT="6123"))
+  assert result.returncode == 0, result.stderr
+  cmd = shlex.split(result.stdout)
+  assert cmd[cmd.index("--logdir") + 1] == str(tmp_path / "tensorboard")
+  assert cmd[cmd.index("--port") + 1] == "6123"
+  assert _run([os.path.join(LAUNCH, "tensorboard.sh")]).returncode == 2

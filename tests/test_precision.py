@@ -1,0 +1,198 @@
+"""Mixed precision and XLA: float16 loss scaling (skips, per-optimizer scales, replica agreement, checkpoints),
+bfloat16, float32 model outputs, and the --jit_compile refusal.
+
+Overflow is injected the way it happens in training: a loss scale far too large makes that network's float16
+gradients overflow (inf) while the other network, with its own optimizer and scale, is unaffected. Replica
+disagreement is injected with a NaN in one replica's real images only.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import state as state_lib
+from gan_dist import train_step as train_step_lib
+from tests import helpers
+
+BATCH = 8  # Global: 4 images per replica on the 2 logical CPUs.
+HUGE_SCALE = 2.0**100  # Finite in float32, but any gradient times it overflows float16.
+
+
+def _dataset(strategy, poison_replica=None):
+  """Distributed iterator of random images in [-1, 1]; `poison_replica`'s batches are all NaN."""
+  per_replica = BATCH // strategy.num_replicas_in_sync
+  rng = np.random.RandomState(0)
+  batches = rng.uniform(-1, 1, size=(strategy.num_replicas_in_sync, per_replica, 28, 28, 1)).astype(np.float32)
+  if poison_replica is not None:
+    batches[poison_replica] = np.nan
+
+  def dataset_fn(ctx):
+    del ctx  # One input pipeline: consecutive elements go to consecutive replicas.
+    return tf.data.Dataset.from_tensor_slices(
+        {"images": batches, "labels": np.zeros((len(batches), per_replica), np.int32)}).repeat()
+
+  return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+
+def _weights(model):
+  return [v.numpy() for v in model.trainable_variables]
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _int(variable):
+  return int(tf.convert_to_tensor(variable).numpy())
+
+
+def _replica_values(variable):
+  """The value of a (Keras-wrapped) mirrored variable on every replica, which must agree."""
+  variable = getattr(variable, "value", variable)  # keras.Variable -> its tf.distribute variable.
+  return [float(v.numpy()) for v in variable.values] if hasattr(variable, "values") else [float(variable.numpy())]
+
+
+@pytest.fixture(scope="module")
+def strategy():
+  """One MirroredStrategy over the 2 logical CPUs for the whole module.
+
+  Not conftest's per-test `mirrored2`: every MirroredStrategy numbers its collective ops from the same start, so
+  a second one in the process reuses the instance keys of the first and its all-reduces fail with "Shape mismatch
+  in the collective instance" (seen: this module's float16 step, then a bfloat16 step on a new strategy).
+  """
+  return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2])
+
+
+@pytest.fixture(scope="module")
+def float16_run(tmp_path_factory, strategy):
+  """A mixed_float16 dcgan state on 2 replicas and its traced train function (shared: tracing is the slow part)."""
+  cfg = helpers.config(tmp_path_factory.mktemp("fp16"), precision="mixed_float16", batch_size=BATCH)
+  state = state_lib.create_state(cfg, strategy)
+  train = train_step_lib.make_train_step(cfg, strategy, state)
+  yield cfg, strategy, state, train
+  keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _set_scales(state, g, d):
+  state.g_optimizer.dynamic_scale.assign(g)
+  state.d_optimizer.dynamic_scale.assign(d)
+
+
+def _counts(state):
+  return {k: int(v) for k, v in train_step_lib.skipped_steps(state).items()}
+
+
+@pytest.mark.parametrize("overflowing", ["g", "d"])
+def test_float16_overflow_skips_that_network_and_halves_its_scale(float16_run, overflowing):
+  _, strategy_, state, train = float16_run
+  gan = state.gan
+  other = "d" if overflowing == "g" else "g"
+  scales = {overflowing: HUGE_SCALE, other: 2.0**10}
+  _set_scales(state, scales["g"], scales["d"])
+  before = {"g": _weights(gan.generator), "d": _weights(gan.discriminator)}
+  skipped_before = _counts(state)
+  applied_before = {n: _int(getattr(state, f"{n}_optimizer").inner_optimizer.iterations) for n in "gd"}
+
+  metrics = train(_dataset(strategy_), tf.constant(1, tf.int32))
+
+  after = {"g": _weights(gan.generator), "d": _weights(gan.discriminator)}
+  assert _same(before[overflowing], after[overflowing]), "the overflowing network must not be updated"
+  assert not _same(before[other], after[other]), "the other network must be updated"
+  assert all(np.isfinite(w).all() for w in after["g"] + after["d"])
+  new_scales = {k.split("/")[1]: float(v) for k, v in train_step_lib.loss_scales(state).items()}
+  assert new_scales == {overflowing: HUGE_SCALE / 2, other: 2.0**10}
+  for name in "gd":  # Scales are mirrored: every replica holds the same value.
+    assert len(set(_replica_values(getattr(state, f"{name}_optimizer").dynamic_scale))) == 1
+  skipped = _counts(state)
+  assert skipped[f"skipped_steps/{overflowing}"] == skipped_before[f"skipped_steps/{overflowing}"] + 1
+  assert skipped[f"skipped_steps/{other}"] == skipped_before[f"skipped_steps/{other}"]
+  applied = {n: _int(getattr(state, f"{n}_optimizer").inner_optimizer.iterations) for n in "gd"}
+  assert applied == {overflowing: applied_before[overflowing], other: applied_before[other] + 1}
+  assert np.isfinite(float(metrics["d_loss"])) and np.isfinite(float(metrics["g_loss"]))
+
+
+def test_float16_nonfinite_on_one_replica_skips_on_all(float16_run):
+  _, strategy_, state, train = float16_run
+  _set_scales(state, 2.0**10, 2.0**10)
+  d_before = _weights(state.gan.discriminator)
+  skipped_before = _counts(state)
+
+  # Replica 1's real images are NaN: only its D gradients are non-finite. Keras' LossScaleOptimizer alone would
+  # follow replica 0's finite check and apply the NaN all-reduced gradients.
+  train(_dataset(strategy_, poison_replica=1), tf.constant(1, tf.int32))
+
+  assert _same(d_before, _weights(state.gan.discriminator))
+  for v in state.gan.discriminator.trainable_variables:
+    assert all(np.isfinite(x.numpy()).all() for x in v.value.values)
+  assert _replica_values(state.d_optimizer.dynamic_scale) == [2.0**9, 2.0**9]
+  assert _counts(state)["skipped_steps/d"] == skipped_before["skipped_steps/d"] + 1
+  assert _counts(state)["skipped_steps/g"] == skipped_before["skipped_steps/g"]
+
+
+def test_float16_steps_are_finite_and_outputs_float32(float16_run):
+  _, strategy_, state, train = float16_run
+  _set_scales(state, 2.0**15, 2.0**15)
+  metrics = train(_dataset(strategy_), tf.constant(3, tf.int32))
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert train_step_lib.loss_scales(state) == {} or {k: float(v) for k, v in
+                                                   train_step_lib.loss_scales(state).items()} == {
+                                                       "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
+  gan = state.gan
+  assert isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)
+  assert state.g_optimizer is not state.d_optimizer
+  assert gan.generator.layers[1].compute_dtype == "float16"  # The Dense layer computes in float16 ...
+  images = gan.generator(tf.zeros([2, gan.latent_dim]), training=False)
+  assert images.dtype == tf.float32  # ... but the images and the logits (losses) are float32.
+  assert gan.discriminator(images, training=False).dtype == tf.float32
+
+
+def test_float16_checkpoint_restores_loss_scales(float16_run, tmp_path):
+  cfg, strategy_, state, _ = float16_run
+  _set_scales(state, 2.0**7, 2.0**21)
+  state.d_optimizer.step_counter.assign(17)
+  skipped = _counts(state)
+  path = checkpoint_lib.make_checkpoint(state).save(str(tmp_path / "ckpt"))
+
+  fresh = state_lib.create_state(cfg, strategy_)
+  assert {k: float(v) for k, v in train_step_lib.loss_scales(fresh).items()} == {
+      "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
+  checkpoint_lib.make_checkpoint(fresh).restore(path).assert_existing_objects_matched()
+  assert {k: float(v) for k, v in train_step_lib.loss_scales(fresh).items()} == {
+      "loss_scale/g": 2.0**7, "loss_scale/d": 2.0**21}
+  assert _replica_values(fresh.d_optimizer.dynamic_scale) == [2.0**21, 2.0**21]
+  assert _int(fresh.d_optimizer.step_counter) == 17
+  assert _counts(fresh) == skipped
+
+
+def test_bfloat16_step_is_finite_without_loss_scaling(strategy, tmp_path):
+  cfg = helpers.config(tmp_path, precision="mixed_bfloat16", batch_size=BATCH)
+  try:
+    state = state_lib.create_state(cfg, strategy)
+    assert not isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert train_step_lib.loss_scales(state) == {} and train_step_lib.skipped_steps(state) == {}
+    assert state.gan.generator.layers[1].compute_dtype == "bfloat16"
+    train = train_step_lib.make_train_step(cfg, strategy, state)
+    metrics = train(_dataset(strategy), tf.constant(2, tf.int32))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert all(np.isfinite(w).all() for w in _weights(state.gan.generator) + _weights(state.gan.discriminator))
+  finally:
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_jit_compile_refused_before_tracing(strategy, tmp_path):
+  cfg = helpers.config(tmp_path, jit_compile=True, sync_batchnorm=True, batch_size=BATCH)
+  with pytest.raises(ValueError, match="--jit_compile.*--nosync_batchnorm"):
+    # The check needs only the config and the strategy: it fails before any model is built or traced.
+    train_step_lib.check_jit_supported(cfg, strategy)
+  assert train_step_lib.check_jit_supported(helpers.config(tmp_path, jit_compile=False), strategy) is None
+  one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+  assert train_step_lib.check_jit_supported(cfg, one_device) is None
+
+
+def test_make_train_step_refuses_jit_before_tracing(strategy, tmp_path):
+  cfg = helpers.config(tmp_path, jit_compile=True, sync_batchnorm=True, batch_size=BATCH)
+  state = state_lib.create_state(cfg, strategy)
+  with pytest.raises(ValueError, match="XLA"):
+    train_step_lib.make_train_step(cfg, strategy, state)
