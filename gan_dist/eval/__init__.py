@@ -1,0 +1,1 @@
+"""Evaluation of trained generators: an MNIST classifier and the class accuracy of conditional samples."""

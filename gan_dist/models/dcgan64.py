@@ -1,0 +1,57 @@
+"""A DCGAN (Radford et al. 2016) for 64x64x3 images, e.g. MNIST resized to 64x64 with its gray channel repeated.
+
+Generator: noise [B, 100] -> Dense 4x4x512 -> Reshape -> BN -> LeakyReLU 0.2, then three blocks of
+  Conv2DTranspose (4x4, s2, same) -> BN -> LeakyReLU 0.2 with 256, 128, 64 filters (8, 16, 32 pixels), and
+  Conv2DTranspose 3 (4x4, s2, same, tanh) to 64x64. Layers followed by BatchNorm have no bias (BN's offset
+  replaces it), as in the DCGAN paper.
+  100*8192 + 4*512 + 16*512*256 + 4*256 + 16*256*128 + 4*128 + 16*128*64 + 4*64 + (16*64*3+3)
+  = 3,578,627 parameters (3,576,707 trainable).
+Discriminator: Conv2D 64 (4x4, s2, same) -> LeakyReLU 0.2 -> Dropout 0.3 -> Conv2D 128 (4x4, s2, same)
+  -> LeakyReLU 0.2 -> Dropout 0.3 -> Flatten (16x16x128) -> Dense 1 logit.
+  (16*3*64+64) + (16*64*128+128) + (16*16*128+1) = 167,105 parameters.
+  D has no BatchNorm: the train step feeds real and fake batches separately, and dropout regularises a D that is
+  small next to G, like the TF-tutorial DCGAN's.
+"""
+
+import keras
+from keras import layers
+
+from gan_dist.models import Gan, float32_logits
+from gan_dist.models.layers import Dropout, batch_norm
+
+IMAGE_SHAPE = (64, 64, 3)
+
+
+def make_generator(cfg) -> keras.Model:
+  """[B, latent_dim] noise -> [B, 64, 64, 3] images in [-1, 1]."""
+  noise = keras.Input((cfg.latent_dim,), name="noise")
+  x = layers.Dense(4 * 4 * 512, use_bias=False)(noise)
+  x = layers.Reshape((4, 4, 512))(x)
+  x = batch_norm(cfg)(x)
+  x = layers.LeakyReLU(0.2)(x)
+  for filters in (256, 128, 64):
+    x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False)(x)
+    x = batch_norm(cfg)(x)
+    x = layers.LeakyReLU(0.2)(x)
+  x = layers.Conv2DTranspose(IMAGE_SHAPE[-1], 4, strides=2, padding="same")(x)
+  images = layers.Activation("tanh", dtype="float32")(x)
+  return keras.Model(noise, images, name="generator")
+
+
+def make_discriminator() -> keras.Model:
+  """[B, 64, 64, 3] images -> [B, 1] logits."""
+  images = keras.Input(IMAGE_SHAPE, name="images")
+  x = images
+  for filters in (64, 128):
+    x = layers.Conv2D(filters, 4, strides=2, padding="same")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = Dropout(0.3)(x)
+  x = layers.Flatten()(x)
+  logits = float32_logits(layers.Dense(1)(x))
+  return keras.Model(images, logits, name="discriminator")
+
+
+def build(cfg, num_classes: int = 0) -> Gan:
+  del num_classes  # Unconditional.
+  return Gan(make_generator(cfg), make_discriminator(), conditional=False, image_shape=IMAGE_SHAPE,
+             latent_dim=cfg.latent_dim)
