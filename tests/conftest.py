@@ -32,7 +32,7 @@ def mnist_dir():
 _MIRRORED2 = []
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirrored2():
   """MirroredStrategy over the 2 logical CPUs, one per test process.
 

@@ -55,14 +55,9 @@ def _replica_values(variable):
 
 
 @pytest.fixture(scope="module")
-def strategy():
-  """One MirroredStrategy over the 2 logical CPUs for the whole module.
-
-  Not conftest's per-test `mirrored2`: every MirroredStrategy numbers its collective ops from the same start, so
-  a second one in the process reuses the instance keys of the first and its all-reduces fail with "Shape mismatch
-  in the collective instance" (seen: this module's float16 step, then a bfloat16 step on a new strategy).
-  """
-  return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2])
+def strategy(mirrored2):
+  """The process's one MirroredStrategy over the 2 logical CPUs (see conftest: a second one breaks collectives)."""
+  return mirrored2
 
 
 @pytest.fixture(scope="module")
