@@ -221,8 +221,12 @@ CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "
 
 def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
   """Returns a message naming every field that differs in a way a checkpoint cannot absorb, or None."""
+  def shape(cfg, name):
+    value = getattr(cfg, name)
+    return value > 0 if name == "ema_decay" else value  # Only whether an EMA exists shapes the checkpoint.
+
   diffs = [f"--{name}: workdir has {getattr(saved, name)!r}, this run has {getattr(current, name)!r}"
-           for name in CHECKPOINT_SHAPING_FIELDS if getattr(saved, name) != getattr(current, name)]
+           for name in CHECKPOINT_SHAPING_FIELDS if shape(saved, name) != shape(current, name)]
   if not diffs:
     return None
   return ("This workdir was trained with a different configuration; use a new --workdir or the same flags:\n  "

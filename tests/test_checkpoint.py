@@ -64,3 +64,11 @@ def test_flagfile_roundtrip(tmp_path):
   path = str(tmp_path / "flags.txt")
   gan_flags.write_flagfile(cfg, path)
   assert gan_flags.config_from_flagfile(path) == cfg
+
+
+def test_resume_compatibility_rules():
+  saved = gan_flags.make_config(ema_decay=0.999)
+  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.99)) is None
+  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, batch_size=64, g_lr=1.0)) is None
+  message = gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.0, arch="mlp"))
+  assert "--ema_decay" in message and "--arch" in message

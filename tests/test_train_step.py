@@ -123,3 +123,40 @@ def test_batchnorm_statistics_are_global_and_identical(mirrored2):
   # Without synchronisation each replica would keep its own statistics (what --nosync_batchnorm opts into).
   local = _bn_stats_after_step(mirrored2, False, x)
   assert not np.allclose(local[0], local[1])
+
+
+def test_extra_discriminator_steps(tmp_path, mirrored2):
+  cfg, state, it, train = _setup(tmp_path, mirrored2, d_steps_per_g=3)
+  train(it, tf.constant(2))
+  assert int(state.step.numpy()) == 2
+  assert int(state.g_optimizer.iterations.numpy()) == 2
+  assert int(state.d_optimizer.iterations.numpy()) == 6  # Two extra D updates per G update, each on a new batch.
+
+
+def test_ema_generator_follows_the_formula(tmp_path, mirrored2):
+  cfg, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
+  ema = state.ema_generator
+  assert ema is not None and state.sampling_generator is ema
+  w0 = [w.copy() for w in state.gan.generator.get_weights()]
+  np.testing.assert_array_equal(ema.get_weights()[0], w0[0])
+  train(it, tf.constant(1))
+  trainable = {id(v) for v in state.gan.generator.trainable_variables}
+  for var, ema_var, before in zip(state.gan.generator.weights, ema.weights, w0):
+    if id(var) in trainable:
+      expected = 0.9 * before + 0.1 * var.numpy()
+    else:
+      expected = var.numpy()  # BatchNorm moving statistics are copied.
+    np.testing.assert_allclose(ema_var.numpy(), expected, rtol=1e-5, atol=1e-7, err_msg=var.path)
+    copies = _replica_values(ema_var)
+    np.testing.assert_array_equal(copies[0], copies[-1])
+
+
+@pytest.mark.parametrize("loss,extra", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=1.0))])
+def test_penalties_in_a_conditional_step(tmp_path, mirrored2, loss, extra):
+  cfg, state, it, train = _setup(tmp_path, mirrored2, arch="cgan_mlp", loss=loss, **extra)
+  metrics = train(it, tf.constant(2))
+  penalty = "gradient_penalty" if "gp_weight" in extra else "r1_penalty"
+  assert penalty in metrics
+  for name, value in metrics.items():
+    assert np.isfinite(float(value)), name
+  assert float(metrics[penalty]) > 0.0
