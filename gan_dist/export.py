@@ -10,11 +10,9 @@ nothing of gan_dist to load: `tf.saved_model.load(path).signatures["serving_defa
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 from gan_dist import flags as gan_flags
@@ -59,11 +57,7 @@ def main(argv):
 
 
 def run():
-  gan_flags.define_export_flags(gan_flags.FLAGS)
-  try:
-    app.run(main)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  gan_flags.run_tool(main, gan_flags.define_export_flags)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ configuration of a run (used by resume checks, `sample.py` and `export.py`).
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+import sys
+from typing import Callable, Optional, Sequence
 
 from absl import flags
 
@@ -213,6 +214,16 @@ def config_from_flagfile(path: str, **overrides) -> Config:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is this a gan_dist workdir?")
   return config_from_flags(_fresh_flag_values([f"--flagfile={path}"]), **overrides)
+
+
+def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], None]) -> None:
+  """Runs a workdir tool (sample, export, eval): defines its own flags, then `main`; user errors exit in one line."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  define_tool_flags(FLAGS)
+  try:
+    app.run(main)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
 
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.

@@ -7,13 +7,11 @@ writes `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int3
 """
 
 import os
-import sys
 from typing import Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import logging
+from absl import logging  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
@@ -95,11 +93,7 @@ def main(argv):
 
 
 def run():
-  gan_flags.define_sample_flags(gan_flags.FLAGS)
-  try:
-    app.run(main)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  gan_flags.run_tool(main, gan_flags.define_sample_flags)
 
 
 if __name__ == "__main__":

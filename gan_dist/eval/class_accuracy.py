@@ -8,11 +8,9 @@ kept one), classifies them with `classifier.py` (trained here for --classifier_e
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
@@ -62,11 +60,7 @@ def main(argv):
 
 
 def run():
-  define_flags(gan_flags.FLAGS)
-  try:
-    app.run(main)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  gan_flags.run_tool(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import keras
 from keras import layers
 
 from gan_dist.models import Gan, float32_logits
-from gan_dist.models.layers import Dropout, batch_norm
+from gan_dist.models.layers import batch_norm, strided_conv_features
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -47,12 +47,7 @@ def make_discriminator(num_classes: int) -> keras.Model:
   """[images [B, 28, 28, 1], one-hot [B, num_classes]] -> [B, 1] logits."""
   images = keras.Input(IMAGE_SHAPE, name="images")
   onehot = keras.Input((num_classes,), name="onehot")
-  x = images
-  for filters in (64, 128):
-    x = layers.Conv2D(filters, 5, strides=2, padding="same")(x)
-    x = layers.LeakyReLU(0.2)(x)
-    x = Dropout(0.3)(x)
-  features = layers.Flatten()(x)
+  features = strided_conv_features(images, kernel_size=5, leaky_slope=0.2, dropout=0.3)
   embedding = layers.Dense(features.shape[-1], use_bias=False, name="class_embedding")(onehot)
   projection = layers.Dot(axes=1)([embedding, features])
   logits = layers.Add()([layers.Dense(1)(features), projection])

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from gan_dist.models import Gan, float32_logits
-from gan_dist.models.layers import Dropout, batch_norm
+from gan_dist.models.layers import batch_norm, strided_conv_features
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -37,13 +37,8 @@ def make_discriminator(cfg) -> keras.Model:
   """[B, 28, 28, 1] images -> [B, 1] logits."""
   del cfg
   images = keras.Input(IMAGE_SHAPE, name="images")
-  x = images
-  for filters in (64, 128):
-    x = layers.Conv2D(filters, 5, strides=2, padding="same")(x)
-    x = layers.LeakyReLU(0.3)(x)
-    x = Dropout(0.3)(x)
-  x = layers.Flatten()(x)
-  logits = float32_logits(layers.Dense(1)(x))
+  features = strided_conv_features(images, kernel_size=5, leaky_slope=0.3, dropout=0.3)
+  logits = float32_logits(layers.Dense(1)(features))
   return keras.Model(images, logits, name="discriminator")
 
 

@@ -55,3 +55,26 @@ def seed_states(*models: keras.Model) -> list:
       if gen is not None:
         states.append(gen.state)
   return states
+
+
+def strided_conv_features(images, kernel_size: int, leaky_slope: float, dropout: float = 0.0,
+                          filters=(64, 128)):
+  """The DCGAN-style discriminator body: per filter count, Conv2D (stride 2, same) -> LeakyReLU [-> Dropout].
+
+  Args:
+    images: a Keras tensor [B, H, W, C].
+    kernel_size: convolution kernel size.
+    leaky_slope: LeakyReLU negative slope.
+    dropout: Dropout rate after each block (0: none).
+    filters: filters of each strided convolution.
+
+  Returns:
+    Flattened features [B, H / 2^len(filters) * W / 2^len(filters) * filters[-1]].
+  """
+  x = images
+  for f in filters:
+    x = keras.layers.Conv2D(f, kernel_size, strides=2, padding="same")(x)
+    x = keras.layers.LeakyReLU(leaky_slope)(x)
+    if dropout > 0:
+      x = Dropout(dropout)(x)
+  return keras.layers.Flatten()(x)
