@@ -117,12 +117,16 @@ def load_tfds(name: str, data_dir: str, split: str) -> DataSource:
   if image_key is None:
     raise DataError(f"--dataset={name} has no 'image' feature (features: {list(features)})")
   label_key = "label" if "label" in features else None
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-  images = np.asarray(data[image_key], np.uint8)
+  # Read in chunks rather than batch_size=-1: that needs a known cardinality, which not every source has.
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False).batch(10000)))
+  if not chunks:
+    raise DataError(f"--dataset={name} split {split!r} is empty")
+  images = np.concatenate([c[image_key] for c in chunks]).astype(np.uint8)
   if images.ndim == 3:
     images = images[..., None]
   if label_key:
-    labels, num_classes = np.asarray(data[label_key], np.int32), int(features[label_key].num_classes)
+    labels = np.concatenate([c[label_key] for c in chunks]).astype(np.int32)
+    num_classes = int(features[label_key].num_classes)
   else:
     labels, num_classes = np.zeros(len(images), np.int32), 0
   return DataSource(images, labels, num_classes, f"TFDS {name} in {builder.data_dir}")

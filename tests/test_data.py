@@ -142,3 +142,16 @@ def test_idx_files_found_with_or_without_gz(tmp_path):
   assert data.find_idx_files(str(tmp_path), "train") is None
   assert os.path.basename(data.find_idx_files(helpers.make_idx_dir(str(tmp_path / "gz"), num=8), "test")[1]) == \
       "t10k-labels-idx1-ubyte.gz"
+
+
+def test_tfds_datasets_by_name():
+  """The TFDS path, offline: tfds.testing.mock_data stands in for prepared datasets."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=24):
+    mnist = data.load(helpers.config_values(dataset="mnist"))
+    assert mnist.images.shape == (24, 28, 28, 1) and mnist.images.dtype == np.uint8
+    assert mnist.num_classes == 10 and mnist.labels.dtype == np.int32 and mnist.name.startswith("TFDS mnist")
+    cifar = data.load(helpers.config_values(dataset="cifar10"))
+    assert cifar.images.shape == (24, 32, 32, 3) and cifar.num_classes == 10
+  with pytest.raises(data.DataError, match="Unknown TensorFlow Datasets name"):
+    data.load(helpers.config_values(dataset="no_such_dataset_xyz"))
