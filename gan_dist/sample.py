@@ -77,8 +77,7 @@ def load_workdir(workdir: str, step: Optional[int] = None):
 def main(argv):
   del argv
   fv = gan_flags.FLAGS
-  cfg, state = load_workdir(fv.workdir, fv.step)
-  del cfg
+  _, state = load_workdir(fv.workdir, fv.step)
   gan = state.gan
   noise, labels = sample_inputs(gan, fv.num, fv.seed, fv.label)
   run_fn = make_generate_fn(state.sampling_generator, gan)
