@@ -46,6 +46,10 @@ class DataSource:
   num_classes: int
   name: str
 
+  @property
+  def num_examples(self) -> int:
+    return len(self.labels)
+
 
 def _open(path: str):
   return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
@@ -151,6 +155,11 @@ def load(cfg) -> DataSource:
     source = dataclasses.replace(source, images=source.images[keep], labels=source.labels[keep],
                                  name=f"{source.name}, class {cfg.class_filter} only")
   return source
+
+
+def open_source(cfg, split: Optional[str] = None) -> DataSource:
+  """Opens `split` (default `cfg.split`) of the dataset that `cfg` names (see `load`)."""
+  return load(cfg if split is None else dataclasses.replace(cfg, split=split))
 
 
 def steps_per_epoch(num_examples: int, cfg) -> int:

@@ -48,20 +48,21 @@ def grid_inputs(gan, num: int, seed: int) -> Tuple[np.ndarray, Optional[np.ndarr
 
 
 def make_generate_fn(generator, gan):
-  """A tf.function (noise [b, latent_dim], one-hot [b, num_classes]) -> images; traced once per batch shape."""
+  """A tf.function (noise [b, latent_dim], int labels [b]) -> images; traced once per batch shape."""
   @tf.function
-  def run(z, onehot):
-    return generator([z, onehot] if gan.conditional else z, training=False)
+  def run(z, labels):
+    return gan.generate(z, labels, generator=generator)
   return run
 
 
 def generate(run, gan, noise: np.ndarray, labels: Optional[np.ndarray], batch_size: int = 256) -> np.ndarray:
   """Runs a `make_generate_fn` function in batches; returns float32 images [N, H, W, C] in [-1, 1]."""
+  if labels is None:
+    labels = np.zeros([len(noise)], np.int32)  # Ignored by unconditional models; keeps one traced signature.
   out = []
   for start in range(0, len(noise), batch_size):
     z = tf.constant(noise[start:start + batch_size])
-    onehot = tf.one_hot(labels[start:start + batch_size], gan.num_classes) if gan.conditional else tf.zeros([0])
-    out.append(np.asarray(tf.cast(run(z, onehot), tf.float32)))
+    out.append(np.asarray(tf.cast(run(z, tf.constant(labels[start:start + batch_size], tf.int32)), tf.float32)))
   return np.concatenate(out)
 
 

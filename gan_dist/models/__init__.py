@@ -9,6 +9,7 @@ import pkgutil
 from typing import Tuple
 
 import keras
+import tensorflow as tf
 
 _NOT_ARCHS = {"layers"}
 
@@ -33,6 +34,33 @@ class Gan:
   image_shape: Tuple[int, int, int]
   latent_dim: int
   num_classes: int = 0
+
+  def _inputs(self, first, labels):
+    """The model inputs for `first` (noise or images) and int labels [B]: one-hot labels only when conditional."""
+    if not self.conditional:
+      return first
+    if labels is None:
+      raise ValueError("A conditional model needs labels")
+    return [first, tf.one_hot(labels, self.num_classes)]
+
+  def generate(self, noise, labels=None, training: bool = False, generator: keras.Model = None):
+    """Images from noise.
+
+    Args:
+      noise: float32 [B, latent_dim].
+      labels: int [B] class ids (required by conditional models, ignored otherwise).
+      training: BatchNorm in training mode (batch statistics) or inference mode (moving statistics).
+      generator: another generator of the same architecture (e.g. the EMA copy); default `self.generator`.
+
+    Returns:
+      float32 [B, H, W, C] in [-1, 1].
+    """
+    generator = self.generator if generator is None else generator
+    return generator(self._inputs(noise, labels), training=training)
+
+  def discriminate(self, images, labels=None, training: bool = False):
+    """Logits float32 [B, 1] for images [B, H, W, C] in [-1, 1] (and int labels [B] when conditional)."""
+    return self.discriminator(self._inputs(images, labels), training=training)
 
 
 def available() -> list:
