@@ -144,5 +144,13 @@ def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: O
   path = os.path.join(directory, f"ckpt-{step}") if step is not None else tf.train.latest_checkpoint(directory)
   if path is None or not tf.io.gfile.exists(path + ".index"):
     raise FileNotFoundError(f"No checkpoint {'at step %d ' % step if step is not None else ''}in {directory}")
-  checkpoint.restore(path).expect_partial()
+  status = checkpoint.restore(path)
+  try:
+    # Every variable of the models being restored must come from the checkpoint: a checkpoint of another
+    # architecture would otherwise leave a randomly initialised generator and no error.
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError) as e:
+    raise ValueError(f"Checkpoint {path} does not match the run's models (flags.txt): "
+                     f"{str(e).splitlines()[0]}") from None
+  status.expect_partial()  # What the checkpoint holds beyond these objects (e.g. optimizers) may stay unread.
   return path
