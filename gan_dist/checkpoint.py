@@ -1,34 +1,44 @@
 """Checkpoints: everything needed to resume exactly, saved by every worker, kept by the chief.
 
 Saved: G, D, the EMA generator (if any), both optimizers (their slots, iterations and float16 loss scales), the
-step, the RNG state and the dropout seed states. The data order is a function of (seed, step), so nothing of the
-input pipeline needs saving. Mirrored variables are saved once, so checkpoints do not depend on the topology
-(a 2-worker run resumes on one process with any replica count, and the other way round).
+step and the dropout seed states. Noise and data order are functions of (seed, step), so nothing else needs saving.
+Mirrored variables are saved once, so checkpoints do not depend on the topology (a 2-worker run resumes on one
+process with any replica count, and the other way round).
 
 Multi-worker: every worker must call save (it contains collectives); non-chief workers write into a temporary
 directory that they remove right after. Every worker restores from the chief's directory, so a multi-machine run
-needs the workdir on shared storage; `restore_or_initialize` checks that all workers resumed at the same step.
-Each save logs a fingerprint of what was written (`fingerprint`): equal fingerprints on all workers show that
-they hold identical weights, optimizer slots and step.
+needs the workdir on shared storage. Each save logs a fingerprint of what was written (`fingerprint`): equal
+fingerprints on all workers show that they hold identical weights, optimizer slots and step.
+
+Crash safety. TensorFlow writes a checkpoint into `ckpt-N_temp/` and renames the files into place, then rewrites
+the `checkpoint` index file atomically (temporary file + rename); only then is ckpt-N the latest. A process killed
+at any instant therefore leaves the previous latest checkpoint intact and listed. What it may leave behind (a
+`_temp` directory, a temporary index file, a half-deleted old checkpoint) is removed by `clean_leftovers` when the
+next run starts. Restoring reads every tensor of the checkpoint first (TensorFlow checks each tensor's CRC32C), so
+a truncated or damaged checkpoint is reported with the newest one that restores, never trained on.
 """
 
 import hashlib
-import os
+import json
+import re
 import shutil
 import tempfile
-from typing import Optional
+from typing import List, Optional
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import errors
 from gan_dist import strategy as strategy_lib
+
+_CKPT_FILE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-(\d+))$")
 
 
 def make_checkpoint(state) -> tf.train.Checkpoint:
   """The tf.train.Checkpoint of a TrainState."""
   items = dict(generator=state.gan.generator, discriminator=state.gan.discriminator,
-               g_optimizer=state.g_optimizer, d_optimizer=state.d_optimizer, step=state.step, rng=state.rng,
+               g_optimizer=state.g_optimizer, d_optimizer=state.d_optimizer, step=state.step,
                seed_states=state.seed_states())
   if state.ema_generator is not None:
     items["ema_generator"] = state.ema_generator
@@ -36,7 +46,11 @@ def make_checkpoint(state) -> tf.train.Checkpoint:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints")
+  return f"{workdir.rstrip('/')}/checkpoints"
+
+
+def best_dir(workdir: str) -> str:
+  return f"{checkpoint_dir(workdir)}/best"
 
 
 def fingerprint(path: str) -> str:
@@ -55,16 +69,51 @@ def fingerprint(path: str) -> str:
   return digest.hexdigest()[:16]
 
 
+def verify(path: str) -> Optional[str]:
+  """Reads every tensor of the checkpoint at `path`; returns why it cannot be restored, or None if it can.
+
+  TensorFlow checks the CRC32C of each tensor it reads, so this catches truncated and damaged data files as well as
+  a broken index.
+  """
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except Exception as e:  # pylint: disable=broad-except  (the reader fails in many ways: OpError, IndexError, ...)
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+  return None
+
+
+def _files_by_step(directory: str) -> dict:
+  """{step: [file names]} of the ckpt-<step>.* files in `directory`."""
+  found = {}
+  for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
+    match = _CKPT_FILE.match(name)
+    if match:
+      found.setdefault(int(match.group(1)), []).append(name)
+  return found
+
+
+def _complete(names: List[str]) -> bool:
+  """Whether a checkpoint's files are all there: its index and every data shard it names."""
+  shards = [n for n in names if ".data-" in n]
+  if f"{names[0].split('.')[0]}.index" not in names or not shards:
+    return False
+  total = int(_CKPT_FILE.match(shards[0]).group(3))
+  return len(shards) == total
+
+
 class Checkpointer:
   """Saves and restores a run's checkpoint in `<workdir>/checkpoints/ckpt-<step>`.
 
   Args:
-    cfg: the Config (workdir, max_to_keep, keep_checkpoint_every_n_hours).
+    cfg: the Config (workdir, max_to_keep, keep_checkpoint_every_n_hours, resume_step).
     state: the TrainState to save.
     strategy: decides chief or worker; non-chief workers save into a temporary directory.
   """
 
   def __init__(self, cfg, state, strategy: tf.distribute.Strategy):
+    self.cfg = cfg
     self.state = state
     self.checkpoint = make_checkpoint(state)
     self.strategy = strategy
@@ -73,51 +122,129 @@ class Checkpointer:
     self.directory = checkpoint_dir(cfg.workdir)
     self._kwargs = dict(max_to_keep=cfg.max_to_keep,
                         keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours or None)
-    # The chief's manager also reads: every worker restores from the chief's directory (shared storage).
-    self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, **self._kwargs)
+    self._manager = None
+    self._superseded = []
 
-  def latest(self) -> Optional[str]:
-    return self.manager.latest_checkpoint
+  @property
+  def manager(self) -> tf.train.CheckpointManager:
+    """The chief's CheckpointManager. Created on first use: it may write the directory."""
+    if self._manager is None:
+      self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, **self._kwargs)
+    return self._manager
 
-  def restore_or_initialize(self) -> int:
-    """Restores the latest checkpoint if there is one; returns the step to start from (0 if fresh).
+  def _listed(self) -> List[int]:
+    """Steps of the checkpoints the `checkpoint` index file lists, oldest first (empty if it is unreadable)."""
+    try:
+      state = tf.train.get_checkpoint_state(self.directory)
+    except (tf.errors.OpError, ValueError) as e:  # A damaged index file: fall back to the files themselves.
+      logging.warning("Cannot read %s/checkpoint (%s); looking at the checkpoint files instead", self.directory, e)
+      return []
+    if state is None:
+      return []
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    steps = []
+    for path in paths:
+      match = re.search(r"ckpt-(\d+)$", path)
+      if match:
+        steps.append(int(match.group(1)))
+    return steps
+
+  def candidates(self) -> List[int]:
+    """Steps that can be resumed from, newest first: listed checkpoints and complete unlisted ones."""
+    on_disk = _files_by_step(self.directory)
+    steps = set(self._listed()) | {s for s, names in on_disk.items() if _complete(names)}
+    return sorted(steps, reverse=True)
+
+  def path(self, step: int) -> str:
+    return f"{self.directory}/ckpt-{step}"
+
+  def restore(self) -> int:
+    """Restores the checkpoint to resume from (the latest, or --resume_step); returns its step (0 if none).
+
+    Writes nothing: a problem found here leaves the workdir as it was.
 
     Raises:
-      ValueError: the checkpoint does not match the models (another architecture or precision).
+      errors.UserError: --resume_step names no checkpoint, or the checkpoint belongs to another model.
+      errors.CorruptCheckpointError: the checkpoint cannot be read; names the newest one that can, and the flag.
     """
-    path = self.latest()
-    if path is None:
-      logging.info("No checkpoint in %s: starting from step 0", self.directory)
-      step = 0
+    listed = self._listed()
+    steps = self.candidates()
+    if self.cfg.resume_step >= 0:
+      if self.cfg.resume_step not in steps:
+        raise errors.UserError(f"--resume_step={self.cfg.resume_step}: no checkpoint of that step in "
+                               f"{self.directory} (there are: {', '.join(map(str, steps)) or 'none'})")
+      step = self.cfg.resume_step
+      self._superseded = [s for s in steps if s > step]
+    elif listed:
+      step = listed[-1]  # The index file's latest: what TensorFlow itself would resume from.
+    elif steps:
+      step = steps[0]
     else:
-      try:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-        raise ValueError(f"Checkpoint {path} does not match this model (different --arch, --latent_dim, "
-                         f"--precision or --ema_decay?): {str(e).splitlines()[0]}") from None
-      step = int(self.state.step.numpy())
-      logging.info("Resumed from %s at step %d", path, step)
-    self._check_workers_agree(step)
-    return step
+      logging.info("No checkpoint in %s: starting from step 0", self.directory)
+      return 0
+    path = self.path(step)
+    problem = verify(path)
+    if problem:
+      raise errors.CorruptCheckpointError(self._corruption_message(path, problem, [s for s in steps if s < step]))
+    try:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+      raise errors.UserError(
+          f"checkpoint {path} belongs to another model than this run's (--arch, --latent_dim, --num_classes, "
+          f"--image_size, --precision or --ema_decay differ): {str(e).splitlines()[0][:200]}; use a new --workdir "
+          "or the flags of the run that wrote it") from None
+    restored = int(self.state.step.numpy())
+    logging.info("Resumed from %s at step %d", path, restored)
+    return restored
 
-  def _check_workers_agree(self, step: int) -> None:
-    """Raises ValueError on every worker if the workers did not all start from the same step.
+  def _corruption_message(self, path: str, problem: str, older: List[int]) -> str:
+    for step in older:
+      if verify(self.path(step)) is None:
+        return (f"checkpoint {path} is damaged ({problem}); the newest checkpoint that restores is "
+                f"{self.path(step)}: rerun with --resume_step={step} to continue from it")
+    return (f"checkpoint {path} is damaged ({problem}) and no older checkpoint in {self.directory} restores; "
+            "start over with a new --workdir")
 
-    Workers that do not share the chief's storage find no checkpoint and would silently train other weights than
-    the chief's; one collective here turns that into an error at startup.
+  def clean_leftovers(self) -> None:
+    """Removes what a killed run left behind (chief only, after every check passed, before the first write).
+
+    `ckpt-N_temp/` directories of interrupted saves, temporary index files, checkpoints missing some of their files
+    (an interrupted deletion of an old checkpoint) and gan_dist's own temporary files in the workdir. With
+    --resume_step, newer checkpoints are dropped from the index so that the resumed run's saves become the latest.
     """
-    if self.task_type is None:
+    if not self.is_chief:
       return
-    local = self.strategy.run(lambda: tf.constant(step, tf.int64))
-    total = int(self.strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None))
-    if total != step * self.strategy.num_replicas_in_sync:
-      raise ValueError(
-          f"Workers resumed from different steps (this {self.task_type} {self.task_id}: step {step}, from "
-          f"{self.directory}; mean over replicas: {total / self.strategy.num_replicas_in_sync:g}). Every worker "
-          f"must see the chief's checkpoints: put --workdir on storage shared by all machines.")
+    from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
+    leftovers = []
+    for directory in (self.cfg.workdir, self.directory, f"{self.cfg.workdir}/samples"):
+      if not tf.io.gfile.isdir(directory):
+        continue
+      for name in tf.io.gfile.listdir(directory):
+        name = name.rstrip("/")
+        if (name.endswith("_temp") or name.endswith(gan_flags.TMP_SUFFIX) or
+            (name.startswith("checkpoint.tmp") and directory == self.directory)):
+          leftovers.append(f"{directory}/{name}")
+    listed = set(self._listed())
+    for step, names in _files_by_step(self.directory).items():
+      if step not in listed and not _complete(names):
+        leftovers += [f"{self.directory}/{n}" for n in names]
+    for path in leftovers:
+      logging.warning("Removing %s, left by an interrupted run", path)
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
+    if self._superseded:
+      keep = [self.path(s) for s in sorted(set(self._listed()) - set(self._superseded))]
+      logging.warning("--resume_step=%d: checkpoints of steps %s are no longer listed; this run's saves replace them",
+                      self.cfg.resume_step, self._superseded)
+      tf.compat.v1.train.update_checkpoint_state(self.directory, self.path(self.cfg.resume_step),
+                                                 all_model_checkpoint_paths=keep)
+      self._manager = None
 
   def save(self, step: int) -> str:
     """Saves at `step` (all workers must call this together). Returns the chief's checkpoint path."""
+    self.state.prepare_ema()
     if self.is_chief:
       path = self.manager.save(checkpoint_number=step)
       self._log_fingerprint(step, path)
@@ -130,7 +257,31 @@ class Checkpointer:
       self._log_fingerprint(step, path)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
-    return os.path.join(self.directory, f"ckpt-{step}")
+    return self.path(step)
+
+  def save_best(self, step: int, metric: str, value: float) -> Optional[str]:
+    """Keeps this checkpoint in `<workdir>/checkpoints/best/` with `best.json` if `value` (lower is better) beats the
+    best so far. All workers call it with the same value (save has collectives); returns the chief's path or None."""
+    info_path = f"{best_dir(self.cfg.workdir)}/best.json"
+    best = read_best(self.cfg.workdir)
+    if best is not None and best.get("metric") == metric and best["value"] <= value:
+      return None
+    self.state.prepare_ema()
+    if self.is_chief:
+      path = tf.train.CheckpointManager(self.checkpoint, best_dir(self.cfg.workdir), max_to_keep=1,
+                                        checkpoint_name="best").save(checkpoint_number=step)
+      tmp = info_path + ".gan_dist_tmp"
+      with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump({"step": step, "metric": metric, "value": value, "checkpoint": path}, f)
+      tf.io.gfile.rename(tmp, info_path, overwrite=True)
+      logging.info("New best %s %.4f at step %d: %s", metric, value, step, path)
+      return path
+    tmp = tempfile.mkdtemp(prefix="gan_dist_worker_best_")
+    try:
+      tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    return None
 
   def _log_fingerprint(self, step: int, path: str) -> None:
     if self.task_type is None:
@@ -138,10 +289,19 @@ class Checkpointer:
     logging.info("Checkpoint step %d fingerprint %s (%s %d)", step, fingerprint(path), self.task_type, self.task_id)
 
 
+def read_best(workdir: str) -> Optional[dict]:
+  """{"step", "metric", "value", "checkpoint"} of the run's best checkpoint, or None."""
+  path = f"{best_dir(workdir)}/best.json"
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: Optional[int] = None) -> str:
   """Restores the latest (or step-`step`) checkpoint of `workdir` into `checkpoint`, ignoring unused parts."""
   directory = checkpoint_dir(workdir)
-  path = os.path.join(directory, f"ckpt-{step}") if step is not None else tf.train.latest_checkpoint(directory)
+  path = f"{directory}/ckpt-{step}" if step is not None else tf.train.latest_checkpoint(directory)
   if path is None or not tf.io.gfile.exists(path + ".index"):
     raise FileNotFoundError(f"No checkpoint {'at step %d ' % step if step is not None else ''}in {directory}")
   status = checkpoint.restore(path)
@@ -150,7 +310,7 @@ def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: O
     # architecture would otherwise leave a randomly initialised generator and no error.
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError) as e:
-    raise ValueError(f"Checkpoint {path} does not match the run's models (flags.txt): "
-                     f"{str(e).splitlines()[0]}") from None
+    raise errors.UserError(f"Checkpoint {path} does not match the run's models (flags.txt): "
+                           f"{str(e).splitlines()[0]}") from None
   status.expect_partial()  # What the checkpoint holds beyond these objects (e.g. optimizers) may stay unread.
   return path

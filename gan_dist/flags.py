@@ -8,11 +8,13 @@ configuration of a run (used by resume checks, `sample.py` and `export.py`).
 """
 
 import dataclasses
-import os
 import sys
 from typing import Callable, Optional, Sequence
 
 from absl import flags
+import tensorflow as tf
+
+from gan_dist import errors
 
 FLAGS = flags.FLAGS
 
@@ -33,7 +35,13 @@ class Config:
   worker_hosts: str
   task_index: int
   communication: str
+  peer_timeout_s: int
+  cluster_start_timeout_s: int
   seed: int
+  deterministic: bool
+  resume_step: int
+  allow_data_position_change: bool
+  profile_steps: str
   # Data.
   dataset: str
   data_dir: str
@@ -89,8 +97,26 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("task_index", 0, "Index of this worker in --worker_hosts (with --cluster=hosts).", **d)
   flags.DEFINE_enum("communication", "auto", ("auto", "ring", "nccl"),
                     "Collective implementation of multi_worker_mirrored (nccl needs GPUs).", **d)
+  flags.DEFINE_integer("peer_timeout_s", 30, "multi_worker_mirrored: a worker that sends no heartbeat for this many "
+                       "seconds (dead, frozen or unreachable) fails the run on every other worker, which then exits "
+                       "with code 5 instead of waiting forever; collectives stuck this long fail too.",
+                       lower_bound=5, **d)
+  flags.DEFINE_integer("cluster_start_timeout_s", 900, "multi_worker_mirrored: how long the workers wait for each "
+                       "other to start before failing (a worker that never comes up must not hang the rest).",
+                       lower_bound=10, **d)
   flags.DEFINE_integer("seed", 0, "Seed of the data order, the initial weights, the noise and the fixed sample noise.",
                        **d)
+  flags.DEFINE_boolean("deterministic", False, "Op determinism (tf.config.experimental.enable_op_determinism): with "
+                       "the noise and data order already functions of (seed, step), a run interrupted and resumed "
+                       "any number of times ends with the same weights as an uninterrupted one. Slower on GPUs.", **d)
+  flags.DEFINE_integer("resume_step", -1, "Resume from the checkpoint of this step instead of the latest one (e.g. "
+                       "when the latest is damaged; the error message names the newest one that restores). -1: the "
+                       "latest.", lower_bound=-1, **d)
+  flags.DEFINE_boolean("allow_data_position_change", False, "Allow resuming a workdir with another --batch_size or "
+                       "--d_steps_per_g. Both decide which examples a step reads, so a resumed run would not continue "
+                       "the data order where it stopped; refused unless this flag says the change is meant.", **d)
+  flags.DEFINE_string("profile_steps", "", "FIRST,LAST: write a TensorBoard profiler trace of these train steps to "
+                      "<workdir>/tensorboard (chief only), e.g. 100,110. Empty: no profiling.", **d)
   # Data.
   flags.DEFINE_string("dataset", "mnist", "Image dataset: a TensorFlow Datasets name (mnist, fashion_mnist, "
                       "cifar10, ...), read from --data_dir.", **d)
@@ -119,8 +145,11 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("d_lr", 1e-4, "Discriminator Adam learning rate.", **d)
   flags.DEFINE_float("beta1", 0.9, "Adam beta_1 of both optimizers.", **d)
   flags.DEFINE_float("beta2", 0.999, "Adam beta_2 of both optimizers.", **d)
-  flags.DEFINE_float("ema_decay", 0.0, "If > 0, keep an exponential moving average of G's weights with this decay; "
-                     "samples and exports then use it.", lower_bound=0.0, upper_bound=1.0, **d)
+  flags.DEFINE_float("ema_decay", 0.0, "If > 0, keep an exponential moving average of G's weights with this decay "
+                     "(in [0, 1); warmed up over the first steps); samples, evaluation and exports then use it.", **d)
+  flags.register_validator("ema_decay", lambda v: 0.0 <= v < 1.0,
+                           "must be in [0, 1): 0 disables the EMA, e.g. 0.999 averages about 1,000 steps",
+                           flag_values=fv)
   flags.DEFINE_integer("batch_size", 256, "Global batch size, split evenly over all replicas of all workers.",
                        lower_bound=1, **d)
   flags.DEFINE_integer("train_steps", 23400, "Total generator steps to reach; a resumed run stops there too.",
@@ -166,6 +195,11 @@ def define_export_flags(fv: flags.FlagValues) -> None:
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
 
+def config_fields() -> tuple:
+  """Names of the Config fields (= flag names), in definition order."""
+  return _FIELDS
+
+
 def config_from_flags(fv: flags.FlagValues = FLAGS, **overrides) -> Config:
   """Builds the frozen Config from parsed flag values, with optional overrides of single fields."""
   values = {name: fv[name].value for name in _FIELDS}
@@ -201,19 +235,28 @@ def config_to_flagfile(cfg: Config) -> str:
 
 
 def write_flagfile(cfg: Config, path: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  # Write then rename: other workers may read flags.txt while the chief writes it.
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  """Writes `cfg` to `path` atomically: other workers may read flags.txt while the chief writes it, and a process
+  killed mid-write must leave the old file or the new one, never half of it."""
+  directory = path.rsplit("/", 1)[0] if "/" in path else "."
+  tf.io.gfile.makedirs(directory)
+  tmp = f"{path}{TMP_SUFFIX}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
     f.write(config_to_flagfile(cfg))
-  os.replace(tmp, path)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+# Suffix of files being written (see write_flagfile); a run cleans up leftovers of a killed predecessor.
+TMP_SUFFIX = ".gan_dist_tmp"
 
 
 def config_from_flagfile(path: str, **overrides) -> Config:
   """Rebuilds the Config a run wrote to `path` (e.g. `<workdir>/flags.txt`)."""
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} not found: is this a gan_dist workdir?")
-  return config_from_flags(_fresh_flag_values([f"--flagfile={path}"]), **overrides)
+  # absl reads flagfiles with open(): give it the text on the command line instead, so any filesystem works.
+  with tf.io.gfile.GFile(path) as f:
+    argv = [line.strip() for line in f.read().splitlines() if line.strip() and not line.startswith("#")]
+  return config_from_flags(_fresh_flag_values(argv), **overrides)
 
 
 def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], None]) -> None:
@@ -222,23 +265,39 @@ def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], Non
   define_tool_flags(FLAGS)
   try:
     app.run(main)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, errors.UserError) as e:
     sys.exit(f"error: {e}")
 
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay")
+# Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
+# --allow_data_position_change.
+DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")
+# Fields that legitimately differ between the workers of one run.
+PER_WORKER_FIELDS = ("task_index",)
 
 
 def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
-  """Returns a message naming every field that differs in a way a checkpoint cannot absorb, or None."""
+  """Returns a one-line message naming every field that differs in a way a resume cannot absorb, or None."""
   def shape(cfg, name):
     value = getattr(cfg, name)
     return value > 0 if name == "ema_decay" else value  # Only whether an EMA exists shapes the checkpoint.
 
-  diffs = [f"--{name}: workdir has {getattr(saved, name)!r}, this run has {getattr(current, name)!r}"
-           for name in CHECKPOINT_SHAPING_FIELDS if shape(saved, name) != shape(current, name)]
-  if not diffs:
-    return None
-  return ("This workdir was trained with a different configuration; use a new --workdir or the same flags:\n  "
-          + "\n  ".join(diffs))
+  def diff(name):
+    return f"--{name} (workdir has {getattr(saved, name)!r}, this run {getattr(current, name)!r})"
+
+  shaping = [diff(n) for n in CHECKPOINT_SHAPING_FIELDS if shape(saved, n) != shape(current, n)]
+  if shaping:
+    return (f"{current.workdir} holds a run with another model configuration: {'; '.join(shaping)}; use a new "
+            "--workdir, or the workdir's flags")
+  position = [diff(n) for n in DATA_POSITION_FIELDS if getattr(saved, n) != getattr(current, n)]
+  if position and not current.allow_data_position_change:
+    return (f"resuming {current.workdir} with {'; '.join(position)} would change which examples every later step "
+            "reads; pass the workdir's values, or --allow_data_position_change if the change is meant")
+  return None
+
+
+def differing_fields(a: Config, b: Config) -> list:
+  """Names of the fields (other than PER_WORKER_FIELDS) on which two workers' configs differ."""
+  return [name for name in _FIELDS if name not in PER_WORKER_FIELDS and getattr(a, name) != getattr(b, name)]

@@ -1,18 +1,27 @@
-"""Everything a run holds: the models, both optimizers, the EMA generator, the RNG and the step.
+"""Everything a run holds: the models, both optimizers, the EMA generator and the step.
 
 Built under the strategy's scope so that every variable is mirrored. The optimizers are built here, before any
 step is traced: building them inside a distributed tf.function fails, and a checkpoint can only be restored into
 optimizer slots that exist.
+
+There is no random-number state to keep: the noise, fake labels and penalty interpolation of step s are stateless
+functions of (--seed, s) (see `train_step.step_randomness`), so the checkpointed step decides them, whatever the
+number of replicas. Dropout masks come from Keras SeedGenerators, whose states are checkpointed (`seed_states`).
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 
 from gan_dist import models
+from gan_dist import precision
 from gan_dist.models import layers as gan_layers
+
+# Noise vectors whose batch statistics become the EMA generator's BatchNorm moving statistics (see
+# `TrainState.prepare_ema`): enough for stable statistics, small enough for a 64x64 generator on a CPU.
+EMA_BATCHNORM_SAMPLES = 512
 
 
 @dataclasses.dataclass
@@ -23,21 +32,21 @@ class TrainState:
     gan: the generator/discriminator pair.
     g_optimizer, d_optimizer: Adam, each wrapped in its own LossScaleOptimizer under mixed_float16.
     step: int64 scalar, generator steps done.
-    rng: tf.random.Generator for noise, labels and penalty interpolation; a replica folds in its id, so every
-      replica draws different numbers and the stream resumes exactly from a checkpoint.
     ema_generator: a copy of the generator holding the EMA of its weights, or None.
+    seed: the run's --seed (fixes the noise used to re-estimate the EMA generator's BatchNorm statistics).
   """
 
   gan: models.Gan
   g_optimizer: keras.optimizers.Optimizer
   d_optimizer: keras.optimizers.Optimizer
   step: tf.Variable
-  rng: tf.random.Generator
   ema_generator: Optional[keras.Model] = None
+  seed: int = 0
+  _recalibrate: Optional[Callable[[], None]] = dataclasses.field(default=None, repr=False)
 
   @property
   def sampling_generator(self) -> keras.Model:
-    """The generator that samples and exports use: the EMA copy when there is one."""
+    """The generator that samples, evaluation and exports use: the EMA copy when there is one."""
     return self.ema_generator if self.ema_generator is not None else self.gan.generator
 
   def seed_states(self) -> list:
@@ -45,35 +54,64 @@ class TrainState:
     extra = [self.ema_generator] if self.ema_generator is not None else []
     return gan_layers.seed_states(self.gan.generator, self.gan.discriminator, *extra)
 
+  def prepare_ema(self) -> None:
+    """Makes the EMA generator's BatchNorm moving statistics those of its own weights (before any use of it).
 
-def set_precision(precision: str) -> None:
-  """Sets the global Keras dtype policy used by layers built afterwards."""
-  keras.mixed_precision.set_dtype_policy(precision)
+    The EMA averages G's trainable weights only. BatchNorm's moving statistics are not weights: copying G's (or
+    averaging them) gives statistics of other weights than the averaged ones, and the EMA generator then draws
+    washed-out or saturated images. Instead, each use (sample grids, evaluation, every checkpoint) first runs the EMA
+    generator once in training mode on EMA_BATCHNORM_SAMPLES fixed noise vectors with momentum 0, which sets every
+    moving mean and variance to the batch statistics of exactly these weights (the "standing statistics" of
+    BigGAN). The noise is a function of --seed, so every worker computes the same statistics and a resumed run
+    saves the same checkpoint as an uninterrupted one. Call it in cross-replica context (outside strategy.run).
+    """
+    if self.ema_generator is None:
+      return
+    if self._recalibrate is None:
+      self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
+    self._recalibrate()
 
 
-def make_optimizer(cfg, learning_rate: float) -> keras.optimizers.Optimizer:
-  optimizer = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2)
-  if cfg.precision == "mixed_float16":
-    # One LossScaleOptimizer per network: G's and D's gradients overflow at different scales.
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
+def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[[], None]:
+  norms = [layer for layer in generator._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(layer, keras.layers.BatchNormalization)]
+  if not norms:
+    return lambda: None
+  noise = tf.random.stateless_normal([EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[seed, 0x5EED])
+  labels = (tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
+                                        maxval=gan.num_classes, dtype=tf.int32) if gan.conditional else None)
+
+  @tf.function
+  def forward():
+    gan.generate(noise, labels, training=True, generator=generator)
+
+  def recalibrate():
+    # Keras' BatchNormalization reads `momentum` when it is traced: the function above is traced (once) with 0.
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+      layer.momentum = 0.0
+    try:
+      forward()
+    finally:
+      for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+  return recalibrate
 
 
 def create_state(cfg, strategy: tf.distribute.Strategy, num_classes: int = 0) -> TrainState:
-  """Builds models, optimizers, EMA, RNG and step under `strategy.scope()`."""
-  set_precision(cfg.precision)
+  """Builds models, optimizers, EMA and step under `strategy.scope()` and the run's dtype policy."""
   keras.utils.set_random_seed(cfg.seed)  # Initial weights are a function of --seed.
-  with strategy.scope():
+  with strategy.scope(), precision.policy_scope(cfg.precision):
     gan = models.build(cfg, num_classes)
-    g_optimizer = make_optimizer(cfg, cfg.g_lr)
-    d_optimizer = make_optimizer(cfg, cfg.d_lr)
+    g_optimizer = precision.make_optimizer(cfg, cfg.g_lr)
+    d_optimizer = precision.make_optimizer(cfg, cfg.d_lr)
     g_optimizer.build(gan.generator.trainable_variables)
     d_optimizer.build(gan.discriminator.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    rng = tf.random.Generator.from_seed(cfg.seed + 1)
     ema_generator = None
     if cfg.ema_decay > 0:
       ema_generator = keras.models.clone_model(gan.generator)
       ema_generator.set_weights(gan.generator.get_weights())
-  return TrainState(gan, g_optimizer, d_optimizer, step, rng, ema_generator)
+  return TrainState(gan, g_optimizer, d_optimizer, step, ema_generator, seed=cfg.seed)

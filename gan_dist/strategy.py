@@ -10,9 +10,14 @@ Each worker runs one replica per local GPU, or one on the CPU; the global batch 
 
 import json
 import os
+import zlib
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
+# Coordination-service settings (heartbeat timeout) have no public API; MultiWorkerMirroredStrategy keeps a
+# configuration made before it is created.
+from tensorflow.python.eager import context as tf_context
 # Slurm's host-list syntax (node[1-3,7]) and task counts (2(x3),1); SlurmClusterResolver's own parsers.
 from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm_lib
 
@@ -103,8 +108,64 @@ def _cluster_resolver(cfg) -> tf.distribute.cluster_resolver.TFConfigClusterReso
   return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
 
+def cluster_size_from_environment(env=None) -> int:
+  """How many worker processes the launcher started, as far as the environment tells (1 if it tells nothing).
+
+  TF_CONFIG's cluster (launch/local.sh, launch/k8s, hand-made) or a Slurm job step with several tasks (srun).
+  """
+  env = os.environ if env is None else env
+  tasks = 1
+  if env.get("TF_CONFIG"):
+    try:
+      cluster = json.loads(env["TF_CONFIG"]).get("cluster", {})
+      tasks = max(tasks, sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")))
+    except (json.JSONDecodeError, AttributeError, TypeError):
+      pass  # _cluster_resolver reports a broken TF_CONFIG when it is used.
+  for name in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS") if env.get("SLURM_STEP_ID") is not None else ():
+    if env.get(name, "").isdigit():
+      tasks = max(tasks, int(env[name]))
+      break
+  return tasks
+
+
+def _configure_failure_detection(cfg) -> None:
+  """Makes a dead, frozen or unreachable worker fail the run on the others instead of hanging them.
+
+  MultiWorkerMirroredStrategy starts TensorFlow's coordination service (on worker 0) unless one is configured:
+  configured here first, with heartbeats that time out after --peer_timeout_s. A task that misses them is declared
+  failed, and the service propagates the error to every other task, which aborts its pending collectives. Without
+  this the default timeouts are minutes, and a frozen peer keeps the others waiting that long.
+  """
+  ctx = tf_context.context()
+  if ctx.coordination_service is not None:
+    return
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  spec = resolver.cluster_spec()
+  from tensorflow.python.distribute import multi_worker_util  # pylint: disable=g-import-not-at-top
+  from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # pylint: disable=g-import-not-at-top
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+          for job in ("chief", "worker") if job in spec.jobs]
+  ctx.configure_coordination_service(
+      service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+      heartbeat_timeout_in_ms=cfg.peer_timeout_s * 1000,
+      cluster_register_timeout_in_ms=cfg.cluster_start_timeout_s * 1000,
+      shutdown_barrier_timeout_in_ms=cfg.peer_timeout_s * 1000, coordinated_jobs=jobs)
+
+
 def make(cfg) -> tf.distribute.Strategy:
-  """Returns the strategy for `cfg.strategy`. Call before any other TensorFlow work."""
+  """Returns the strategy for `cfg.strategy`. Call before any other TensorFlow work.
+
+  Raises:
+    errors.UserError: a single-process strategy in a process that its launcher started as one of several workers
+      (two or more chiefs would write the same workdir), or a broken cluster description.
+  """
+  from gan_dist import errors  # pylint: disable=g-import-not-at-top
+  workers = cluster_size_from_environment()
+  if cfg.strategy != "multi_worker_mirrored" and workers > 1:
+    raise errors.UserError(
+        f"--strategy={cfg.strategy} runs one process, but this process was started as one of {workers} workers "
+        "(TF_CONFIG or srun): every worker would act as the chief and write the same workdir; use "
+        "--strategy=multi_worker_mirrored, or unset TF_CONFIG / run one task")
   gpus = tf.config.list_physical_devices("GPU")
   if cfg.strategy == "multi_worker_mirrored":
     if cfg.num_cpu_replicas > 1:
@@ -114,8 +175,10 @@ def make(cfg) -> tf.distribute.Strategy:
     implementation = {"auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
                       "ring": tf.distribute.experimental.CommunicationImplementation.RING,
                       "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}[cfg.communication]
+    resolver = _cluster_resolver(cfg)
+    _configure_failure_detection(cfg)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=_cluster_resolver(cfg),
+        cluster_resolver=resolver,
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
   elif cfg.strategy == "mirrored":
     if gpus:
@@ -149,3 +212,54 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return True
   cluster = getattr(strategy, "cluster_resolver").cluster_spec().as_dict()
   return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, cfg, step: int) -> None:
+  """Checks, before anything is written, that all workers run the same resolved flags from the same step.
+
+  One all-gather of [one hash per Config field..., step] from every replica; every worker compares the rows and
+  raises the same error, naming the fields that differ (workers started with other flags, a flagfile that differs
+  between machines) or the steps they resumed from (a workdir that is not shared storage). The step check compares
+  the minimum and the maximum over the workers, so that no mix of steps can pass it.
+
+  Raises:
+    errors.UserError: the message names what differs and what this worker has.
+  """
+  from gan_dist import errors  # pylint: disable=g-import-not-at-top
+  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
+  if task(strategy)[0] is None:
+    return
+  fields = [f for f in gan_flags.config_fields() if f not in gan_flags.PER_WORKER_FIELDS]
+  # crc32 fits a float64 exactly; float64 collectives exist on every device type.
+  local = np.array([zlib.crc32(repr(getattr(cfg, f)).encode()) for f in fields] + [step], np.float64)
+  rows = gather_rows(strategy, local)
+  differ = [f for i, f in enumerate(fields) if rows[:, i].min() != rows[:, i].max()]
+  if differ:
+    raise errors.UserError(
+        f"the workers were started with different flags: {', '.join('--' + f for f in differ)} (this worker, "
+        f"{task(strategy)[0]} {task(strategy)[1]}, has {'; '.join(f'--{f}={getattr(cfg, f)}' for f in differ)}); "
+        "start every worker with the same command")
+  steps = rows[:, -1]
+  if steps.min() != steps.max():
+    raise errors.UserError(
+        f"the workers resumed from different steps (from {int(steps.min())} to {int(steps.max())}; this worker "
+        f"{int(step)} from {cfg.workdir}): every worker must see the chief's checkpoints; put --workdir on storage "
+        "shared by all machines")
+
+
+def gather_rows(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarray:
+  """All workers' `local` vectors, one row per replica: float64 [num_replicas, len(local)] (a collective)."""
+  value = tf.constant(local[None, :])
+
+  @tf.function
+  def gather():
+    return strategy.gather(strategy.run(lambda: tf.identity(value)), axis=0)
+
+  return gather().numpy()
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+  """Returns when every worker got here (no-op in one process): e.g. before exiting, so that no worker leaves while
+  the chief still writes a checkpoint that a launcher would otherwise kill it in the middle of."""
+  if task(strategy)[0] is not None:
+    gather_rows(strategy, np.zeros([1]))

@@ -1,7 +1,6 @@
 """TensorBoard scalars and image grids, and PNG grids on disk. Only the chief writes; other workers get no-ops."""
 
 import math
-import os
 from typing import Dict, Optional
 
 import numpy as np
@@ -38,9 +37,16 @@ def to_uint8(images) -> np.ndarray:
 
 
 def write_png(path: str, grid: np.ndarray) -> None:
-  """Writes a uint8 [H, W, C] grid as PNG (no imaging library needed)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tf.io.write_file(path, tf.io.encode_png(grid))
+  """Writes a uint8 [H, W, C] grid as PNG (no imaging library needed), on any TensorFlow filesystem.
+
+  Written to a temporary name and renamed, so that a killed process never leaves a truncated PNG behind.
+  """
+  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
+  if "/" in path:
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+  tmp = path + gan_flags.TMP_SUFFIX
+  tf.io.write_file(tmp, tf.io.encode_png(grid))
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class Writer:

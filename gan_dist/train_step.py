@@ -7,22 +7,33 @@ One generator step on a replica:
 Per-example losses are reduced with `tf.nn.compute_average_loss(global_batch_size=...)`: each replica's loss is
 its share of the global mean, and the optimizers sum gradients over replicas, so the update equals one-device
 training on the global batch.
+
+Randomness is a stateless function of (--seed, step): the noise, fake labels and penalty interpolation weights of
+step s are drawn for the whole global batch and each replica takes its rows, exactly as it takes its rows of the
+data. A step therefore draws the same numbers on one device as on 8 GPUs or 4 workers, and a resumed run draws what
+an uninterrupted one would, with no random state to checkpoint. (Dropout masks stay per replica: see
+models/layers.py.)
+
+A call runs `num_steps` steps inside one tf.function with no host round trip. Each replica accumulates its metrics
+locally; after the steps, one all-reduce of a single vector carries every metric, the count of non-finite losses,
+whether any weight became non-finite, and the workers' votes to stop (a SIGTERM seen by any of them), so that all
+workers take the same decision after the same step.
 """
 
+import dataclasses
 from typing import Callable, Dict
 
 from absl import logging
-import keras
 import tensorflow as tf
 
 from gan_dist import losses
+from gan_dist import precision
 
 # Metric names in the order they are logged.
 BASE_METRICS = ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output")
 
-
-def is_float16(cfg) -> bool:
-  return cfg.precision == "mixed_float16"
+# Stateless streams of a step, folded into (seed, step) so that they never share numbers.
+_NOISE, _FAKE_LABELS, _ALPHA = 1, 2, 3
 
 
 def metric_names(cfg) -> tuple:
@@ -51,229 +62,241 @@ def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
   Raises:
     ValueError: the combination is known not to compile; the message says what to change.
   """
+  from gan_dist import errors  # pylint: disable=g-import-not-at-top
   if not cfg.jit_compile or isinstance(strategy, tf.distribute.OneDeviceStrategy):
     return
   devices = strategy.extended.worker_devices
   on_gpus = all("GPU" in (tf.DeviceSpec.from_string(d).device_type or "").upper() for d in devices)
   if cfg.sync_batchnorm and not on_gpus and strategy.num_replicas_in_sync > 1:
-    raise ValueError(
+    raise errors.UserError(
         f"--jit_compile with --strategy={cfg.strategy} on CPU devices needs --nosync_batchnorm: synchronised "
         "BatchNormalization all-reduces inside the compiled forward pass, and on CPUs tf.distribute does that "
         "with merge_call, which XLA cannot compile. Use --nosync_batchnorm, --strategy=one_device, or drop "
         "--jit_compile.")
 
 
-def _lso(optimizer):
-  return optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+def step_seed(seed: int, step: tf.Tensor, draw, stream: int) -> tf.Tensor:
+  """The stateless seed (int64 [2]) of one random stream of one batch draw of a step."""
+  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+  return tf.random.experimental.stateless_fold_in(
+      tf.random.experimental.stateless_fold_in(base, tf.cast(draw, tf.int64)), stream)
 
 
-def loss_scales(state) -> Dict[str, tf.Tensor]:
-  """The current float16 loss scale of each optimizer (empty unless mixed_float16).
-
-  Returns:
-    {"loss_scale/g": float32 scalar, "loss_scale/d": float32 scalar}, or {}.
-  """
-  out = {}
-  for name, opt in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-    if _lso(opt) is not None:
-      out[f"loss_scale/{name}"] = tf.identity(opt.dynamic_scale)
-  return out
-
-
-def attempted_updates(optimizer) -> tf.Variable:
-  """The counter of updates the train step asked `optimizer` (a LossScaleOptimizer) to make, skipped or not.
-
-  Keras 3's LossScaleOptimizer creates its own `iterations` variable but never increments it (its `iterations`
-  property returns the inner optimizer's, which counts applied updates only). The train step increments it once
-  per attempted update, so it is checkpointed with the optimizer, and attempted - applied = skipped.
-  """
-  return optimizer._iterations  # pylint: disable=protected-access
-
-
-def skipped_steps(state) -> Dict[str, tf.Tensor]:
-  """Updates skipped for non-finite gradients, per optimizer (empty unless mixed_float16).
-
-  Returns:
-    {"skipped_steps/g": int64 scalar, "skipped_steps/d": int64 scalar}, or {}: attempted minus applied updates.
-  """
-  out = {}
-  for name, opt in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-    if _lso(opt) is not None:
-      out[f"skipped_steps/{name}"] = tf.cast(attempted_updates(opt) - opt.inner_optimizer.iterations, tf.int64)
-  return out
-
-
-def _agree_on_finite(grads: list) -> list:
-  """Makes every replica see non-finite gradients if any replica has them (float16, several replicas).
-
-  LossScaleOptimizer decides to skip an update from the local gradients, before they are all-reduced; Keras takes
-  replica 0's decision under merge_call (so a NaN on replica 1 would be applied to everyone), and a strategy
-  without merge_call would let replicas disagree and hang in the all-reduce of the update. One scalar all-reduce
-  of "is anything non-finite here" makes them agree: a NaN added to one gradient poisons the local check of every
-  replica when any replica overflowed, so all of them skip and halve the scale together.
-
-  Args:
-    grads: the local (scaled) gradients, a list of tensors or None.
-
-  Returns:
-    The same list, the first gradient NaN everywhere if any replica's gradients were non-finite.
-  """
+def replica_rows(global_values: tf.Tensor) -> tf.Tensor:
+  """This replica's rows of a tensor of the global batch: replica r of n takes rows [r*B/n, (r+1)*B/n)."""
   ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return grads
-  present = [i for i, g in enumerate(grads) if g is not None]
-  local_bad = tf.logical_not(tf.reduce_all([tf.reduce_all(tf.math.is_finite(grads[i])) for i in present]))
-  any_bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(local_bad, tf.float32)) > 0
-  first = present[0]
-  grads = list(grads)
-  grads[first] = grads[first] + tf.cast(tf.where(any_bad, float("nan"), 0.0), grads[first].dtype)
-  return grads
+  n = ctx.num_replicas_in_sync if ctx is not None else 1
+  if n == 1:
+    return global_values
+  rows = global_values.shape[0] // n
+  start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * rows
+  return global_values[start:start + rows]
 
 
-def make_train_step(cfg, strategy: tf.distribute.Strategy, state) -> Callable:
-  """Returns `train(iterator, num_steps) -> metrics`, a tf.function running `num_steps` generator steps.
+@dataclasses.dataclass
+class ChunkResult:
+  """What one call of the train step reports, identical on every worker.
 
-  Args:
+  Attributes:
+    steps: generator steps run by the call.
+    sums: per metric, the sum over the steps of its global-batch value (divide by `steps` for the mean).
+    nonfinite_losses: how many (replica, step) pairs had a non-finite D or G loss (0 on a healthy run).
+    nonfinite_weights: whether any replica's G, D or EMA weights are non-finite after the steps.
+    stop: whether any worker asked to stop (it got SIGTERM or SIGINT before the call ended).
+  """
+
+  steps: int
+  sums: Dict[str, float]
+  nonfinite_losses: int
+  nonfinite_weights: bool
+  stop: bool
+
+  @property
+  def diverged(self) -> bool:
+    return self.nonfinite_losses > 0 or self.nonfinite_weights
+
+  def means(self) -> Dict[str, float]:
+    return {name: total / max(self.steps, 1) for name, total in self.sums.items()}
+
+
+class TrainStep:
+  """`train(iterator, num_steps, stop) -> ChunkResult`: runs `num_steps` generator steps on every replica.
+
+  Args (of the constructor, see `make_train_step`):
     cfg: the Config.
     strategy: the strategy whose scope built `state`.
     state: a `TrainState`.
 
-  Returns:
-    A tf.function taking a distributed iterator (of `data.make_dataset_fn` batches) and an int32 scalar tensor
-    `num_steps` (a tensor, so that a shorter last chunk does not retrace). It returns a dict of float32 scalars:
-    the metrics of `metric_names(cfg)`, each the mean over the `num_steps` steps of the global-batch value.
+  The call takes a distributed iterator (of `data.make_dataset_fn` batches), the number of steps (a Python int or an
+  int32 scalar tensor; one traced function serves every chunk length) and a callable returning this worker's vote
+  to stop, asked after the steps ran.
   """
-  check_jit_supported(cfg, strategy)
-  gan = state.gan
-  generator, discriminator = gan.generator, gan.discriminator
-  loss_fn = losses.get(cfg.loss)
-  global_batch = cfg.batch_size
-  float16 = is_float16(cfg)
-  names = metric_names(cfg)
 
-  def mean(per_example):
-    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+  def __init__(self, cfg, strategy: tf.distribute.Strategy, state):
+    check_jit_supported(cfg, strategy)
+    self.names = metric_names(cfg)
+    self._strategy = strategy
+    self._state = state
+    self._run_steps = self._make_run_steps(cfg, strategy, state)
+    with strategy.scope():
+      # Per-replica sums of [metrics..., non-finite losses], read and reset once per call.
+      self._totals = tf.Variable(tf.zeros([len(self.names) + 1]), trainable=False, name="chunk_totals",
+                                 synchronization=tf.VariableSynchronization.ON_READ,
+                                 aggregation=tf.VariableAggregation.SUM)
+    self._finish = self._make_finish(state)
+    logging.info("Train step: loss=%s, d_steps_per_g=%d, precision=%s, jit_compile=%s, %d replica(s), global batch %d",
+                 cfg.loss, cfg.d_steps_per_g, cfg.precision, cfg.jit_compile, strategy.num_replicas_in_sync,
+                 cfg.batch_size)
 
-  def sample_inputs(batch_size):
-    """Noise [b, latent_dim] and one-hot labels [b, num_classes] (None if unconditional) for G."""
-    noise = state.rng.normal([batch_size, gan.latent_dim])
-    if not gan.conditional:
-      return noise, None
-    labels = state.rng.uniform([batch_size], 0, gan.num_classes, dtype=tf.int32)
-    return noise, tf.one_hot(labels, gan.num_classes)
+  def __call__(self, iterator, num_steps, stop: Callable[[], bool] = lambda: False) -> ChunkResult:
+    steps = int(num_steps)
+    self._run_steps(iterator, tf.constant(steps, tf.int32))
+    # Asked only now: Python runs a signal handler when the steps return, so a SIGTERM that arrived during them
+    # is this chunk's vote. The only host synchronisation of a call: one all-reduced vector leaves the device.
+    vector = self._finish(tf.constant(1.0 if stop() else 0.0)).numpy()
+    k = len(self.names)
+    return ChunkResult(steps=steps, sums=dict(zip(self.names, vector[:k].astype(float).tolist())),
+                       nonfinite_losses=int(round(vector[k])), nonfinite_weights=bool(vector[k + 1] > 0),
+                       stop=bool(vector[k + 2] > 0))
 
-  def g_call(noise, onehot):
-    return generator([noise, onehot] if gan.conditional else noise, training=True)
+  def _make_finish(self, state):
+    strategy = self._strategy
+    watched = list(state.gan.generator.trainable_variables) + list(state.gan.discriminator.trainable_variables)
+    if state.ema_generator is not None:
+      watched += list(state.ema_generator.trainable_variables)
 
-  def d_fn(onehot):
-    """Discriminator as a function of images, with labels bound (conditional models)."""
-    if gan.conditional:
-      return lambda images: discriminator([images, onehot], training=True)
-    return lambda images: discriminator(images, training=True)
+    def local_vector(stop):
+      totals = self._totals.read_value()  # Replica context: this replica's own sums.
+      self._totals.assign(tf.zeros_like(totals))
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in watched])
+      return tf.concat([totals, [1.0 - tf.cast(finite, tf.float32), stop]], axis=0)
 
-  def d_objective(real, real_onehot, fake, real_logits, fake_logits, metrics):
-    """Per-replica shares of the global-mean D and G losses, with D's penalties; records metrics."""
-    d_vec, g_vec = loss_fn(real_logits, fake_logits)
-    if cfg.gp_weight > 0:
-      alpha = state.rng.uniform([tf.shape(real)[0], 1, 1, 1])
-      # Interpolates take the real labels: the penalty is on D's input space, one label per pair.
-      gp = losses.gradient_penalty(d_fn(real_onehot), real, fake, alpha)
-      metrics["gradient_penalty"] = mean(gp)
-      d_vec += cfg.gp_weight * gp
-    if cfg.r1_weight > 0:
-      r1 = losses.r1_penalty(d_fn(real_onehot), real)
-      metrics["r1_penalty"] = mean(r1)
-      d_vec += 0.5 * cfg.r1_weight * r1
-    real_flat = tf.reshape(real_logits, [-1])
-    fake_flat = tf.reshape(fake_logits, [-1])
-    metrics["d_loss"] = mean(d_vec)
-    metrics["g_loss"] = mean(g_vec)
-    metrics["d_real_accuracy"] = mean(tf.cast(real_flat > 0, tf.float32))
-    metrics["d_fake_accuracy"] = mean(tf.cast(fake_flat < 0, tf.float32))
-    metrics["d_real_output"] = mean(tf.sigmoid(real_flat))
-    metrics["d_fake_output"] = mean(tf.sigmoid(fake_flat))
-    return metrics["d_loss"], metrics["g_loss"]
+    @tf.function
+    def finish(stop):
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(local_vector, args=(stop,)), axis=None)
 
-  def forward(batch, metrics):
-    real = batch["images"]
-    batch_size = tf.shape(real)[0]
-    noise, fake_onehot = sample_inputs(batch_size)
-    fake = g_call(noise, fake_onehot)
-    real_onehot = tf.one_hot(batch["labels"], gan.num_classes) if gan.conditional else None
-    real_logits = d_fn(real_onehot)(real)
-    fake_logits = d_fn(fake_onehot)(fake)
-    return d_objective(real, real_onehot, fake, real_logits, fake_logits, metrics)
+    return finish
 
-  def scaled(optimizer, loss):
-    # float16: scale inside the tape (a product outside it is not recorded and every gradient would be None), so
-    # that small gradients survive float16; LossScaleOptimizer.apply_gradients unscales them.
-    return optimizer.scale_loss(loss) if float16 else loss
+  def _make_run_steps(self, cfg, strategy, state):
+    gan = state.gan
+    generator, discriminator = gan.generator, gan.discriminator
+    loss_fn = losses.get(cfg.loss)
+    global_batch = cfg.batch_size
+    names = self.names
 
-  def d_grads(batch):
-    """An extra discriminator update's gradients (--d_steps_per_g > 1); its metrics are not reported."""
-    with tf.GradientTape() as d_tape:
-      d_loss, _ = forward(batch, {})
-      d_loss = scaled(state.d_optimizer, d_loss)
-    return d_tape.gradient(d_loss, discriminator.trainable_variables)
+    def mean(per_example):
+      return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
-  def gd_grads(batch):
-    """The tutorial step's forward pass and both networks' gradients; returns (g_grads, d_grads, metrics)."""
-    metrics = {}
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-      d_loss, g_loss = forward(batch, metrics)
-      g_loss, d_loss = scaled(state.g_optimizer, g_loss), scaled(state.d_optimizer, d_loss)
-    g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
-    d_grads_ = d_tape.gradient(d_loss, discriminator.trainable_variables)
-    return g_grads, d_grads_, {name: metrics[name] for name in names}
+    def step_inputs(step, draw):
+      """This replica's noise [b, latent_dim], fake labels [b] (None if unconditional) and GP weights [b, 1, 1, 1]."""
+      noise = tf.random.stateless_normal([global_batch, gan.latent_dim], seed=step_seed(cfg.seed, step, draw, _NOISE))
+      labels = None
+      if gan.conditional:
+        labels = replica_rows(tf.random.stateless_uniform(
+            [global_batch], seed=step_seed(cfg.seed, step, draw, _FAKE_LABELS), minval=0, maxval=gan.num_classes,
+            dtype=tf.int32))
+      alpha = None
+      if cfg.gp_weight > 0:
+        alpha = replica_rows(tf.random.stateless_uniform([global_batch, 1, 1, 1],
+                                                         seed=step_seed(cfg.seed, step, draw, _ALPHA)))
+      return replica_rows(noise), labels, alpha
 
-  if cfg.jit_compile:
-    # XLA compiles the per-replica forward and backward pass, nearly all of the work. The updates stay outside:
-    # they all-reduce gradients and LossScaleOptimizer merges replicas in a cond, which XLA cannot hold on CPUs.
-    d_grads = tf.function(d_grads, jit_compile=True)
-    gd_grads = tf.function(gd_grads, jit_compile=True)
+    def d_of(labels):
+      """Discriminator as a function of images, with labels bound (for the penalties' gradients)."""
+      return lambda images: gan.discriminate(images, labels, training=True)
 
-  def apply(optimizer, grads, variables):
-    if float16:
-      grads = _agree_on_finite(grads)
-    optimizer.apply_gradients(zip(grads, variables))
+    def objective(real, real_labels, fake, alpha, metrics):
+      """Per-replica shares of the global-mean D and G losses, with D's penalties; records metrics."""
+      real_logits = gan.discriminate(real, real_labels, training=True)
+      fake_logits = gan.discriminate(fake["images"], fake["labels"], training=True)
+      d_vec, g_vec = loss_fn(real_logits, fake_logits)
+      if cfg.gp_weight > 0:
+        # Interpolates take the real labels: the penalty is on D's input space, one label per pair.
+        gp = losses.gradient_penalty(d_of(real_labels), real, fake["images"], alpha)
+        metrics["gradient_penalty"] = mean(gp)
+        d_vec += cfg.gp_weight * gp
+      if cfg.r1_weight > 0:
+        r1 = losses.r1_penalty(d_of(real_labels), real)
+        metrics["r1_penalty"] = mean(r1)
+        d_vec += 0.5 * cfg.r1_weight * r1
+      real_flat = tf.reshape(real_logits, [-1])
+      fake_flat = tf.reshape(fake_logits, [-1])
+      metrics["d_loss"] = mean(d_vec)
+      metrics["g_loss"] = mean(g_vec)
+      metrics["d_real_accuracy"] = mean(tf.cast(real_flat > 0, tf.float32))
+      metrics["d_fake_accuracy"] = mean(tf.cast(fake_flat < 0, tf.float32))
+      metrics["d_real_output"] = mean(tf.sigmoid(real_flat))
+      metrics["d_fake_output"] = mean(tf.sigmoid(fake_flat))
+      return metrics["d_loss"], metrics["g_loss"]
 
-  def replica_step(batches):
-    for batch in batches[:-1]:  # Extra discriminator updates (--d_steps_per_g > 1).
-      apply(state.d_optimizer, d_grads(batch), discriminator.trainable_variables)
-    g_grads, d_grads_, metrics = gd_grads(batches[-1])
-    apply(state.g_optimizer, g_grads, generator.trainable_variables)
-    apply(state.d_optimizer, d_grads_, discriminator.trainable_variables)
-    return metrics
+    def forward(batch, step, draw, metrics):
+      noise, fake_labels, alpha = step_inputs(step, draw)
+      fake = {"images": gan.generate(noise, fake_labels, training=True), "labels": fake_labels}
+      real_labels = batch["labels"] if gan.conditional else None
+      return objective(batch["images"], real_labels, fake, alpha, metrics)
 
-  ema = state.ema_generator
-  decay = cfg.ema_decay
+    def d_grads(batch, step, draw):
+      """An extra discriminator update's gradients (--d_steps_per_g > 1); its metrics are not reported."""
+      with tf.GradientTape() as d_tape:
+        d_loss, _ = forward(batch, step, draw, {})
+        d_loss = precision.scale_loss(state.d_optimizer, d_loss)
+      return d_tape.gradient(d_loss, discriminator.trainable_variables)
 
-  def update_ema():
-    # Cross-replica context: G's weights are identical on all replicas, assignments reach every copy.
-    for ema_var, var in zip(ema.trainable_variables, generator.trainable_variables):
-      ema_var.assign(decay * ema_var + (1.0 - decay) * var)
-    for ema_var, var in zip(ema.non_trainable_variables, generator.non_trainable_variables):
-      ema_var.assign(var)  # BatchNorm statistics and seeds follow G.
+    def gd_grads(batch, step, draw):
+      """The tutorial step's forward pass and both networks' gradients; returns (g_grads, d_grads, metrics)."""
+      metrics = {}
+      with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+        d_loss, g_loss = forward(batch, step, draw, metrics)
+        g_loss = precision.scale_loss(state.g_optimizer, g_loss)
+        d_loss = precision.scale_loss(state.d_optimizer, d_loss)
+      g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
+      d_grads_ = d_tape.gradient(d_loss, discriminator.trainable_variables)
+      return g_grads, d_grads_, [metrics[name] for name in names]
 
-  @tf.function
-  def train(iterator, num_steps):
-    totals = {name: tf.constant(0.0) for name in names}
-    for _ in tf.range(num_steps):
-      batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
-      per_replica = strategy.run(replica_step, args=(batches,))
-      # Reassigned (not mutated) so that autograph carries the totals through the while loop.
-      totals = {name: totals[name] + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
-                for name in names}
-      state.step.assign_add(1)
-      if float16:  # Attempted updates, so that skipped_steps = attempted - applied.
-        attempted_updates(state.g_optimizer).assign_add(1)
-        attempted_updates(state.d_optimizer).assign_add(cfg.d_steps_per_g)
-      if ema is not None:
-        update_ema()
-    steps = tf.cast(num_steps, tf.float32)
-    return {name: total / steps for name, total in totals.items()}
+    if cfg.jit_compile:
+      # XLA compiles the per-replica forward and backward pass, nearly all of the work. The updates stay outside:
+      # they all-reduce gradients and LossScaleOptimizer merges replicas in a cond, which XLA cannot hold on CPUs.
+      d_grads = tf.function(d_grads, jit_compile=True)
+      gd_grads = tf.function(gd_grads, jit_compile=True)
 
-  logging.info("Train step: loss=%s, d_steps_per_g=%d, precision=%s, jit_compile=%s, %d replica(s), global batch %d",
-               cfg.loss, cfg.d_steps_per_g, cfg.precision, cfg.jit_compile, strategy.num_replicas_in_sync,
-               global_batch)
-  return train
+    def replica_step(batches, step):
+      for draw, batch in enumerate(batches[:-1]):  # Extra discriminator updates (--d_steps_per_g > 1).
+        precision.apply_gradients(state.d_optimizer, d_grads(batch, step, draw),
+                                  discriminator.trainable_variables)
+      g_grads, d_grads_, values = gd_grads(batches[-1], step, len(batches) - 1)
+      precision.apply_gradients(state.g_optimizer, g_grads, generator.trainable_variables)
+      precision.apply_gradients(state.d_optimizer, d_grads_, discriminator.trainable_variables)
+      finite = tf.logical_and(tf.math.is_finite(values[0]), tf.math.is_finite(values[1]))
+      self._totals.assign_add(tf.stack(values + [1.0 - tf.cast(finite, tf.float32)]))
+
+    ema = state.ema_generator
+    decay = cfg.ema_decay
+
+    def update_ema():
+      # Warm-up: an average over the steps so far while there are few of them (TF's ExponentialMovingAverage with
+      # num_updates), so that early EMA samples are not dominated by the initial weights. t = this update's number.
+      updates = tf.cast(state.step, tf.float32)
+      rate = tf.minimum(decay, (1.0 + updates) / (10.0 + updates))
+      # Cross-replica context: G's weights are identical on all replicas, assignments reach every copy. Only the
+      # trainable weights are averaged; BatchNorm statistics are recomputed for the EMA weights when they are used
+      # (TrainState.prepare_ema).
+      for ema_var, var in zip(ema.trainable_variables, generator.trainable_variables):
+        ema_var.assign(rate * ema_var + (1.0 - rate) * var)
+
+    @tf.function
+    def run_steps(iterator, num_steps):
+      for _ in tf.range(num_steps):
+        batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
+        strategy.run(replica_step, args=(batches, state.step.read_value()))
+        state.step.assign_add(1)
+        precision.count_attempt(state.g_optimizer)
+        precision.count_attempt(state.d_optimizer, cfg.d_steps_per_g)
+        if ema is not None:
+          update_ema()
+
+    return run_steps
+
+
+def make_train_step(cfg, strategy: tf.distribute.Strategy, state) -> TrainStep:
+  """Returns the run's `TrainStep` (see its docstring)."""
+  return TrainStep(cfg, strategy, state)

@@ -5,19 +5,27 @@
 #   launch/local.sh N [FLAGS...]
 #   launch/local.sh 2 --flagfile=configs/dcgan.cfg --data_dir=../shared/data/mnist --workdir=/tmp/mw --train_steps=20
 #
-# Each worker is `python -m gan_dist.main --strategy=multi_worker_mirrored FLAGS...` with a TF_CONFIG naming N free
-# localhost ports and its own index. Worker 0 is the chief. Every line a worker prints is shown here prefixed with
-# "[worker i]" and appended, unprefixed, to <workdir>/logs/worker_<i>.log (--workdir given; a resumed run adds to
-# the same logs) or to a log in a temporary folder (printed). If a worker fails, the others are stopped (a worker
-# left alone would wait forever in a collective) and this script exits with that worker's status and a message
-# naming it; it exits 0 when every worker succeeds.
+# Each worker is `python -m gan_dist.main FLAGS... --strategy=multi_worker_mirrored --cluster=tf_config` with a
+# TF_CONFIG naming N free localhost ports and its own index. The launcher's own flags come LAST, so that neither a
+# flagfile nor an argument can override them (absl: the last value wins). Worker 0 is the chief. Every line a worker
+# prints is shown here prefixed with "[worker i]" and appended, unprefixed, to <workdir>/logs/worker_<i>.log
+# (--workdir given and local; a resumed run adds to the same logs) or to a log in a local temporary folder (printed;
+# also when the workdir is remote, e.g. gs://). If a worker fails, the others are stopped (a worker left alone would
+# wait in a collective until its peer timeout) and this script exits with that worker's status and a message naming
+# it; it exits 0 when every worker succeeds.
+#
+# SIGTERM or SIGINT (Ctrl-C) to this script is passed on to every worker: they finish their current steps, save a
+# checkpoint of the same step together and exit with 75; the script then exits 75 too, and rerunning the same
+# command continues from that checkpoint. A second Ctrl-C, or GRACE_S seconds without the workers exiting, kills
+# them.
 #
 # Environment:
 #   PYTHON     interpreter to run (default: python3, else python).
-#   LOG_DIR    where to keep the worker logs (default: <workdir>/logs).
-#   GRACE_S    seconds the other workers get to exit after SIGTERM before SIGKILL (default: 10).
-#   GPUS_PER_WORKER=k  give worker i the GPUs i*k ... i*k+k-1 through CUDA_VISIBLE_DEVICES (default: unset, every
-#              worker sees every GPU, which suits CPU runs only: two processes cannot share a GPU under NCCL).
+#   LOG_DIR    where to keep the worker logs (default: <workdir>/logs for a local workdir).
+#   GRACE_S    seconds the workers get to save and exit after SIGTERM/SIGINT before SIGKILL (default: 120).
+#   GPUS_PER_WORKER=k  give worker i the GPUs i*k ... i*k+k-1 through CUDA_VISIBLE_DEVICES. Unset: the machine's
+#              GPUs (nvidia-smi, or CUDA_VISIBLE_DEVICES if set) are split evenly over the workers; refused when
+#              there are fewer GPUs than workers, or fewer than N*k. No GPUs: every worker runs on the CPU.
 
 set -uo pipefail
 
@@ -33,10 +41,38 @@ shift
 if [[ -z "${PYTHON:-}" ]]; then
   PYTHON=$(command -v python3 || command -v python) || { echo "local.sh: no python3 or python on PATH" >&2; exit 2; }
 fi
-grace_s=${GRACE_S:-10}
+grace_s=${GRACE_S:-120}
 gpus_per_worker=${GPUS_PER_WORKER:-}
 if [[ -n "$gpus_per_worker" && ! "$gpus_per_worker" =~ ^[1-9][0-9]*$ ]]; then
   echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker is not a positive integer" >&2
+  exit 2
+fi
+
+# The GPUs of this machine, by index: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list (none without a driver).
+gpu_ids=()
+if [[ -n "${CUDA_VISIBLE_DEVICES+x}" ]]; then
+  IFS=, read -r -a gpu_ids <<< "$CUDA_VISIBLE_DEVICES"
+elif command -v nvidia-smi > /dev/null 2>&1; then
+  mapfile -t gpu_ids < <(nvidia-smi --query-gpu=index --format=csv,noheader 2> /dev/null | tr -d ' ')
+fi
+num_gpus=${#gpu_ids[@]}
+if ((num_gpus > 0)); then
+  if [[ -z "$gpus_per_worker" ]]; then
+    if ((num_gpus < num_workers)); then
+      echo "local.sh: $num_workers workers but only $num_gpus GPU(s): two workers cannot share a GPU under NCCL;" \
+           "start at most $num_gpus workers (or --strategy=mirrored in one process)" >&2
+      exit 2
+    fi
+    gpus_per_worker=$((num_gpus / num_workers))
+    ((num_gpus % num_workers)) && echo "local.sh: $num_gpus GPUs do not split evenly over $num_workers workers;" \
+        "each gets $gpus_per_worker, $((num_gpus % num_workers)) stay idle" >&2
+  elif ((gpus_per_worker * num_workers > num_gpus)); then
+    echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker for $num_workers workers needs" \
+         "$((gpus_per_worker * num_workers)) GPUs; this machine has $num_gpus" >&2
+    exit 2
+  fi
+elif [[ -n "$gpus_per_worker" ]]; then
+  echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker but this machine has no GPU (nvidia-smi finds none)" >&2
   exit 2
 fi
 
@@ -51,7 +87,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 if [[ -n "${LOG_DIR:-}" ]]; then
   log_dir=$LOG_DIR
-elif [[ -n "$workdir" ]]; then
+elif [[ -n "$workdir" && "$workdir" != *://* ]]; then
   log_dir="$workdir/logs"
 else
   log_dir=$(mktemp -d "${TMPDIR:-/tmp}/gan_dist_logs.XXXXXX")
@@ -76,44 +112,63 @@ echo "local.sh: starting $num_workers worker(s) on localhost ports ${ports[*]}; 
 
 pids=()
 cleanup_started=0
+stop_signal=""
 
-stop_workers() {
-  # Stops every worker still running: SIGTERM, then SIGKILL after the grace period. Each worker runs in its own
-  # process group (setsid), so this also reaches anything a worker started.
-  local pid deadline
+kill_workers() {
+  # SIGKILL to every worker's process group (setsid), which also reaches anything a worker started.
+  local pid
   for pid in "${pids[@]}"; do
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  done
-  deadline=$((SECONDS + grace_s))
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
   done
 }
 
-on_signal() {
-  ((cleanup_started)) && return
-  cleanup_started=1
-  echo "local.sh: interrupted; stopping all workers" >&2
-  stop_workers
-  exit 130
+stop_workers() {
+  # Stops every worker still running: SIGTERM (each saves nothing: its peers are gone), SIGKILL after a short grace.
+  local pid deadline
+  for pid in "${pids[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  done
+  deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  done
+  kill_workers
 }
-trap on_signal INT TERM
+
+on_signal() {
+  local sig=$1
+  if [[ -n "$stop_signal" ]]; then
+    # A second signal: stop now.
+    echo "local.sh: $sig again; killing all workers without waiting for their checkpoint" >&2
+    kill_workers
+    exit 130
+  fi
+  stop_signal=$sig
+  echo "local.sh: $sig: asking every worker to save a checkpoint and exit (up to ${grace_s}s)" >&2
+  local pid
+  for pid in "${pids[@]}"; do
+    kill "-$sig" "$pid" 2>/dev/null  # The python process only: it saves, then exits 75.
+  done
+}
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
 
 for ((i = 0; i < num_workers; i++)); do
   tf_config="{\"cluster\": {\"worker\": $workers_json}, \"task\": {\"type\": \"worker\", \"index\": $i}}"
   log="$log_dir/worker_$i.log"
   gpu_env=()
   if [[ -n "$gpus_per_worker" ]]; then
-    gpu_env=(CUDA_VISIBLE_DEVICES="$(seq -s, $((i * gpus_per_worker)) $((i * gpus_per_worker + gpus_per_worker - 1)))")
+    share=("${gpu_ids[@]:$((i * gpus_per_worker)):$gpus_per_worker}")
+    gpu_env=(CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${share[*]}")")
   fi
   echo "==== local.sh $(date '+%F %T'): worker $i of $num_workers, TF_CONFIG=$tf_config" >> "$log"
   # setsid: a process group per worker, so stopping one worker stops all it started. The worker's output goes to its
-  # log file and, prefixed, to our stdout; `exec` makes $! the python process itself.
+  # log file and, prefixed, to our stdout; `exec` makes $! the python process itself. The log pipe ignores SIGINT
+  # and SIGTERM (a Ctrl-C reaches our whole process group): it must outlive the workers' last lines.
   env "${gpu_env[@]}" TF_CONFIG="$tf_config" PYTHONUNBUFFERED=1 setsid bash -c 'exec "$@"' worker \
-      "$PYTHON" -m gan_dist.main \
-      --strategy=multi_worker_mirrored "$@" \
-      > >(tee -a "$log" | sed -u "s/^/[worker $i] /") 2>&1 &
+      "$PYTHON" -m gan_dist.main "$@" \
+      --strategy=multi_worker_mirrored --cluster=tf_config \
+      > >(trap '' INT TERM; tee -a "$log" | sed -u "s/^/[worker $i] /") 2>&1 &
   pids+=($!)
   echo "local.sh: worker $i pid ${pids[i]} ${gpu_env[*]} TF_CONFIG=$tf_config"
 done
@@ -121,7 +176,17 @@ done
 # Poll rather than `wait -n`: we must know WHICH worker ended, and react to the first failure at once.
 remaining=$num_workers
 declare -A done_workers=()
+stop_deadline=""
+preempted=0
 while ((remaining > 0)); do
+  if [[ -n "$stop_signal" ]]; then
+    [[ -z "$stop_deadline" ]] && stop_deadline=$((SECONDS + grace_s))
+    if ((SECONDS >= stop_deadline)); then
+      echo "local.sh: workers still running ${grace_s}s after $stop_signal; killing them" >&2
+      kill_workers
+      exit 130
+    fi
+  fi
   for ((i = 0; i < num_workers; i++)); do
     [[ -n "${done_workers[$i]:-}" ]] && continue
     pid=${pids[i]}
@@ -130,6 +195,11 @@ while ((remaining > 0)); do
     rc=$?
     done_workers[$i]=$rc
     remaining=$((remaining - 1))
+    if [[ "$rc" == 75 ]]; then
+      preempted=$((preempted + 1))
+      echo "local.sh: worker $i saved a checkpoint and stopped (exit 75)"
+      continue
+    fi
     if ((rc != 0)); then
       cleanup_started=1
       echo "local.sh: worker $i (pid $pid) failed with exit status $rc; stopping the other workers." \
@@ -144,5 +214,10 @@ while ((remaining > 0)); do
   ((remaining > 0)) && sleep 0.5
 done
 wait 2>/dev/null  # The log pipes.
+if ((preempted > 0)); then
+  echo "local.sh: all $num_workers worker(s) saved a checkpoint after ${stop_signal:-a stop signal}; rerun the same" \
+       "command to continue"
+  exit 75
+fi
 echo "local.sh: all $num_workers worker(s) succeeded"
 exit 0

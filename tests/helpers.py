@@ -43,3 +43,18 @@ def config(tmp_path, **overrides):
 def config_values(**overrides):
   """A Config of the defaults with `overrides` (no workdir needed)."""
   return gan_flags.make_config(**overrides)
+
+
+def snapshot(directory: str) -> dict:
+  """{relative path: sha256 of its bytes} of every file under `directory` (and "<dir>/" for every directory);
+  {} if it does not exist. Two equal snapshots mean nothing was created, changed or deleted."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  found = {}
+  for root, dirs, files in os.walk(directory):
+    for d in dirs:
+      found[os.path.relpath(os.path.join(root, d), directory) + "/"] = ""
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return found

@@ -2,12 +2,14 @@
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import errors
 from gan_dist import flags as gan_flags
 from gan_dist import train
 from tests import helpers
@@ -24,7 +26,8 @@ def idx_dir(tmp_path):
 
 
 def test_resume_is_exact(tmp_path, idx_dir, mirrored2):
-  base = helpers.config(tmp_path, data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2)
+  base = helpers.config(tmp_path, data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2,
+                        ema_decay=0.9)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
   train.run(straight, mirrored2)
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
@@ -37,9 +40,10 @@ def test_resume_is_exact(tmp_path, idx_dir, mirrored2):
   assert a.keys() == b.keys()
   # tf.train.Checkpoint stores each variable once, under its first path: D's weights appear under d_optimizer.
   names = " ".join(a)
-  for part in ("generator", "g_optimizer", "d_optimizer", "step", "rng", "seed_states"):
+  for part in ("generator", "ema_generator", "g_optimizer", "d_optimizer", "step", "seed_states"):
     assert part in names, part
-  # Weights, Adam slots, RNG and dropout seeds all continue exactly (data order is a function of seed and step).
+  # Weights, EMA (with its re-estimated BatchNorm statistics), Adam slots and dropout seeds all continue exactly
+  # (noise and data order are functions of seed and step).
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
   assert int(tf.train.load_variable(os.path.join(straight.workdir, "checkpoints", "ckpt-4"),
@@ -55,7 +59,7 @@ def test_resume_stops_at_train_steps(tmp_path, idx_dir, mirrored2):
 def test_incompatible_workdir_is_refused(tmp_path, idx_dir, mirrored2):
   cfg = helpers.config(tmp_path, data_dir=idx_dir, train_steps=1)
   train.run(cfg, mirrored2)
-  with pytest.raises(ValueError, match="--latent_dim: workdir has 100, this run has 64"):
+  with pytest.raises(ValueError, match=r"--latent_dim \(workdir has 100, this run 64\)"):
     train.run(dataclasses.replace(cfg, latent_dim=64, train_steps=2), mirrored2)
 
 
@@ -69,6 +73,100 @@ def test_flagfile_roundtrip(tmp_path):
 def test_resume_compatibility_rules():
   saved = gan_flags.make_config(ema_decay=0.999)
   assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.99)) is None
-  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, batch_size=64, g_lr=1.0)) is None
+  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, g_lr=1.0, train_steps=7)) is None
   message = gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.0, arch="mlp"))
   assert "--ema_decay" in message and "--arch" in message
+  # The data position: refused unless the change is meant.
+  for change in (dict(batch_size=64), dict(d_steps_per_g=2)):
+    message = gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, **change))
+    assert f"--{next(iter(change))}" in message and "--allow_data_position_change" in message
+    assert gan_flags.check_resume_compatible(
+        saved, dataclasses.replace(saved, allow_data_position_change=True, **change)) is None
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, mirrored2):
+  """A workdir with ckpt-2 and ckpt-4 (mlp, 2 replicas), copied by each test that damages it."""
+  root = tmp_path_factory.mktemp("two_checkpoints")
+  cfg = helpers.config(root, arch="mlp", data_dir=helpers.make_idx_dir(str(root / "idx"), num=64), train_steps=4,
+                       steps_per_loop=2, checkpoint_every=2)
+  train.run(cfg, mirrored2)
+  return cfg
+
+
+def _copy(cfg, tmp_path, **overrides):
+  workdir = str(tmp_path / "W")
+  shutil.copytree(cfg.workdir, workdir)
+  return dataclasses.replace(cfg, workdir=workdir, **overrides)
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_byte(path):
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _garbage(path):
+  with open(path, "wb") as f:
+    f.write(b"not an index" * 10)
+
+
+@pytest.mark.parametrize("damage,suffix", [(_truncate, ".data-00000-of-00001"), (_flip_byte, ".data-00000-of-00001"),
+                                           (_garbage, ".index")], ids=["truncated", "flipped_byte", "bad_index"])
+def test_damaged_latest_checkpoint_names_the_newest_good_one(two_checkpoints, tmp_path, mirrored2, damage, suffix):
+  cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
+  ckpt = os.path.join(cfg.workdir, "checkpoints")
+  damage(os.path.join(ckpt, "ckpt-4" + suffix))
+  before = helpers.snapshot(cfg.workdir)
+  with pytest.raises(errors.CorruptCheckpointError) as raised:
+    train.run(cfg, mirrored2)
+  message = str(raised.value)
+  assert "\n" not in message
+  assert f"checkpoint {ckpt}/ckpt-4 is damaged" in message
+  assert f"newest checkpoint that restores is {ckpt}/ckpt-2" in message and "--resume_step=2" in message
+  assert helpers.snapshot(cfg.workdir) == before  # Stopped before writing anything.
+  # The flag the message names resumes from ckpt-2, and the resumed run's saves replace the damaged one.
+  metrics = train.run(dataclasses.replace(cfg, resume_step=2), mirrored2)
+  assert metrics["step"] == 6
+  assert tf.train.latest_checkpoint(ckpt).endswith("ckpt-6")
+  assert checkpoint_lib.verify(os.path.join(ckpt, "ckpt-4")) is None
+  assert train.run(cfg, mirrored2)["step"] == 6  # The plain command works again.
+
+
+def test_no_restorable_checkpoint_says_so(two_checkpoints, tmp_path, mirrored2):
+  cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
+  for step in (2, 4):
+    _truncate(os.path.join(cfg.workdir, "checkpoints", f"ckpt-{step}.data-00000-of-00001"))
+  with pytest.raises(errors.CorruptCheckpointError, match="no older checkpoint .* restores; start over"):
+    train.run(cfg, mirrored2)
+
+
+def test_resume_step_must_exist(two_checkpoints, tmp_path, mirrored2):
+  cfg = _copy(two_checkpoints, tmp_path, train_steps=6, resume_step=3)
+  with pytest.raises(errors.UserError, match=r"--resume_step=3: no checkpoint of that step .*there are: 4, 2"):
+    train.run(cfg, mirrored2)
+
+
+def test_leftovers_of_a_killed_run_are_removed(two_checkpoints, tmp_path, mirrored2):
+  """What a process killed while saving leaves (a _temp directory, a temporary index file, a half-deleted
+  checkpoint, gan_dist's temporary files) is removed when the next run starts; the latest checkpoint is used."""
+  cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
+  ckpt = os.path.join(cfg.workdir, "checkpoints")
+  os.makedirs(os.path.join(ckpt, "ckpt-6_temp"))
+  open(os.path.join(ckpt, "ckpt-6_temp", "part-00000-of-00001.index"), "wb").close()
+  open(os.path.join(ckpt, "checkpoint.tmp0123abcd"), "w").close()
+  open(os.path.join(ckpt, "ckpt-1.data-00000-of-00001"), "wb").close()  # Its index is gone: an interrupted delete.
+  open(os.path.join(cfg.workdir, "flags.txt" + gan_flags.TMP_SUFFIX), "w").close()
+  metrics = train.run(cfg, mirrored2)
+  assert metrics["step"] == 6
+  left = sorted(os.listdir(ckpt))
+  assert left == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
+                  "ckpt-4.index", "ckpt-6.data-00000-of-00001", "ckpt-6.index"], left
+  assert not [n for n in os.listdir(cfg.workdir) if n.endswith(gan_flags.TMP_SUFFIX)]

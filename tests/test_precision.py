@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import precision
 from gan_dist import state as state_lib
 from gan_dist import train_step as train_step_lib
 from tests import helpers
@@ -66,8 +67,9 @@ def float16_run(tmp_path_factory, strategy):
   cfg = helpers.config(tmp_path_factory.mktemp("fp16"), precision="mixed_float16", batch_size=BATCH)
   state = state_lib.create_state(cfg, strategy)
   train = train_step_lib.make_train_step(cfg, strategy, state)
+  # The run's policy applied to its models only: nothing built afterwards inherits mixed_float16.
+  assert keras.config.dtype_policy().name == "float32"
   yield cfg, strategy, state, train
-  keras.mixed_precision.set_dtype_policy("float32")
 
 
 def _set_scales(state, g, d):
@@ -76,7 +78,7 @@ def _set_scales(state, g, d):
 
 
 def _counts(state):
-  return {k: int(v) for k, v in train_step_lib.skipped_steps(state).items()}
+  return {k: int(v) for k, v in precision.skipped_steps(state).items()}
 
 
 @pytest.mark.parametrize("overflowing", ["g", "d"])
@@ -90,13 +92,13 @@ def test_float16_overflow_skips_that_network_and_halves_its_scale(float16_run, o
   skipped_before = _counts(state)
   applied_before = {n: _int(getattr(state, f"{n}_optimizer").inner_optimizer.iterations) for n in "gd"}
 
-  metrics = train(_dataset(strategy_), tf.constant(1, tf.int32))
+  metrics = train(_dataset(strategy_), tf.constant(1, tf.int32)).means()
 
   after = {"g": _weights(gan.generator), "d": _weights(gan.discriminator)}
   assert _same(before[overflowing], after[overflowing]), "the overflowing network must not be updated"
   assert not _same(before[other], after[other]), "the other network must be updated"
   assert all(np.isfinite(w).all() for w in after["g"] + after["d"])
-  new_scales = {k.split("/")[1]: float(v) for k, v in train_step_lib.loss_scales(state).items()}
+  new_scales = {k.split("/")[1]: float(v) for k, v in precision.loss_scales(state).items()}
   assert new_scales == {overflowing: HUGE_SCALE / 2, other: 2.0**10}
   for name in "gd":  # Scales are mirrored: every replica holds the same value.
     assert len(set(_replica_values(getattr(state, f"{name}_optimizer").dynamic_scale))) == 1
@@ -129,11 +131,12 @@ def test_float16_nonfinite_on_one_replica_skips_on_all(float16_run):
 def test_float16_steps_are_finite_and_outputs_float32(float16_run):
   _, strategy_, state, train = float16_run
   _set_scales(state, 2.0**15, 2.0**15)
-  metrics = train(_dataset(strategy_), tf.constant(3, tf.int32))
-  assert all(np.isfinite(float(v)) for v in metrics.values())
-  assert train_step_lib.loss_scales(state) == {} or {k: float(v) for k, v in
-                                                   train_step_lib.loss_scales(state).items()} == {
-                                                       "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
+  result = train(_dataset(strategy_), tf.constant(3, tf.int32))
+  assert not result.diverged
+  assert all(np.isfinite(float(v)) for v in result.means().values())
+  # Loss scaling is on: each optimizer reports its own scale (unchanged by 3 finite steps).
+  assert {k: float(v) for k, v in precision.loss_scales(state).items()} == {
+      "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
   gan = state.gan
   assert isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)
   assert state.g_optimizer is not state.d_optimizer
@@ -151,10 +154,10 @@ def test_float16_checkpoint_restores_loss_scales(float16_run, tmp_path):
   path = checkpoint_lib.make_checkpoint(state).save(str(tmp_path / "ckpt"))
 
   fresh = state_lib.create_state(cfg, strategy_)
-  assert {k: float(v) for k, v in train_step_lib.loss_scales(fresh).items()} == {
+  assert {k: float(v) for k, v in precision.loss_scales(fresh).items()} == {
       "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
   checkpoint_lib.make_checkpoint(fresh).restore(path).assert_existing_objects_matched()
-  assert {k: float(v) for k, v in train_step_lib.loss_scales(fresh).items()} == {
+  assert {k: float(v) for k, v in precision.loss_scales(fresh).items()} == {
       "loss_scale/g": 2.0**7, "loss_scale/d": 2.0**21}
   assert _replica_values(fresh.d_optimizer.dynamic_scale) == [2.0**21, 2.0**21]
   assert _int(fresh.d_optimizer.step_counter) == 17
@@ -163,17 +166,15 @@ def test_float16_checkpoint_restores_loss_scales(float16_run, tmp_path):
 
 def test_bfloat16_step_is_finite_without_loss_scaling(strategy, tmp_path):
   cfg = helpers.config(tmp_path, precision="mixed_bfloat16", batch_size=BATCH)
-  try:
-    state = state_lib.create_state(cfg, strategy)
-    assert not isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)
-    assert train_step_lib.loss_scales(state) == {} and train_step_lib.skipped_steps(state) == {}
-    assert state.gan.generator.layers[1].compute_dtype == "bfloat16"
-    train = train_step_lib.make_train_step(cfg, strategy, state)
-    metrics = train(_dataset(strategy), tf.constant(2, tf.int32))
-    assert all(np.isfinite(float(v)) for v in metrics.values())
-    assert all(np.isfinite(w).all() for w in _weights(state.gan.generator) + _weights(state.gan.discriminator))
-  finally:
-    keras.mixed_precision.set_dtype_policy("float32")
+  state = state_lib.create_state(cfg, strategy)
+  assert keras.config.dtype_policy().name == "float32"  # Only the run's models compute in bfloat16.
+  assert not isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)
+  assert precision.loss_scales(state) == {} and precision.skipped_steps(state) == {}
+  assert state.gan.generator.layers[1].compute_dtype == "bfloat16"
+  train = train_step_lib.make_train_step(cfg, strategy, state)
+  metrics = train(_dataset(strategy), tf.constant(2, tf.int32)).means()
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert all(np.isfinite(w).all() for w in _weights(state.gan.generator) + _weights(state.gan.discriminator))
 
 
 def test_jit_compile_refused_before_tracing(strategy, tmp_path):

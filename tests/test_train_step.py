@@ -1,4 +1,5 @@
-"""The distributed train step on 2 logical CPUs: finite losses, moving step, identical replicas, BatchNorm."""
+"""The distributed train step on 2 logical CPUs: finite losses, moving step, identical replicas, BatchNorm, the
+one-device equivalence of the loss reduction, per-chunk metrics, topology-free noise, EMA."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from tests import helpers
 def _setup(tmp_path, strategy, **overrides):
   d = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
   cfg = helpers.config(tmp_path, data_dir=d, **overrides)
-  source = data.load(cfg)
+  source = data.open_source(cfg)
   state = state_lib.create_state(cfg, strategy, source.num_classes)
   dataset = strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape))
   return cfg, state, iter(dataset), train_step_lib.make_train_step(cfg, strategy, state)
@@ -29,13 +30,15 @@ def _replica_values(var):
 def test_mirrored_steps(tmp_path, mirrored2):
   cfg, state, it, train = _setup(tmp_path, mirrored2)
   before = [w.copy() for w in state.gan.generator.get_weights()]
-  metrics = train(it, tf.constant(3))
+  result = train(it, tf.constant(3))
   assert int(state.step.numpy()) == 3
+  assert result.steps == 3 and not result.diverged and not result.stop
+  metrics = result.means()
   assert set(metrics) == set(train_step_lib.metric_names(cfg))
   for name, value in metrics.items():
-    assert np.isfinite(float(value)), name
-  assert 0.0 <= float(metrics["d_real_accuracy"]) <= 1.0
-  train(it, tf.constant(2))
+    assert np.isfinite(value), name
+  assert 0.0 <= metrics["d_real_accuracy"] <= 1.0
+  train(it, 2)
   assert int(state.step.numpy()) == 5
   assert int(state.g_optimizer.iterations.numpy()) == 5
   after = state.gan.generator.get_weights()
@@ -48,50 +51,70 @@ def test_mirrored_steps(tmp_path, mirrored2):
       np.testing.assert_array_equal(copies[0], copies[1], err_msg=var.path)
 
 
-def test_replicas_draw_different_noise_and_dropout(mirrored2):
+def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2):
+  """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
+  per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
+  global batch, and noise drawn for the global batch then split (mlp: BatchNorm in G, no dropout)."""
+  weights = []
+  for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), mirrored2):
+    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8)
+    result = train(it, 2)
+    weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights()))
+  (m1, g1, d1), (m2, g2, d2) = weights
+  for name in m1:
+    assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
+  for a, b in zip(g1 + d1, g2 + d2):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_metrics_cover_every_step_of_a_call(tmp_path, mirrored2):
+  """A call reports the sum over all its steps (one all-reduce at the end), not its last step: 3 steps in one call
+  give the same sums as 3 calls of one step from the same start."""
+  _, _, it, train3 = _setup(tmp_path / "a", mirrored2, arch="mlp")
+  _, _, it1, train1 = _setup(tmp_path / "b", mirrored2, arch="mlp")
+  one_call = train3(it, 3)
+  calls = [train1(it1, 1) for _ in range(3)]
+  for name, total in one_call.sums.items():
+    assert total == pytest.approx(sum(c.sums[name] for c in calls), rel=1e-4), name
+  assert not np.isclose(one_call.sums["d_loss"], 3 * calls[-1].sums["d_loss"])
+
+
+def test_stop_vote_and_divergence_are_reported(tmp_path, mirrored2):
+  _, state, it, train = _setup(tmp_path, mirrored2, arch="mlp")
+  assert train(it, 1, stop=lambda: True).stop
+  assert not train(it, 1).stop
+  state.gan.generator.trainable_variables[0].assign(
+      tf.fill(state.gan.generator.trainable_variables[0].shape, float("nan")))
+  result = train(it, 2)
+  assert result.diverged and result.nonfinite_weights and result.nonfinite_losses > 0
+
+
+def test_noise_is_a_function_of_seed_and_step_split_over_replicas(mirrored2):
+  seed = train_step_lib.step_seed(7, tf.constant(3, tf.int64), 0, 1)
+  whole = tf.random.stateless_normal([8, 5], seed=seed)
+
+  @tf.function
+  def draw():
+    return mirrored2.run(lambda: train_step_lib.replica_rows(tf.random.stateless_normal([8, 5], seed=seed)))
+
+  rows = [r.numpy() for r in mirrored2.experimental_local_results(draw())]
+  assert not np.allclose(rows[0], rows[1])  # Every replica draws different noise...
+  np.testing.assert_array_equal(np.concatenate(rows), whole.numpy())  # ...the global batch's, as on one device.
+  other_step = tf.random.stateless_normal([8, 5], seed=train_step_lib.step_seed(7, tf.constant(4, tf.int64), 0, 1))
+  assert not np.allclose(other_step, whole)
+
+
+def test_replicas_draw_different_dropout_masks(mirrored2):
   with mirrored2.scope():
-    rng = tf.random.Generator.from_seed(0)
     drop = models.layers.Dropout(0.5)
     drop.build((4, 64))
 
   @tf.function
   def draw():
-    return mirrored2.run(lambda: (rng.normal([4]), drop(tf.ones([4, 64]), training=True)))
+    return mirrored2.run(lambda: drop(tf.ones([4, 64]), training=True))
 
-  noise, masks = draw()
-  n0, n1 = mirrored2.experimental_local_results(noise)
-  assert not np.allclose(n0, n1)
-  m0, m1 = mirrored2.experimental_local_results(masks)
+  m0, m1 = mirrored2.experimental_local_results(draw())
   assert not np.array_equal(m0.numpy() == 0, m1.numpy() == 0)
-
-
-def test_loss_reduction_matches_one_device(tmp_path, mirrored2):
-  """One step on 2 replicas updates D exactly as one device on the same global batch (sum of per-replica grads)."""
-  # Without dropout the two runs draw the same noise for the same examples only if the RNG is not replica-folded,
-  # so compare a deterministic objective: the D loss and its update on a fixed batch with G frozen out.
-  cfg = helpers.config(tmp_path, arch="dcgan")
-  one = tf.distribute.OneDeviceStrategy("/cpu:0")
-  real = tf.random.stateless_uniform([8, 28, 28, 1], seed=[1, 2], minval=-1, maxval=1)
-  results = []
-  for strategy in (one, mirrored2):
-    state = state_lib.create_state(cfg, strategy)
-    disc = state.gan.discriminator
-
-    def replica_fn(x):
-      with tf.GradientTape() as tape:
-        loss = tf.nn.compute_average_loss(tf.reshape(disc(x, training=False), [-1]) ** 2, global_batch_size=8)
-      grads = tape.gradient(loss, disc.trainable_variables)
-      state.d_optimizer.apply_gradients(zip(grads, disc.trainable_variables))
-      return loss
-
-    dist = strategy.experimental_distribute_values_from_function(
-        lambda ctx: real[ctx.replica_id_in_sync_group * (8 // ctx.num_replicas_in_sync):
-                         (ctx.replica_id_in_sync_group + 1) * (8 // ctx.num_replicas_in_sync)])
-    loss = tf.function(lambda: strategy.reduce("SUM", strategy.run(replica_fn, args=(dist,)), axis=None))()
-    results.append((float(loss), [w.copy() for w in disc.get_weights()]))
-  assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
-  for a, b in zip(results[0][1], results[1][1]):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def _bn_stats_after_step(strategy, sync, x):
@@ -133,30 +156,52 @@ def test_extra_discriminator_steps(tmp_path, mirrored2):
   assert int(state.d_optimizer.iterations.numpy()) == 6  # Two extra D updates per G update, each on a new batch.
 
 
-def test_ema_generator_follows_the_formula(tmp_path, mirrored2):
+def test_ema_generator_warms_up_and_follows_the_formula(tmp_path, mirrored2):
   cfg, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
   ema = state.ema_generator
   assert ema is not None and state.sampling_generator is ema
-  w0 = [w.copy() for w in state.gan.generator.get_weights()]
-  np.testing.assert_array_equal(ema.get_weights()[0], w0[0])
-  train(it, tf.constant(1))
   trainable = {id(v) for v in state.gan.generator.trainable_variables}
-  for var, ema_var, before in zip(state.gan.generator.weights, ema.weights, w0):
-    if id(var) in trainable:
-      expected = 0.9 * before + 0.1 * var.numpy()
-    else:
-      expected = var.numpy()  # BatchNorm moving statistics are copied.
-    np.testing.assert_allclose(ema_var.numpy(), expected, rtol=1e-5, atol=1e-7, err_msg=var.path)
-    copies = _replica_values(ema_var)
-    np.testing.assert_array_equal(copies[0], copies[-1])
+  for step, rate in ((1, min(0.9, 2 / 11)), (2, min(0.9, 3 / 12))):
+    before = [w.copy() for w in ema.get_weights()]
+    moving = {v.path: v.numpy().copy() for v in ema.non_trainable_variables}
+    train(it, 1)
+    assert int(state.step.numpy()) == step
+    # Warm-up: decay min(0.9, (1 + t) / (10 + t)) at the t-th update, so early EMA weights follow G closely.
+    for var, ema_var, old in zip(state.gan.generator.weights, ema.weights, before):
+      if id(var) in trainable:
+        np.testing.assert_allclose(ema_var.numpy(), rate * old + (1 - rate) * var.numpy(), rtol=1e-5, atol=1e-7,
+                                   err_msg=var.path)
+      copies = _replica_values(ema_var)
+      np.testing.assert_array_equal(copies[0], copies[-1])
+    for v in ema.non_trainable_variables:  # BatchNorm statistics are not averaged: see prepare_ema.
+      np.testing.assert_array_equal(v.numpy(), moving[v.path])
+
+
+def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrored2):
+  _, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
+  train(it, 3)
+  state.prepare_ema()
+  ema, gan = state.ema_generator, state.gan
+  # The first BatchNorm's moving mean now equals the batch mean of its input under the EMA weights, on the fixed
+  # re-estimation noise, on every replica.
+  noise = tf.random.stateless_normal([state_lib.EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[state.seed, 0x5EED])
+  dense = ema.get_layer(index=1)
+  bn = next(layer for layer in ema.layers if "batch_normalization" in layer.name)
+  expected = tf.reduce_mean(dense(noise), axis=0).numpy()
+  for copy in _replica_values(bn.moving_mean):
+    np.testing.assert_allclose(copy, expected, rtol=1e-4, atol=1e-5)
+  again = [v.numpy().copy() for v in ema.non_trainable_variables]
+  state.prepare_ema()  # Deterministic: the same weights give the same statistics.
+  for a, b in zip(again, ema.non_trainable_variables):
+    np.testing.assert_array_equal(a, b.numpy())
 
 
 @pytest.mark.parametrize("loss,extra", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=1.0))])
 def test_penalties_in_a_conditional_step(tmp_path, mirrored2, loss, extra):
   cfg, state, it, train = _setup(tmp_path, mirrored2, arch="cgan_mlp", loss=loss, **extra)
-  metrics = train(it, tf.constant(2))
+  metrics = train(it, tf.constant(2)).means()
   penalty = "gradient_penalty" if "gp_weight" in extra else "r1_penalty"
   assert penalty in metrics
   for name, value in metrics.items():
-    assert np.isfinite(float(value)), name
-  assert float(metrics[penalty]) > 0.0
+    assert np.isfinite(value), name
+  assert metrics[penalty] > 0.0

@@ -18,13 +18,17 @@
 #   JOB_NAME         default gan-dist: name of the Job, its Service and pod hostnames (a DNS label).
 #   APP_DIR          default /app: the repository root inside the image (the container's working directory).
 #   PORT             default 2222: the port each worker's gRPC server listens on.
+#   CPU_REQUEST      default 8: CPU cores requested per worker pod (input pipeline and host work).
+#   MEMORY_REQUEST   default 32Gi: memory requested (and limited to) per worker pod.
+#   SHM_SIZE         default 16Gi: size of the memory-backed /dev/shm of each pod (NCCL needs more than 64 MB).
 
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 : "${JOB_NAME:=gan-dist}" "${NUM_WORKERS:=2}" "${GPUS_PER_WORKER:=1}" "${APP_DIR:=/app}" "${PORT:=2222}"
 : "${ARGS:=--flagfile=configs/dcgan.cfg}"
-params=(IMAGE PVC WORKDIR NUM_WORKERS GPUS_PER_WORKER ARGS JOB_NAME APP_DIR PORT)
+: "${CPU_REQUEST:=8}" "${MEMORY_REQUEST:=32Gi}" "${SHM_SIZE:=16Gi}"
+params=(IMAGE PVC WORKDIR NUM_WORKERS GPUS_PER_WORKER ARGS JOB_NAME APP_DIR PORT CPU_REQUEST MEMORY_REQUEST SHM_SIZE)
 
 fail() { echo "render.sh: $*" >&2; exit 2; }
 for name in IMAGE PVC WORKDIR; do
@@ -33,6 +37,10 @@ done
 [[ "$NUM_WORKERS" =~ ^[1-9][0-9]*$ ]] || fail "NUM_WORKERS=$NUM_WORKERS is not a positive integer"
 [[ "$GPUS_PER_WORKER" =~ ^[0-9]+$ ]] || fail "GPUS_PER_WORKER=$GPUS_PER_WORKER is not an integer"
 [[ "$PORT" =~ ^[1-9][0-9]*$ ]] || fail "PORT=$PORT is not a port number"
+[[ "$CPU_REQUEST" =~ ^[0-9]+(\.[0-9]+|m)?$ ]] || fail "CPU_REQUEST=$CPU_REQUEST is not a CPU quantity (e.g. 8, 500m)"
+for name in MEMORY_REQUEST SHM_SIZE; do
+  [[ "${!name}" =~ ^[0-9]+(Ki|Mi|Gi|Ti)?$ ]] || fail "$name=${!name} is not a memory quantity (e.g. 32Gi)"
+done
 [[ "$JOB_NAME" =~ ^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$ ]] || fail "JOB_NAME=$JOB_NAME is not a short DNS label"
 [[ "$WORKDIR" == /runs/?* ]] || fail "WORKDIR=$WORKDIR must be under /runs (where the PVC is mounted)"
 for name in "${params[@]}"; do

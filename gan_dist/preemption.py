@@ -1,0 +1,64 @@
+"""SIGTERM/SIGINT as a request to stop cleanly: finish the chunk of steps, save on every worker, exit 75.
+
+Schedulers announce preemption with SIGTERM (Kubernetes, Slurm, GCE/AWS spot shutdown scripts), users with Ctrl-C.
+While a `StopRequest` is active, the first such signal only sets a flag. The trainer passes the flag to the next
+`TrainStep` call as this worker's vote; the votes travel in the one all-reduce that ends every call, so all workers
+learn after the same step that someone wants to stop, save a checkpoint of that step together and exit with
+errors.EXIT_PREEMPTED.
+
+Why our own agreement rather than tf.distribute's PreemptionCheckpointHandler: it costs nothing (the vote rides in
+the all-reduce the step does anyway), it behaves the same under every strategy and launcher (the handler supports
+a subset of strategies and platforms, and exits through its own code paths), and the save and the exit stay in the
+trainer's flat loop where the other exits are. Python runs signal handlers between bytecodes, so a signal that
+arrives while a chunk runs is acted on when the chunk returns: the run finishes the chunk it is in (or the checkpoint
+or sample it is writing), then stops.
+
+A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice: stop now, without saving). Further SIGTERMs are
+ignored: launchers may repeat the signal, and a save must not be interrupted.
+"""
+
+import signal
+import threading
+from typing import Optional
+
+from absl import logging
+
+
+class StopRequest:
+  """Context manager installing the handlers (main thread only; elsewhere it does nothing).
+
+  Attributes:
+    signal_name: "SIGTERM" or "SIGINT" once a stop was requested, else None.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signal_name is not None
+
+  def _handle(self, signum, frame):
+    del frame
+    name = signal.Signals(signum).name
+    if self.signal_name is not None:
+      if signum == signal.SIGINT and self.signal_name == "SIGINT":
+        raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the save.
+      return
+    self.signal_name = name
+    logging.warning("%s received: finishing the current steps, then saving a checkpoint and exiting "
+                    "(Ctrl-C again to stop without saving)", name)
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous.clear()
