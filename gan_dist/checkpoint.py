@@ -195,7 +195,18 @@ class Checkpointer:
           "or the flags of the run that wrote it") from None
     restored = int(self.state.step.numpy())
     logging.info("Resumed from %s at step %d", path, restored)
+    self._apply_learning_rates()
     return restored
+
+  def _apply_learning_rates(self) -> None:
+    """The flags' learning rates win over the checkpoint's (Keras keeps the rate in an optimizer variable)."""
+    for name, optimizer, rate in (("g", self.state.g_optimizer, self.cfg.g_lr),
+                                  ("d", self.state.d_optimizer, self.cfg.d_lr)):
+      inner = getattr(optimizer, "inner_optimizer", optimizer)
+      saved = float(inner.learning_rate.numpy())
+      if saved != np.float32(rate):
+        logging.warning("--%s_lr=%g replaces the learning rate %g of the checkpoint", name, rate, saved)
+        inner.learning_rate.assign(rate)
 
   def _corruption_message(self, path: str, problem: str, older: List[int]) -> str:
     for step in older:

@@ -348,7 +348,8 @@ def _divergence_message(cfg, result, first: int, last: int, checkpointer) -> str
   good = [s for s in checkpointer.candidates() if s < first]
   kept = (f"the last good checkpoint, step {good[0]}, is kept and the same command resumes from it"
           if good else "no checkpoint was saved before it")
-  return (f"{' and '.join(what)} became non-finite between step {first} and step {last}: nothing of these steps was "
+  steps = f"at step {last}" if first == last else f"between step {first} and step {last}"
+  return (f"{' and '.join(what)} became non-finite {steps}: nothing of these steps was "
           f"saved; {kept}. Lower --g_lr/--d_lr (now {cfg.g_lr:g}/{cfg.d_lr:g}), add --gp_weight or --r1_weight, or "
           "use --precision=float32")
 

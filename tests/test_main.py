@@ -1,20 +1,37 @@
-"""End to end through the CLI: train, resume, TensorBoard contents, samples. (Issue 2's acceptance command.)"""
+"""The command line: train, resume, TensorBoard contents, samples; and every bad input answered in one line, with exit
+code 2 and the workdir left exactly as it was (issue 8).
 
+Most bad inputs run in this process through `main.parse_flags` and `main.run_cli` (what `python -m gan_dist.main`
+runs after parsing), so that each takes a second rather than an interpreter start; a few go through the real CLI.
+"""
+
+import contextlib
 import glob
+import gzip
 import os
+import shutil
 import subprocess
 import sys
 
+from absl import flags
 import numpy as np
+import pytest
 import tensorflow as tf
+
+from gan_dist import errors
+from gan_dist import flags as gan_flags
+from gan_dist import main as main_lib
+from gan_dist import train
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(args, timeout=300):
+def _run(args, timeout=300, expect=0):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  env.pop("TF_CONFIG", None)
   proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.returncode == expect, proc.stderr[-3000:]
   return proc.stderr + proc.stdout
 
 
@@ -38,11 +55,12 @@ def test_train_resume_sample(tmp_path, mnist_dir):
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
   scalars, images = _event_tags(workdir)
   for tag in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output",
-              "images_per_sec", "steps_per_sec"):
+              "images_per_sec", "steps_per_sec", "time/train", "time/checkpoints", "time/samples"):
     assert tag in scalars, (tag, scalars)
   assert "samples" in images
   assert glob.glob(os.path.join(workdir, "samples", "*.png"))
   assert "--arch=dcgan" in open(os.path.join(workdir, "flags.txt")).read()
+  assert "(time: train " in log  # Where the wall time went, in every log line.
 
   log = _run(common + ["--train_steps=30"])
   assert "at step 20" in log and "step 30/30" in log
@@ -54,20 +72,218 @@ def test_train_resume_sample(tmp_path, mnist_dir):
   assert images.shape == (64, 28, 28, 1) and images.dtype == np.uint8
 
 
-def test_bad_data_dir_is_one_line(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.main", "--strategy=one_device",
-                         f"--data_dir={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'W'}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == f"error: --data_dir={tmp_path / 'nowhere'} does not exist"
-
-
 def test_helpfull_documents_every_flag():
+  log = _run(["-m", "gan_dist.main", "--helpfull"], timeout=120, expect=1)
+  for name in gan_flags.config_fields():
+    assert f"--{name}:" in log or f"--[no]{name}:" in log, name
+
+
+def _one_line_error(stderr: str) -> str:
+  errors_ = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors_) == 1, stderr[-2000:]
+  assert "Traceback" not in stderr, stderr[-2000:]
+  return errors_[0]
+
+
+def test_cli_bad_flag_and_traceback_only_with_verbosity(tmp_path):
+  """Through the real entry point: exit code 2, one line; --verbosity=1 adds the traceback."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.main", "--helpfull"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120)
-  for name in ("workdir", "strategy", "num_cpu_replicas", "dataset", "data_dir", "arch", "loss", "batch_size",
-               "train_steps", "steps_per_loop", "checkpoint_every", "summary_every", "sample_every", "seed",
-               "max_to_keep", "keep_checkpoint_every_n_hours"):
-    assert f"--{name}:" in proc.stdout or f"--[no]{name}:" in proc.stdout, name
+  workdir = tmp_path / "W"
+  base = [sys.executable, "-m", "gan_dist.main", f"--workdir={workdir}", "--strategy=one_device"]
+  proc = subprocess.run(base + ["--bogus=1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert _one_line_error(proc.stderr).startswith("error: Unknown command line flag 'bogus'")
+  proc = subprocess.run(base + ["--arch=nope", "--verbosity=1"], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2 and "Traceback" in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --arch='nope'; known architectures: ")
+  assert not workdir.exists()
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  gan_flags.define_flags(fv)
+  main_lib.parse_flags(["gan_dist", *argv], fv)
+  return gan_flags.config_from_flags(fv)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bogus=1"], "Unknown command line flag 'bogus'"),
+    (["--loss=wgan"], "flag --loss=wgan: value should be one of"),
+    (["--ema_decay=1.0"], "flag --ema_decay=1.0: must be in [0, 1)"),
+    (["--ema_decay=-0.5"], "flag --ema_decay=-0.5: must be in [0, 1)"),
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
+    (["--flagfile=FLAGFILE_NOT_A_FLAG"], "unexpected argument 'batch_size 64': flags are --name=value"),
+    (["--flagfile=FLAGFILE_SPACE"], "Unknown command line flag 'batch_size 64'"),
+    (["--flagfile=/nonexistent/x.cfg"], "Unable to open flagfile"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_bad_flags_and_flagfiles(tmp_path, capsys, argv, message):
+  (tmp_path / "not_a_flag.cfg").write_text("--arch=dcgan\nbatch_size 64\n")
+  (tmp_path / "space.cfg").write_text("--arch=dcgan\n--batch_size 64\n")
+  argv = [a.replace("FLAGFILE_NOT_A_FLAG", str(tmp_path / "not_a_flag.cfg"))
+          .replace("FLAGFILE_SPACE", str(tmp_path / "space.cfg")) for a in argv]
+  with pytest.raises(SystemExit) as exited:
+    _parse(argv + [f"--workdir={tmp_path / 'W'}"])
+  assert exited.value.code == errors.EXIT_USAGE
+  assert message in _one_line_error(capsys.readouterr().err)
+  assert not (tmp_path / "W").exists()
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+  return helpers.make_idx_dir(str(tmp_path_factory.mktemp("idx")), num=64)
+
+
+@pytest.fixture(scope="module")
+def mlp_workdir(tmp_path_factory, idx_dir, mirrored2):
+  """A trained mlp workdir (2 steps, batch 8), copied by each test that resumes it."""
+  cfg = helpers.config(tmp_path_factory.mktemp("mlp"), arch="mlp", data_dir=idx_dir, train_steps=2,
+                       checkpoint_every=2)
+  train.run(cfg, mirrored2)
+  return cfg
+
+
+def _bad_idx(kind, directory):
+  """An IDX directory with one problem of `kind`."""
+  helpers.make_idx_dir(directory, num=64)
+  images = os.path.join(directory, "train-images-idx3-ubyte.gz")
+  labels = os.path.join(directory, "train-labels-idx1-ubyte.gz")
+  if kind == "missing":
+    os.remove(labels)
+  elif kind == "wrong_magic":
+    with gzip.open(images, "wb") as f:
+      f.write(b"\x12\x34\x08\x03" + bytes(100))
+  elif kind == "wrong_counts":
+    helpers.write_idx(labels, np.zeros([63], np.uint8))
+  elif kind == "truncated":
+    data = open(images, "rb").read()
+    open(images, "wb").write(data[:len(data) // 2])
+  elif kind == "bad_gzip":
+    open(images, "wb").write(b"this is not gzip data at all" * 20)
+  return directory
+
+
+def _with(cfg, **overrides):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(cfg, **overrides)
+
+
+BAD_IDX = ("missing", "wrong_magic", "wrong_counts", "truncated", "bad_gzip")
+
+
+@pytest.mark.parametrize("case", [
+    "unknown_arch", "unknown_dataset", "batch_not_divisible", *[f"idx_{k}" for k in BAD_IDX],
+    "class_filter_conditional", "num_classes_below_labels", "other_arch_workdir", "other_arch_checkpoint",
+    "changed_batch_size", "changed_d_steps_per_g", "profile_steps"])
+def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_path, capsys, idx_dir, mlp_workdir,
+                                                                  mirrored2):
+  workdir = str(tmp_path / "W")
+  cfg = helpers.config(tmp_path, data_dir=idx_dir, workdir=workdir)
+  expected = {
+      "unknown_arch": "unknown --arch='nope'; known architectures: ",
+      "unknown_dataset": "nosuchdataset",
+      "batch_not_divisible": "--batch_size=7 does not split evenly over the 2 replicas",
+      "class_filter_conditional": "--class_filter=3 keeps one class, but --arch=cgan_mlp is conditional",
+      "num_classes_below_labels": "--num_classes=4 is below the 10 classes",
+      "other_arch_workdir": "holds a run with another model configuration: --arch (workdir has 'mlp', this run "
+                            "'dcgan')",
+      "other_arch_checkpoint": "belongs to another model than this run's",
+      "changed_batch_size": "--batch_size (workdir has 8, this run 16)",
+      "changed_d_steps_per_g": "--d_steps_per_g (workdir has 1, this run 2)",
+      "profile_steps": "--profile_steps='5' must be FIRST,LAST",
+  }
+  if case == "unknown_arch":
+    cfg = _with(cfg, arch="nope")
+  elif case == "unknown_dataset":
+    cfg = _with(cfg, dataset="nosuchdataset", data_dir=str(tmp_path / "empty"))
+    os.makedirs(cfg.data_dir)
+  elif case == "batch_not_divisible":
+    cfg = _with(cfg, batch_size=7, data_dir=str(tmp_path / "no_such_data"))  # Checked before any data is read.
+  elif case.startswith("idx_"):
+    cfg = _with(cfg, data_dir=_bad_idx(case[4:], str(tmp_path / "bad_idx")))
+  elif case == "class_filter_conditional":
+    cfg = _with(cfg, arch="cgan_mlp", class_filter=3)
+  elif case == "num_classes_below_labels":
+    cfg = _with(cfg, num_classes=4)
+  elif case in ("other_arch_workdir", "other_arch_checkpoint", "changed_batch_size", "changed_d_steps_per_g"):
+    shutil.copytree(mlp_workdir.workdir, workdir)
+    cfg = _with(mlp_workdir, workdir=workdir, train_steps=4)
+    if case == "other_arch_checkpoint":
+      os.remove(os.path.join(workdir, "flags.txt"))  # Only the checkpoint tells.
+    cfg = _with(cfg, **{"other_arch_workdir": dict(arch="dcgan"), "other_arch_checkpoint": dict(arch="dcgan"),
+                        "changed_batch_size": dict(batch_size=16),
+                        "changed_d_steps_per_g": dict(d_steps_per_g=2)}[case])
+  elif case == "profile_steps":
+    cfg = _with(cfg, profile_steps="5")
+  before = helpers.snapshot(workdir)
+
+  code = main_lib.run_cli(cfg, make_strategy=lambda _: mirrored2)
+
+  assert code == errors.EXIT_USAGE
+  line = _one_line_error(capsys.readouterr().err)
+  if case.startswith("idx_"):
+    assert cfg.data_dir in line or "IDX" in line, line
+  else:
+    assert expected[case] in line, line
+  assert helpers.snapshot(workdir) == before
+
+
+def test_data_position_change_can_be_meant(tmp_path, mlp_workdir, mirrored2):
+  workdir = str(tmp_path / "W")
+  shutil.copytree(mlp_workdir.workdir, workdir)
+  cfg = _with(mlp_workdir, workdir=workdir, train_steps=3, batch_size=16, allow_data_position_change=True)
+  assert main_lib.run_cli(cfg, make_strategy=lambda _: mirrored2) == errors.EXIT_OK
+
+
+def test_internal_errors_keep_their_traceback(tmp_path):
+  """Only gan_dist's own errors become one line: a ValueError from TensorFlow or Keras propagates (exit code 1)."""
+  def broken_strategy(cfg):
+    raise ValueError("an internal Keras problem")
+  with pytest.raises(ValueError, match="internal Keras problem"):
+    main_lib.run_cli(helpers.config(tmp_path), make_strategy=broken_strategy)
+
+
+def test_single_worker_strategy_refused_inside_a_cluster(tmp_path, capsys, monkeypatch):
+  """A launcher that starts several workers must not get several independent trainers (several chiefs)."""
+  monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+                                  '"task": {"type": "worker", "index": 1}}')
+  cfg = helpers.config(tmp_path, strategy="one_device")
+  assert main_lib.run_cli(cfg) == errors.EXIT_USAGE
+  assert "one of 2 workers" in _one_line_error(capsys.readouterr().err)
+  monkeypatch.delenv("TF_CONFIG")
+  monkeypatch.setenv("SLURM_STEP_ID", "0")
+  monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+  assert main_lib.run_cli(cfg) == errors.EXIT_USAGE
+  assert "one of 4 workers" in _one_line_error(capsys.readouterr().err)
+  assert not os.path.exists(cfg.workdir)
+
+
+@contextlib.contextmanager
+def _tmpfs(path, options):
+  os.makedirs(path, exist_ok=True)
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+    pytest.skip("cannot mount a tmpfs here (needs root): no way to make a read-only or full filesystem")
+  try:
+    yield str(path)
+  finally:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_read_only_workdir(tmp_path, capsys, idx_dir, mirrored2):
+  with _tmpfs(tmp_path / "ro", "ro,size=64m") as mount:
+    cfg = helpers.config(tmp_path, data_dir=idx_dir, workdir=f"{mount}/run")
+    assert main_lib.run_cli(cfg, make_strategy=lambda _: mirrored2) == errors.EXIT_USAGE
+    assert "is not writable (read-only filesystem or permissions)" in _one_line_error(capsys.readouterr().err)
+    assert os.listdir(mount) == []
+
+
+def test_full_workdir(tmp_path, capsys, idx_dir, mirrored2):
+  with _tmpfs(tmp_path / "full", "size=2m") as mount:
+    cfg = helpers.config(tmp_path, data_dir=idx_dir, workdir=f"{mount}/run")  # dcgan: 28 MiB per checkpoint.
+    assert main_lib.run_cli(cfg, make_strategy=lambda _: mirrored2) == errors.EXIT_USAGE
+    assert "MiB free, but a checkpoint of this run takes" in _one_line_error(capsys.readouterr().err)
+    assert os.listdir(mount) == []
