@@ -232,19 +232,24 @@ def check_workers_agree(strategy: tf.distribute.Strategy, cfg, step: int) -> Non
   fields = [f for f in gan_flags.config_fields() if f not in gan_flags.PER_WORKER_FIELDS]
   # crc32 fits a float64 exactly; float64 collectives exist on every device type.
   local = np.array([zlib.crc32(repr(getattr(cfg, f)).encode()) for f in fields] + [step], np.float64)
-  rows = gather_rows(strategy, local)
-  differ = [f for i, f in enumerate(fields) if rows[:, i].min() != rows[:, i].max()]
+  differ, steps = disagreement(fields, gather_rows(strategy, local))
   if differ:
     raise errors.UserError(
         f"the workers were started with different flags: {', '.join('--' + f for f in differ)} (this worker, "
         f"{task(strategy)[0]} {task(strategy)[1]}, has {'; '.join(f'--{f}={getattr(cfg, f)}' for f in differ)}); "
         "start every worker with the same command")
-  steps = rows[:, -1]
-  if steps.min() != steps.max():
+  if steps:
     raise errors.UserError(
-        f"the workers resumed from different steps (from {int(steps.min())} to {int(steps.max())}; this worker "
-        f"{int(step)} from {cfg.workdir}): every worker must see the chief's checkpoints; put --workdir on storage "
-        "shared by all machines")
+        f"the workers resumed from different steps (from {steps[0]} to {steps[1]}; this worker {int(step)} from "
+        f"{cfg.workdir}): every worker must see the chief's checkpoints; put --workdir on storage shared by all "
+        "machines")
+
+
+def disagreement(fields, rows: np.ndarray):
+  """(fields whose hash differs between rows, (min step, max step) if the last column differs else None)."""
+  differ = [f for i, f in enumerate(fields) if rows[:, i].min() != rows[:, i].max()]
+  steps = rows[:, -1]
+  return differ, ((int(steps.min()), int(steps.max())) if steps.min() != steps.max() else None)
 
 
 def gather_rows(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarray:

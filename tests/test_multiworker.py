@@ -27,8 +27,9 @@ from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_SH = os.path.join(REPO, "launch", "local.sh")
-# Small and quick, but every step kind happens: checkpoints every 2 steps, summaries, a sample grid at the end.
-TRAIN_FLAGS = ["--flagfile=configs/dcgan.cfg", "--batch_size=16", "--steps_per_loop=2", "--summary_every=2",
+# Small and quick, but every step kind happens: checkpoints every 2 steps, summaries, a sample grid at the end. The
+# quick-start flagfile says --strategy=one_device: the launcher's own flags must still win.
+TRAIN_FLAGS = ["--flagfile=configs/dcgan_cpu_quick.cfg", "--batch_size=16", "--steps_per_loop=2", "--summary_every=2",
                "--checkpoint_every=2", "--sample_every=1000", "--num_samples=4"]
 STAGE_TIMEOUT_S = 180  # One process start + a few steps takes ~30 s on 2 CPU cores; 180 s means a hang.
 WORKER_PID = re.compile(r"local\.sh: worker (\d+) pid (\d+)")
@@ -106,6 +107,14 @@ def _tail(out, n=4000):
   return out[-n:]
 
 
+def _wait_for_log(path, text, proc, timeout=STAGE_TIMEOUT_S):
+  deadline = time.monotonic() + timeout
+  while not (os.path.exists(path) and text in open(path).read()):
+    assert proc.poll() is None, f"ended early; {path}:\n{_tail(open(path).read()) if os.path.exists(path) else ''}"
+    assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
+    time.sleep(0.3)
+
+
 def test_two_workers_resume_on_mirrored_and_back(tmp_path, mirrored2):
   """2 workers train to 4; one process (mirrored, 2 replicas) resumes to 6; 2 workers resume that to 8."""
   data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
@@ -113,11 +122,16 @@ def test_two_workers_resume_on_mirrored_and_back(tmp_path, mirrored2):
   flags = TRAIN_FLAGS + [f"--data_dir={data_dir}", f"--workdir={workdir}"]
   ckpt = lambda step: os.path.join(workdir, "checkpoints", f"ckpt-{step}")
 
-  # 1. Two workers from scratch.
+  # 1. Two workers from scratch: one 2-worker MultiWorkerMirroredStrategy job (not two one_device chiefs), whose
+  # steps run inside tf.function (nothing of the strategy runs eagerly).
   rc, out = _local(2, flags + ["--train_steps=4"], tmp_path)
   assert rc == 0, _tail(out)
   assert "local.sh: all 2 worker(s) succeeded" in out
   assert "[worker 0]" in out and "[worker 1]" in out
+  for i in range(2):
+    assert f"[worker {i}] " in out and out.count("Strategy CollectiveAllReduceStrategy with 2 replica(s)") == 2
+  assert "OneDeviceStrategy" not in out
+  assert "eagerly has significant overhead" not in out
   assert os.path.exists(ckpt(4) + ".index")
   assert _saved_counters(ckpt(4)) == (4, {"g_optimizer": 4, "d_optimizer": 4})
   # Both workers ended with bitwise identical weights, optimizer state and step: the chief's checkpoint and the
@@ -148,13 +162,33 @@ def test_two_workers_resume_on_mirrored_and_back(tmp_path, mirrored2):
   assert "Done at step 6" in out
   assert _saved_counters(ckpt(6)) == (6, {"g_optimizer": 6, "d_optimizer": 6})
 
-  # 3. Two workers resume the single-process run.
-  rc, out = _local(2, flags + ["--train_steps=8"], tmp_path)
-  assert rc == 0, _tail(out)
+  # 3. Two workers resume the single-process run, until local.sh gets SIGTERM in the middle of a chunk: every worker
+  # finishes it, they save a checkpoint of the same step together, and everything exits 75.
+  proc = subprocess.Popen(["bash", LOCAL_SH, "2", *flags, "--train_steps=100000"], cwd=REPO, env=_env(tmp_path),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  try:
+    _wait_for_log(os.path.join(workdir, "logs", "worker_1.log"), "step 10/100000", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=STAGE_TIMEOUT_S)
+  finally:
+    if proc.poll() is None:
+      _kill_group(proc.pid)
+  assert proc.returncode == 75, _tail(out)
   assert out.count(f"Resumed from {ckpt(6)} at step 6") == 2, _tail(out)
-  assert _saved_counters(ckpt(8)) == (8, {"g_optimizer": 8, "d_optimizer": 8})
-  assert _fingerprints(workdir, 8) == {0: checkpoint_lib.fingerprint(ckpt(8)), 1: checkpoint_lib.fingerprint(ckpt(8))}
+  saved = sorted({int(m) for m in re.findall(r"SIGTERM received: saved a checkpoint at step (\d+)", out)})
+  assert len(saved) == 1 and saved[0] >= 10, _tail(out)  # The same step on both workers.
+  reached = saved[0]
+  assert "local.sh: all 2 worker(s) saved a checkpoint after TERM" in out
+  assert _fingerprints(workdir, reached) == {0: checkpoint_lib.fingerprint(ckpt(reached)),
+                                             1: checkpoint_lib.fingerprint(ckpt(reached))}
   assert not os.listdir(tmp_path / "tmp")
+
+  # 4. The same command continues from there and ends exactly at --train_steps.
+  rc, out = _local(2, flags + [f"--train_steps={reached + 2}"], tmp_path)
+  assert rc == 0, _tail(out)
+  assert out.count(f"Resumed from {ckpt(reached)} at step {reached}") == 2, _tail(out)
+  assert out.count(f"Done at step {reached + 2}") == 2
+  assert _saved_counters(ckpt(reached + 2))[0] == reached + 2
 
 
 def test_killed_worker_stops_the_run(tmp_path):
@@ -221,6 +255,16 @@ def _fake_python(tmp_path, body):
   return str(path)
 
 
+def _fake_gpus(tmp_path, count):
+  """A PATH with an nvidia-smi that lists `count` GPUs."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir(exist_ok=True)
+  smi = bin_dir / "nvidia-smi"
+  smi.write_text("#!/bin/sh\n" + "".join(f"echo {i}\n" for i in range(count)))
+  smi.chmod(0o755)
+  return f"{bin_dir}:{os.environ['PATH']}"
+
+
 def test_local_sh_environment_of_each_worker(tmp_path):
   """Without TensorFlow: what each worker is started with, where its output goes, and GPUS_PER_WORKER."""
   python = _fake_python(tmp_path, "print('argv', json.dumps(sys.argv[1:]))\n"
@@ -228,13 +272,14 @@ def test_local_sh_environment_of_each_worker(tmp_path):
                                   "print('cuda', os.environ.get('CUDA_VISIBLE_DEVICES'))\n")
   workdir = tmp_path / "workdir"
   rc, out = _run(["bash", LOCAL_SH, "3", "--flagfile=x.cfg", "--workdir", str(workdir)], tmp_path, timeout=60,
-                 PYTHON=python, GPUS_PER_WORKER="2")
+                 PYTHON=python, GPUS_PER_WORKER="2", PATH=_fake_gpus(tmp_path, 6))
   assert rc == 0, out
   configs = []
   for i in range(3):
     lines = (workdir / "logs" / f"worker_{i}.log").read_text().splitlines()
-    assert f"[worker {i}] argv " + json.dumps(["-m", "gan_dist.main", "--strategy=multi_worker_mirrored",
-                                               "--flagfile=x.cfg", "--workdir", str(workdir)]) in out
+    # The launcher's own flags come last, where a flagfile or argument cannot override them.
+    assert f"[worker {i}] argv " + json.dumps(["-m", "gan_dist.main", "--flagfile=x.cfg", "--workdir", str(workdir),
+                                               "--strategy=multi_worker_mirrored", "--cluster=tf_config"]) in out
     tf_config = json.loads(next(l for l in lines if l.startswith("tf_config ")).split(" ", 1)[1])
     assert tf_config["task"] == {"type": "worker", "index": i}
     configs.append(tf_config["cluster"])
@@ -346,3 +391,134 @@ def test_fingerprint_sees_every_value(tmp_path):
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "b"))) == first
   v.assign([1.0, 2.0000002])
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "c"))) != first
+
+
+def _cuda_of_each_worker(tmp_path, num_workers, **env):
+  python = _fake_python(tmp_path, "print('cuda', os.environ.get('CUDA_VISIBLE_DEVICES'))\n")
+  rc, out = _run(["bash", LOCAL_SH, str(num_workers), f"--workdir={tmp_path / 'w'}"], tmp_path, timeout=60,
+                 PYTHON=python, **env)
+  return rc, out, {int(i): v for i, v in re.findall(r"\[worker (\d+)\] cuda (\S+)", out)}
+
+
+def test_local_sh_shares_the_gpus_between_workers(tmp_path):
+  """With GPUs and no GPUS_PER_WORKER each worker gets its share; impossible requests are refused."""
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 4))
+  assert rc == 0 and cuda == {0: "0,1", 1: "2,3"}, out
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="3,5,6")  # Only the visible ones count.
+  assert rc == 0 and cuda == {0: "3", 1: "5"}, out
+  assert "do not split evenly" in out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 3, PATH=_fake_gpus(tmp_path, 2))
+  assert rc == 2 and "3 workers but only 2 GPU(s)" in out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 4), GPUS_PER_WORKER="3")
+  assert rc == 2 and "needs 6 GPUs; this machine has 4" in out
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2)  # No GPU: every worker on the CPU.
+  assert rc == 0 and cuda == {0: "None", 1: "None"}, out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, GPUS_PER_WORKER="1")
+  assert rc == 2 and "no GPU" in out
+
+
+def test_local_sh_keeps_logs_local_for_a_remote_workdir(tmp_path):
+  python = _fake_python(tmp_path, "print('hello')\n")
+  rc, out = _run(["bash", LOCAL_SH, "2", "--workdir=gs://bucket/run"], tmp_path, timeout=60, PYTHON=python)
+  assert rc == 0, out
+  log_dir = re.search(r"logs in (\S+)", out).group(1)
+  assert not log_dir.startswith("gs:") and os.path.exists(os.path.join(log_dir, "worker_1.log"))
+  assert not os.path.exists(os.path.join(REPO, "gs:"))
+
+
+# --------------------------------------------------------------------------- workers started without local.sh
+
+
+def _start_workers(tmp_path, args_of_worker, timeout_s=STAGE_TIMEOUT_S):
+  """Starts one `python -m gan_dist.main` per entry of `args_of_worker` with a TF_CONFIG of localhost ports, each in
+  its own session and logging to tmp_path/worker_<i>.log; returns the Popen objects."""
+  import socket  # pylint: disable=g-import-not-at-top
+  socks = [socket.socket() for _ in args_of_worker]
+  for sock in socks:
+    sock.bind(("localhost", 0))
+  hosts = [f"localhost:{sock.getsockname()[1]}" for sock in socks]
+  for sock in socks:
+    sock.close()
+  procs = []
+  for i, args in enumerate(args_of_worker):
+    env = dict(_env(tmp_path), PYTHONUNBUFFERED="1", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}))
+    log = open(tmp_path / f"worker_{i}.log", "w")
+    procs.append(subprocess.Popen([sys.executable, "-m", "gan_dist.main", *args, "--strategy=multi_worker_mirrored"],
+                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+  return procs
+
+
+def _reap(procs):
+  for proc in procs:
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+      _kill_group(proc.pid, sig)
+    try:
+      proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+      pass
+
+
+@pytest.mark.parametrize("victim,how", [(1, signal.SIGKILL), (0, signal.SIGSTOP)], ids=["worker1_killed",
+                                                                                        "chief_frozen"])
+def test_survivor_of_a_dead_or_frozen_peer_exits_by_itself(tmp_path, victim, how):
+  """No launcher watching (as under Slurm or Kubernetes): when a worker dies, or freezes with its sockets open, the
+  other exits within 60 s with exit code 5 and an error naming the cause; relaunched, the cluster resumes."""
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  workdir = str(tmp_path / "workdir")
+  flags = TRAIN_FLAGS + [f"--data_dir={data_dir}", f"--workdir={workdir}", "--train_steps=100000",
+                         "--checkpoint_every=4", "--peer_timeout_s=10"]
+  procs = _start_workers(tmp_path, [flags, flags])
+  survivor = 1 - victim
+  try:
+    _wait_for_log(str(tmp_path / f"worker_{survivor}.log"), "Saved checkpoint", procs[survivor])
+    os.kill(procs[victim].pid, how)
+    hit = time.monotonic()
+    rc = procs[survivor].wait(timeout=60)
+    elapsed = time.monotonic() - hit
+    log = (tmp_path / f"worker_{survivor}.log").read_text()
+    assert rc == 5, _tail(log)
+    assert elapsed < 60
+    line = [l for l in log.splitlines() if l.startswith("error: ")][-1]
+    assert line.startswith("error: peer failure: ") and (f"worker {victim}" in line), line
+  finally:
+    _reap(procs)
+  if how != signal.SIGSTOP:
+    return
+  # Relaunched, the cluster continues from the last checkpoint both workers saved.
+  latest = int(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).rsplit("-", 1)[1])
+  flags = [f for f in flags if not f.startswith("--train_steps")] + [f"--train_steps={latest + 2}"]
+  procs = _start_workers(tmp_path, [flags, flags])
+  try:
+    for i, proc in enumerate(procs):
+      assert proc.wait(timeout=STAGE_TIMEOUT_S) == 0, _tail((tmp_path / f"worker_{i}.log").read_text())
+      log = (tmp_path / f"worker_{i}.log").read_text()
+      assert f"at step {latest}" in log and f"Done at step {latest + 2}" in log
+  finally:
+    _reap(procs)
+
+
+def test_workers_with_different_flags_are_refused_before_writing(tmp_path):
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  workdir = tmp_path / "workdir"
+  flags = TRAIN_FLAGS + [f"--data_dir={data_dir}", f"--workdir={workdir}", "--train_steps=4"]
+  procs = _start_workers(tmp_path, [flags, flags + ["--g_lr=3e-4"]])
+  try:
+    for i, proc in enumerate(procs):
+      assert proc.wait(timeout=STAGE_TIMEOUT_S) == 2
+      line = [l for l in (tmp_path / f"worker_{i}.log").read_text().splitlines() if l.startswith("error: ")][-1]
+      assert "the workers were started with different flags: --g_lr" in line, line
+      assert f"--g_lr={0.0002 if i == 0 else 0.0003}" in line
+  finally:
+    _reap(procs)
+  assert not workdir.exists()
+
+
+def test_step_agreement_compares_the_extremes():
+  """Three workers resumed from steps 10, 30 and 20 disagree (a sum-based check would pass on the one at 20)."""
+  fields = ("a", "b")
+  rows = np.array([[1.0, 2.0, 10], [1.0, 2.0, 30], [1.0, 2.0, 20]])
+  assert strategy_lib.disagreement(fields, rows) == ([], (10, 30))
+  rows[1, 1] = 5.0
+  assert strategy_lib.disagreement(fields, rows) == (["b"], (10, 30))
+  assert strategy_lib.disagreement(fields, np.array([[1.0, 2.0, 20]] * 3)) == ([], None)

@@ -43,9 +43,10 @@ def test_slurm_builds_srun_command_from_slurm_environment():
   srun_opts = cmd[1:cmd.index("/venv/bin/python")]
   assert sorted(srun_opts) == sorted(["--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8",
                                       "--kill-on-bad-exit=1"])
+  # The launcher's flags come last: absl keeps the last value, so a flagfile or argument cannot override them.
   assert cmd[cmd.index("/venv/bin/python"):] == [
-      "/venv/bin/python", "-m", "gan_dist.main", "--strategy=multi_worker_mirrored", "--cluster=slurm",
-      "--flagfile=configs/dcgan.cfg", "--workdir=/shared/runs/dcgan", "--batch_size=1024"]
+      "/venv/bin/python", "-m", "gan_dist.main", "--flagfile=configs/dcgan.cfg", "--workdir=/shared/runs/dcgan",
+      "--batch_size=1024", "--strategy=multi_worker_mirrored", "--cluster=slurm"]
 
 
 def test_slurm_without_gpus_and_quoting():
@@ -54,7 +55,7 @@ def test_slurm_without_gpus_and_quoting():
   cmd = shlex.split(result.stdout)
   assert not any(a.startswith("--gpus") for a in cmd)
   assert cmd[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-  assert cmd[-2:] == ["--workdir", "/shared/my runs/x"]  # Arguments pass through intact.
+  assert cmd[-4:] == ["--workdir", "/shared/my runs/x", "--strategy=multi_worker_mirrored", "--cluster=slurm"]
 
 
 @pytest.mark.parametrize("args,env,message", [
@@ -75,6 +76,7 @@ def test_slurm_sbatch_header():
     directives = [line.split(None, 1)[1].strip() for line in f if line.startswith("#SBATCH")]
   assert "--ntasks-per-node=1" in directives
   assert any(d.startswith("--gpus-per-node=") for d in directives)
+  assert any(d.startswith("--signal=TERM@") for d in directives)  # Time to save before the time limit.
 
 
 # ------------------------------------------------------------------------------------------------------ Kubernetes
@@ -117,7 +119,13 @@ def test_k8s_job_and_service():
   container = pod["containers"][0]
   assert container["image"] == K8S_PARAMS["IMAGE"]
   assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-  assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gan-runs"
+  assert container["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
+  volumes = {v["name"]: v for v in pod["volumes"]}
+  assert volumes["runs"]["persistentVolumeClaim"]["claimName"] == "gan-runs"
+  # NCCL inside a multi-GPU pod needs a memory-backed /dev/shm larger than the default 64 MB.
+  assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+  assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+  assert pod["terminationGracePeriodSeconds"] >= 120  # Time for the SIGTERM checkpoint.
   assert {p["containerPort"] for p in container["ports"]} == {p["port"] for p in service["spec"]["ports"]}
 
 
@@ -141,8 +149,8 @@ def test_k8s_pod_script_builds_tf_config_for_each_index(tmp_path):
     assert result.returncode == 0, result.stderr
     started = json.loads(result.stdout.strip().splitlines()[-1])
     assert started["tf_config"] == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-    assert started["argv"] == ["-m", "gan_dist.main", "--strategy=multi_worker_mirrored", "--cluster=tf_config",
-                               "--workdir=/runs/dcgan", "--flagfile=configs/dcgan.cfg", "--batch_size=768"]
+    assert started["argv"] == ["-m", "gan_dist.main", "--flagfile=configs/dcgan.cfg", "--batch_size=768",
+                               "--strategy=multi_worker_mirrored", "--cluster=tf_config", "--workdir=/runs/dcgan"]
 
 
 def test_k8s_tensorboard():
@@ -162,6 +170,8 @@ def test_k8s_tensorboard():
     (dict(WORKDIR="/data/x"), "under /runs"),
     (dict(NUM_WORKERS="two"), "NUM_WORKERS"),
     (dict(ARGS='--workdir="x"'), "quotes"),
+    (dict(MEMORY_REQUEST="lots"), "memory quantity"),
+    (dict(CPU_REQUEST="eight"), "CPU quantity"),
 ])
 def test_k8s_render_refuses_bad_parameters(override, message):
   result = _render(**dict(K8S_PARAMS, **override))
