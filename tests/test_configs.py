@@ -4,6 +4,7 @@ In-process (one MirroredStrategy, no interpreter start per config): the cfg is p
 as `python -m gan_dist.main --flagfile=...` would, with only the run's size and location overridden.
 """
 
+import dataclasses
 import glob
 import importlib
 import os
@@ -24,15 +25,57 @@ def test_the_issue_configs_exist():
   assert {"dcgan.cfg", "mlp_gan.cfg", "cgan.cfg", "dcgan_upsample.cfg", "dcgan64_digit5.cfg", "cdcgan.cfg"} <= names
 
 
+def _file_values(path):
+  """{flag: value string} a flagfile sets, nested --flagfile lines first (absl: the last value wins)."""
+  values = {}
+  for line in open(path).read().splitlines():
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    assert line.startswith("--"), f"{path}: {line!r} is not a --flag line"
+    name, _, value = line[2:].partition("=")
+    if name == "flagfile":
+      values.update(_file_values(os.path.join(os.path.dirname(CONFIG_DIR), value)))
+    elif not value and name.startswith("no"):
+      values[name[2:]] = "false"
+    else:
+      values[name] = value or "true"
+  return values
+
+
+def _as_string(value):
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_opens_with_its_documentation(path):
+  header = []
+  for line in open(path).read().splitlines():
+    if not line.startswith("#"):
+      break
+    header.append(line)
+  text = "\n".join(header)
+  for part in ("Command:", "Reproduces:", "Expected:"):
+    assert part in text, (path, part)
+  assert f"--flagfile=configs/{os.path.basename(path)}" in text
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_dir, mirrored2):
   workdir = str(tmp_path / "workdir")
+  overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": mnist_dir, "strategy": "mirrored",
+               "num_cpu_replicas": "2", "workdir": workdir, "sample_every": "1000000", "checkpoint_every": "1000000",
+               "num_samples": "20"}
   fv = gan_flags._fresh_flag_values([  # pylint: disable=protected-access
-      f"--flagfile={path}", f"--train_steps={STEPS}", "--batch_size=8", f"--data_dir={mnist_dir}",
-      "--strategy=mirrored", "--num_cpu_replicas=2", f"--workdir={workdir}", "--sample_every=1000000",
-      "--checkpoint_every=1000000", "--num_samples=20"])
+      f"--flagfile={path}", *[f"--{k}={v}" for k, v in overrides.items()]])
   cfg = gan_flags.config_from_flags(fv)
-  assert cfg.dataset == "mnist" and cfg.arch  # The cfg itself was read.
+  # Every value the file sets is what the run gets (unless the test overrides it to keep the run small).
+  for name, value in _file_values(path).items():
+    if name in overrides:
+      continue
+    got = getattr(cfg, name)
+    expected = type(got)(float(value)) if isinstance(got, (int, float)) and not isinstance(got, bool) else value
+    assert _as_string(got) == _as_string(expected), (name, got, value)
 
   metrics = train.run(cfg, mirrored2)
 
@@ -41,7 +84,7 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
   png = os.path.join(workdir, "samples", f"step_{STEPS:08d}.png")
   grid = tf.io.decode_png(tf.io.read_file(png))
   saved = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"))
-  assert saved.arch == cfg.arch
+  assert saved == dataclasses.replace(cfg, num_classes=saved.num_classes)  # flags.txt holds the resolved config.
   height, width, channels = importlib.import_module(f"gan_dist.models.{cfg.arch}").IMAGE_SHAPE
   assert grid.shape[0] % height == 0 and grid.shape[1] % width == 0 and grid.shape[0] > 0
   assert grid.shape[2] == channels
