@@ -6,6 +6,7 @@ writes `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int3
 (or --step), using the EMA generator when the run kept one. It reads W/flags.txt and never trains.
 """
 
+import io
 import os
 from typing import Optional, Tuple
 
@@ -66,9 +67,19 @@ def generate(run, gan, noise: np.ndarray, labels: Optional[np.ndarray], batch_si
   return np.concatenate(out)
 
 
+def write_npz(path: str, arrays: dict) -> None:
+  """Writes `arrays` as a compressed .npz on any TensorFlow filesystem (gs://, ...)."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  if "/" in path:
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
 def load_workdir(workdir: str, step: Optional[int] = None):
   """Rebuilds a run's Config and TrainState from `workdir` (flags.txt + checkpoint), on one device."""
-  cfg = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"), workdir=workdir)
+  cfg = gan_flags.config_from_flagfile(f"{workdir.rstrip('/')}/flags.txt", workdir=workdir)
   state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
   path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
   logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
@@ -86,8 +97,7 @@ def main(argv):
   arrays = {"images": images}
   if labels is not None:
     arrays["labels"] = labels
-  os.makedirs(os.path.dirname(os.path.abspath(fv.out)), exist_ok=True)
-  np.savez_compressed(fv.out, **arrays)
+  write_npz(fv.out, arrays)
   print(f"Wrote {len(images)} images {images.shape[1:]} ({'EMA ' if state.ema_generator is not None else ''}"
         f"generator, step {int(state.step.numpy())}) to {fv.out}")
 
