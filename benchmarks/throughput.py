@@ -92,7 +92,7 @@ def make_reference_step(cfg, source):
   cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)  # reduce_mean over the batch.
   generator_optimizer = keras.optimizers.Adam(1e-4)
   discriminator_optimizer = keras.optimizers.Adam(1e-4)
-  images = data.preprocess(tf.constant(source.images[:cfg.batch_size]), gan.image_shape)
+  images = next(iter(data.eval_dataset(source, gan.image_shape, cfg.batch_size)))["images"]
   batch_size, latent_dim = int(images.shape[0]), gan.latent_dim
 
   @tf.function

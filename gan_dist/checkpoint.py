@@ -59,7 +59,7 @@ def fingerprint(path: str) -> str:
   The object-graph proto is left out: it describes the Python objects, not the values. Two checkpoints written
   by different workers of one step have the same fingerprint exactly when every variable is bitwise equal.
   """
-  reader = tf.train.load_checkpoint(path)
+  reader = _reader(path)
   digest = hashlib.sha256()
   for name in sorted(reader.get_variable_to_shape_map()):
     if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
@@ -69,6 +69,13 @@ def fingerprint(path: str) -> str:
   return digest.hexdigest()[:16]
 
 
+def _reader(path: str):
+  """The reader of the checkpoint with prefix `path`. Not tf.train.load_checkpoint: it takes a prefix that
+  tf.io.gfile.isdir calls a directory (ram:// says so of every path) for a directory, and looks inside it."""
+  from tensorflow.python.training import py_checkpoint_reader  # pylint: disable=g-import-not-at-top
+  return py_checkpoint_reader.NewCheckpointReader(path)
+
+
 def verify(path: str) -> Optional[str]:
   """Reads every tensor of the checkpoint at `path`; returns why it cannot be restored, or None if it can.
 
@@ -76,7 +83,7 @@ def verify(path: str) -> Optional[str]:
   a broken index.
   """
   try:
-    reader = tf.train.load_checkpoint(path)
+    reader = _reader(path)
     for name in reader.get_variable_to_shape_map():
       reader.get_tensor(name)
   except Exception as e:  # pylint: disable=broad-except  (the reader fails in many ways: OpError, IndexError, ...)

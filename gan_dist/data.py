@@ -1,165 +1,90 @@
-"""Training data: MNIST-style IDX files or TensorFlow Datasets, as per-replica batches for tf.distribute.
+"""Training data: a folder of images, TensorFlow Datasets or MNIST-style IDX files, as per-replica batches.
 
-The whole split is held in memory as uint8 (MNIST: 47 MB) and the pipeline only moves indices until the last
-step, which gathers, normalises and resizes a batch. That makes the data order a pure function of (seed, step):
-the global batch of step `s` is the same whichever topology trains it, and a resumed run skips to its step in
-microseconds instead of replaying the input. A distributed iterator cannot be checkpointed; this is why.
+Sources (`open_source`, chosen by --dataset and --data_dir):
+  * --dataset=folder: the image files (JPEG, PNG, GIF, BMP, WebP) of the tree at --data_dir; class subfolders are
+    labels (ImageFolder convention). Only the list of paths is held; files are decoded in the pipeline.
+  * --dataset=mnist or fashion_mnist with --data_dir holding the four IDX files: read directly (offline); IDX splits
+    are small and bounded, so they are held in memory (one uint8 copy per process).
+  * any other name: a TensorFlow Datasets image dataset, read by random access from its prepared ArrayRecord files
+    (a dataset prepared as TFRecord is converted once; see gan_dist/datasets/tfds_source.py).
+Nothing is decoded in bulk when a source is opened, and nothing is ever written into the workdir.
 
-Order: every epoch is a `stateless_shuffle` of all indices seeded by (seed, epoch); epoch `e` is cut into
-`len // global_batch` global batches (the remainder of each epoch is dropped). Global batch `b` is split into
-`num_input_pipelines` contiguous slices (one per worker; no two workers see the same examples in a step), and each
-slice into per-replica batches in replica order.
+Order: the pipeline only moves example indices until each worker reads the examples of its own slices, so the data
+order is a pure function of (seed, step): every epoch is a `stateless_shuffle` of all indices seeded by (seed,
+epoch); epoch e is cut into `num_examples // global_batch` global batches (the remainder of each epoch is dropped);
+global batch b is what generator step b / d_steps_per_g trains on. It is split into `num_input_pipelines`
+contiguous slices (one per worker; no two workers read the same examples in a step), and each slice into
+per-replica batches in replica order. A resumed run skips to its step in microseconds (indices only), and the same
+step reads the same examples whatever the topology. Horizontal flips (--random_flip) are drawn from (seed, global
+batch, position in it), and an undecodable file is replaced by a substitute chosen by its index, so both keep that
+property. Auto-sharding is OFF: the slicing already shards. A distributed iterator cannot be checkpointed; this is
+why the order is computed rather than saved.
+
+Preprocessing runs in the tf.data graph, in parallel (deterministic order) and prefetched: decode, channels
+(--channels: gray, gray+alpha, RGB, RGBA, palette and 16-bit images converted), --crop=center|none, resize to
+--image_size (antialiased bilinear), scale to [-1, 1], flip.
 """
 
-import dataclasses
-import gzip
-import os
-import struct
 from typing import Callable, Optional, Tuple
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+from gan_dist.datasets import images as _images
+from gan_dist.datasets.base import DataError, DataSource
+from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
+from gan_dist.datasets.folder import FolderSource, open_folder
+from gan_dist.datasets.idx import IDX_DATASETS, IDX_FILES, IdxSource, find_idx_files, load_idx, read_idx
+from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
+__all__ = ["DataError", "DataSource", "FolderSource", "IdxSource", "TfdsSource", "IDX_FILES", "BAD_IMAGE_ERROR",
+           "open_source", "steps_per_epoch", "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess",
+           "read_idx", "load_idx", "find_idx_files"]
 
-class DataError(Exception):
-  """A dataset cannot be found or read; the message says what to pass instead."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSource:
-  """A split in memory.
-
-  Attributes:
-    images: uint8 [N, H, W, C].
-    labels: int32 [N].
-    num_classes: classes of the dataset (also when `class_filter` kept only one).
-    name: where it came from, for logs.
-  """
-
-  images: np.ndarray
-  labels: np.ndarray
-  num_classes: int
-  name: str
-
-  @property
-  def num_examples(self) -> int:
-    return len(self.labels)
-
-
-def _open(path: str):
-  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads an IDX file (optionally gzipped) of unsigned bytes: images [N, H, W] or labels [N].
-
-  Raises:
-    DataError: the file is not an IDX file of uint8 data, or is truncated.
-  """
-  with _open(path) as f:
-    header = f.read(4)
-    if len(header) != 4 or header[:2] != b"\0\0":
-      raise DataError(f"{path} is not an IDX file (bad magic {header!r})")
-    dtype_code, ndim = header[2], header[3]
-    if dtype_code != 0x08:
-      raise DataError(f"{path}: only unsigned-byte IDX data is supported, got type code {dtype_code:#x}")
-    shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-    data = f.read()
-  expected = int(np.prod(shape))
-  if len(data) != expected:
-    raise DataError(f"{path}: header says {shape} = {expected} bytes, file holds {len(data)}")
-  return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-
-
-def find_idx_files(data_dir: str, split: str) -> Optional[Tuple[str, str]]:
-  """Paths of the (images, labels) IDX files of `split` in `data_dir`, gzipped or not, or None."""
-  if not data_dir or split not in IDX_FILES or not os.path.isdir(data_dir):
-    return None
-  found = []
-  for stem in IDX_FILES[split]:
-    candidates = [os.path.join(data_dir, stem + ext) for ext in (".gz", "")]
-    path = next((p for p in candidates if os.path.exists(p)), None)
-    if path is None:
-      return None
-    found.append(path)
-  return found[0], found[1]
-
-
-def load_idx(data_dir: str, split: str) -> DataSource:
-  paths = find_idx_files(data_dir, split)
-  if paths is None:
-    raise DataError(f"No IDX files for split {split!r} in {data_dir}: expected {' and '.join(IDX_FILES[split])}[.gz]")
-  images, labels = read_idx(paths[0]), read_idx(paths[1])
-  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-    raise DataError(f"{paths}: expected images [N, H, W] and labels [N], got {images.shape} and {labels.shape}")
-  return DataSource(images[..., None], labels.astype(np.int32), int(labels.max()) + 1, f"IDX files in {data_dir}")
-
-
-def load_tfds(name: str, data_dir: str, split: str) -> DataSource:
-  """Loads a TFDS image dataset into memory; prepares it first if it is missing and the network allows."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import, not needed for IDX)
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except Exception as e:  # pylint: disable=broad-except  (TFDS raises many types for unknown names)
-    raise DataError(f"Unknown TensorFlow Datasets name --dataset={name}: {str(e).splitlines()[0]}") from None
-  if not builder.is_prepared():
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # pylint: disable=broad-except  (network errors come in many types)
-      raise DataError(
-          f"--dataset={name} is not in --data_dir={data_dir or tfds.core.constants.DATA_DIR} and could not be "
-          f"downloaded ({type(e).__name__}). Offline, pass --data_dir=DIR where DIR holds the four IDX .gz files of "
-          f"MNIST or Fashion-MNIST (e.g. --data_dir=../shared/data/mnist), or a TFDS data dir prepared elsewhere."
-      ) from None
-  features = builder.info.features
-  image_key = next((k for k in ("image", "img") if k in features), None)
-  if image_key is None:
-    raise DataError(f"--dataset={name} has no 'image' feature (features: {list(features)})")
-  label_key = "label" if "label" in features else None
-  # Read in chunks rather than batch_size=-1: that needs a known cardinality, which not every source has.
-  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False).batch(10000)))
-  if not chunks:
-    raise DataError(f"--dataset={name} split {split!r} is empty")
-  images = np.concatenate([c[image_key] for c in chunks]).astype(np.uint8)
-  if images.ndim == 3:
-    images = images[..., None]
-  if label_key:
-    labels = np.concatenate([c[label_key] for c in chunks]).astype(np.int32)
-    num_classes = int(features[label_key].num_classes)
-  else:
-    labels, num_classes = np.zeros(len(images), np.int32), 0
-  return DataSource(images, labels, num_classes, f"TFDS {name} in {builder.data_dir}")
-
-
-def load(cfg) -> DataSource:
-  """Loads `cfg.split` of `cfg.dataset`: IDX files if `cfg.data_dir` holds them, otherwise TFDS.
-
-  Raises:
-    DataError: with a one-line message saying what to pass.
-  """
-  if find_idx_files(cfg.data_dir, cfg.split):
-    source = load_idx(cfg.data_dir, cfg.split)
-  elif cfg.data_dir and not os.path.isdir(cfg.data_dir):
-    raise DataError(f"--data_dir={cfg.data_dir} does not exist")
-  else:
-    source = load_tfds(cfg.dataset, cfg.data_dir, cfg.split)
-  if cfg.class_filter >= 0:
-    keep = source.labels == cfg.class_filter
-    if not keep.any():
-      raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name}")
-    source = dataclasses.replace(source, images=source.images[keep], labels=source.labels[keep],
-                                 name=f"{source.name}, class {cfg.class_filter} only")
-  return source
+# Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
+_FLIP_SALT = 0x5F11
 
 
 def open_source(cfg, split: Optional[str] = None) -> DataSource:
-  """Opens `split` (default `cfg.split`) of the dataset that `cfg` names (see `load`)."""
-  return load(cfg if split is None else dataclasses.replace(cfg, split=split))
+  """Opens `split` (default `cfg.split`) of the dataset `cfg` names. Cheap: lists files or opens an index.
+
+  Args:
+    cfg: the Config (dataset, data_dir, split, class_filter, num_classes, crop, skip_bad_images, data_cache_dir).
+    split: overrides `cfg.split` (e.g. "test" for evaluation). Ignored by --dataset=folder (one split).
+
+  Returns:
+    A DataSource with `num_examples`, `num_classes` and `name`, for `make_dataset_fn` and `eval_dataset`.
+
+  Raises:
+    DataError: a one-line message naming the problem and the fix.
+  """
+  split = split or cfg.split
+  if cfg.dataset == "folder":
+    source = open_folder(cfg.data_dir, cfg.crop, cfg.skip_bad_images)
+  elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
+    source = load_idx(cfg.data_dir, split, cfg.crop)
+  elif cfg.data_dir and not tf.io.gfile.isdir(cfg.data_dir):
+    raise DataError(f"--data_dir={cfg.data_dir} does not exist")
+  else:
+    source = open_tfds(cfg.dataset, cfg.data_dir, split, cfg.data_cache_dir, cfg.crop)
+  if cfg.class_filter >= 0:
+    if not source.num_classes:
+      raise DataError(f"--class_filter={cfg.class_filter}: {source.name} has no classes (no labels or class "
+                      "folders); drop --class_filter")
+    if cfg.class_filter >= source.num_classes:
+      raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name} "
+                      f"({source.num_classes} classes); pass a class in 0..{source.num_classes - 1} or -1 for all")
+    if isinstance(source, TfdsSource):
+      logging.info("Reading the labels of %s once for --class_filter", source.name)
+    keep = np.flatnonzero(source.example_labels() == cfg.class_filter).astype(np.int64)
+    if not len(keep):
+      raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name}")
+    source = source.filtered(keep, f"{source.name}, class {cfg.class_filter} only")
+  if 0 < cfg.num_classes < source.num_classes:
+    raise DataError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of {source.name}; "
+                    f"pass --num_classes={source.num_classes} or leave it at 0 (from the data)")
+  return source
 
 
 def steps_per_epoch(num_examples: int, cfg) -> int:
@@ -167,25 +92,17 @@ def steps_per_epoch(num_examples: int, cfg) -> int:
   return num_examples // cfg.batch_size // cfg.d_steps_per_g
 
 
-def preprocess(images: tf.Tensor, image_shape: Tuple[int, int, int]) -> tf.Tensor:
-  """uint8 [B, h, w, c] -> float32 [B, H, W, C] in [-1, 1], resized and with channels repeated as needed."""
-  x = tf.cast(images, tf.float32) / 127.5 - 1.0
-  height, width, channels = image_shape
-  if x.shape[1] != height or x.shape[2] != width:
-    x = tf.image.resize(x, (height, width), method="bilinear", antialias=True)
-    x = tf.clip_by_value(x, -1.0, 1.0)
-  if x.shape[-1] != channels:
-    if x.shape[-1] != 1:
-      raise DataError(f"Cannot turn {x.shape[-1]}-channel images into {channels} channels")
-    x = tf.tile(x, [1, 1, 1, channels])
-  return x
+def preprocess(images: tf.Tensor, image_shape: Tuple[int, int, int], crop: str = "center") -> tf.Tensor:
+  """uint8 [B, h, w, c] (c in 1..4) -> float32 [B, H, W, C] in [-1, 1]: channels converted, cropped, resized."""
+  return _images.transform(images, image_shape, crop)
 
 
 def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_batch: int = 0) -> tf.data.Dataset:
   """Infinite dataset of int64 [global_batch] example indices; element b is global batch number b + start_batch."""
   per_epoch = num_examples // global_batch
   if per_epoch < 1:
-    raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}")
+    raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}; "
+                    "lower --batch_size or add data")
 
   def epoch_batches(epoch):
     perm = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int64),
@@ -197,22 +114,47 @@ def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_
           .skip(start_batch - first_epoch * per_epoch))
 
 
+def _sequential_batch_indices(num_examples: int, global_batch: int, start_batch: int) -> tf.data.Dataset:
+  """--noshuffle_files: the examples in their stored order, epoch after epoch."""
+  per_epoch = num_examples // global_batch
+  if per_epoch < 1:
+    raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}; "
+                    "lower --batch_size or add data")
+  return tf.data.Dataset.range(start_batch, 2**62).map(
+      lambda b: (b % per_epoch) * global_batch + tf.range(global_batch, dtype=tf.int64))
+
+
+def _flips(seed: int, batch: tf.Tensor, global_batch: int) -> tf.Tensor:
+  """bool [global_batch]: which images of global batch `batch` are mirrored; a function of (seed, batch) alone."""
+  key = tf.random.experimental.stateless_fold_in(tf.constant([seed, _FLIP_SALT], tf.int64), batch)
+  return tf.random.stateless_uniform([global_batch], seed=key) < 0.5
+
+
+def _options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  options = tf.data.Options()
+  # Sharding is done by slicing each global batch; auto-sharding would shard again (or by files).
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  options.deterministic = True
+  return dataset.with_options(options)
+
+
 def make_dataset_fn(cfg, source: DataSource, image_shape: Tuple[int, int, int],
                     start_step: int = 0) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
   """Returns the function for `strategy.distribute_datasets_from_function`.
 
   Args:
-    cfg: the Config (batch_size is global, seed, d_steps_per_g, shuffle_files).
-    source: the split in memory.
+    cfg: the Config (batch_size is global, seed, d_steps_per_g, shuffle_files, random_flip).
+    source: from `open_source`.
     image_shape: (H, W, C) the model trains on.
     start_step: the generator step to start from (resume); the first batch is the one that step would draw.
 
   Returns:
     fn(input_context) -> dataset of {"images": float32 [b, H, W, C] in [-1, 1], "labels": int32 [b]}, where
-    b = batch_size / num_replicas_in_sync and consecutive elements go to consecutive local replicas.
+    b = batch_size / num_replicas_in_sync and consecutive elements go to consecutive local replicas. The dataset of
+    a worker reads only the examples of its own slices.
   """
-  num_examples = len(source.images)
-  seed = cfg.seed if cfg.shuffle_files else None
+  num_examples = source.num_examples
+  image_shape = tuple(int(d) for d in image_shape)
 
   def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
     if cfg.batch_size % ctx.num_replicas_in_sync:
@@ -222,26 +164,39 @@ def make_dataset_fn(cfg, source: DataSource, image_shape: Tuple[int, int, int],
     per_pipeline = per_replica * local_replicas
     start = per_pipeline * ctx.input_pipeline_id
     start_batch = start_step * cfg.d_steps_per_g
-    if seed is None:
-      per_epoch = num_examples // cfg.batch_size
-      ds = tf.data.Dataset.range(2**62).skip(start_batch).map(
-          lambda b: (b % per_epoch) * cfg.batch_size + tf.range(cfg.batch_size, dtype=tf.int64))
+    if cfg.shuffle_files:
+      indices = global_batch_indices(num_examples, cfg.batch_size, cfg.seed, start_batch)
     else:
-      ds = global_batch_indices(num_examples, cfg.batch_size, seed, start_batch)
-    # This worker's slice of each global batch, then one row per local replica.
-    ds = ds.map(lambda idx: tf.reshape(idx[start:start + per_pipeline], [local_replicas, per_replica]))
-    ds = ds.unbatch()
-    images = tf.constant(source.images)
-    labels = tf.constant(source.labels)
+      indices = _sequential_batch_indices(num_examples, cfg.batch_size, start_batch)
+    numbers = tf.data.Dataset.range(start_batch, 2**62)
 
-    def gather(idx):
-      return {"images": preprocess(tf.gather(images, idx), image_shape), "labels": tf.gather(labels, idx)}
+    def this_worker(number, idx):
+      """This worker's slice of global batch `number`, one row per local replica."""
+      flips = (_flips(cfg.seed, number, cfg.batch_size) if cfg.random_flip
+               else tf.zeros([cfg.batch_size], tf.bool))
+      shape = [local_replicas, per_replica]
+      return (tf.reshape(idx[start:start + per_pipeline], shape),
+              tf.reshape(flips[start:start + per_pipeline], shape))
 
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # Sharding is done above by slicing each global batch; auto-sharding would shard again (or by files).
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    rows = tf.data.Dataset.zip(numbers, indices).map(this_worker).unbatch()
+    return _options(source.batches(rows, image_shape, per_replica)).prefetch(tf.data.AUTOTUNE)
 
   return dataset_fn
+
+
+def eval_dataset(source: DataSource, image_shape: Tuple[int, int, int], batch_size: int,
+                 num: Optional[int] = None) -> tf.data.Dataset:
+  """The first `num` examples of `source` (all if None) in their fixed order: not shuffled, flipped or distributed.
+
+  Args:
+    source: from `open_source` (e.g. `open_source(cfg, "test")`).
+    image_shape: (H, W, C) the images are made into (as for training).
+    batch_size: examples per element; the last element holds the remainder.
+    num: how many examples (at most `source.num_examples`).
+
+  Returns:
+    Dataset of {"images": float32 [b, H, W, C] in [-1, 1], "labels": int32 [b]}.
+  """
+  count = source.num_examples if num is None else min(int(num), source.num_examples)
+  rows = tf.data.Dataset.range(count).batch(batch_size).map(lambda i: (i, tf.zeros_like(i, tf.bool)))
+  return _options(source.batches(rows, tuple(int(d) for d in image_shape), batch_size)).prefetch(tf.data.AUTOTUNE)

@@ -49,6 +49,12 @@ class Config:
   class_filter: int
   num_classes: int
   shuffle_files: bool
+  image_size: int
+  channels: int
+  crop: str
+  random_flip: bool
+  skip_bad_images: bool
+  data_cache_dir: str
   # Model.
   arch: str
   latent_dim: int
@@ -75,6 +81,11 @@ class Config:
   summary_every: int
   sample_every: int
   num_samples: int
+  # Evaluation.
+  eval_every: int
+  eval_num: int
+  eval_cache_dir: str
+  inception_weights: str
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -118,16 +129,37 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("profile_steps", "", "FIRST,LAST: write a TensorBoard profiler trace of these train steps to "
                       "<workdir>/tensorboard (chief only), e.g. 100,110. Empty: no profiling.", **d)
   # Data.
-  flags.DEFINE_string("dataset", "mnist", "Image dataset: a TensorFlow Datasets name (mnist, fashion_mnist, "
-                      "cifar10, ...), read from --data_dir.", **d)
-  flags.DEFINE_string("data_dir", "", "TFDS data dir, or a folder holding the four IDX .gz files of MNIST or "
-                      "Fashion-MNIST (read directly, offline). Empty: TFDS's default data dir.", **d)
+  flags.DEFINE_string("dataset", "mnist", "Image dataset: 'folder' (the image files below --data_dir, class "
+                      "subfolders as labels) or a TensorFlow Datasets name (mnist, fashion_mnist, cifar10, celeb_a, "
+                      "...), read by random access from --data_dir.", **d)
+  flags.DEFINE_string("data_dir", "", "The folder of images (--dataset=folder), a TFDS data dir, or, for mnist and "
+                      "fashion_mnist, a folder holding their four IDX .gz files (read directly, offline). Empty: "
+                      "TFDS's default data dir. Any TensorFlow filesystem (gs://...).", **d)
   flags.DEFINE_string("split", "train", "Dataset split to train on.", **d)
   flags.DEFINE_integer("class_filter", -1, "Train on this class only (e.g. 5 for the digit 5); -1 keeps all.", **d)
   flags.DEFINE_integer("num_classes", 0, "Number of label classes for conditional models; 0 takes it from the "
                        "dataset (the resolved value is written to flags.txt).", lower_bound=0, **d)
   flags.DEFINE_boolean("shuffle_files", True, "Reshuffle the examples every epoch (order is a function of --seed "
                        "and the step, so a resumed run sees the same batches).", **d)
+  flags.DEFINE_integer("image_size", 0, "Height and width of the images the model makes and trains on (every "
+                       "source is cropped per --crop and resized to it); 0: the architecture's native size (28 for the "
+                       "MNIST models, 32 for dcgan32, 64 for dcgan64). An architecture refuses a size it cannot make.",
+                       lower_bound=0, **d)
+  flags.DEFINE_integer("channels", 0, "Image channels: 1 (grayscale) or 3 (RGB); every source is converted (gray, "
+                       "gray+alpha, RGB, RGBA, palette, 16-bit). 0: the architecture's native channels.", **d)
+  flags.register_validator("channels", lambda v: v in (0, 1, 3), "must be 1 (grayscale), 3 (RGB) or 0 (the "
+                           "architecture's native channels)", flag_values=fv)
+  flags.DEFINE_enum("crop", "center", ("center", "none"), "Before resizing to --image_size: center (cut the largest "
+                    "centred square, keeping the aspect ratio) or none (stretch the whole image).", **d)
+  flags.DEFINE_boolean("random_flip", False, "Flip each training image horizontally with probability 1/2, drawn from "
+                       "(--seed, step, position in the batch), so a resumed run flips the same images.", **d)
+  flags.DEFINE_boolean("skip_bad_images", True, "An image file that cannot be decoded (corrupt, empty, not an image) "
+                       "is logged, counted and replaced by a deterministic substitute example; --noskip_bad_images "
+                       "stops the run at the first one instead.", **d)
+  flags.DEFINE_string("data_cache_dir", "", "Where one-time data conversions are written: a TFDS dataset prepared as "
+                      "TFRecord (sequential only) is converted once to ArrayRecord (random access) under "
+                      "DIR/<name>/<config>/<version>. Empty: <TFDS data dir>/gan_dist_array_record. Never the workdir.",
+                      **d)
   # Model.
   flags.DEFINE_string("arch", "dcgan", "Architecture: a module name under gan_dist/models/.", **d)
   flags.DEFINE_integer("latent_dim", 100, "Size of the generator's noise vector.", lower_bound=1, **d)
@@ -172,6 +204,20 @@ def define_flags(fv: flags.FlagValues) -> None:
                        lower_bound=1, **d)
   flags.DEFINE_integer("num_samples", 100, "Images in a sample grid (conditional models: rounded to whole rows of "
                        "classes).", lower_bound=1, **d)
+  # Evaluation.
+  flags.DEFINE_integer("eval_every", 0, "Evaluate the (EMA) generator every this many steps: FCD, KID, classifier "
+                       "score, precision/recall (and label accuracy when conditional) on --eval_num samples, to "
+                       "TensorBoard and the log; the best checkpoint by FCD is kept in checkpoints/best/. 0: off.",
+                       lower_bound=0, **d)
+  flags.DEFINE_integer("eval_num", 10000, "Generated images per evaluation, and real images of each split for the "
+                       "reference statistics and the real-data floor.", lower_bound=4, **d)
+  flags.DEFINE_string("eval_cache_dir", "~/.cache/gan_dist", "Where evaluation caches its feature networks (one per "
+                      "dataset and image shape) and real-data features; any TensorFlow filesystem, ~ expanded. Only "
+                      "the chief writes it.", **d)
+  flags.DEFINE_string("inception_weights", "", "A local Keras weights file of the standard Inception-v3 "
+                      "(keras.applications.InceptionV3, with its 1000-class top): evaluation then also reports FID "
+                      "and IS on it (299x299 resize), comparable with published figures. Nothing is downloaded.",
+                      **d)
 
 
 define_flags(FLAGS)
@@ -185,12 +231,69 @@ def define_sample_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("label", None, "Conditional models: sample this class only (default: cycle through classes).",
                        flag_values=fv)
   flags.DEFINE_integer("step", None, "Sample the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_string("grid", "", "Also write the images as one PNG grid to this file (conditional models: one row "
+                      "per class, --num rounded down to whole rows); with --grid and no --out, only the grid.",
+                      flag_values=fv)
+
+
+EXPORT_FORMATS = ("saved_model", "keras")
 
 
 def define_export_flags(fv: flags.FlagValues) -> None:
   """Flags of `python -m gan_dist.export` (on top of --workdir)."""
-  flags.DEFINE_string("export_dir", "", "Where to write the SavedModel (default: <workdir>/export).", flag_values=fv)
+  flags.DEFINE_string("export_dir", "", "Where to write the SavedModel (default: <workdir>/export); the older "
+                      "name of --out.", flag_values=fv)
   flags.DEFINE_integer("step", None, "Export the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_enum("format", "saved_model", EXPORT_FORMATS, "saved_model: a SavedModel directory with a "
+                    "serving_default signature (noise [+ labels] -> uint8 images); keras: a .keras file of the "
+                    "float32 generator.", flag_values=fv)
+  flags.DEFINE_string("out", "", "Where to write the export (default: <workdir>/export for saved_model, "
+                      "<workdir>/generator.keras for keras).", flag_values=fv)
+
+
+def define_evaluate_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.evaluate` (on top of the training flags it reads)."""
+  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_boolean("all", False, "Evaluate every kept checkpoint; also write eval/metrics.csv and "
+                       "eval/metrics.png into the workdir.", flag_values=fv)
+  flags.DEFINE_boolean("best", False, "Evaluate the best checkpoint (checkpoints/best/).", flag_values=fv)
+  flags.DEFINE_integer("num", None, "Generated images (and real images per split) per evaluation (default: the "
+                       "run's --eval_num).", lower_bound=4, flag_values=fv)
+
+
+def define_plots_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.plots` (on top of the training flags it reads)."""
+  flags.DEFINE_string("out_dir", "", "Where to write the figures (default: <workdir>/plots).", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint for the generated figures (default: the latest).", flag_values=fv)
+
+
+def define_class_accuracy_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.eval.class_accuracy` (on top of the training flags it reads)."""
+  flags.DEFINE_integer("num_per_class", 100, "Images sampled per class.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
+
+
+def define_classifier_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.eval.classifier` (on top of the training flags it reads)."""
+  flags.DEFINE_string("image_shape", "", "H,W,C the network takes, e.g. 64,64,3 for --arch=dcgan64 (default: the "
+                      "dataset's own shape).", flag_values=fv)
+  flags.DEFINE_string("out", "", "Directory to write weights.npz and info.json to (default: the evaluation cache "
+                      "entry, <eval_cache_dir>/classifier/<key>, which evaluation then loads).", flag_values=fv)
+
+
+def define_serve_flags(fv: flags.FlagValues) -> None:
+  """Flags of `python -m gan_dist.serve` (on top of the training flags it reads)."""
+  flags.DEFINE_string("saved_model", "", "Serve this SavedModel export (python -m gan_dist.export) instead of a "
+                      "--workdir.", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Serve the checkpoint of this step of --workdir (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy "
+                      "in front of it for the public).", flag_values=fv)
+  flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one.", lower_bound=0, upper_bound=65535,
+                       flag_values=fv)
+  flags.DEFINE_integer("threads", 4, "Request threads of the server (generation itself runs one batch at a time).",
+                       lower_bound=1, flag_values=fv)
+
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -270,7 +373,8 @@ def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], Non
 
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
-CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay")
+CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
+                             "channels")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")

@@ -62,6 +62,14 @@ def run_cli(cfg, make_strategy=strategy_lib.make, verbose: bool = False) -> int:
     return _fail(e, e.exit_code, verbose)
   except data.DataError as e:  # The data layer's bad-input errors.
     return _fail(e, errors.EXIT_USAGE, verbose)
+  except tf.errors.OpError as e:
+    # An undecodable image met mid-run with --noskip_bad_images fails inside the input pipeline; it is bad input
+    # (exit 2), named in one line. What was saved before it is kept: the same command resumes once it is fixed.
+    line = next((l for l in str(e.message).splitlines() if data.BAD_IMAGE_ERROR in l), None)
+    if line is None:
+      raise
+    return _fail(errors.UserError(line[line.index(data.BAD_IMAGE_ERROR):].strip().rstrip("]").strip()),
+                 errors.EXIT_USAGE, verbose)
   logging.info("Done at step %d", metrics.get("step", -1))
   return errors.EXIT_OK
 

@@ -58,3 +58,50 @@ def snapshot(directory: str) -> dict:
       with open(path, "rb") as f:
         found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
   return found
+
+
+# Image modes and formats of `make_image_folder`, cycled over the files: (PIL mode, extension).
+IMAGE_KINDS = (("RGB", ".png"), ("RGB", ".jpg"), ("L", ".png"), ("L", ".jpg"), ("RGBA", ".png"), ("P", ".png"),
+               ("LA", ".png"), ("I;16", ".png"), ("P", ".gif"), ("RGB", ".bmp"), ("P", ".bmp"), ("RGB", ".webp"))
+
+
+def make_image_folder(directory: str, num: int = 300, classes=("bird", "cat", "dog"), unlabeled: int = 0,
+                      seed: int = 0, bad=("corrupt.jpg", "empty.png")) -> dict:
+  """Writes a tree of small image files of mixed sizes (10 to 48 pixels a side), modes and formats.
+
+  Files go round-robin into the class folders (every third one of a class one level deeper, in "more/"), after
+  `unlabeled` files directly in `directory`; modes and formats cycle through IMAGE_KINDS (gray, RGB, RGBA,
+  palette, gray+alpha, 16-bit PNG; PNG, JPEG, GIF, BMP, WebP). Each bad file (junk bytes, or empty if its name
+  starts with "empty") goes into the first class folder, and a notes.txt that is not an image into the root.
+
+  Returns:
+    {"root": directory, "num_images": decodable images, "bad": [paths of the bad files], "classes": classes}.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(seed)
+  os.makedirs(directory, exist_ok=True)
+  for i in range(num):
+    mode, ext = IMAGE_KINDS[i % len(IMAGE_KINDS)]
+    height, width = rng.randint(10, 49, size=2)
+    pixels = rng.randint(0, 256, size=(height, width, 3)).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    if mode == "I;16":
+      image = Image.fromarray((pixels[..., 0].astype(np.uint16) * 257))
+    elif mode != "RGB":
+      image = image.convert(mode)
+    if i < unlabeled or not classes:
+      folder = directory
+    else:
+      k = i - unlabeled
+      folder = os.path.join(directory, classes[k % len(classes)], *(["more"] if k // len(classes) % 3 == 2 else []))
+    os.makedirs(folder, exist_ok=True)
+    image.save(os.path.join(folder, f"img{i:04d}{ext}"))
+  bad_paths = []
+  for name in bad:
+    path = os.path.join(directory, classes[0] if classes else "", name)
+    with open(path, "wb") as f:
+      f.write(b"" if name.startswith("empty") else b"this is not an image " * 4)
+    bad_paths.append(path)
+  with open(os.path.join(directory, "notes.txt"), "w") as f:
+    f.write("not an image\n")
+  return {"root": directory, "num_images": num, "bad": bad_paths, "classes": list(classes)}

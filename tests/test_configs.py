@@ -4,9 +4,9 @@ In-process (one MirroredStrategy, no interpreter start per config): the cfg is p
 as `python -m gan_dist.main --flagfile=...` would, with only the run's size and location overridden.
 """
 
+import contextlib
 import dataclasses
 import glob
-import importlib
 import os
 
 import pytest
@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from gan_dist import flags as gan_flags
 from gan_dist import train
+from tests import helpers
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.cfg")))
@@ -63,7 +64,17 @@ def test_config_opens_with_its_documentation(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_dir, mirrored2):
   workdir = str(tmp_path / "workdir")
-  overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": mnist_dir, "strategy": "mirrored",
+  dataset = _file_values(path).get("dataset", "mnist")
+  data_context = contextlib.nullcontext()
+  if dataset == "folder":  # A small tree of mixed image files stands for the user's folder.
+    data_dir = helpers.make_image_folder(str(tmp_path / "images"), num=40)["root"]
+  elif dataset in ("mnist", "fashion_mnist"):
+    data_dir = mnist_dir  # Fashion-MNIST has the same IDX layout and shape; MNIST's files stand in for it.
+  else:  # A TFDS dataset (cifar10): TFDS's own mock examples, generated from the dataset's features offline.
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    data_dir = ""
+    data_context = tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE)
+  overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": data_dir, "strategy": "mirrored",
                "num_cpu_replicas": "2", "workdir": workdir, "sample_every": "1000000", "checkpoint_every": "1000000",
                "num_samples": "20"}
   fv = gan_flags._fresh_flag_values([  # pylint: disable=protected-access
@@ -77,14 +88,18 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
     expected = type(got)(float(value)) if isinstance(got, (int, float)) and not isinstance(got, bool) else value
     assert _as_string(got) == _as_string(expected), (name, got, value)
 
-  metrics = train.run(cfg, mirrored2)
+  with data_context:
+    metrics = train.run(cfg, mirrored2)
 
   assert metrics["step"] == STEPS
   assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{STEPS}.index"))
   png = os.path.join(workdir, "samples", f"step_{STEPS:08d}.png")
   grid = tf.io.decode_png(tf.io.read_file(png))
   saved = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"))
-  assert saved == dataclasses.replace(cfg, num_classes=saved.num_classes)  # flags.txt holds the resolved config.
-  height, width, channels = importlib.import_module(f"gan_dist.models.{cfg.arch}").IMAGE_SHAPE
-  assert grid.shape[0] % height == 0 and grid.shape[1] % width == 0 and grid.shape[0] > 0
-  assert grid.shape[2] == channels
+  # flags.txt holds the resolved config: the classes and the image shape the data and the architecture decided.
+  assert saved == dataclasses.replace(cfg, num_classes=saved.num_classes, image_size=saved.image_size,
+                                      channels=saved.channels)
+  assert cfg.image_size in (0, saved.image_size) and cfg.channels in (0, saved.channels)
+  side = saved.image_size
+  assert grid.shape[0] % side == 0 and grid.shape[1] % side == 0 and grid.shape[0] > 0
+  assert grid.shape[2] == saved.channels

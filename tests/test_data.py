@@ -1,6 +1,9 @@
-"""Data pipeline: IDX reading, normalisation, per-replica batches, order as a function of (seed, step)."""
+"""Data pipeline: IDX reading (and its damage), normalisation, per-replica batches, order as a function of (seed,
+step). Folders: test_data_folder.py; TFDS: test_data_tfds.py; training on them: test_data_train.py."""
 
+import gzip
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -41,37 +44,46 @@ def test_idx_reader_rejects_bad_files(tmp_path):
     data.read_idx(str(truncated))
 
 
+def test_filtering_a_filtered_idx_split_indexes_into_it(tmp_path):
+  """A subset of a class-filtered split (as evaluation takes one) holds that class's examples, not others."""
+  d = helpers.make_idx_dir(str(tmp_path), num=40)
+  fives = data.open_source(helpers.config_values(data_dir=d, class_filter=5))
+  subset = fives.filtered(np.array([1, 3], np.int64), "two fives")
+  assert subset.labels.tolist() == [5, 5]
+  np.testing.assert_array_equal(subset.images, fives.images[[1, 3]])
+
+
 def test_real_mnist(mnist_dir):
-  source = data.load(helpers.config_values(data_dir=mnist_dir))
+  source = data.open_source(helpers.config_values(data_dir=mnist_dir))
   assert source.images.shape == (60000, 28, 28, 1)
   assert np.bincount(source.labels).tolist()[:3] == [5923, 6742, 5958]  # MNIST's published class counts.
-  test = data.load(helpers.config_values(data_dir=mnist_dir, split="test"))
+  test = data.open_source(helpers.config_values(data_dir=mnist_dir, split="test"))
   assert len(test.images) == 10000
 
 
 def test_class_filter(tmp_path):
   d = helpers.make_idx_dir(str(tmp_path), num=40)
-  source = data.load(helpers.config_values(data_dir=d, class_filter=5))
+  source = data.open_source(helpers.config_values(data_dir=d, class_filter=5))
   assert len(source.images) == 4 and set(source.labels.tolist()) == {5}
   assert source.num_classes == 10  # Conditional models still see every class.
   with pytest.raises(data.DataError, match="no examples"):
-    data.load(helpers.config_values(data_dir=d, class_filter=12))
+    data.open_source(helpers.config_values(data_dir=d, class_filter=12))
 
 
 def test_offline_without_files_is_one_clear_line(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(data.DataError) as err:
-    data.load(helpers.config_values(data_dir=str(empty), dataset="mnist"))
+    data.open_source(helpers.config_values(data_dir=str(empty), dataset="mnist"))
   message = str(err.value)
   assert "\n" not in message and "--data_dir" in message and "IDX" in message
   with pytest.raises(data.DataError, match="does not exist"):
-    data.load(helpers.config_values(data_dir=str(tmp_path / "missing")))
+    data.open_source(helpers.config_values(data_dir=str(tmp_path / "missing")))
 
 
 def test_normalisation_and_resize():
   images = tf.constant([[[[0]], [[255]]], [[[128]], [[64]]]], tf.uint8)  # [2, 2, 1, 1]
-  x = data.preprocess(images, (2, 1, 1))
+  x = data.preprocess(images, (2, 1, 1), crop="none")
   np.testing.assert_allclose(x.numpy().ravel(), [-1.0, 1.0, 128 / 127.5 - 1, 64 / 127.5 - 1], atol=1e-6)
   big = data.preprocess(tf.zeros([3, 28, 28, 1], tf.uint8) + 255, (64, 64, 3))
   assert big.shape == (3, 64, 64, 3)
@@ -81,7 +93,7 @@ def test_normalisation_and_resize():
 def test_per_replica_batches_cover_global_batch_without_overlap(tmp_path):
   d = helpers.make_idx_dir(str(tmp_path), num=64)
   cfg = helpers.config_values(data_dir=d, batch_size=16, seed=3)
-  source = data.load(cfg)
+  source = data.open_source(cfg)
   fn = data.make_dataset_fn(cfg, source, (28, 28, 1))
   # One pipeline feeding 4 replicas: 4 consecutive elements of 4 examples make one global step.
   it = iter(fn(_ctx(replicas=4)))
@@ -104,7 +116,7 @@ def test_per_replica_batches_cover_global_batch_without_overlap(tmp_path):
 def test_order_is_a_function_of_seed_and_step(tmp_path):
   d = helpers.make_idx_dir(str(tmp_path), num=64)
   cfg = helpers.config_values(data_dir=d, batch_size=8, seed=1)
-  source = data.load(cfg)
+  source = data.open_source(cfg)
   full = iter(data.make_dataset_fn(cfg, source, (28, 28, 1))(_ctx()))
   stream = [_example_ids(next(full)) for _ in range(20)]  # 20 steps = 2.5 epochs of 8 batches.
   resumed = iter(data.make_dataset_fn(cfg, source, (28, 28, 1), start_step=13)(_ctx()))
@@ -121,7 +133,7 @@ def test_order_is_a_function_of_seed_and_step(tmp_path):
 def test_distributed_dataset_on_two_replicas(tmp_path, mirrored2):
   d = helpers.make_idx_dir(str(tmp_path), num=64)
   cfg = helpers.config_values(data_dir=d, batch_size=8)
-  source = data.load(cfg)
+  source = data.open_source(cfg)
   dist = mirrored2.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, (28, 28, 1)))
   batch = next(iter(dist))
   parts = mirrored2.experimental_local_results(batch["images"])
@@ -131,7 +143,7 @@ def test_distributed_dataset_on_two_replicas(tmp_path, mirrored2):
 def test_batch_must_divide_over_replicas(tmp_path):
   d = helpers.make_idx_dir(str(tmp_path), num=64)
   cfg = helpers.config_values(data_dir=d, batch_size=6)
-  fn = data.make_dataset_fn(cfg, data.load(cfg), (28, 28, 1))
+  fn = data.make_dataset_fn(cfg, data.open_source(cfg), (28, 28, 1))
   with pytest.raises(data.DataError, match="divide evenly"):
     fn(_ctx(replicas=4))
 
@@ -145,13 +157,79 @@ def test_idx_files_found_with_or_without_gz(tmp_path):
 
 
 def test_tfds_datasets_by_name():
-  """The TFDS path, offline: tfds.testing.mock_data stands in for prepared datasets."""
+  """The TFDS path, offline: tfds.testing.mock_data stands in for prepared datasets (more in test_data_tfds.py)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  with tfds.testing.mock_data(num_examples=24):
-    mnist = data.load(helpers.config_values(dataset="mnist"))
-    assert mnist.images.shape == (24, 28, 28, 1) and mnist.images.dtype == np.uint8
-    assert mnist.num_classes == 10 and mnist.labels.dtype == np.int32 and mnist.name.startswith("TFDS mnist")
-    cifar = data.load(helpers.config_values(dataset="cifar10"))
-    assert cifar.images.shape == (24, 32, 32, 3) and cifar.num_classes == 10
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    mnist = data.open_source(helpers.config_values(dataset="mnist"))
+    assert mnist.num_examples == 24 and mnist.num_classes == 10 and mnist.name.startswith("TFDS mnist")
+    batch = next(iter(data.eval_dataset(mnist, (28, 28, 1), batch_size=24)))
+    assert batch["images"].shape == (24, 28, 28, 1) and batch["labels"].dtype == tf.int32
   with pytest.raises(data.DataError, match="Unknown TensorFlow Datasets name"):
-    data.load(helpers.config_values(dataset="no_such_dataset_xyz"))
+    data.open_source(helpers.config_values(dataset="no_such_dataset_xyz"))
+
+
+def _write(path, payload: bytes, gz: bool):
+  opener = gzip.open if gz else open
+  with opener(path, "wb") as f:
+    f.write(payload)
+
+
+def _idx_header(*shape):
+  return b"\0\0\x08" + bytes([len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("not_gzip", "cannot be read"), ("truncated_gzip", "cannot be read"), ("bad_magic", "not an IDX file"),
+    ("short_data", "is truncated"), ("extra_data", "more data than its header"), ("short_header", "is truncated"),
+    ("missing", "does not exist")])
+def test_damaged_idx_files_are_one_line_errors(tmp_path, damage, match):
+  path = str(tmp_path / "train-images-idx3-ubyte.gz")
+  good = _idx_header(3, 2, 2) + bytes(12)
+  if damage == "not_gzip":
+    with open(path, "wb") as f:
+      f.write(good)  # Named .gz but not gzipped.
+  elif damage == "truncated_gzip":
+    _write(path, good * 50, gz=True)
+    with open(path, "rb") as f:
+      payload = f.read()
+    with open(path, "wb") as f:
+      f.write(payload[:len(payload) // 2])
+  elif damage == "bad_magic":
+    _write(path, b"\x01\x02\x08\x03" + bytes(12), gz=True)
+  elif damage == "short_data":
+    _write(path, _idx_header(3, 2, 2) + bytes(11), gz=True)
+  elif damage == "extra_data":
+    _write(path, good + b"\0", gz=True)
+  elif damage == "short_header":
+    _write(path, b"\0\0\x08\x03\0\0", gz=True)
+  with pytest.raises(data.DataError, match=match) as error:
+    data.read_idx(path)
+  assert "\n" not in str(error.value) and "train-images-idx3-ubyte.gz" in str(error.value)
+
+
+def test_idx_images_and_labels_must_agree(tmp_path):
+  d = helpers.make_idx_dir(str(tmp_path), num=12)
+  helpers.write_idx(os.path.join(d, "train-labels-idx1-ubyte.gz"), np.zeros(11, np.uint8))
+  with pytest.raises(data.DataError, match="holds 12 images but .* 11 labels"):
+    data.open_source(helpers.config_values(data_dir=d))
+
+
+def test_num_classes_below_the_labels_present(tmp_path):
+  d = helpers.make_idx_dir(str(tmp_path), num=20)
+  with pytest.raises(data.DataError, match=r"--num_classes=5 is below the 10 classes") as error:
+    data.open_source(helpers.config_values(data_dir=d, num_classes=5))
+  assert "\n" not in str(error.value)
+  assert data.open_source(helpers.config_values(data_dir=d, num_classes=12)).num_classes == 10
+
+
+def test_idx_source_holds_one_copy(tmp_path):
+  """The images move into one TensorFlow tensor on first use; pipelines share it."""
+  d = helpers.make_idx_dir(str(tmp_path), num=32)
+  cfg = helpers.config_values(data_dir=d, batch_size=8)
+  source = data.open_source(cfg)
+  first = next(iter(data.make_dataset_fn(cfg, source, (28, 28, 1))(_ctx())))
+  tensor = source._images_tensor  # pylint: disable=protected-access
+  assert tensor is not None and source._images is None  # pylint: disable=protected-access
+  next(iter(data.eval_dataset(source, (28, 28, 1), 8)))
+  assert source._images_tensor is tensor  # pylint: disable=protected-access
+  assert source.images.shape == (32, 28, 28, 1) and first["images"].shape == (8, 28, 28, 1)

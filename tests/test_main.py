@@ -48,11 +48,12 @@ def _event_tags(workdir):
 def test_train_resume_sample(tmp_path, mnist_dir):
   workdir = str(tmp_path / "W")
   common = ["-m", "gan_dist.main", "--flagfile=configs/dcgan.cfg", "--strategy=mirrored", "--num_cpu_replicas=2",
-            f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--batch_size=64", "--checkpoint_every=10"]
-  log = _run(common + ["--train_steps=20"])
+            f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--batch_size=64", "--checkpoint_every=5",
+            "--summary_every=5", "--sample_every=10"]
+  log = _run(common + ["--train_steps=10"])
   assert "Strategy MirroredStrategy with 2 replica(s)" in log
-  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-20")
-  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-10.index"))
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-10")
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-5.index"))
   scalars, images = _event_tags(workdir)
   for tag in ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output",
               "images_per_sec", "steps_per_sec", "time/train", "time/checkpoints", "time/samples"):
@@ -62,9 +63,9 @@ def test_train_resume_sample(tmp_path, mnist_dir):
   assert "--arch=dcgan" in open(os.path.join(workdir, "flags.txt")).read()
   assert "(time: train " in log  # Where the wall time went, in every log line.
 
-  log = _run(common + ["--train_steps=30"])
-  assert "at step 20" in log and "step 30/30" in log
-  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-30")
+  log = _run(common + ["--train_steps=15"])
+  assert "at step 10" in log and "step 15/15" in log
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-15")
 
   out = str(tmp_path / "s.npz")
   _run(["-m", "gan_dist.sample", f"--workdir={workdir}", "--num=64", f"--out={out}"])

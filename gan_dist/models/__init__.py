@@ -88,3 +88,28 @@ def build(cfg, num_classes: int = 0) -> Gan:
 def float32_logits(x):
   """Casts a model's output to float32: under mixed precision the loss must be computed in float32."""
   return keras.layers.Activation("linear", dtype="float32")(x)
+
+
+def resolve_image_shape(cfg, native: Tuple[int, int, int], sizes: Tuple[int, ...],
+                        channels: Tuple[int, ...] = (1, 3)) -> Tuple[int, int, int]:
+  """The (H, W, C) an architecture builds for `cfg`: --image_size and --channels, 0 meaning its native value.
+
+  Args:
+    cfg: the Config (arch, image_size, channels).
+    native: the architecture's own shape (H, W, C), used where the flags are 0.
+    sizes: the square sizes the architecture can make (its upsampling decides them).
+    channels: the channel counts it can make.
+
+  Raises:
+    errors.UserError (a ValueError): a one-line message naming the shapes the architecture supports; `main` turns
+      it into exit code 2 without a traceback.
+  """
+  from gan_dist import errors  # pylint: disable=g-import-not-at-top  (kept inside the one helper of this module)
+  size = cfg.image_size or native[0]
+  depth = cfg.channels or native[2]
+  if size not in sizes or depth not in channels:
+    shapes = " or ".join(f"{s}x{s}" for s in sizes)
+    raise errors.UserError(f"--arch={cfg.arch} makes {shapes} images with {' or '.join(map(str, channels))} "
+                           f"channel(s), not {size}x{size}x{depth}; pick one of those with --image_size/--channels "
+                           f"(0 = native {native[0]}x{native[1]}x{native[2]}), or another --arch")
+  return (size, size, depth)

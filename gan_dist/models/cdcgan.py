@@ -15,19 +15,20 @@ Why projection rather than concatenating a label map to the image: the projectio
 final features, where class identity is linearly readable, instead of on raw pixels, where a concatenated label
 channel is easily ignored; it needs no extra input channel (the convolutions cost the same as the unconditional D),
 and Miyato & Koyama report better class fidelity than concatenation. The per-class embedding is 10 x 6272 weights.
+Image shape: 28x28 only; --channels 1 (native) or 3. For colour images at 32x32 to 64x64 use `cdcgan32`.
 """
 
 import keras
 from keras import layers
 
-from gan_dist.models import Gan, float32_logits
+from gan_dist.models import Gan, float32_logits, resolve_image_shape
 from gan_dist.models.layers import batch_norm, strided_conv_features
 
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def make_generator(cfg, num_classes: int) -> keras.Model:
-  """[noise [B, latent_dim], one-hot [B, num_classes]] -> [B, 28, 28, 1] images in [-1, 1]."""
+def make_generator(cfg, num_classes: int, shape=IMAGE_SHAPE) -> keras.Model:
+  """[noise [B, latent_dim], one-hot [B, num_classes]] -> [B, 28, 28, C] images in [-1, 1]."""
   noise = keras.Input((cfg.latent_dim,), name="noise")
   onehot = keras.Input((num_classes,), name="onehot")
   x = layers.Concatenate()([noise, onehot])
@@ -38,14 +39,14 @@ def make_generator(cfg, num_classes: int) -> keras.Model:
   x = layers.Conv2DTranspose(64, 5, strides=2, padding="same", use_bias=False)(x)
   x = batch_norm(cfg)(x)
   x = layers.LeakyReLU(0.2)(x)
-  x = layers.Conv2DTranspose(1, 5, strides=2, padding="same")(x)
+  x = layers.Conv2DTranspose(shape[-1], 5, strides=2, padding="same")(x)
   images = layers.Activation("tanh", dtype="float32")(x)
   return keras.Model([noise, onehot], images, name="generator")
 
 
-def make_discriminator(num_classes: int) -> keras.Model:
-  """[images [B, 28, 28, 1], one-hot [B, num_classes]] -> [B, 1] logits."""
-  images = keras.Input(IMAGE_SHAPE, name="images")
+def make_discriminator(num_classes: int, shape=IMAGE_SHAPE) -> keras.Model:
+  """[images [B, 28, 28, C], one-hot [B, num_classes]] -> [B, 1] logits."""
+  images = keras.Input(shape, name="images")
   onehot = keras.Input((num_classes,), name="onehot")
   features = strided_conv_features(images, kernel_size=5, leaky_slope=0.2, dropout=0.3)
   embedding = layers.Dense(features.shape[-1], use_bias=False, name="class_embedding")(onehot)
@@ -55,5 +56,6 @@ def make_discriminator(num_classes: int) -> keras.Model:
 
 
 def build(cfg, num_classes: int = 0) -> Gan:
-  return Gan(make_generator(cfg, num_classes), make_discriminator(num_classes), conditional=True,
-             image_shape=IMAGE_SHAPE, latent_dim=cfg.latent_dim, num_classes=num_classes)
+  shape = resolve_image_shape(cfg, IMAGE_SHAPE, (28,))
+  return Gan(make_generator(cfg, num_classes, shape), make_discriminator(num_classes, shape), conditional=True,
+             image_shape=shape, latent_dim=cfg.latent_dim, num_classes=num_classes)

@@ -12,6 +12,7 @@ A Dense layer on a one-hot vector is a learned embedding lookup (Keras-GAN's cga
 with the input instead of concatenating). Concatenation gives D a label code of the image's own size, so the label
 weighs as much as the pixels in the first layer. D returns logits; --loss=non_saturating is the source's sigmoid
 plus binary cross-entropy.
+Image shape: 28x28 only; --channels 1 (native) or 3, as `mlp`.
 """
 
 import keras
@@ -22,18 +23,18 @@ from gan_dist.models import Gan, mlp
 IMAGE_SHAPE = mlp.IMAGE_SHAPE
 
 
-def make_generator(cfg, num_classes: int) -> keras.Model:
-  """[noise [B, latent_dim], one-hot [B, num_classes]] -> [B, 28, 28, 1] images in [-1, 1]."""
+def make_generator(cfg, num_classes: int, shape=IMAGE_SHAPE) -> keras.Model:
+  """[noise [B, latent_dim], one-hot [B, num_classes]] -> [B, 28, 28, C] images in [-1, 1]."""
   noise = keras.Input((cfg.latent_dim,), name="noise")
   onehot = keras.Input((num_classes,), name="onehot")
   label_code = layers.Dense(cfg.latent_dim)(onehot)
   x = layers.Concatenate()([noise, label_code])
-  return keras.Model([noise, onehot], mlp.generator_body(cfg, x), name="generator")
+  return keras.Model([noise, onehot], mlp.generator_body(cfg, x, shape), name="generator")
 
 
-def make_discriminator(num_classes: int) -> keras.Model:
-  """[images [B, 28, 28, 1], one-hot [B, num_classes]] -> [B, 1] logits."""
-  images = keras.Input(IMAGE_SHAPE, name="images")
+def make_discriminator(num_classes: int, shape=IMAGE_SHAPE) -> keras.Model:
+  """[images [B, 28, 28, C], one-hot [B, num_classes]] -> [B, 1] logits."""
+  images = keras.Input(shape, name="images")
   onehot = keras.Input((num_classes,), name="onehot")
   flat = layers.Flatten()(images)
   label_code = layers.Dense(flat.shape[-1])(onehot)
@@ -42,5 +43,6 @@ def make_discriminator(num_classes: int) -> keras.Model:
 
 
 def build(cfg, num_classes: int = 0) -> Gan:
-  return Gan(make_generator(cfg, num_classes), make_discriminator(num_classes), conditional=True,
-             image_shape=IMAGE_SHAPE, latent_dim=cfg.latent_dim, num_classes=num_classes)
+  shape = mlp.image_shape(cfg)
+  return Gan(make_generator(cfg, num_classes, shape), make_discriminator(num_classes, shape), conditional=True,
+             image_shape=shape, latent_dim=cfg.latent_dim, num_classes=num_classes)

@@ -11,36 +11,40 @@ Discriminator: Conv2D 64 (4x4, s2, same) -> LeakyReLU 0.2 -> Dropout 0.3 -> Conv
   (16*3*64+64) + (16*64*128+128) + (16*16*128+1) = 167,105 parameters.
   D has no BatchNorm: the train step feeds real and fake batches separately, and dropout regularises a D that is
   small next to G, like the TF-tutorial DCGAN's.
+Image shape: 64x64x3 natively; --image_size 32 or 128 (G starts from M/16 x M/16 x 512) and --channels 1 or 3.
+  The counts above are those of 64x64x3.
 """
 
 import keras
 from keras import layers
 
-from gan_dist.models import Gan, float32_logits
+from gan_dist.models import Gan, float32_logits, resolve_image_shape
 from gan_dist.models.layers import batch_norm, strided_conv_features
 
 IMAGE_SHAPE = (64, 64, 3)
+SIZES = (32, 64, 128)
 
 
-def make_generator(cfg) -> keras.Model:
-  """[B, latent_dim] noise -> [B, 64, 64, 3] images in [-1, 1]."""
+def make_generator(cfg, shape=IMAGE_SHAPE) -> keras.Model:
+  """[B, latent_dim] noise -> [B, H, W, C] images in [-1, 1] (64x64x3 natively)."""
+  start = shape[0] // 16
   noise = keras.Input((cfg.latent_dim,), name="noise")
-  x = layers.Dense(4 * 4 * 512, use_bias=False)(noise)
-  x = layers.Reshape((4, 4, 512))(x)
+  x = layers.Dense(start * start * 512, use_bias=False)(noise)
+  x = layers.Reshape((start, start, 512))(x)
   x = batch_norm(cfg)(x)
   x = layers.LeakyReLU(0.2)(x)
   for filters in (256, 128, 64):
     x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False)(x)
     x = batch_norm(cfg)(x)
     x = layers.LeakyReLU(0.2)(x)
-  x = layers.Conv2DTranspose(IMAGE_SHAPE[-1], 4, strides=2, padding="same")(x)
+  x = layers.Conv2DTranspose(shape[-1], 4, strides=2, padding="same")(x)
   images = layers.Activation("tanh", dtype="float32")(x)
   return keras.Model(noise, images, name="generator")
 
 
-def make_discriminator() -> keras.Model:
-  """[B, 64, 64, 3] images -> [B, 1] logits."""
-  images = keras.Input(IMAGE_SHAPE, name="images")
+def make_discriminator(shape=IMAGE_SHAPE) -> keras.Model:
+  """[B, H, W, C] images -> [B, 1] logits."""
+  images = keras.Input(shape, name="images")
   features = strided_conv_features(images, kernel_size=4, leaky_slope=0.2, dropout=0.3)
   logits = float32_logits(layers.Dense(1)(features))
   return keras.Model(images, logits, name="discriminator")
@@ -48,5 +52,6 @@ def make_discriminator() -> keras.Model:
 
 def build(cfg, num_classes: int = 0) -> Gan:
   del num_classes  # Unconditional.
-  return Gan(make_generator(cfg), make_discriminator(), conditional=False, image_shape=IMAGE_SHAPE,
+  shape = resolve_image_shape(cfg, IMAGE_SHAPE, SIZES)
+  return Gan(make_generator(cfg, shape), make_discriminator(shape), conditional=False, image_shape=shape,
              latent_dim=cfg.latent_dim)

@@ -11,12 +11,13 @@ non_saturating computes softplus(-real) + softplus(fake) for D and softplus(-fak
 binary cross-entropy (with G's "fake labelled real" target) evaluated stably from logits.
 
 The body builders take and return tensors so that `cgan_mlp.py` reuses them behind its label inputs.
+Image shape: 28x28 only; --channels 1 (native) or 3 (the output and input layers grow to 28*28*3 pixels).
 """
 
 import keras
 from keras import layers
 
-from gan_dist.models import Gan, float32_logits
+from gan_dist.models import Gan, float32_logits, resolve_image_shape
 from gan_dist.models.layers import batch_norm
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -24,15 +25,20 @@ GENERATOR_UNITS = (256, 512, 1024)
 DISCRIMINATOR_UNITS = (512, 256)
 
 
-def generator_body(cfg, x):
-  """Maps a [B, n] input (noise, or noise with a label code) to [B, 28, 28, 1] float32 images in [-1, 1]."""
+def image_shape(cfg):
+  """(H, W, C) for `cfg` (raises ValueError for a shape this architecture cannot make)."""
+  return resolve_image_shape(cfg, IMAGE_SHAPE, (28,))
+
+
+def generator_body(cfg, x, shape=IMAGE_SHAPE):
+  """Maps a [B, n] input (noise, or noise with a label code) to [B, 28, 28, C] float32 images in [-1, 1]."""
   for units in GENERATOR_UNITS:
     x = layers.Dense(units)(x)
     x = layers.LeakyReLU(0.2)(x)
     x = batch_norm(cfg, momentum=0.8)(x)
-  x = layers.Dense(IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2])(x)
+  x = layers.Dense(shape[0] * shape[1] * shape[2])(x)
   x = layers.Activation("tanh", dtype="float32")(x)
-  return layers.Reshape(IMAGE_SHAPE, dtype="float32")(x)
+  return layers.Reshape(shape, dtype="float32")(x)
 
 
 def discriminator_body(x):
@@ -43,19 +49,20 @@ def discriminator_body(x):
   return float32_logits(layers.Dense(1)(x))
 
 
-def make_generator(cfg) -> keras.Model:
-  """[B, latent_dim] noise -> [B, 28, 28, 1] images in [-1, 1]."""
+def make_generator(cfg, shape=IMAGE_SHAPE) -> keras.Model:
+  """[B, latent_dim] noise -> [B, 28, 28, C] images in [-1, 1]."""
   noise = keras.Input((cfg.latent_dim,), name="noise")
-  return keras.Model(noise, generator_body(cfg, noise), name="generator")
+  return keras.Model(noise, generator_body(cfg, noise, shape), name="generator")
 
 
-def make_discriminator() -> keras.Model:
-  """[B, 28, 28, 1] images -> [B, 1] logits."""
-  images = keras.Input(IMAGE_SHAPE, name="images")
+def make_discriminator(shape=IMAGE_SHAPE) -> keras.Model:
+  """[B, 28, 28, C] images -> [B, 1] logits."""
+  images = keras.Input(shape, name="images")
   return keras.Model(images, discriminator_body(layers.Flatten()(images)), name="discriminator")
 
 
 def build(cfg, num_classes: int = 0) -> Gan:
   del num_classes  # Unconditional.
-  return Gan(make_generator(cfg), make_discriminator(), conditional=False, image_shape=IMAGE_SHAPE,
+  shape = image_shape(cfg)
+  return Gan(make_generator(cfg, shape), make_discriminator(shape), conditional=False, image_shape=shape,
              latent_dim=cfg.latent_dim)

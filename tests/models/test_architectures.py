@@ -13,6 +13,10 @@ excludes them). Each is derived layer by layer in its module's docstring:
                   + 16*128*64 + 4*64 + (16*64*3+3); D 167,105 = (16*3*64+64) + (16*64*128+128) + (16*16*128+1).
   cdcgan:         G 897,089 (896,705) = 110*6272 + 4*128 + 25*128*64 + 4*64 + (25*64+1);
                   D 275,585 = (25*64+64) + (25*64*128+128) + (6272+1) + 10*6272 (projection embedding).
+  dcgan32:        G 3,583,427 (3,582,531) = (100*8192+8192) + 16*512*256 + 4*256 + 16*256*128 + 4*128
+                  + 16*128*64 + 4*64 + (9*64*3+3); D 2,935,873 (see tests/models/test_dcgan32.py).
+  cdcgan32:       G 3,665,347 (3,664,451) = dcgan32's + 10*8192 (one-hot inputs of the Dense layer);
+                  D 3,017,793 = dcgan32's + 10*8192 (projection embedding).
 """
 
 import keras
@@ -30,6 +34,13 @@ EXPECTED = {
     "dcgan_upsample": ((28, 28, 1), False, 708_609, 708_225, 80_769),
     "dcgan64": ((64, 64, 3), False, 3_578_627, 3_576_707, 167_105),
     "cdcgan": ((28, 28, 1), True, 897_089, 896_705, 275_585),
+    "dcgan32": ((32, 32, 3), False, 3_583_427, 3_582_531, 2_935_873),
+    "cdcgan32": ((32, 32, 3), True, 3_665_347, 3_664_451, 3_017_793),
+}
+# arch: (sizes it can make besides its native one, a size it cannot make); every architecture makes 1 or 3 channels.
+SHAPES = {
+    "mlp": ((), 32), "cgan_mlp": ((), 32), "dcgan": ((), 32), "dcgan_upsample": ((), 32), "cdcgan": ((), 64),
+    "dcgan64": ((32, 128), 48), "dcgan32": ((48, 64), 28), "cdcgan32": ((48, 64), 128),
 }
 NUM_CLASSES = 10
 BATCH = 4
@@ -100,3 +111,21 @@ def test_unknown_arch_lists_the_known_ones():
   for arch in ("dcgan", *EXPECTED):
     assert arch in message
   assert set(EXPECTED) <= set(models.available())
+
+
+@pytest.mark.parametrize("arch", sorted(SHAPES))
+def test_image_shape_is_a_decision_of_the_config(arch):
+  native = models.build(helpers.config_values(arch=arch), NUM_CLASSES).image_shape
+  other_channels = 3 if native[2] == 1 else 1
+  for size in (native[0], *SHAPES[arch][0]):
+    for channels in (native[2], other_channels):
+      gan = models.build(helpers.config_values(arch=arch, image_size=size, channels=channels), NUM_CLASSES)
+      assert gan.image_shape == (size, size, channels)
+      labels = np.arange(2) % NUM_CLASSES
+      images = gan.generator(_inputs(gan, labels), training=False)
+      assert images.shape == (2, size, size, channels)
+      assert gan.discriminator(_d_inputs(gan, images, labels), training=False).shape == (2, 1)
+  bad = SHAPES[arch][1]
+  with pytest.raises(ValueError, match=rf"--arch={arch} makes .* not {bad}x{bad}x") as error:
+    models.build(helpers.config_values(arch=arch, image_size=bad), NUM_CLASSES)
+  assert "\n" not in str(error.value)

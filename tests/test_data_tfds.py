@@ -1,0 +1,114 @@
+"""TensorFlow Datasets sources, offline: random access to ArrayRecord (mock_data's data-source mode), and the one-time
+conversion of a dataset prepared as TFRecord, checked record by record against TFDS's own sequential reader."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from gan_dist import data
+from tests import helpers
+
+
+class GanDistTestImages(tfds.core.GeneratorBasedBuilder):
+  """37 small RGB images of three sizes and three classes (registered as "gan_dist_test_images")."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  # A one-part module name keeps TFDS from resolving the code path through importlib_resources (not installed).
+  __module__ = "gan_dist_test_images"
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3)),
+        "label": tfds.features.ClassLabel(names=["a", "b", "c"])}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(30), "test": self._generate_examples(7)}
+
+  def _generate_examples(self, num):
+    rng = np.random.RandomState(num)
+    for i in range(num):
+      yield i, {"image": rng.randint(0, 256, (8 + i % 3, 10, 3)).astype(np.uint8), "label": (i * 7) % 3}
+
+
+def _ctx():
+  return tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=1)
+
+
+def test_mock_cifar10_by_random_access():
+  # mock_data also patches builder.as_data_source: with MockPolicy.USE_CODE (no metadata files needed) it serves an
+  # ArrayRecord data source of generated, serialized examples, read here exactly as a prepared dataset's.
+  cfg = helpers.config_values(dataset="cifar10", batch_size=8, random_flip=True)
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = data.open_source(cfg)
+    assert source.num_examples == 24 and source.num_classes == 10 and source.name.startswith("TFDS cifar10")
+    batches = list(data.make_dataset_fn(cfg, source, (32, 32, 3))(_ctx()).take(4))
+    evaluated = list(data.eval_dataset(source, (32, 32, 1), batch_size=10))
+  for batch in batches:
+    assert batch["images"].shape == (8, 32, 32, 3) and batch["images"].dtype == tf.float32
+    assert batch["labels"].dtype == tf.int32 and 0 <= int(tf.reduce_min(batch["labels"]))
+    assert int(tf.reduce_max(batch["labels"])) < 10
+    assert -1.0 <= float(tf.reduce_min(batch["images"])) and float(tf.reduce_max(batch["images"])) <= 1.0
+  assert [len(b["labels"]) for b in evaluated] == [10, 10, 4] and evaluated[0]["images"].shape[-1] == 1
+  # An epoch (3 steps of 8) is a permutation of the 24 examples: compare the images' checksums.
+  sums = sorted(float(x) for b in batches[:3] for x in tf.reduce_sum(b["images"], axis=[1, 2, 3]))
+  assert len(set(np.round(sums, 3))) == 24
+
+
+@pytest.fixture(scope="module")
+def tfrecord_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("tfds"))
+  GanDistTestImages(data_dir=root, file_format="tfrecord").download_and_prepare()
+  return root
+
+
+def _reference(root, split):
+  """(images uint8, labels) in stored order, from TFDS's sequential TFRecord reader."""
+  dataset = tfds.builder("gan_dist_test_images", data_dir=root).as_dataset(split=split, shuffle_files=False)
+  examples = list(tfds.as_numpy(dataset))
+  return [e["image"] for e in examples], np.array([e["label"] for e in examples])
+
+
+def test_a_tfrecord_dataset_is_converted_once_in_the_same_order(tfrecord_dir, tmp_path):
+  cache = str(tmp_path / "cache")
+  cfg = helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir, data_cache_dir=cache,
+                              crop="none")
+  source = data.open_source(cfg)
+  converted = os.path.join(cache, "gan_dist_test_images", "1.0.0")
+  assert sorted(os.listdir(converted)) == [
+      "dataset_info.json", "features.json", "gan_dist_test_images-test.array_record-00000-of-00001",
+      "gan_dist_test_images-train.array_record-00000-of-00001", "label.labels.txt"]
+  assert source.num_examples == 30 and source.num_classes == 3 and converted in source.name
+  images, labels = _reference(tfrecord_dir, "train")
+  got = next(iter(data.eval_dataset(source, (10, 10, 3), batch_size=30)))
+  np.testing.assert_array_equal(got["labels"].numpy(), labels)
+  for i in (0, 1, 2, 29):  # Unresized (10x10, no crop) rows of each size: same pixels, same order.
+    if images[i].shape[0] == 10:
+      np.testing.assert_array_equal(np.round((got["images"][i].numpy() + 1) * 127.5), images[i])
+  # Opened again: the converted copy is read, not rewritten; other splits come from it too.
+  stamp = os.path.getmtime(os.path.join(converted, "dataset_info.json"))
+  test = data.open_source(cfg, split="test")
+  assert test.num_examples == 7 and os.path.getmtime(os.path.join(converted, "dataset_info.json")) == stamp
+
+
+def test_default_conversion_dir_and_class_filter(tfrecord_dir):
+  cfg = helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir, class_filter=2)
+  source = data.open_source(cfg)
+  assert os.path.isdir(os.path.join(tfrecord_dir, "gan_dist_array_record", "gan_dist_test_images", "1.0.0"))
+  _, labels = _reference(tfrecord_dir, "train")
+  assert source.num_examples == int((labels == 2).sum()) and source.num_classes == 3
+  got = next(iter(data.eval_dataset(source, (8, 8, 3), batch_size=30)))
+  assert set(got["labels"].numpy().tolist()) == {2}
+
+
+def test_unknown_names_and_splits_are_one_line_errors(tfrecord_dir):
+  with pytest.raises(data.DataError, match="Unknown TensorFlow Datasets name") as error:
+    data.open_source(helpers.config_values(dataset="no_such_dataset_xyz"))
+  assert "\n" not in str(error.value)
+  with pytest.raises(data.DataError, match="--split=validation.*has the splits") as error:
+    data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir,
+                                           split="validation"))
+  assert "\n" not in str(error.value)
