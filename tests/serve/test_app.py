@@ -1,0 +1,201 @@
+"""serve/app.py: the HTTP API (status codes, grid sizes, determinism, every bad parameter, concurrency) and page."""
+
+import concurrent.futures
+import io
+import re
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from werkzeug import serving
+
+from gan_dist import errors
+from gan_dist.serve import app as app_lib
+from gan_dist.serve import model as model_lib
+from tests.serve import workdirs
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory):
+  """{"conditional": app, "unconditional": app}: cgan_mlp (10 classes, EMA, mixed_float16) and dcgan."""
+  return {kind: app_lib.create_app(model_lib.from_workdir(workdirs.trained(kind, tmp_path_factory)))
+          for kind in workdirs.KINDS}
+
+
+@pytest.fixture(scope="module")
+def client(apps):
+  return apps["conditional"].test_client()
+
+
+def _png(response) -> np.ndarray:
+  assert response.status_code == 200, response.get_data(as_text=True)
+  assert response.mimetype == "image/png"
+  return tf.io.decode_png(response.get_data()).numpy()
+
+
+def test_page_and_static_files_are_served_and_self_contained(client):
+  page = client.get("/")
+  assert page.status_code == 200 and page.mimetype == "text/html"
+  html = page.get_data(as_text=True)
+  for element in ('id="class"', 'id="num"', 'id="seed"', 'id="new-samples"', 'id="grid"', 'id="download"',
+                  'id="facts"', 'id="walk-animation"'):
+    assert element in html
+  assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+  for name in ("demo.js", "demo.css"):
+    response = client.get(f"/static/{name}")
+    assert response.status_code == 200
+    html += response.get_data(as_text=True)
+  # Nothing from another site (works offline): no absolute URLs in the page, its script or its style.
+  assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//|url\(\s*[\"']?(https?:)?//|@import", html)
+  assert not re.search(r"fetch\(\s*[\"'`](https?:)?//", html)
+
+
+def test_health_and_info(apps):
+  health = apps["conditional"].test_client().get("/api/health")
+  assert health.status_code == 200 and health.json["status"] == "ok"
+  info = apps["conditional"].test_client().get("/api/info").json
+  assert (info["arch"], info["dataset"], info["step"], info["ema"], info["conditional"], info["num_classes"],
+          info["image_shape"], info["latent_dim"], info["source"]) == (
+              "cgan_mlp", "mnist", 1, True, True, 10, [28, 28, 1], 100, "workdir")
+  assert info["max_images"] == 64 and info["formats"] == ["png", "json", "npz"]
+  info = apps["unconditional"].test_client().get("/api/info").json
+  assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("dcgan", False, False, 0)
+
+
+@pytest.mark.parametrize("kind, query, shape", [
+    ("conditional", "num=12&seed=1", (2 * 28, 10 * 28, 1)),  # "any": one column per class.
+    ("conditional", "num=64&seed=1&class=any", (7 * 28, 10 * 28, 1)),
+    ("conditional", "num=16&seed=1&class=3", (4 * 28, 4 * 28, 1)),
+    ("conditional", "num=1&seed=1&class=0", (28, 28, 1)),
+    ("conditional", "num=4&scale=3", (2 * 28 * 3, 2 * 28 * 3, 1)),
+    ("unconditional", "num=10&seed=2", (3 * 28, 4 * 28, 1)),
+    ("unconditional", "", (4 * 28, 4 * 28, 1)),  # Defaults: 16 images, seed 0.
+])
+def test_png_has_the_requested_grid_size(apps, kind, query, shape):
+  assert _png(apps[kind].test_client().get(f"/api/generate?{query}")).shape == shape
+
+
+def test_walk_is_one_row_from_seed_a_to_seed_b(client):
+  strip = _png(client.get("/api/walk?seed_a=4&seed_b=5&frames=6&class=2"))
+  assert strip.shape == (28, 6 * 28, 1)
+  first = _png(client.get("/api/generate?num=1&seed=4&class=2"))
+  np.testing.assert_allclose(strip[:, :28].astype(int), first.astype(int), atol=1)
+
+
+def test_same_seed_same_bytes(apps):
+  for app in apps.values():
+    client = app.test_client()
+    first = client.get("/api/generate?num=9&seed=123").get_data()
+    assert client.get("/api/generate?num=9&seed=123").get_data() == first
+    assert client.get("/api/generate?num=9&seed=124").get_data() != first
+
+
+def test_json_and_npz_hold_the_png_images(client):
+  grid = _png(client.get("/api/generate?num=3&seed=8&class=7"))
+  body = client.get("/api/generate?num=3&seed=8&class=7&format=json").json
+  images = np.array(body["images"], np.uint8)
+  assert body["shape"] == [3, 28, 28, 1] and body["labels"] == [7, 7, 7] and body["seed"] == 8
+  np.testing.assert_array_equal(model_lib.tile(images, body["grid"][1]), grid)
+  response = client.get("/api/generate?num=3&seed=8&class=7&format=npz")
+  assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
+  arrays = np.load(io.BytesIO(response.get_data()))
+  np.testing.assert_array_equal(arrays["images"], images)
+  np.testing.assert_array_equal(arrays["labels"], [7, 7, 7])
+  assert arrays["noise"].shape == (3, 100)
+
+
+@pytest.mark.parametrize("kind, path, parameter, message", [
+    ("conditional", "generate?num=0", "num", "num must be an integer from 1 to 64, got 0"),
+    ("conditional", "generate?num=65", "num", "num must be an integer from 1 to 64, got 65"),
+    ("conditional", "generate?num=abc", "num", "got 'abc'"),
+    ("conditional", "generate?num=2.5", "num", "got '2.5'"),
+    ("conditional", "generate?seed=abc", "seed", "seed must be an integer from 0 to 4294967295, got 'abc'"),
+    ("conditional", "generate?seed=-1", "seed", "got -1"),
+    ("conditional", "generate?seed=4294967296", "seed", "got 4294967296"),
+    ("conditional", "generate?class=10", "class", "unknown class 10: this model has classes 0 to 9"),
+    ("conditional", "generate?class=-1", "class", "unknown class -1"),
+    ("conditional", "generate?class=seven", "class", "class must be 'any' or a class id from 0 to 9"),
+    ("unconditional", "generate?class=3", "class", "this model is unconditional"),
+    ("conditional", "generate?format=gif", "format", "format must be one of png, json, npz"),
+    ("conditional", "generate?scale=9", "scale", "scale must be an integer from 1 to 8"),
+    ("conditional", "generate?nmu=4", "nmu", "unknown parameter 'nmu'"),
+    ("conditional", "generate?num=1&num=2", "num", "num is given 2 times"),
+    ("conditional", "walk?frames=1", "frames", "frames must be an integer from 2 to 64"),
+    ("conditional", "walk?frames=65", "frames", "got 65"),
+    ("conditional", "walk?seed_a=x", "seed_a", "seed_a must be an integer"),
+    ("conditional", "walk?seed_b=99999999999", "seed_b", "seed_b must be an integer"),
+    ("conditional", "walk?class=12", "class", "unknown class 12"),
+    ("conditional", "walk?seed=3", "seed", "unknown parameter 'seed'"),
+])
+def test_bad_parameter_is_400_naming_it(apps, kind, path, parameter, message):
+  response = apps[kind].test_client().get(f"/api/{path}")
+  assert response.status_code == 400
+  assert response.json["parameter"] == parameter
+  assert message in response.json["error"]
+  assert "\n" not in response.json["error"]
+
+
+def test_other_api_errors_are_json(client):
+  response = client.get("/api/nothing")
+  assert response.status_code == 404 and "error" in response.json
+  response = client.post("/api/generate")
+  assert response.status_code == 405 and "error" in response.json and "GET" in response.headers["Allow"]
+  assert client.get("/nothing").status_code == 404
+
+
+def test_eight_concurrent_requests_all_succeed(apps):
+  app = apps["conditional"]
+  queries = [f"num={n}&seed={s}&class={c}" for n, s, c in
+             [(1, 1, 0), (16, 2, "any"), (5, 3, 4), (64, 4, "any"), (16, 2, "any"), (7, 5, 9), (32, 6, 1), (2, 7, 2)]]
+  expected = [app.test_client().get(f"/api/generate?{q}").get_data() for q in queries]
+  server = serving.make_server("127.0.0.1", 0, app, threaded=True)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  barrier = threading.Barrier(len(queries))
+
+  def fetch(query):
+    barrier.wait(timeout=30)  # All eight in flight together.
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/api/generate?{query}", timeout=60) as r:
+      return r.status, r.read()
+
+  try:
+    with concurrent.futures.ThreadPoolExecutor(len(queries)) as pool:
+      results = list(pool.map(fetch, queries))
+  finally:
+    server.shutdown()
+    thread.join(timeout=10)
+  assert [status for status, _ in results] == [200] * 8
+  assert [body for _, body in results] == expected
+
+
+def test_app_from_environment(monkeypatch, tmp_path_factory):
+  monkeypatch.delenv("GAN_DIST_SAVED_MODEL", raising=False)
+  monkeypatch.setenv("GAN_DIST_WORKDIR", workdirs.trained("unconditional", tmp_path_factory))
+  monkeypatch.setenv("GAN_DIST_STEP", "1")
+  assert app_lib.create_app_from_env().test_client().get("/api/info").json["arch"] == "dcgan"
+  monkeypatch.setenv("GAN_DIST_STEP", "latest")
+  with pytest.raises(errors.UserError, match="GAN_DIST_STEP"):
+    app_lib.create_app_from_env()
+  with pytest.raises(errors.UserError, match="both given"):
+    app_lib.load_model("W", "S")
+  with pytest.raises(errors.UserError, match="nothing to serve"):
+    app_lib.load_model("", "")
+
+
+def test_color_model(tmp_path):
+  # An untrained 64x64 RGB workdir (no training needed to check shapes): the grid is a color PNG.
+  from gan_dist import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
+  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
+  cfg = gan_flags.make_config(arch="dcgan64", workdir=str(tmp_path / "w"), strategy="one_device")
+  state = state_lib.create_state(cfg, tf.distribute.get_strategy(), 0)
+  tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(state), f"{cfg.workdir}/checkpoints",
+                             max_to_keep=1).save(checkpoint_number=0)
+  gan_flags.write_flagfile(cfg, f"{cfg.workdir}/flags.txt")
+  client = app_lib.create_app(model_lib.from_workdir(cfg.workdir)).test_client()
+  assert client.get("/api/info").json["image_shape"] == [64, 64, 3]
+  assert _png(client.get("/api/generate?num=6&seed=1")).shape == (2 * 64, 3 * 64, 3)
+  assert _png(client.get("/api/walk?frames=3")).shape == (64, 3 * 64, 3)
