@@ -1,6 +1,7 @@
 """Sampling: the fixed-noise grids of training, and the CLI that samples a trained workdir.
 
   python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N]
+  python -m gan_dist.sample --workdir=W --num=100 --grid=grid.png     (one row per class when conditional)
 
 writes `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), from the latest checkpoint
 (or --step), using the EMA generator when the run kept one. It reads W/flags.txt and never trains.
@@ -94,12 +95,27 @@ def main(argv):
   noise, labels = sample_inputs(gan, fv.num, fv.seed, fv.label)
   run_fn = make_generate_fn(state.sampling_generator, gan)
   images = summaries.to_uint8(generate(run_fn, gan, noise, labels))
+  which = f"{'EMA ' if state.ema_generator is not None else ''}generator, step {int(state.step.numpy())}"
+  if fv.grid:
+    grid = grid_image(run_fn, gan, fv.num, fv.seed, fv.label, images)
+    summaries.write_png(fv.grid, grid)
+    print(f"Wrote a {grid.shape[1]}x{grid.shape[0]} grid ({which}) to {fv.grid}")
+    if not fv["out"].present:
+      return
   arrays = {"images": images}
   if labels is not None:
     arrays["labels"] = labels
   write_npz(fv.out, arrays)
-  print(f"Wrote {len(images)} images {images.shape[1:]} ({'EMA ' if state.ema_generator is not None else ''}"
-        f"generator, step {int(state.step.numpy())}) to {fv.out}")
+  print(f"Wrote {len(images)} images {images.shape[1:]} ({which}) to {fv.out}")
+
+
+def grid_image(run_fn, gan, num: int, seed: int, label: Optional[int], images: np.ndarray) -> np.ndarray:
+  """uint8 [rows * H, cols * W, C]: conditional models without --label get one row per class (num // K columns,
+  the layout of the training grids); otherwise `images` (the sampled ones) in a near-square grid."""
+  if gan.conditional and label is None:
+    noise, labels, rows = grid_inputs(gan, num, seed)
+    return summaries.image_grid(generate(run_fn, gan, noise, labels), rows=rows)
+  return summaries.image_grid(images)
 
 
 def run():

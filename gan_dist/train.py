@@ -7,7 +7,9 @@
       non-finite losses or weights: stop (exit 3), nothing saved
       every summary_every:  window means + log line with images/s, ETA and where the time went   (chief)
       every sample_every:   fixed-noise grid -> TensorBoard + PNG                                (chief)
+      every eval_every:     FCD, KID, ... of the (EMA) generator on every replica -> TensorBoard  (all workers)
       every checkpoint_every, or when any worker got SIGTERM/SIGINT: save              (all workers)
+      after an evaluation with a new lowest FCD: also save it into checkpoints/best/   (all workers)
       stop requested: exit 75 after the save
 """
 
@@ -153,8 +155,9 @@ def write_flags(cfg, is_chief: bool) -> None:
 
 def _next_boundary(step: int, cfg, extra=()) -> int:
   candidates = [cfg.train_steps, *[s for s in extra if s > step]]
-  for every in (cfg.summary_every, cfg.sample_every, cfg.checkpoint_every):
-    candidates.append((step // every + 1) * every)
+  for every in (cfg.summary_every, cfg.sample_every, cfg.checkpoint_every, cfg.eval_every):
+    if every:
+      candidates.append((step // every + 1) * every)
   return min(candidates)
 
 
@@ -243,13 +246,22 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   check_replicas(cfg, strategy)
   source = data.open_source(cfg)
   cfg = resolve_config(cfg, source)
-  check_workdir(cfg)
   state = state_lib.create_state(cfg, strategy, cfg.num_classes)
   gan = state.gan
+  # flags.txt records the shape the architecture resolved (0 = native), so that resuming with the native size
+  # spelled out, or left at 0, is the same run.
+  cfg = dataclasses.replace(cfg, image_size=int(gan.image_shape[0]), channels=int(gan.image_shape[2]))
+  check_workdir(cfg)
   check_model(cfg, state)
   checkpointer = checkpoint_lib.Checkpointer(cfg, state, strategy)
   step = checkpointer.restore()
   strategy_lib.check_workers_agree(strategy, cfg, step)
+  evaluator = None
+  if cfg.eval_every and step < cfg.train_steps:
+    # Before any write: it refuses data without labels for a conditional model. It may train and cache the
+    # dataset's feature network once (outside the workdir).
+    from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top  (optional cost)
+    evaluator = eval_training.Evaluator(cfg, strategy, gan)
 
   # 2. From here on the run writes to the workdir.
   checkpointer.clean_leftovers()
@@ -275,6 +287,8 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
 
   metrics = {}
   window = _Window()
+  if evaluator is not None:
+    writer.scalars(step, {f"eval_floor/{k}": v for k, v in evaluator.floors.items()})
   with preemption.StopRequest() as stop:
     while step < cfg.train_steps:
       num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
@@ -303,10 +317,20 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
           writer.image(step, "samples", grid)
           summaries.write_png(f"{cfg.workdir}/samples/step_{step:08d}.png", grid)
 
+      scores = None
+      if evaluator is not None and _due(step, cfg.eval_every, cfg):
+        with _Timer(window, "eval"):
+          state.prepare_ema()
+          scores = evaluator(state.sampling_generator, step)
+          writer.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+
       if _due(step, cfg.checkpoint_every, cfg) or result.stop:
         with _Timer(window, "checkpoints"):
           path = checkpointer.save(step)
         logging.info("Saved checkpoint %s", path)
+      if scores is not None and np.isfinite(scores["fcd"]):
+        with _Timer(window, "checkpoints"):
+          checkpointer.save_best(step, "fcd", scores["fcd"])
       writer.flush()
       if result.stop and step < cfg.train_steps:
         strategy_lib.barrier(strategy)  # No worker leaves while the chief still writes.

@@ -1,0 +1,283 @@
+r"""Sample quality against training wall time: the table of README "Results".
+
+For each config (and `reference`, the plain TF-tutorial loop), in its own subprocess:
+  * build what `train.run` builds (data, state, the trainer's own train step on its distributed dataset) and the
+    Evaluator (`gan_dist.eval.training`: feature network and real-data statistics, cached under --eval_cache_dir);
+  * train for --minutes of TRAINING wall time, calling the train step --steps_per_loop steps at a time; every
+    --every minutes of training time, stop the clock and evaluate the (EMA) generator on --num samples: FCD and its
+    real-data floor, label accuracy (overall and the weakest class) for conditional configs;
+  * `reference` is the TF DCGAN tutorial's loop (tensorflow.org/tutorials/generative/dcgan; the step timed in
+    benchmarks/throughput.py) with configs/dcgan.cfg's hyper-parameters (batch 256, Adam 1e-4, non-saturating loss)
+    fed the tutorial's input pipeline (shuffled MNIST training images, batches of 256): a plain @tf.function step on
+    one device, no distribution, no EMA.
+No checkpoints, summaries or sample grids are written (the clock measures training only). Each config prints JSON
+lines; at the end the parent prints and writes (into --out_dir) the README table (results.md), every evaluation
+(quality.jsonl), and FCD against training minutes for all configs (fcd_vs_time.png).
+
+  python3 benchmarks/quality.py                       # README "Results": 4 configs x 30 minutes (about 2.5 hours)
+  python3 benchmarks/quality.py --minutes=1 --every=0.5 --num=2000 --configs=configs/mlp_gan.cfg,reference
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top  (defines every train flag)
+
+FLAGS = flags.FLAGS
+REFERENCE = "reference"
+DEFAULT_CONFIGS = ("configs/dcgan_cpu_quick.cfg", "configs/mlp_gan.cfg", "configs/cdcgan_fast.cfg", REFERENCE)
+
+# Of the gan_dist flags, --data_dir, --strategy and --eval_cache_dir are passed on to every config (the configs'
+# own flags decide the rest); two defaults differ here: one device, and the MNIST files beside the repo.
+FLAGS.set_default("strategy", "one_device")
+FLAGS.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
+flags.DEFINE_list("configs", list(DEFAULT_CONFIGS), "Flagfiles to train, and/or `reference` (the TF-tutorial loop "
+                  "with configs/dcgan.cfg's hyper-parameters).")
+flags.DEFINE_float("minutes", 30.0, "Training wall time per config (evaluations not counted).")
+flags.DEFINE_float("every", 2.0, "Evaluate every this many minutes of training wall time (and at the end).")
+flags.DEFINE_integer("num", 10000, "Generated images per evaluation (and real images for the statistics).")
+flags.DEFINE_string("out_dir", os.path.join(REPO, "runs", "quality"), "Where results.md, quality.jsonl and "
+                    "fcd_vs_time.png are written.")
+flags.DEFINE_string("one", "", "Internal: run this config only, in this process, printing JSON lines.")
+
+
+def _config_for(path: str, extra=()):
+  """The Config of flagfile `path` with the benchmark's data, strategy and cache (parsed like main.py does)."""
+  fv = flags.FlagValues()
+  gan_flags.define_flags(fv)
+  fv(["quality", f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
+      f"--eval_cache_dir={FLAGS.eval_cache_dir}", f"--eval_num={FLAGS.num}", "--workdir=/tmp/gan_dist_quality",
+      *extra])
+  return gan_flags.config_from_flags(fv)
+
+
+def _emit(record: dict) -> None:
+  print(json.dumps(record), flush=True)
+
+
+class _Clock:
+  """Training wall time only: `run(fn)` adds fn's duration."""
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  def run(self, fn):
+    start = time.perf_counter()
+    out = fn()
+    self.seconds += time.perf_counter() - start
+    return out
+
+
+def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lambda: None):
+  """Trains with `train_chunk() -> steps done` until --minutes of training time; evaluates every --every minutes.
+
+  Returns the final record.
+  """
+  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
+  clock, step, budget, every = _Clock(), 0, FLAGS.minutes * 60, FLAGS.every * 60
+  next_eval = every
+  floor = evaluator.floors
+  record = {}
+  start_wall = time.perf_counter()
+  while True:
+    step += clock.run(train_chunk)
+    done = clock.seconds >= budget
+    if clock.seconds >= next_eval or done:
+      prepare()
+      metrics = evaluator(generator_fn(), step)
+      record = {"config": name, "step": step, "train_minutes": round(clock.seconds / 60, 3),
+                "steps_per_sec": round(step / clock.seconds, 3), "fcd": metrics["fcd"], "fcd_floor": floor["fcd"],
+                "kid": metrics["kid"], "precision": metrics["precision"], "recall": metrics["recall"]}
+      if "label_accuracy" in metrics:
+        per_class = [metrics[f"label_accuracy/{k}"] for k in range(cfg.num_classes)]
+        record.update(label_accuracy=metrics["label_accuracy"], label_accuracy_floor=floor["label_accuracy"],
+                      weakest_class=int(min(range(len(per_class)), key=per_class.__getitem__)),
+                      weakest_class_accuracy=min(per_class), per_class=per_class)
+      _emit(record)
+      logging.info("%s: %s", name, eval_training.format_metrics(metrics))
+      while next_eval <= clock.seconds:
+        next_eval += every
+    if done:
+      break
+  record["final"] = True
+  record["wall_minutes_with_evals"] = round((time.perf_counter() - start_wall) / 60, 2)
+  _emit(record)
+  return record
+
+
+def run_config(path: str) -> None:
+  """One gan_dist config: the trainer's own step and dataset, the EMA generator if the config keeps one."""
+  from gan_dist import data  # pylint: disable=g-import-not-at-top
+  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import train as train_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
+  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
+  cfg = _config_for(path)
+  strategy = strategy_lib.make(cfg)
+  source = data.open_source(cfg)
+  cfg = train_lib.resolve_config(cfg, source)
+  state = state_lib.create_state(cfg, strategy, cfg.num_classes)
+  evaluator = eval_training.Evaluator(cfg, strategy, state.gan)
+  iterator = iter(strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape)))
+  train = train_step_lib.make_train_step(cfg, strategy, state)
+
+  def chunk():
+    train(iterator, cfg.steps_per_loop)
+    return cfg.steps_per_loop
+
+  _evaluate_loop(os.path.relpath(path, REPO) if os.path.isabs(path) else path, cfg, chunk, evaluator,
+                 lambda: state.sampling_generator, prepare=state.prepare_ema)
+
+
+def run_reference() -> None:
+  """The TF DCGAN tutorial's loop with configs/dcgan.cfg's hyper-parameters (see the module docstring)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from gan_dist import data  # pylint: disable=g-import-not-at-top
+  from gan_dist import models  # pylint: disable=g-import-not-at-top
+  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
+  cfg = _config_for(os.path.join(REPO, "configs", "dcgan.cfg"), ["--strategy=one_device"])
+  keras.mixed_precision.set_dtype_policy("float32")
+  keras.utils.set_random_seed(cfg.seed)
+  gan = models.build(dataclasses.replace(cfg, precision="float32", sync_batchnorm=False), 0)
+  evaluator = eval_training.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  source = data.open_source(cfg)
+  train_images = np.asarray(source.images)  # The tutorial's in-memory uint8 training images.
+  cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)
+  generator_optimizer = keras.optimizers.Adam(cfg.g_lr)
+  discriminator_optimizer = keras.optimizers.Adam(cfg.d_lr)
+  generator, discriminator = gan.generator, gan.discriminator
+  batch_size = cfg.batch_size
+
+  # The tutorial's pipeline: normalise to [-1, 1], shuffle the whole set, batch, repeat over epochs.
+  dataset = (tf.data.Dataset.from_tensor_slices(train_images).shuffle(len(train_images), seed=cfg.seed)
+             .batch(batch_size).map(lambda x: (tf.cast(x, tf.float32) - 127.5) / 127.5).repeat().prefetch(2))
+  iterator = iter(dataset)
+
+  @tf.function
+  def train_step(images):
+    noise = tf.random.normal([batch_size, gan.latent_dim])
+    with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
+      generated_images = generator(noise, training=True)
+      real_output = discriminator(images, training=True)
+      fake_output = discriminator(generated_images, training=True)
+      gen_loss = cross_entropy(tf.ones_like(fake_output), fake_output)
+      disc_loss = (cross_entropy(tf.ones_like(real_output), real_output)
+                   + cross_entropy(tf.zeros_like(fake_output), fake_output))
+    generator_optimizer.apply_gradients(zip(gen_tape.gradient(gen_loss, generator.trainable_variables),
+                                            generator.trainable_variables))
+    discriminator_optimizer.apply_gradients(zip(disc_tape.gradient(disc_loss, discriminator.trainable_variables),
+                                                discriminator.trainable_variables))
+    return disc_loss
+
+  steps_per_chunk = cfg.steps_per_loop
+
+  def chunk():
+    for _ in range(steps_per_chunk):
+      loss = train_step(next(iterator))
+    float(loss)  # Waits for the last step, as the tutorial's loop effectively does between epochs.
+    return steps_per_chunk
+
+  _evaluate_loop(REFERENCE, cfg, chunk, evaluator, lambda: generator)
+
+
+def table(finals: list) -> str:
+  """Markdown: the README "Results" table."""
+  lines = ["| config | steps | training wall time | steps/s | FCD (floor) | label accuracy (floor; weakest class) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for r in finals:
+    label = "-"
+    if "label_accuracy" in r:
+      label = (f"{100 * r['label_accuracy']:.1f}% ({100 * r['label_accuracy_floor']:.1f}%; class "
+               f"{r['weakest_class']} {100 * r['weakest_class_accuracy']:.1f}%)")
+    name = "TF-tutorial loop (dcgan.cfg hyper-parameters)" if r["config"] == REFERENCE else f"`{r['config']}`"
+    lines.append(f"| {name} | {r['step']:,} | {r['train_minutes']:.1f} min | {r['steps_per_sec']:.2f} | "
+                 f"{r['fcd']:.2f} ({r['fcd_floor']:.2f}) | {label} |")
+  return "\n".join(lines)
+
+
+def time_table(records: list) -> str:
+  """Markdown: FCD (and label accuracy) of every config at every evaluation, by training minutes."""
+  configs = list(dict.fromkeys(r["config"] for r in records))
+  lines = ["| config | FCD at training minutes (steps) |", "| --- | --- |"]
+  for name in configs:
+    points = [r for r in records if r["config"] == name and not r.get("final")]
+    cells = ", ".join(f"{r['train_minutes']:.1f}: {r['fcd']:.2f}"
+                      + (f" / {100 * r['label_accuracy']:.0f}%" if "label_accuracy" in r else "")
+                      + f" ({r['step']})" for r in points)
+    lines.append(f"| {name} | {cells} |")
+  return "\n".join(lines)
+
+
+def fcd_figure(records: list) -> bytes:
+  from gan_dist import plots  # pylint: disable=g-import-not-at-top
+  plt = plots._pyplot()  # pylint: disable=protected-access
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  for name in dict.fromkeys(r["config"] for r in records):
+    points = [(r["train_minutes"], r["fcd"]) for r in records if r["config"] == name and not r.get("final")]
+    ax.plot(*zip(*points), marker="o", label=name)
+  floor = records[0]["fcd_floor"]
+  ax.axhline(floor, linestyle="--", color="gray", label=f"real test images ({floor:.2f})")
+  ax.set_yscale("log")
+  ax.set_xlabel("training wall time (minutes, this CPU)")
+  ax.set_ylabel("FCD (log scale, lower is better)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return plots._png(fig)  # pylint: disable=protected-access
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if FLAGS.one:
+    logging.set_verbosity(logging.INFO)
+    run_reference() if FLAGS.one == REFERENCE else run_config(FLAGS.one)
+    return
+  passthrough = [f"--minutes={FLAGS.minutes}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
+                 f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
+                 f"--strategy={FLAGS.strategy}"]
+  records = []
+  for config in FLAGS.configs:
+    path = config if config == REFERENCE else os.path.join(REPO, config) if not os.path.isabs(config) else config
+    if config != REFERENCE and not os.path.exists(path):
+      raise FileNotFoundError(f"--configs: {config} does not exist")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={path}", *passthrough], cwd=REPO,
+                          stdout=subprocess.PIPE, text=True, check=True)
+    for line in proc.stdout.splitlines():
+      if line.startswith("{"):
+        record = json.loads(line)
+        record["config"] = config
+        records.append(record)
+        print(line, flush=True)
+  finals = [r for r in records if r.get("final")]
+  from gan_dist import plots  # pylint: disable=g-import-not-at-top
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  report = (f"Training wall time per config: {FLAGS.minutes:g} min; evaluation every {FLAGS.every:g} min on "
+            f"{FLAGS.num} samples (not counted).\n\n{table(finals)}\n\n{time_table(records)}\n")
+  plots.write_bytes(os.path.join(FLAGS.out_dir, "results.md"), report.encode())
+  plots.write_bytes(os.path.join(FLAGS.out_dir, "quality.jsonl"), "".join(json.dumps(r) + "\n"
+                                                                           for r in records).encode())
+  plots.write_bytes(os.path.join(FLAGS.out_dir, "fcd_vs_time.png"), fcd_figure(records))
+  print(report)
+  print(f"Wrote {FLAGS.out_dir}/results.md, quality.jsonl and fcd_vs_time.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,179 @@
+"""Sample-quality metrics on features and logits of a feature network (host-side NumPy, float64 statistics).
+
+  real, fake: float [N, F] features (the penultimate layer of gan_dist's classifier, or Inception's pool3)
+  logits: float [N, K]
+
+- Frechet distance (FCD on the classifier's features, FID on Inception's): ||mu_r - mu_f||^2 + Tr(S_r + S_f
+  - 2 (S_r S_f)^(1/2)) of the Gaussians fitted to both sets (Heusel et al. 2017).
+- KID (Binkowski et al. 2018): the unbiased MMD^2 estimate with the kernel k(x, y) = (x.y / F + 1)^3, averaged over
+  `num_subsets` random subsets of `subset_size` examples of each set; `kid_std` is the standard deviation of the
+  subset estimates, i.e. the standard error of a KID measured on `subset_size` examples (the convention of the KID
+  paper and of torch-fidelity, so figures compare).
+- Classifier score (the Inception score's analogue, Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), the mean over
+  `splits` equal parts (10 for the Inception score, as published figures use; 1 otherwise).
+- Precision and recall of the k-NN manifolds (Kynkaanniemi et al. 2019, k = 3): precision is the fraction of fake
+  samples inside some real sample's k-NN ball (the ball reaching its k-th nearest real neighbour); recall the
+  fraction of real samples inside some fake sample's ball.
+- Label accuracy (conditional models): the fraction of samples the classifier assigns the requested label, overall
+  and per class.
+
+Every function is deterministic (subsets from a fixed seed), so the same features give the same figures.
+"""
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+PR_NEIGHBOURS = 3
+_BLOCK = 2048
+
+
+def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(mean float64 [F], covariance float64 [F, F]) of features [N, F]."""
+  x = np.asarray(features, np.float64)
+  return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+  """Frechet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2).
+
+  Tr((S1 S2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2), which is
+  symmetric positive semi-definite, so no complex matrix square root (and no scipy) is needed.
+  """
+  values, vectors = np.linalg.eigh(cov1)
+  sqrt1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+  middle = sqrt1 @ cov2 @ sqrt1
+  trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
+  diff = mu1 - mu2
+  return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt, 0.0))
+
+
+def fcd(real: np.ndarray, fake: np.ndarray) -> float:
+  """Frechet distance between the feature sets real [N, F] and fake [M, F]."""
+  return frechet_distance(*gaussian_stats(real), *gaussian_stats(fake))
+
+
+def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
+  """Unbiased MMD^2 of two equal-size float32 sets [m, F] with the cubic polynomial kernel."""
+  m, dim = x.shape
+
+  def kernel_sum(a, b, same):
+    k = a @ b.T / dim + 1.0
+    k = k * k * k  # float32 elements (fast), float64 sums below.
+    total = k.sum(dtype=np.float64)
+    return total - np.trace(k, dtype=np.float64) if same else total
+
+  return float((kernel_sum(x, x, True) + kernel_sum(y, y, True)) / (m * (m - 1))
+               - 2.0 * kernel_sum(x, y, False) / (m * m))
+
+
+def kid(real: np.ndarray, fake: np.ndarray, num_subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+        seed: int = 0) -> Tuple[float, float]:
+  """(KID, its standard deviation over subsets) of real [N, F] and fake [M, F]; subsets of min(size, N, M)."""
+  real = np.asarray(real, np.float32)
+  fake = np.asarray(fake, np.float32)
+  m = min(subset_size, len(real), len(fake))
+  if m < 2:
+    raise ValueError(f"KID needs at least 2 examples of each set, got {len(real)} real and {len(fake)} fake")
+  rng = np.random.RandomState(seed)
+  values = [_polynomial_mmd(real[rng.choice(len(real), m, replace=False)],
+                            fake[rng.choice(len(fake), m, replace=False)]) for _ in range(num_subsets)]
+  return float(np.mean(values)), float(np.std(values))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(axis=1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def classifier_score(logits: np.ndarray, splits: int = 1) -> float:
+  """exp(E KL(p(y|x) || p(y))) from logits [N, K], averaged over `splits` consecutive parts (Inception score)."""
+  p = _softmax(logits)
+  scores = []
+  for part in np.array_split(p, max(1, min(splits, len(p)))):
+    marginal = part.mean(axis=0, keepdims=True)
+    kl = np.sum(part * (np.log(part + 1e-12) - np.log(marginal + 1e-12)), axis=1)
+    scores.append(np.exp(kl.mean()))
+  return float(np.mean(scores))
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """[len(a), len(b)] squared Euclidean distances (float32 matrix products, clipped at 0)."""
+  d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+  return np.maximum(d, 0.0)
+
+
+def knn_radii(features: np.ndarray, k: int = PR_NEIGHBOURS) -> np.ndarray:
+  """float32 [N]: squared distance of every point to its k-th nearest other point of the same set."""
+  x = np.asarray(features, np.float32)
+  radii = np.empty(len(x), np.float32)
+  for start in range(0, len(x), _BLOCK):
+    d = _squared_distances(x[start:start + _BLOCK], x)
+    # The point itself is at distance 0 and comes first: the k-th neighbour is at index k.
+    radii[start:start + _BLOCK] = np.partition(d, k, axis=1)[:, k]
+  return radii
+
+
+def _coverage(queries: np.ndarray, points: np.ndarray, radii: np.ndarray) -> float:
+  """Fraction of queries within the ball of at least one point (ball i: squared radius radii[i])."""
+  inside = np.zeros(len(queries), bool)
+  for start in range(0, len(queries), _BLOCK):
+    d = _squared_distances(queries[start:start + _BLOCK], points)
+    inside[start:start + _BLOCK] = (d <= radii[None, :]).any(axis=1)
+  return float(inside.mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_NEIGHBOURS,
+                     real_radii: Optional[np.ndarray] = None) -> Tuple[float, float]:
+  """(precision, recall) of fake [M, F] against real [N, F]; `real_radii` (from `knn_radii(real)`) may be cached."""
+  real = np.asarray(real, np.float32)
+  fake = np.asarray(fake, np.float32)
+  if min(len(real), len(fake)) <= k:
+    raise ValueError(f"precision/recall with k={k} needs more than {k} examples of each set, got {len(real)} real "
+                     f"and {len(fake)} fake")
+  if real_radii is None:
+    real_radii = knn_radii(real, k)
+  return _coverage(fake, real, real_radii), _coverage(real, fake, knn_radii(fake, k))
+
+
+def label_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[float, np.ndarray]:
+  """(overall accuracy, float [num_classes] per-class accuracy; NaN for a class without samples)."""
+  correct = np.argmax(logits, axis=1) == np.asarray(labels)
+  per_class = np.array([correct[labels == k].mean() if np.any(labels == k) else np.nan for k in range(num_classes)])
+  return float(correct.mean()), per_class
+
+
+class Reference:
+  """The real-data side of the metrics for one feature network: features, Gaussian statistics, k-NN radii.
+
+  Args:
+    features: float [N, F] features of real images.
+    full: also prepare KID and precision/recall (the classifier's 128 features); False keeps only what FID needs
+      (Inception's 2048 features, where KID and k-NN on a CPU would cost minutes per evaluation).
+  """
+
+  def __init__(self, features: np.ndarray, full: bool = True):
+    self.features = np.asarray(features, np.float32)
+    self.full = full
+    self.mu, self.cov = gaussian_stats(self.features)
+    self.radii = knn_radii(self.features) if full else None
+
+  def compare(self, features: np.ndarray, logits: np.ndarray) -> Dict[str, float]:
+    """Metrics of a sample's features [M, F] and logits [M, K] against this reference.
+
+    Returns:
+      full: fcd, kid, kid_std, classifier_score, precision, recall. Otherwise (Inception): fid, inception_score
+      (10 splits, as published).
+    """
+    mu, cov = gaussian_stats(features)
+    distance = frechet_distance(self.mu, self.cov, mu, cov)
+    if not self.full:
+      return {"fid": distance, "inception_score": classifier_score(logits, splits=10)}
+    kid_mean, kid_std = kid(self.features, features)
+    precision, recall = precision_recall(self.features, features, real_radii=self.radii)
+    return {"fcd": distance, "kid": kid_mean, "kid_std": kid_std, "classifier_score": classifier_score(logits),
+            "precision": precision, "recall": recall}

@@ -1,0 +1,225 @@
+"""The evaluator the trainer, `gan_dist.evaluate` and `benchmarks/quality.py` share.
+
+  evaluator = Evaluator(cfg, strategy, gan)       # every worker, after the state exists
+  metrics = evaluator(generator, step)            # every worker, at the same steps; the same dict everywhere
+  evaluator.floors                                # the same figures for real test images (the real-data floor)
+
+Construction loads or trains the feature network of the dataset at the generator's image shape (cached under
+--eval_cache_dir; only the chief writes there, the other workers load it or train the same network in memory), and
+the features of --eval_num real images of the train split (the reference) and of the test split (the floor), cached
+too. With --inception_weights, the same for Inception-v3 (FID and IS).
+
+A call generates --eval_num images with `strategy.run` on every replica, each replica its share: sample i has
+noise row i of a RandomState seeded by (--seed, EVAL_NOISE_STREAM) and label i mod K, whatever the number of replicas
+and workers, so the metrics do not depend on the topology (up to the last bits of a convolution on another batch
+size). Features and logits are computed on the replicas, gathered (`strategy.gather`) so that every worker holds
+all of them, and the metrics computed on the host. In a multi-worker run the metric values of replica 0 are then
+shared by one all-gather, so that every worker returns bitwise the same dict (a worker deciding differently whether a
+checkpoint is the best would enter a collective alone). Nothing depends on being the chief except cache writes.
+
+Metrics (plain floats): fcd, kid, kid_std, classifier_score, precision, recall; conditional models also
+label_accuracy and label_accuracy/<k> for every class k; with --inception_weights also fid and inception_score.
+See `gan_dist.eval.metrics` for their definitions.
+"""
+
+import io
+import math
+from typing import Dict, List, Optional, Tuple
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gan_dist import errors
+from gan_dist import strategy as strategy_lib
+from gan_dist.eval import classifier as classifier_lib
+from gan_dist.eval import inception as inception_lib
+from gan_dist.eval import metrics as metrics_lib
+
+# Images generated per replica per call of the distributed function (bounds memory; sample order is unaffected).
+EVAL_BATCH_PER_REPLICA = 250
+# Second word of the evaluation noise's seed, so that it differs from the sample grids' noise of the same --seed.
+EVAL_NOISE_STREAM = 0xE7A1
+
+
+class _Extractor:
+  """One feature network (variables replicated under the strategy), its cache identity and its reference."""
+
+  def __init__(self, name: str, model: keras.Model, cache_id: str, full: bool):
+    self.name, self.model, self.cache_id, self.full = name, model, cache_id, full
+    # Traced once for every batch size, and called both on real images (cross-replica context: the replicas'
+    # variables are equal) and inside the replicas' function on generated ones.
+    self.predict = tf.function(lambda images: model(images, training=False),
+                               input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
+    self.reference: Optional[metrics_lib.Reference] = None
+
+
+def _features_cache_path(cfg, extractor_id: str, source, image_shape) -> str:
+  shape = "x".join(str(int(d)) for d in image_shape)
+  return (f"{classifier_lib.cache_root(cfg)}/features/{extractor_id}-{shape}-{classifier_lib.data_hash(source)}"
+          f"-n{source.num_examples}.npz")
+
+
+def _real_features(cfg, extractor: _Extractor, source, image_shape, write: bool, agree
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(features, logits, labels) of every image of `source`, from the cache or computed (and cached if `write`)."""
+  path = _features_cache_path(cfg, extractor.cache_id, source, image_shape)
+  if agree(tf.io.gfile.exists(path)):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      arrays = np.load(io.BytesIO(f.read()))
+      return arrays["features"], arrays["logits"], arrays["labels"]
+  logging.info("Computing %s features of %d real images of %s", extractor.name, source.num_examples, source.name)
+  features, logits, labels = classifier_lib.predict(extractor.predict, source, image_shape)
+  if write:
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features, logits=logits, labels=labels)
+    classifier_lib._write_bytes(path, buffer.getvalue())  # pylint: disable=protected-access
+  return features, logits, labels
+
+
+class Evaluator:
+  """Sample-quality metrics of a generator, computed on every replica of `strategy` (see the module docstring).
+
+  Args:
+    cfg: the run's Config (dataset, data_dir, class_filter, seed, eval_num, eval_cache_dir, inception_weights).
+    strategy: the run's strategy; the evaluator's networks are replicated under its scope.
+    gan: the run's Gan (image_shape, latent_dim, conditional, num_classes, generate).
+
+  Attributes:
+    floors: the metrics of `num` real test images against the reference (label_accuracy: the classifier's
+      accuracy on them), i.e. the best a generator can be expected to score with this many samples.
+    feature_net: the classifier's FeatureNet (test accuracy, checksum), or None without labels.
+  """
+
+  def __init__(self, cfg, strategy: tf.distribute.Strategy, gan):
+    self.cfg, self.strategy, self.gan = cfg, strategy, gan
+    self.num = cfg.eval_num
+    self._multi_worker = strategy_lib.task(strategy)[0] is not None
+    write = strategy_lib.is_chief(strategy)
+    image_shape = tuple(gan.image_shape)
+    train, test = classifier_lib.splits(cfg, apply_class_filter=True)
+    # num examples spread over each split (its first num could be a few classes only, e.g. in a folder).
+    reference_set = classifier_lib.spread_subset(train, self.num, salt=1)
+    floor_set = classifier_lib.spread_subset(test, self.num, salt=2)
+    self.extractors: List[_Extractor] = []
+    self.feature_net = None
+    if train.num_classes >= 2:
+      self.feature_net = classifier_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
+      with strategy.scope():
+        replicated = classifier_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
+      replicated.set_weights(self.feature_net.model.get_weights())
+      self.extractors.append(_Extractor("classifier", replicated, f"classifier-{self.feature_net.checksum}",
+                                        full=True))
+    if cfg.inception_weights:
+      checksum = inception_lib.weights_checksum(cfg.inception_weights)
+      with strategy.scope():
+        replicated = inception_lib.build(cfg.inception_weights, image_shape)
+      self.extractors.append(_Extractor("inception", replicated, f"inception-{checksum}", full=False))
+    if not self.extractors:
+      raise errors.UserError(f"--dataset={cfg.dataset} has no class labels to train a feature network on; pass "
+                       "--inception_weights=PATH for Inception features, or --eval_every=0")
+    if gan.conditional and self.feature_net is None:
+      raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
+
+    self.floors: Dict[str, float] = {}
+    for extractor in self.extractors:
+      ref_features, _, _ = _real_features(cfg, extractor, reference_set, image_shape, write, self._agree)
+      extractor.reference = metrics_lib.Reference(ref_features, full=extractor.full)
+      test_features, test_logits, test_labels = _real_features(cfg, extractor, floor_set, image_shape, write,
+                                                               self._agree)
+      self.floors.update(extractor.reference.compare(test_features, test_logits))
+      if extractor.name == "classifier" and gan.conditional:
+        self.floors.update(_label_metrics(test_logits, test_labels, gan.num_classes))
+    self.floors = {k: float(v) for k, v in self.floors.items()}
+    self._functions = {}
+    logging.info("Evaluator ready (%d samples per evaluation); real-data floor: %s", self.num,
+                 format_metrics(self.floors))
+
+  def _agree(self, found: bool) -> bool:
+    """Whether to use a cache entry: here if found; in a multi-worker run only if every worker found it (one
+    all-gather), so that either all load it or all compute it. A worker computing for a minute what the others
+    load in a second would leave them waiting in their next collective past --peer_timeout_s."""
+    if not self._multi_worker:
+      return found
+    return bool(strategy_lib.gather_rows(self.strategy, np.array([1.0 if found else 0.0])).min() > 0)
+
+  def _distributed_fn(self, generator):
+    """tf.function (per-replica noise, labels) -> per-replica (features, logits) of every extractor."""
+    key = id(generator)
+    if key not in self._functions:
+      gan, extract = self.gan, [e.predict for e in self.extractors]
+
+      def replica_fn(noise, labels):
+        images = tf.cast(gan.generate(noise, labels if gan.conditional else None, training=False,
+                                      generator=generator), tf.float32)
+        outputs = []
+        for predict in extract:
+          features, logits = predict(images)
+          outputs += [features, logits]
+        return tuple(outputs)
+
+      @tf.function
+      def run(noise, labels):
+        return self.strategy.run(replica_fn, args=(noise, labels))
+
+      self._functions[key] = (generator, run)  # Holding the generator keeps id() unique while the entry lives.
+    return self._functions[key][1]
+
+  def sample_inputs(self, total: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Noise float32 [total, latent_dim] and labels int32 [total]: row i depends on (--seed, i) only."""
+    rng = np.random.RandomState([self.cfg.seed % 2**32, EVAL_NOISE_STREAM])
+    noise = rng.standard_normal((total, self.gan.latent_dim)).astype(np.float32)
+    labels = (np.arange(total) % max(self.gan.num_classes, 1)).astype(np.int32)
+    return noise, labels
+
+  def generated_outputs(self, generator) -> Tuple[List[np.ndarray], np.ndarray]:
+    """([features_0, logits_0, features_1, ...] of `num` generated images, their labels), on every worker."""
+    strategy = self.strategy
+    replicas = strategy.num_replicas_in_sync
+    per_replica = min(EVAL_BATCH_PER_REPLICA, math.ceil(self.num / replicas))
+    chunk = per_replica * replicas
+    chunks = math.ceil(self.num / chunk)
+    noise, labels = self.sample_inputs(chunks * chunk)
+    run = self._distributed_fn(generator)
+    parts = []
+    for c in range(chunks):
+      def slice_of(array, base=c * chunk):
+        return lambda ctx: tf.constant(array[base + ctx.replica_id_in_sync_group * per_replica:
+                                             base + (ctx.replica_id_in_sync_group + 1) * per_replica])
+      outputs = run(strategy.experimental_distribute_values_from_function(slice_of(noise)),
+                    strategy.experimental_distribute_values_from_function(slice_of(labels)))
+      # Replica order is sample order: replica r of chunk c holds samples c*chunk + r*per_replica + [0, per_replica).
+      parts.append([np.asarray(strategy.gather(o, axis=0)) for o in outputs])
+    gathered = [np.concatenate([p[i] for p in parts])[:self.num] for i in range(len(parts[0]))]
+    return gathered, labels[:self.num]
+
+  def __call__(self, generator, step: Optional[int] = None) -> Dict[str, float]:
+    """Metrics of `generator` (e.g. `state.sampling_generator`; call `state.prepare_ema()` first). All workers."""
+    outputs, labels = self.generated_outputs(generator)
+    metrics: Dict[str, float] = {}
+    for i, extractor in enumerate(self.extractors):
+      features, logits = outputs[2 * i], outputs[2 * i + 1]
+      metrics.update(extractor.reference.compare(features, logits))
+      if extractor.name == "classifier" and self.gan.conditional:
+        metrics.update(_label_metrics(logits, labels, self.gan.num_classes))
+    names = sorted(metrics)
+    values = np.array([metrics[n] for n in names], np.float64)
+    if self._multi_worker:
+      values = strategy_lib.gather_rows(self.strategy, values)[0]  # Replica 0's figures on every worker.
+    metrics = {n: float(v) for n, v in zip(names, values)}
+    if step is not None:
+      logging.info("Evaluation at step %d: %s", step, format_metrics(metrics))
+    return metrics
+
+
+def _label_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Dict[str, float]:
+  overall, per_class = metrics_lib.label_accuracy(logits, labels, num_classes)
+  found = {"label_accuracy": overall}
+  found.update({f"label_accuracy/{k}": float(v) for k, v in enumerate(per_class)})
+  return found
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+  """One line: the main figures (per-class accuracies left out)."""
+  return "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if "/" not in k)
