@@ -365,11 +365,13 @@ def config_from_flagfile(path: str, **overrides) -> Config:
 def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], None]) -> None:
   """Runs a workdir tool (sample, export, eval): defines its own flags, then `main`; user errors exit in one line."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from gan_dist import main as main_lib  # pylint: disable=g-import-not-at-top  (main imports this module)
   define_tool_flags(FLAGS)
   try:
-    app.run(main)
+    app.run(main, flags_parser=main_lib.parse_flags)  # Flag errors: one line, exit 2, as for training.
   except (FileNotFoundError, errors.UserError) as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(errors.EXIT_USAGE)
 
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.

@@ -21,7 +21,7 @@ from gan_dist import flags as gan_flags
 from gan_dist import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
-_HELP = "python -m gan_dist.main --helpfull lists every flag"
+_HELP = "--helpfull lists every flag"
 
 
 def _fail(message: str, code: int = errors.EXIT_USAGE, verbose: bool = False):

@@ -38,3 +38,12 @@ def test_grid_image_of_an_unconditional_model_is_the_sampled_images():
   images = np.zeros((6, 28, 28, 1), np.uint8)
   grid = sample_lib.grid_image(run_fn, gan, 6, 0, None, images)
   assert grid.shape == (2 * 28, 3 * 28, 1) and labels is None
+
+
+def test_tools_answer_bad_input_in_one_line_with_exit_2(tmp_path):
+  """sample/export/evaluate/plots share run_tool: a missing workdir or a bad flag is one line and exit 2."""
+  for args in (["-m", "gan_dist.sample", f"--workdir={tmp_path / 'missing'}"],
+               ["-m", "gan_dist.export", "--workdir=W", "--format=onnx"]):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=180)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
