@@ -159,32 +159,17 @@ def run_reference() -> None:
   evaluator = eval_training.Evaluator(cfg, tf.distribute.get_strategy(), gan)
   source = data.open_source(cfg)
   train_images = np.asarray(source.images)  # The tutorial's in-memory uint8 training images.
-  cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)
-  generator_optimizer = keras.optimizers.Adam(cfg.g_lr)
-  discriminator_optimizer = keras.optimizers.Adam(cfg.d_lr)
-  generator, discriminator = gan.generator, gan.discriminator
-  batch_size = cfg.batch_size
-
   # The tutorial's pipeline: normalise to [-1, 1], shuffle the whole set, batch, repeat over epochs.
   dataset = (tf.data.Dataset.from_tensor_slices(train_images).shuffle(len(train_images), seed=cfg.seed)
-             .batch(batch_size).map(lambda x: (tf.cast(x, tf.float32) - 127.5) / 127.5).repeat().prefetch(2))
+             .batch(cfg.batch_size).map(lambda x: (tf.cast(x, tf.float32) - 127.5) / 127.5).repeat().prefetch(2))
   iterator = iter(dataset)
 
-  @tf.function
+  import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
+  generator = gan.generator
+  step = tutorial.make_step(generator, gan.discriminator, cfg.batch_size, gan.latent_dim, cfg.g_lr, cfg.d_lr)
+
   def train_step(images):
-    noise = tf.random.normal([batch_size, gan.latent_dim])
-    with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
-      generated_images = generator(noise, training=True)
-      real_output = discriminator(images, training=True)
-      fake_output = discriminator(generated_images, training=True)
-      gen_loss = cross_entropy(tf.ones_like(fake_output), fake_output)
-      disc_loss = (cross_entropy(tf.ones_like(real_output), real_output)
-                   + cross_entropy(tf.zeros_like(fake_output), fake_output))
-    generator_optimizer.apply_gradients(zip(gen_tape.gradient(gen_loss, generator.trainable_variables),
-                                            generator.trainable_variables))
-    discriminator_optimizer.apply_gradients(zip(disc_tape.gradient(disc_loss, discriminator.trainable_variables),
-                                                discriminator.trainable_variables))
-    return disc_loss
+    return step(images)[1]
 
   steps_per_chunk = cfg.steps_per_loop
 

@@ -88,30 +88,10 @@ def make_reference_step(cfg, source):
   gan = models.build(dataclasses.replace(cfg, precision="float32", sync_batchnorm=False), cfg.num_classes)
   if gan.conditional:
     raise ValueError(f"The reference step is the unconditional tutorial step; --arch={cfg.arch} is conditional")
-  generator, discriminator = gan.generator, gan.discriminator
-  cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)  # reduce_mean over the batch.
-  generator_optimizer = keras.optimizers.Adam(1e-4)
-  discriminator_optimizer = keras.optimizers.Adam(1e-4)
+  import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
   images = next(iter(data.eval_dataset(source, gan.image_shape, cfg.batch_size)))["images"]
-  batch_size, latent_dim = int(images.shape[0]), gan.latent_dim
-
-  @tf.function
-  def train_step():
-    noise = tf.random.normal([batch_size, latent_dim])
-    with tf.GradientTape() as gen_tape, tf.GradientTape() as disc_tape:
-      generated_images = generator(noise, training=True)
-      real_output = discriminator(images, training=True)
-      fake_output = discriminator(generated_images, training=True)
-      gen_loss = cross_entropy(tf.ones_like(fake_output), fake_output)
-      disc_loss = (cross_entropy(tf.ones_like(real_output), real_output)
-                   + cross_entropy(tf.zeros_like(fake_output), fake_output))
-    gradients_of_generator = gen_tape.gradient(gen_loss, generator.trainable_variables)
-    gradients_of_discriminator = disc_tape.gradient(disc_loss, discriminator.trainable_variables)
-    generator_optimizer.apply_gradients(zip(gradients_of_generator, generator.trainable_variables))
-    discriminator_optimizer.apply_gradients(zip(gradients_of_discriminator, discriminator.trainable_variables))
-    return gen_loss, disc_loss
-
-  return train_step
+  step = tutorial.make_step(gan.generator, gan.discriminator, int(images.shape[0]), gan.latent_dim)
+  return tf.function(lambda: step(images))
 
 
 def _timed(run_once, images_per_call, seconds):
