@@ -46,3 +46,16 @@ def mirrored2():
 
 def python_cmd():
   return [sys.executable]
+
+
+# The longest files, first: with two test processes (pytest-xdist, --dist=loadfile) a long file started last would
+# run alone at the end while the other process idles.
+_LONGEST_FIRST = ("test_crash_safety.py", "test_multiworker.py", "test_checkpoint.py", "test_main.py",
+                  "test_train.py")
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = os.path.basename(str(item.fspath))
+    return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+  items.sort(key=rank)  # Stable: the order within a file and among the other files is kept.
