@@ -370,8 +370,7 @@ def run_tool(main: Callable, define_tool_flags: Callable[[flags.FlagValues], Non
   try:
     app.run(main, flags_parser=main_lib.parse_flags)  # Flag errors: one line, exit 2, as for training.
   except (FileNotFoundError, errors.UserError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(errors.EXIT_USAGE)
+    sys.exit(main_lib._fail(e))  # pylint: disable=protected-access  (the one-line format of main, exit 2)
 
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
