@@ -54,7 +54,7 @@ class TrainState:
     extra = [self.ema_generator] if self.ema_generator is not None else []
     return gan_layers.seed_states(self.gan.generator, self.gan.discriminator, *extra)
 
-  def prepare_ema(self) -> None:
+  def prepare_ema(self, force: bool = False) -> None:
     """Makes the EMA generator's BatchNorm moving statistics those of its own weights (before any use of it).
 
     The EMA averages G's trainable weights only. BatchNorm's moving statistics are not weights: copying G's (or
@@ -64,19 +64,26 @@ class TrainState:
     moving mean and variance to the batch statistics of exactly these weights (the "standing statistics" of
     BigGAN). The noise is a function of --seed, so every worker computes the same statistics and a resumed run
     saves the same checkpoint as an uninterrupted one. Call it in cross-replica context (outside strategy.run).
+
+    A step that samples, evaluates and checkpoints calls it up to four times with the same weights: the statistics
+    are re-estimated only when the EMA weights differ from those of the last estimate (a checksum of them), unless
+    `force`.
+
+    Args:
+      force: re-estimate even when the weights are those of the last estimate.
     """
     if self.ema_generator is None:
       return
     if self._recalibrate is None:
       self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
-    self._recalibrate()
+    self._recalibrate(force)
 
 
 def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[[], None]:
   norms = [layer for layer in generator._flatten_layers(include_self=False)  # pylint: disable=protected-access
            if isinstance(layer, keras.layers.BatchNormalization)]
   if not norms:
-    return lambda: None
+    return lambda force=False: None
   noise = tf.random.stateless_normal([EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[seed, 0x5EED])
   labels = (tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
                                         maxval=gan.num_classes, dtype=tf.int32) if gan.conditional else None)
@@ -85,7 +92,18 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
   def forward():
     gan.generate(noise, labels, training=True, generator=generator)
 
-  def recalibrate():
+  @tf.function
+  def checksum():
+    # Sums and sums of squares in float64: any update of the weights changes them (EMA updates move every weight).
+    parts = [tf.cast(v.value, tf.float64) for v in generator.trainable_variables]
+    return tf.stack([tf.add_n([tf.reduce_sum(p) for p in parts]), tf.add_n([tf.reduce_sum(p * p) for p in parts])])
+
+  last = []  # The checksum of the weights the statistics were last estimated for.
+
+  def recalibrate(force=False):
+    current = checksum().numpy()
+    if not force and last and (last[0] == current).all():
+      return
     # Keras' BatchNormalization reads `momentum` when it is traced: the function above is traced (once) with 0.
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
@@ -95,6 +113,7 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
     finally:
       for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
+    last[:] = [current]
 
   return recalibrate
 

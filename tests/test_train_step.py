@@ -191,9 +191,20 @@ def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrore
   for copy in _replica_values(bn.moving_mean):
     np.testing.assert_allclose(copy, expected, rtol=1e-4, atol=1e-5)
   again = [v.numpy().copy() for v in ema.non_trainable_variables]
-  state.prepare_ema()  # Deterministic: the same weights give the same statistics.
+  state.prepare_ema(force=True)  # Deterministic: the same weights give the same statistics.
   for a, b in zip(again, ema.non_trainable_variables):
     np.testing.assert_array_equal(a, b.numpy())
+
+  # With unchanged weights a second call does not run the generator again (a step that samples, evaluates and
+  # checkpoints calls it several times); changed weights are re-estimated.
+  bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))
+  state.prepare_ema()
+  np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros_like(expected))
+  train(it, 1)
+  state.prepare_ema()
+  noise_mean = tf.reduce_mean(dense(noise), axis=0).numpy()
+  for copy in _replica_values(bn.moving_mean):
+    np.testing.assert_allclose(copy, noise_mean, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("loss,extra", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=1.0))])
