@@ -42,7 +42,7 @@ class TrainState:
   step: tf.Variable
   ema_generator: Optional[keras.Model] = None
   seed: int = 0
-  _recalibrate: Optional[Callable[[], None]] = dataclasses.field(default=None, repr=False)
+  _recalibrate: Optional[Callable[..., None]] = dataclasses.field(default=None, repr=False)
 
   @property
   def sampling_generator(self) -> keras.Model:
@@ -79,7 +79,7 @@ class TrainState:
     self._recalibrate(force)
 
 
-def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[[], None]:
+def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[..., None]:
   norms = [layer for layer in generator._flatten_layers(include_self=False)  # pylint: disable=protected-access
            if isinstance(layer, keras.layers.BatchNormalization)]
   if not norms:
