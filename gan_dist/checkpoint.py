@@ -28,9 +28,13 @@ from typing import List, Optional
 from absl import logging
 import numpy as np
 import tensorflow as tf
+# The reader of one checkpoint prefix (see _reader); tf.train.load_checkpoint has no other public equivalent.
+from tensorflow.python.training import py_checkpoint_reader
 
 from gan_dist import errors
+from gan_dist import files
 from gan_dist import strategy as strategy_lib
+from gan_dist import workdir as workdir_lib
 
 _CKPT_FILE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-(\d+))$")
 
@@ -43,14 +47,6 @@ def make_checkpoint(state) -> tf.train.Checkpoint:
   if state.ema_generator is not None:
     items["ema_generator"] = state.ema_generator
   return tf.train.Checkpoint(**items)
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return f"{workdir.rstrip('/')}/checkpoints"
-
-
-def best_dir(workdir: str) -> str:
-  return f"{checkpoint_dir(workdir)}/best"
 
 
 def fingerprint(path: str) -> str:
@@ -72,7 +68,6 @@ def fingerprint(path: str) -> str:
 def _reader(path: str):
   """The reader of the checkpoint with prefix `path`. Not tf.train.load_checkpoint: it takes a prefix that
   tf.io.gfile.isdir calls a directory (ram:// says so of every path) for a directory, and looks inside it."""
-  from tensorflow.python.training import py_checkpoint_reader  # pylint: disable=g-import-not-at-top
   return py_checkpoint_reader.NewCheckpointReader(path)
 
 
@@ -126,7 +121,7 @@ class Checkpointer:
     self.strategy = strategy
     self.is_chief = strategy_lib.is_chief(strategy)
     self.task_type, self.task_id = strategy_lib.task(strategy)
-    self.directory = checkpoint_dir(cfg.workdir)
+    self.directory = workdir_lib.checkpoint_dir(cfg.workdir)
     self._kwargs = dict(max_to_keep=cfg.max_to_keep,
                         keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours or None)
     self._manager = None
@@ -232,14 +227,14 @@ class Checkpointer:
     """
     if not self.is_chief:
       return
-    from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
     leftovers = []
-    for directory in (self.cfg.workdir, self.directory, f"{self.cfg.workdir}/samples"):
+    for directory in (self.cfg.workdir, self.directory, workdir_lib.samples_dir(self.cfg.workdir),
+                      workdir_lib.best_dir(self.cfg.workdir)):
       if not tf.io.gfile.isdir(directory):
         continue
       for name in tf.io.gfile.listdir(directory):
         name = name.rstrip("/")
-        if (name.endswith("_temp") or name.endswith(gan_flags.TMP_SUFFIX) or
+        if (name.endswith("_temp") or name.endswith(files.TMP_SUFFIX) or
             (name.startswith("checkpoint.tmp") and directory == self.directory)):
           leftovers.append(f"{directory}/{name}")
     listed = set(self._listed())
@@ -280,18 +275,15 @@ class Checkpointer:
   def save_best(self, step: int, metric: str, value: float) -> Optional[str]:
     """Keeps this checkpoint in `<workdir>/checkpoints/best/` with `best.json` if `value` (lower is better) beats the
     best so far. All workers call it with the same value (save has collectives); returns the chief's path or None."""
-    info_path = f"{best_dir(self.cfg.workdir)}/best.json"
     best = read_best(self.cfg.workdir)
     if best is not None and best.get("metric") == metric and best["value"] <= value:
       return None
     self.state.prepare_ema()
     if self.is_chief:
-      path = tf.train.CheckpointManager(self.checkpoint, best_dir(self.cfg.workdir), max_to_keep=1,
+      path = tf.train.CheckpointManager(self.checkpoint, workdir_lib.best_dir(self.cfg.workdir), max_to_keep=1,
                                         checkpoint_name="best").save(checkpoint_number=step)
-      tmp = info_path + ".gan_dist_tmp"
-      with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump({"step": step, "metric": metric, "value": value, "checkpoint": path}, f)
-      tf.io.gfile.rename(tmp, info_path, overwrite=True)
+      files.write_atomic(_best_info_path(self.cfg.workdir),
+                         json.dumps({"step": step, "metric": metric, "value": value, "checkpoint": path}))
       logging.info("New best %s %.4f at step %d: %s", metric, value, step, path)
       return path
     tmp = tempfile.mkdtemp(prefix="gan_dist_worker_best_")
@@ -307,21 +299,24 @@ class Checkpointer:
     logging.info("Checkpoint step %d fingerprint %s (%s %d)", step, fingerprint(path), self.task_type, self.task_id)
 
 
+def _best_info_path(workdir: str) -> str:
+  return f"{workdir_lib.best_dir(workdir)}/best.json"
+
+
 def read_best(workdir: str) -> Optional[dict]:
   """{"step", "metric", "value", "checkpoint"} of the run's best checkpoint, or None."""
-  path = f"{best_dir(workdir)}/best.json"
+  path = _best_info_path(workdir)
   if not tf.io.gfile.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return json.loads(files.read_text(path))
 
 
 def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: Optional[int] = None) -> str:
   """Restores the latest (or step-`step`) checkpoint of `workdir` into `checkpoint`, ignoring unused parts."""
-  directory = checkpoint_dir(workdir)
+  directory = workdir_lib.checkpoint_dir(workdir)
   path = f"{directory}/ckpt-{step}" if step is not None else tf.train.latest_checkpoint(directory)
   if path is None or not tf.io.gfile.exists(path + ".index"):
-    raise FileNotFoundError(f"No checkpoint {'at step %d ' % step if step is not None else ''}in {directory}")
+    raise errors.UserError(f"No checkpoint {'at step %d ' % step if step is not None else ''}in {directory}")
   status = checkpoint.restore(path)
   try:
     # Every variable of the models being restored must come from the checkpoint: a checkpoint of another

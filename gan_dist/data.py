@@ -39,7 +39,7 @@ from gan_dist.datasets.idx import IDX_DATASETS, IDX_FILES, IdxSource, find_idx_f
 from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
 __all__ = ["DataError", "DataSource", "FolderSource", "IdxSource", "TfdsSource", "IDX_FILES", "BAD_IMAGE_ERROR",
-           "open_source", "steps_per_epoch", "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess",
+           "open_source", "bad_image_message", "steps_per_epoch", "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess",
            "read_idx", "load_idx", "find_idx_files"]
 
 # Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
@@ -85,6 +85,16 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     raise DataError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of {source.name}; "
                     f"pass --num_classes={source.num_classes} or leave it at 0 (from the data)")
   return source
+
+
+def bad_image_message(error: Exception) -> Optional[str]:
+  """The one-line message of an undecodable image met mid-run with --noskip_bad_images, from the input pipeline's
+  error (a tf.errors.OpError), or None if the error is about something else."""
+  text = str(getattr(error, "message", error))
+  line = next((l for l in text.splitlines() if BAD_IMAGE_ERROR in l), None)
+  if line is None:
+    return None
+  return line[line.index(BAD_IMAGE_ERROR):].strip().rstrip("]").strip()
 
 
 def steps_per_epoch(num_examples: int, cfg) -> int:

@@ -4,142 +4,178 @@
 
 evaluates the latest checkpoint (or --step N, or the best one kept in checkpoints/best/, or with --all every kept
 checkpoint) with the run's EMA generator when it kept one, and prints one JSON object: the metrics of
-`gan_dist.eval.training.Evaluator` (fcd, kid, kid_std, classifier_score, precision, recall; label_accuracy overall
+`gan_dist.eval.evaluator.Evaluator` (fcd, kid, kid_std, classifier_score, precision, recall; label_accuracy overall
 and per class for conditional models; fid and inception_score with --inception_weights), their real-data floors
 (real test images scored the same way), and the feature network used (key, test accuracy, checksum). With --all it
 also writes `W/eval/metrics.csv` (one row per step) and `W/eval/metrics.png` (each metric against the step, its
 floor dashed). Reads W/flags.txt; --data_dir, --eval_cache_dir and --inception_weights given here override the
-run's. Never trains the generator; the feature network is trained once per dataset and cached.
+run's. Never trains the generator; the feature network is trained once per dataset and cached. A workdir without
+checkpoints, or a step that is not kept, is one line `error: ...` and exit code 2.
 """
 
 import csv
-import dataclasses
 import io
 import json
 import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
+from absl import flags
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import cli
 from gan_dist import errors
-from gan_dist import flags as gan_flags
-from gan_dist import state as state_lib
+from gan_dist import figures
+from gan_dist import files
+from gan_dist import inference
+from gan_dist import workdir as workdir_lib
+from gan_dist.eval import evaluator as evaluator_lib
+
+# Config fields this command's flags override when given (the rest comes from the run's flags.txt).
+OVERRIDDEN_FIELDS = ("data_dir", "eval_cache_dir", "inception_weights")
 
 
-def define_flags(fv) -> None:
-  """Flags of this CLI, on top of gan_dist's --workdir, --data_dir, --eval_cache_dir and --inception_weights."""
-  gan_flags.define_evaluate_flags(fv)
+def define_flags(fv: flags.FlagValues) -> None:
+  """Flags of this CLI, on top of the Config's (it reads --workdir and OVERRIDDEN_FIELDS)."""
+  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_boolean("all", False, "Evaluate every kept checkpoint; also write eval/metrics.csv and "
+                       "eval/metrics.png into the workdir.", flag_values=fv)
+  flags.DEFINE_boolean("best", False, "Evaluate the best checkpoint (checkpoints/best/).", flag_values=fv)
+  flags.DEFINE_integer("num", None, "Generated images (and real images per split) per evaluation (default: the "
+                       "run's --eval_num).", lower_bound=4, flag_values=fv)
 
 
-def kept_steps(workdir: str) -> list:
-  """Steps of the checkpoints the run's CheckpointManager keeps, oldest first."""
-  state = tf.train.get_checkpoint_state(checkpoint_lib.checkpoint_dir(workdir))
+def check_selection(fv: flags.FlagValues) -> None:
+  """Raises errors.UserError unless at most one of --step, --all and --best is given."""
+  if sum([fv.all, fv.best, fv.step is not None]) > 1:
+    raise errors.UserError("pass at most one of --step, --all and --best")
+
+
+def eval_overrides(fv: flags.FlagValues) -> dict:
+  """Config fields to replace in the run's flags.txt: OVERRIDDEN_FIELDS given on the command line, --num."""
+  overrides = {name: fv[name].value for name in OVERRIDDEN_FIELDS if fv[name].present}
+  if fv.num is not None:
+    overrides["eval_num"] = fv.num
+  return overrides
+
+
+def kept_steps(workdir: str) -> List[int]:
+  """Steps of the checkpoints the run's CheckpointManager keeps, oldest first.
+
+  Raises:
+    errors.UserError: there is none.
+  """
+  directory = workdir_lib.checkpoint_dir(workdir)
+  state = tf.train.get_checkpoint_state(directory)
   paths = list(state.all_model_checkpoint_paths) if state else []
   steps = sorted({int(p.rsplit("-", 1)[1]) for p in paths if tf.io.gfile.exists(p + ".index")})
   if not steps:
-    raise FileNotFoundError(f"No checkpoint in {checkpoint_lib.checkpoint_dir(workdir)}: is this a trained workdir?")
+    raise errors.UserError(f"no checkpoint in {directory}: is {workdir} a trained workdir?")
   return steps
 
 
-def eval_config(workdir: str, fv):
-  """The run's Config with this command's evaluation overrides."""
-  cfg = gan_flags.config_from_flagfile(f"{workdir.rstrip('/')}/flags.txt", workdir=workdir)
-  overrides = {name: fv[name].value for name in ("data_dir", "eval_cache_dir", "inception_weights")
-               if fv[name].present}
-  if fv.num is not None:
-    overrides["eval_num"] = fv.num
-  return dataclasses.replace(cfg, **overrides) if overrides else cfg
+def best_checkpoint(workdir: str) -> str:
+  """The path of the best checkpoint (checkpoints/best/, by FCD) of `workdir`.
+
+  Raises:
+    errors.UserError: the run kept none (it was trained without --eval_every).
+  """
+  info = checkpoint_lib.read_best(workdir)
+  if info is None:
+    raise errors.UserError(f"no best checkpoint in {workdir_lib.best_dir(workdir)}: train with --eval_every")
+  # best.json names the path it was written at; the workdir may have moved since.
+  return f"{workdir_lib.best_dir(workdir)}/{os.path.basename(info['checkpoint'])}"
 
 
-def write_csv(path: str, rows: list) -> None:
-  """rows: [{"step": s, name: value, ...}]; columns: step, then every metric name in sorted order."""
+def _restore(run: inference.Run, path: str) -> None:
+  """Restores the checkpoint at `path` into `run`'s state (all of its models' variables must be in it)."""
+  status = checkpoint_lib.make_checkpoint(run.state).restore(path)
+  try:
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError) as e:
+    raise errors.UserError(f"checkpoint {path} does not match the run's models (flags.txt): "
+                           f"{str(e).splitlines()[0]}") from None
+  status.expect_partial()  # Optimizer slots stay unread.
+
+
+def evaluate_workdir(workdir: str, steps: Optional[Sequence[int]] = None, best: bool = False, **overrides
+                     ) -> Tuple[List[dict], evaluator_lib.Evaluator]:
+  """Evaluates checkpoints of `workdir` on the current (default) strategy.
+
+  Args:
+    workdir: the run directory.
+    steps: checkpoint steps to evaluate, in this order; None: the latest.
+    best: evaluate the best checkpoint instead (`steps` must be None).
+    **overrides: Config fields replacing the run's (`eval_overrides`), e.g. eval_num, data_dir.
+
+  Returns:
+    ([{"step": int, "metrics": {name: float}}] one per checkpoint, the Evaluator: its cfg, floors, feature_net).
+
+  Raises:
+    errors.UserError: not a workdir, a step without a checkpoint, no best checkpoint; bad evaluation data.
+  """
+  directory = workdir_lib.checkpoint_dir(workdir)
+  for step in steps or []:  # Checked before the evaluator's set-up, which may train a network for minutes.
+    if not tf.io.gfile.exists(f"{directory}/ckpt-{step}.index"):
+      kept = ", ".join(str(s) for s in kept_steps(workdir))
+      raise errors.UserError(f"no checkpoint at step {step} in {directory}; kept steps: {kept}")
+  best_path = best_checkpoint(workdir) if best else None
+  targets = list(steps) if steps else [None]
+  run = inference.load(workdir, targets[0], **overrides)
+  evaluator = evaluator_lib.Evaluator(run.cfg, tf.distribute.get_strategy(), run.gan)
+  results = []
+  for i, step in enumerate(targets):
+    if best_path:
+      _restore(run, best_path)
+    elif i:  # The first one was restored by inference.load; the state, and so the traced function, is reused.
+      _restore(run, f"{directory}/ckpt-{step}")
+    results.append({"step": run.step, "metrics": evaluator(run.generator, run.step)})
+  return results, evaluator
+
+
+def write_csv(path: str, rows: Sequence[Dict[str, float]]) -> None:
+  """Writes rows [{"step": s, name: value, ...}] as CSV: columns step, then every metric name in sorted order."""
   names = sorted({k for row in rows for k in row if k != "step"})
   buffer = io.StringIO()
   writer = csv.writer(buffer)
   writer.writerow(["step", *names])
   for row in rows:
     writer.writerow([row["step"], *[f"{row[n]:.6g}" if n in row else "" for n in names]])
-  tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
-  with tf.io.gfile.GFile(path, "w") as f:
-    f.write(buffer.getvalue())
+  files.write_atomic(path, buffer.getvalue())
 
 
-def evaluate_workdir(workdir: str, cfg, steps=None, best: bool = False):
-  """Evaluates checkpoints of `workdir`; returns (results [{"step", "metrics"}], evaluator).
-
-  Args:
-    workdir: the run directory.
-    cfg: `eval_config(workdir, ...)`.
-    steps: checkpoint steps to evaluate; None: the latest.
-    best: evaluate the best checkpoint instead.
-  """
-  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
-  directory = checkpoint_lib.checkpoint_dir(workdir)
-  for step in steps or []:  # Checked before the evaluator's set-up, which may train a network.
-    if not tf.io.gfile.exists(f"{directory}/ckpt-{step}.index"):
-      kept = ", ".join(str(s) for s in kept_steps(workdir))
-      raise FileNotFoundError(f"No checkpoint at step {step} in {directory}; kept steps: {kept}")
-  strategy = tf.distribute.get_strategy()
-  state = state_lib.create_state(cfg, strategy, cfg.num_classes)
-  checkpoint = checkpoint_lib.make_checkpoint(state)
-  evaluator = eval_training.Evaluator(cfg, strategy, state.gan)
-  results = []
-  if best:
-    info = checkpoint_lib.read_best(workdir)
-    if info is None:
-      raise FileNotFoundError(f"No best checkpoint in {checkpoint_lib.best_dir(workdir)}: train with --eval_every")
-    checkpoint.restore(info["checkpoint"]).expect_partial()
-    targets = [None]
-  else:
-    targets = steps or [None]
-  for step in targets:
-    if not best:
-      checkpoint_lib.restore_for_inference(checkpoint, workdir, step)
-    state.prepare_ema()
-    at = int(state.step.numpy())
-    results.append({"step": at, "metrics": evaluator(state.sampling_generator, at)})
-  return results, evaluator
-
-
-def check_selection(fv) -> None:
-  if sum([fv.all, fv.best, fv.step is not None]) > 1:
-    raise errors.UserError("pass at most one of --step, --all and --best")
-
-
-def main(argv):
-  del argv
-  fv = gan_flags.FLAGS
-  workdir = fv.workdir.rstrip("/")
+def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
+  """Evaluates, prints the JSON report, writes the CSV and plot with --all. `fv`: default absl's FLAGS."""
+  del argv  # cli.parse_flags refused positional arguments.
+  fv = cli.FLAGS if fv is None else fv
   check_selection(fv)
-  cfg = eval_config(workdir, fv)
+  workdir = fv.workdir.rstrip("/")
   steps = kept_steps(workdir) if fv.all else ([fv.step] if fv.step is not None else None)
-  results, evaluator = evaluate_workdir(workdir, cfg, steps, best=fv.best)
+  results, evaluator = evaluate_workdir(workdir, steps, best=fv.best, **eval_overrides(fv))
   net = evaluator.feature_net
   report = {
       "workdir": workdir,
-      "num": cfg.eval_num,
-      "generator": "ema" if cfg.ema_decay > 0 else "generator",
+      "num": evaluator.num,
+      "generator": "ema" if evaluator.cfg.ema_decay > 0 else "generator",
       "floors": evaluator.floors,
       "feature_net": None if net is None else {"key": net.key, "test_accuracy": net.test_accuracy,
                                                "checksum": net.checksum},
   }
   if fv.all:
-    from gan_dist import plots  # pylint: disable=g-import-not-at-top  (matplotlib: only when a plot is drawn)
     rows = [{"step": r["step"], **r["metrics"]} for r in results]
     report["evaluations"] = results
     report["csv"] = f"{workdir}/eval/metrics.csv"
     report["plot"] = f"{workdir}/eval/metrics.png"
     write_csv(report["csv"], rows)
-    plots.write_bytes(report["plot"], plots.metrics_figure(rows, evaluator.floors, title=workdir))
+    files.write_atomic(report["plot"], figures.metrics_figure(rows, evaluator.floors, title=workdir))
   else:
     report.update(results[0])
-  print(json.dumps(report, indent=1, sort_keys=False))
+  print(json.dumps(report, indent=1))
+  return errors.EXIT_OK
 
 
-def run():
-  gan_flags.run_tool(main, define_flags)
+def run() -> None:
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

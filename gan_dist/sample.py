@@ -1,125 +1,94 @@
-"""Sampling: the fixed-noise grids of training, and the CLI that samples a trained workdir.
+"""Samples a trained workdir into an .npz file and/or a PNG grid.
 
   python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N]
   python -m gan_dist.sample --workdir=W --num=100 --grid=grid.png     (one row per class when conditional)
 
-writes `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), from the latest checkpoint
-(or --step), using the EMA generator when the run kept one. It reads W/flags.txt and never trains.
+The .npz holds `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), drawn from the
+latest checkpoint (or --step) by the generator `inference.load` picks (the EMA copy when the run kept one). Image i
+of seed S is `sampling.inputs`'s, the same as the web demo's for that seed. It reads W and never writes to it.
 """
 
 import io
-import os
-from typing import Optional, Tuple
+from typing import Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from absl import logging  # pylint: disable=g-import-not-at-top
+from absl import flags
 import numpy as np
-import tensorflow as tf
 
-from gan_dist import checkpoint as checkpoint_lib
-from gan_dist import flags as gan_flags
-from gan_dist import state as state_lib
+from gan_dist import cli
+from gan_dist import errors
+from gan_dist import files
+from gan_dist import inference
+from gan_dist import sampling
 from gan_dist import summaries
 
 
-def sample_inputs(gan, num: int, seed: int, label: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """Deterministic noise [num, latent_dim] and int32 labels [num] (None if unconditional).
-
-  Labels are `label` for all, or cycle through the classes.
-  """
-  noise = np.random.RandomState(seed).standard_normal((num, gan.latent_dim)).astype(np.float32)
-  if not gan.conditional:
-    return noise, None
-  if label is not None:
-    if not 0 <= label < gan.num_classes:
-      raise ValueError(f"--label={label} outside [0, {gan.num_classes})")
-    return noise, np.full([num], label, np.int32)
-  return noise, (np.arange(num) % gan.num_classes).astype(np.int32)
-
-
-def grid_inputs(gan, num: int, seed: int) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
-  """Inputs of a training sample grid and its number of rows: one row per class for conditional models."""
-  if not gan.conditional:
-    noise, _ = sample_inputs(gan, num, seed)
-    return noise, None, 0
-  per_class = max(1, num // gan.num_classes)
-  noise, _ = sample_inputs(gan, per_class * gan.num_classes, seed)
-  labels = np.repeat(np.arange(gan.num_classes, dtype=np.int32), per_class)
-  return noise, labels, gan.num_classes
-
-
-def make_generate_fn(generator, gan):
-  """A tf.function (noise [b, latent_dim], int labels [b]) -> images; traced once per batch shape."""
-  @tf.function
-  def run(z, labels):
-    return gan.generate(z, labels, generator=generator)
-  return run
-
-
-def generate(run, gan, noise: np.ndarray, labels: Optional[np.ndarray], batch_size: int = 256) -> np.ndarray:
-  """Runs a `make_generate_fn` function in batches; returns float32 images [N, H, W, C] in [-1, 1]."""
-  if labels is None:
-    labels = np.zeros([len(noise)], np.int32)  # Ignored by unconditional models; keeps one traced signature.
-  out = []
-  for start in range(0, len(noise), batch_size):
-    z = tf.constant(noise[start:start + batch_size])
-    out.append(np.asarray(tf.cast(run(z, tf.constant(labels[start:start + batch_size], tf.int32)), tf.float32)))
-  return np.concatenate(out)
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags of `python -m gan_dist.sample`, besides the Config's (it reads --workdir, and --seed as the noise
+  seed)."""
+  flags.DEFINE_integer("num", 64, "Number of images to sample.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("out", "samples.npz", "Output .npz file (images uint8 [N, H, W, C]; labels if conditional).",
+                      flag_values=fv)
+  flags.DEFINE_integer("label", None, "Conditional models: sample this class only (default: cycle through classes).",
+                       flag_values=fv)
+  flags.DEFINE_integer("step", None, "Sample the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_string("grid", "", "Also write the images as one PNG grid to this file (conditional models: one row "
+                      "per class, --num rounded down to whole rows); with --grid and no --out, only the grid.",
+                      flag_values=fv)
 
 
 def write_npz(path: str, arrays: dict) -> None:
-  """Writes `arrays` as a compressed .npz on any TensorFlow filesystem (gs://, ...)."""
+  """Writes `arrays` ({name: array}) as a compressed .npz, atomically, on any TensorFlow filesystem."""
   buffer = io.BytesIO()
   np.savez_compressed(buffer, **arrays)
-  if "/" in path:
-    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
-  with tf.io.gfile.GFile(path, "wb") as f:
-    f.write(buffer.getvalue())
+  files.write_atomic(path, buffer.getvalue())
 
 
-def load_workdir(workdir: str, step: Optional[int] = None):
-  """Rebuilds a run's Config and TrainState from `workdir` (flags.txt + checkpoint), on one device."""
-  cfg = gan_flags.config_from_flagfile(f"{workdir.rstrip('/')}/flags.txt", workdir=workdir)
-  state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
-  path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
-  logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
-  return cfg, state
+def sample(run: inference.Run, num: int, seed: int, label: Optional[int] = None) -> dict:
+  """{"images": uint8 [num, H, W, C]} (+ "labels": int32 [num] for conditional models) of `sampling.inputs`.
+
+  Raises:
+    errors.UserError: `label` is not a class of the model.
+  """
+  try:
+    noise, labels = sampling.inputs(num, run.gan.latent_dim, run.gan.num_classes, seed, label)
+  except ValueError as e:  # A --label the model does not have.
+    raise errors.UserError(str(e)) from None
+  arrays = {"images": sampling.to_uint8(sampling.generate(run.generate_fn(), noise, labels)).numpy()}
+  if run.gan.conditional:
+    arrays["labels"] = labels
+  return arrays
 
 
-def main(argv):
-  del argv
-  fv = gan_flags.FLAGS
-  _, state = load_workdir(fv.workdir, fv.step)
-  gan = state.gan
-  noise, labels = sample_inputs(gan, fv.num, fv.seed, fv.label)
-  run_fn = make_generate_fn(state.sampling_generator, gan)
-  images = summaries.to_uint8(generate(run_fn, gan, noise, labels))
-  which = f"{'EMA ' if state.ema_generator is not None else ''}generator, step {int(state.step.numpy())}"
+def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], images: np.ndarray) -> np.ndarray:
+  """The --grid picture: uint8 [rows * H, columns * W, C].
+
+  A conditional model without `label` gets one row per class (`sampling.class_rows`: num // K images of each
+  class, the layout of the training grids); otherwise `images` (those sampled) form a near-square grid.
+  """
+  if run.gan.conditional and label is None:
+    noise, labels, rows = sampling.class_rows(num, run.gan.latent_dim, run.gan.num_classes, seed)
+    return sampling.image_grid(sampling.generate(run.generate_fn(), noise, labels), rows=rows)
+  return sampling.image_grid(images)
+
+
+def main(argv) -> None:
+  del argv  # cli.parse_flags refused positional arguments.
+  fv = cli.FLAGS
+  run = inference.load(fv.workdir, fv.step)
+  arrays = sample(run, fv.num, fv.seed, fv.label)
+  images = arrays["images"]
   if fv.grid:
-    grid = grid_image(run_fn, gan, fv.num, fv.seed, fv.label, images)
+    grid = grid_image(run, fv.num, fv.seed, fv.label, images)
     summaries.write_png(fv.grid, grid)
-    print(f"Wrote a {grid.shape[1]}x{grid.shape[0]} grid ({which}) to {fv.grid}")
+    print(f"Wrote a {grid.shape[1]}x{grid.shape[0]} grid ({run.describe()}) to {fv.grid}")
     if not fv["out"].present:
       return
-  arrays = {"images": images}
-  if labels is not None:
-    arrays["labels"] = labels
   write_npz(fv.out, arrays)
-  print(f"Wrote {len(images)} images {images.shape[1:]} ({which}) to {fv.out}")
-
-
-def grid_image(run_fn, gan, num: int, seed: int, label: Optional[int], images: np.ndarray) -> np.ndarray:
-  """uint8 [rows * H, cols * W, C]: conditional models without --label get one row per class (num // K columns,
-  the layout of the training grids); otherwise `images` (the sampled ones) in a near-square grid."""
-  if gan.conditional and label is None:
-    noise, labels, rows = grid_inputs(gan, num, seed)
-    return summaries.image_grid(generate(run_fn, gan, noise, labels), rows=rows)
-  return summaries.image_grid(images)
+  print(f"Wrote {len(images)} images {images.shape[1:]} ({run.describe()}) to {fv.out}")
 
 
 def run():
-  gan_flags.run_tool(main, gan_flags.define_sample_flags)
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ step is traced: building them inside a distributed tf.function fails, and a chec
 optimizer slots that exist.
 
 There is no random-number state to keep: the noise, fake labels and penalty interpolation of step s are stateless
-functions of (--seed, s) (see `train_step.step_randomness`), so the checkpointed step decides them, whatever the
+functions of (--seed, s) (see `train_step.step_inputs`), so the checkpointed step decides them, whatever the
 number of replicas. Dropout masks come from Keras SeedGenerators, whose states are checkpointed (`seed_states`).
 """
 
@@ -49,6 +49,16 @@ class TrainState:
     """The generator that samples, evaluation and exports use: the EMA copy when there is one."""
     return self.ema_generator if self.ema_generator is not None else self.gan.generator
 
+  def variables(self) -> list:
+    """Every variable of the models, the EMA copy and both optimizers, each once (what a checkpoint holds)."""
+    found, seen = [], set()
+    models_ = [self.gan.generator, self.gan.discriminator] + ([self.ema_generator] if self.ema_generator else [])
+    for v in [w for m in models_ for w in m.weights] + self.g_optimizer.variables + self.d_optimizer.variables:
+      if id(v) not in seen:
+        seen.add(id(v))
+        found.append(v)
+    return found
+
   def seed_states(self) -> list:
     """SeedGenerator states of the models' layers (dropout), which tf.train.Checkpoint does not track itself."""
     extra = [self.ema_generator] if self.ema_generator is not None else []
@@ -85,8 +95,8 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
   if not norms:
     return lambda force=False: None
   noise = tf.random.stateless_normal([EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[seed, 0x5EED])
-  labels = (tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
-                                        maxval=gan.num_classes, dtype=tf.int32) if gan.conditional else None)
+  labels = tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
+                                       maxval=max(gan.num_classes, 1), dtype=tf.int32)
 
   @tf.function
   def forward():

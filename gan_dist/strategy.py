@@ -10,7 +10,9 @@ Each worker runs one replica per local GPU, or one on the CPU; the global batch 
 
 import json
 import os
+import re
 import zlib
+from typing import Optional
 
 from absl import logging
 import numpy as np
@@ -20,6 +22,9 @@ import tensorflow as tf
 from tensorflow.python.eager import context as tf_context
 # Slurm's host-list syntax (node[1-3,7]) and task counts (2(x3),1); SlurmClusterResolver's own parsers.
 from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm_lib
+
+from gan_dist import config as config_lib
+from gan_dist import errors
 
 
 def split_cpu(num_replicas: int) -> None:
@@ -159,7 +164,6 @@ def make(cfg) -> tf.distribute.Strategy:
     errors.UserError: a single-process strategy in a process that its launcher started as one of several workers
       (two or more chiefs would write the same workdir), or a broken cluster description.
   """
-  from gan_dist import errors  # pylint: disable=g-import-not-at-top
   workers = cluster_size_from_environment()
   if cfg.strategy != "multi_worker_mirrored" and workers > 1:
     raise errors.UserError(
@@ -225,11 +229,9 @@ def check_workers_agree(strategy: tf.distribute.Strategy, cfg, step: int) -> Non
   Raises:
     errors.UserError: the message names what differs and what this worker has.
   """
-  from gan_dist import errors  # pylint: disable=g-import-not-at-top
-  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
   if task(strategy)[0] is None:
     return
-  fields = [f for f in gan_flags.config_fields() if f not in gan_flags.PER_WORKER_FIELDS]
+  fields = [f for f in config_lib.NAMES if f not in config_lib.PER_WORKER_FIELDS]
   # crc32 fits a float64 exactly; float64 collectives exist on every device type.
   local = np.array([zlib.crc32(repr(getattr(cfg, f)).encode()) for f in fields] + [step], np.float64)
   differ, steps = disagreement(fields, gather_rows(strategy, local))
@@ -268,3 +270,39 @@ def barrier(strategy: tf.distribute.Strategy) -> None:
   the chief still writes a checkpoint that a launcher would otherwise kill it in the middle of."""
   if task(strategy)[0] is not None:
     gather_rows(strategy, np.zeros([1]))
+
+
+# TensorFlow errors of a collective whose peer died, froze or became unreachable (multi-worker runs).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError, tf.errors.InternalError)
+
+
+def describe_peer_failure(error: Exception) -> Optional[str]:
+  """What a failed collective says about the other workers, in a few words; None if it is not about them."""
+  text = str(error)
+  tasks = sorted({f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)})
+  who = " and ".join(tasks) or "another worker"
+  if "stopped sending heartbeats" in text:
+    return f"{who} stopped sending heartbeats for --peer_timeout_s (dead or frozen)"
+  if "CoordinationService/Heartbeat" in text:
+    return ("the coordination service on worker 0 stopped answering heartbeats for --peer_timeout_s (worker 0 is "
+            "dead or frozen)")
+  for symptom in ("Socket closed", "Connection reset by peer", "Connection refused", "failed to connect",
+                  "Broken pipe"):
+    if symptom in text:
+      return f"lost the connection to {who} ({symptom})"
+  if any(word in text for word in ("Collective", "collective", "Coordination", "coordination")):
+    line = next((l.strip() for l in text.splitlines() if "ollective" in l or "oordination" in l), "")
+    return f"a collective with {who} failed: {line[:200]}"
+  return None
+
+
+def peer_failure(strategy: tf.distribute.Strategy, error: Exception) -> Optional[errors.PeerFailureError]:
+  """The PeerFailureError (exit code 5) a failed collective of a multi-worker run means, or None when the error is
+  not about another worker (or this is one process): the caller re-raises it then."""
+  cause = describe_peer_failure(error)
+  if task(strategy)[0] is None or cause is None:
+    return None
+  return errors.PeerFailureError(
+      f"peer failure: {cause} ({type(error).__name__}); this worker stops too. Relaunch every worker with the same "
+      "command to resume from the last checkpoint")

@@ -1,52 +1,16 @@
-"""TensorBoard scalars and image grids, and PNG grids on disk. Only the chief writes; other workers get no-ops."""
+"""TensorBoard scalars and images, and PNG files. Only the chief writes; other workers get no-ops."""
 
-import math
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import tensorflow as tf
 
-
-def image_grid(images: np.ndarray, rows: Optional[int] = None) -> np.ndarray:
-  """Tiles images into one picture.
-
-  Args:
-    images: [N, H, W, C] float in [-1, 1] or uint8.
-    rows: rows of the grid; default a near-square grid.
-
-  Returns:
-    uint8 [rows * H, cols * W, C].
-  """
-  images = np.asarray(images)
-  if images.dtype != np.uint8:
-    images = to_uint8(images)
-  n, h, w, c = images.shape
-  rows = rows or int(math.floor(math.sqrt(n)))
-  cols = int(math.ceil(n / rows))
-  grid = np.zeros((rows * h, cols * w, c), np.uint8)
-  for i in range(n):
-    r, col = divmod(i, cols)
-    grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = images[i]
-  return grid
+from gan_dist import files
 
 
-def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats -> uint8 [0, 255]."""
-  images = np.asarray(images, np.float32)
-  return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def write_png(path: str, grid: np.ndarray) -> None:
-  """Writes a uint8 [H, W, C] grid as PNG (no imaging library needed), on any TensorFlow filesystem.
-
-  Written to a temporary name and renamed, so that a killed process never leaves a truncated PNG behind.
-  """
-  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
-  if "/" in path:
-    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
-  tmp = path + gan_flags.TMP_SUFFIX
-  tf.io.write_file(tmp, tf.io.encode_png(grid))
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes a uint8 [H, W, C] image as PNG on any TensorFlow filesystem, atomically (never a truncated PNG)."""
+  files.write_atomic(path, tf.io.encode_png(np.asarray(image, np.uint8)).numpy())
 
 
 class Writer:
@@ -69,7 +33,7 @@ class Writer:
         tf.summary.scalar(name, value)
 
   def image(self, step: int, name: str, grid: np.ndarray) -> None:
-    """Writes a uint8 [H, W, C] grid."""
+    """Writes a uint8 [H, W, C] image."""
     if not self.enabled:
       return
     with self._writer.as_default(step=step):

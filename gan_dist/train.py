@@ -1,4 +1,4 @@
-"""The trainer loop: flat and readable. Builds nothing itself; wires data, state, step, checkpoints and summaries.
+"""The trainer loop: flat and readable. Checks (preflight.py) first, then the loop; builds nothing itself.
 
   check everything (replicas, data, workdir, model, checkpoint, other workers) -- nothing written yet
   clean what a killed run left, write flags.txt
@@ -13,144 +13,37 @@
       stop requested: exit 75 after the save
 """
 
-import dataclasses
-import os
-import re
-import shutil
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import config as config_lib
 from gan_dist import data
 from gan_dist import errors
-from gan_dist import flags as gan_flags
-from gan_dist import models
+from gan_dist import precision
 from gan_dist import preemption
-from gan_dist import sample as sample_lib
+from gan_dist import preflight
+from gan_dist import sampling
 from gan_dist import state as state_lib
 from gan_dist import strategy as strategy_lib
 from gan_dist import summaries
 from gan_dist import train_step as train_step_lib
-
-# TensorFlow errors of a collective whose peer died, froze or became unreachable (multi-worker runs).
-PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
-               tf.errors.CancelledError, tf.errors.InternalError)
-# Room a run needs beyond two checkpoints (TensorBoard events, sample grids) before it may start.
-_DISK_MARGIN_BYTES = 16 << 20
+from gan_dist import workdir as workdir_lib
+from gan_dist.eval import evaluator as evaluator_lib
 
 
-def check_config(cfg) -> None:
-  """Checks what needs neither devices nor data (first thing `main` does).
-
-  Raises:
-    errors.UserError: with a one-line message naming the problem and the fix.
-  """
-  if cfg.arch not in models.available():
-    raise errors.UserError(f"unknown --arch={cfg.arch!r}; known architectures: {', '.join(models.available())}")
-  profile_range(cfg)
-
-
-def profile_range(cfg) -> Optional[tuple]:
-  """(first, last) train steps of --profile_steps, or None."""
-  if not cfg.profile_steps:
-    return None
-  try:
-    first, last = (int(x) for x in cfg.profile_steps.split(","))
-  except ValueError:
-    first = last = -1
-  if not 0 < first <= last:
-    raise errors.UserError(f"--profile_steps={cfg.profile_steps!r} must be FIRST,LAST with 0 < FIRST <= LAST, "
-                           "e.g. --profile_steps=100,110")
-  return first, last
-
-
-def check_replicas(cfg, strategy: tf.distribute.Strategy) -> None:
-  """The global batch must split evenly over every replica (checked before any data is read)."""
-  replicas = strategy.num_replicas_in_sync
-  if cfg.batch_size % replicas:
-    raise errors.UserError(f"--batch_size={cfg.batch_size} does not split evenly over the {replicas} replicas of "
-                           f"--strategy={cfg.strategy}; use a multiple of {replicas}, e.g. "
-                           f"--batch_size={max(replicas, cfg.batch_size // replicas * replicas)}")
-
-
-def resolve_config(cfg, source) -> gan_flags.Config:
-  """Fills in what the data decides (num_classes), refusing a --num_classes below the labels present."""
-  if 0 < cfg.num_classes < source.num_classes:
-    raise errors.UserError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of "
-                           f"{source.name}; pass --num_classes={source.num_classes} or leave it at 0 (from the data)")
-  return dataclasses.replace(cfg, num_classes=cfg.num_classes or source.num_classes)
-
-
-def _is_local(path: str) -> bool:
-  return "://" not in path
-
-
-def _existing_ancestor(path: str) -> str:
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  return path
-
-
-def check_workdir(cfg) -> None:
-  """Checks, without writing, that this run can use `cfg.workdir`: its flags.txt agrees, and it is writable.
-
-  Raises:
-    errors.UserError: another model's workdir, a changed data position, a read-only or full filesystem.
-  """
-  path = f"{cfg.workdir}/flags.txt"
-  if tf.io.gfile.exists(path):
-    problem = gan_flags.check_resume_compatible(gan_flags.config_from_flagfile(path), cfg)
-    if problem:
-      raise errors.UserError(problem)
-  if _is_local(cfg.workdir):
-    ancestor = _existing_ancestor(cfg.workdir)
-    if not os.path.isdir(ancestor):
-      raise errors.UserError(f"--workdir={cfg.workdir}: {ancestor} is a file, not a directory")
-    # access() reports a read-only filesystem (EROFS) even to root, and writes nothing.
-    for directory in (ancestor, f"{cfg.workdir}/checkpoints", f"{cfg.workdir}/tensorboard", f"{cfg.workdir}/samples"):
-      if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
-        raise errors.UserError(f"--workdir={cfg.workdir}: {directory} is not writable (read-only filesystem or "
-                               "permissions); use a writable --workdir")
-
-
-def check_model(cfg, state) -> None:
-  """Checks that need the built model: the class filter's meaning, and room for the checkpoints it makes."""
-  if state.gan.conditional and cfg.class_filter >= 0:
-    raise errors.UserError(f"--class_filter={cfg.class_filter} keeps one class, but --arch={cfg.arch} is "
-                           "conditional and learns from all of them; drop --class_filter or use an "
-                           "unconditional --arch")
-  if not _is_local(cfg.workdir):
-    return
-  size = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in _checkpoint_variables(state))
-  free = shutil.disk_usage(_existing_ancestor(cfg.workdir)).free
-  needed = 2 * size + _DISK_MARGIN_BYTES  # The new checkpoint is complete before an old one is deleted.
-  if free < needed:
-    raise errors.UserError(f"--workdir={cfg.workdir}: its filesystem has {free / 2**20:.1f} MiB free, but a "
-                           f"checkpoint of this run takes {size / 2**20:.1f} MiB and the run needs at least "
-                           f"{needed / 2**20:.0f} MiB; free some space or use another --workdir")
-
-
-def _checkpoint_variables(state) -> list:
-  found, seen = [], set()
-  models_ = [state.gan.generator, state.gan.discriminator] + ([state.ema_generator] if state.ema_generator else [])
-  for v in [w for m in models_ for w in m.weights] + state.g_optimizer.variables + state.d_optimizer.variables:
-    if id(v) not in seen:
-      seen.add(id(v))
-      found.append(v)
-  return found
-
-
-def write_flags(cfg, is_chief: bool) -> None:
+def write_flags(cfg: config_lib.Config, is_chief: bool) -> None:
   """Writes flags.txt on a fresh workdir; on a resumed one keeps it and records this run's in flags_latest.txt."""
   if not is_chief:
     return
-  path = f"{cfg.workdir}/flags.txt"
-  gan_flags.write_flagfile(cfg, f"{cfg.workdir}/flags_latest.txt" if tf.io.gfile.exists(path) else path)
+  path = workdir_lib.flags_path(cfg.workdir)
+  if tf.io.gfile.exists(path):
+    path = f"{cfg.workdir.rstrip('/')}/{workdir_lib.LATEST_FLAGS_FILE}"
+  workdir_lib.write_config(cfg, path)
 
 
 def _next_boundary(step: int, cfg, extra=()) -> int:
@@ -199,7 +92,7 @@ class _Timer:
     self.window.seconds[self.activity] += time.perf_counter() - self.start
 
 
-def run(cfg, strategy: tf.distribute.Strategy) -> dict:
+def run(cfg: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
   """Trains until `cfg.train_steps`, resuming from `cfg.workdir` if it holds a checkpoint.
 
   Returns:
@@ -211,48 +104,26 @@ def run(cfg, strategy: tf.distribute.Strategy) -> dict:
   """
   try:
     return _run(cfg, strategy)
-  except PEER_ERRORS as e:
-    cause = describe_peer_failure(e)
-    if strategy_lib.task(strategy)[0] is None or cause is None:
+  except strategy_lib.PEER_ERRORS as e:
+    failure = strategy_lib.peer_failure(strategy, e)
+    if failure is None:
       raise
-    raise errors.PeerFailureError(
-        f"peer failure: {cause} ({type(e).__name__}); this worker stops too. Relaunch every worker with the same "
-        "command to resume from the last checkpoint") from e
-
-
-def describe_peer_failure(error: Exception) -> Optional[str]:
-  """What a failed collective says about the other workers, in a few words; None if it is not about them."""
-  text = str(error)
-  tasks = sorted({f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)})
-  who = " and ".join(tasks) or "another worker"
-  if "stopped sending heartbeats" in text:
-    return f"{who} stopped sending heartbeats for --peer_timeout_s (dead or frozen)"
-  if "CoordinationService/Heartbeat" in text:
-    return ("the coordination service on worker 0 stopped answering heartbeats for --peer_timeout_s (worker 0 is "
-            "dead or frozen)")
-  for symptom in ("Socket closed", "Connection reset by peer", "Connection refused", "failed to connect",
-                  "Broken pipe"):
-    if symptom in text:
-      return f"lost the connection to {who} ({symptom})"
-  if any(word in text for word in ("Collective", "collective", "Coordination", "coordination")):
-    line = next((l.strip() for l in text.splitlines() if "ollective" in l or "oordination" in l), "")
-    return f"a collective with {who} failed: {line[:200]}"
-  return None
+    raise failure from e
 
 
 def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   # 1. Check everything before writing anything: a refused run leaves the workdir exactly as it was.
   is_chief = strategy_lib.is_chief(strategy)
-  check_replicas(cfg, strategy)
+  preflight.check_replicas(cfg, strategy)
   source = data.open_source(cfg)
-  cfg = resolve_config(cfg, source)
+  cfg = preflight.resolve_config(cfg, source)
   state = state_lib.create_state(cfg, strategy, cfg.num_classes)
   gan = state.gan
   # flags.txt records the shape the architecture resolved (0 = native), so that resuming with the native size
   # spelled out, or left at 0, is the same run.
-  cfg = dataclasses.replace(cfg, image_size=int(gan.image_shape[0]), channels=int(gan.image_shape[2]))
-  check_workdir(cfg)
-  check_model(cfg, state)
+  cfg = cfg.replace(image_size=int(gan.image_shape[0]), channels=int(gan.image_shape[2]))
+  preflight.check_workdir(cfg)
+  preflight.check_model(cfg, state)
   checkpointer = checkpoint_lib.Checkpointer(cfg, state, strategy)
   step = checkpointer.restore()
   strategy_lib.check_workers_agree(strategy, cfg, step)
@@ -260,8 +131,7 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   if cfg.eval_every and step < cfg.train_steps:
     # Before any write: it refuses data without labels for a conditional model. It may train and cache the
     # dataset's feature network once (outside the workdir).
-    from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top  (optional cost)
-    evaluator = eval_training.Evaluator(cfg, strategy, gan)
+    evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
 
   # 2. From here on the run writes to the workdir.
   checkpointer.clean_leftovers()
@@ -275,11 +145,11 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
       data.make_dataset_fn(cfg, source, gan.image_shape, start_step=step))
   iterator = iter(dataset)
   train = train_step_lib.make_train_step(cfg, strategy, state)
-  writer = summaries.Writer(f"{cfg.workdir}/tensorboard", enabled=is_chief)
-  grid_noise, grid_labels, grid_rows = sample_lib.grid_inputs(gan, cfg.num_samples, cfg.seed)
-  generate_fn = sample_lib.make_generate_fn(state.sampling_generator, gan)
+  writer = summaries.Writer(workdir_lib.tensorboard_dir(cfg.workdir), enabled=is_chief)
+  grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed)
+  generate_fn = sampling.make_generate_fn(state.sampling_generator, gan)
   images_per_step = cfg.batch_size * cfg.d_steps_per_g
-  profile = profile_range(cfg) if is_chief else None
+  profile = preflight.profile_range(cfg) if is_chief else None
   profile_edges = (profile[0] - 1, profile[1]) if profile else ()  # Chunks end where the trace starts and stops.
   logging.info("Training %s from step %d to %d: %d replica(s), global batch %d, %d steps per epoch",
                cfg.arch, step, cfg.train_steps, strategy.num_replicas_in_sync, cfg.batch_size,
@@ -293,13 +163,14 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
     while step < cfg.train_steps:
       num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
       if profile and step == profile[0] - 1:
-        tf.profiler.experimental.start(f"{cfg.workdir}/tensorboard")
+        tf.profiler.experimental.start(workdir_lib.tensorboard_dir(cfg.workdir))
       with _Timer(window, "train"):
         result = train(iterator, num_steps, stop=lambda: stop.requested)
       first, step = step + 1, step + num_steps
       if profile and step == profile[1]:
         tf.profiler.experimental.stop()
-        logging.info("Wrote a profile of steps %d-%d to %s/tensorboard", profile[0], profile[1], cfg.workdir)
+        logging.info("Wrote a profile of steps %d-%d to %s", profile[0], profile[1],
+                     workdir_lib.tensorboard_dir(cfg.workdir))
       if result.diverged:
         raise errors.DivergedError(_divergence_message(cfg, result, first, step, checkpointer))
       window.add(result)
@@ -312,10 +183,9 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
       if is_chief and _due(step, cfg.sample_every, cfg):
         with _Timer(window, "samples"):
           state.prepare_ema()
-          images = sample_lib.generate(generate_fn, gan, grid_noise, grid_labels)
-          grid = summaries.image_grid(images, rows=grid_rows or None)
+          grid = sampling.image_grid(sampling.generate(generate_fn, grid_noise, grid_labels), rows=grid_rows)
           writer.image(step, "samples", grid)
-          summaries.write_png(f"{cfg.workdir}/samples/step_{step:08d}.png", grid)
+          summaries.write_png(workdir_lib.sample_grid_path(cfg.workdir, step), grid)
 
       scores = None
       if evaluator is not None and _due(step, cfg.eval_every, cfg):
@@ -345,7 +215,6 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
 
 def _summarize(cfg, state, window: _Window, step: int, images_per_step: int, writer) -> Dict[str, float]:
   """Writes the window's means, loss scales and time split to TensorBoard and the log (chief); returns them."""
-  from gan_dist import precision  # pylint: disable=g-import-not-at-top
   metrics = window.means()
   metrics.update({k: float(v) for k, v in precision.loss_scales(state).items()})
   metrics.update({k: float(v) for k, v in precision.skipped_steps(state).items()})

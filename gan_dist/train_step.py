@@ -21,13 +21,18 @@ workers take the same decision after the same step.
 """
 
 import dataclasses
-from typing import Callable, Dict
+import functools
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
 
+from gan_dist import config as config_lib
+from gan_dist import errors
 from gan_dist import losses
+from gan_dist import models
 from gan_dist import precision
+from gan_dist import state as state_lib
 
 # Metric names in the order they are logged.
 BASE_METRICS = ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output")
@@ -62,7 +67,6 @@ def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
   Raises:
     ValueError: the combination is known not to compile; the message says what to change.
   """
-  from gan_dist import errors  # pylint: disable=g-import-not-at-top
   if not cfg.jit_compile or isinstance(strategy, tf.distribute.OneDeviceStrategy):
     return
   devices = strategy.extended.worker_devices
@@ -119,6 +123,168 @@ class ChunkResult:
     return {name: total / max(self.steps, 1) for name, total in self.sums.items()}
 
 
+@dataclasses.dataclass
+class StepInputs:
+  """This replica's random inputs of one batch draw of a step (its rows of the global batch's draws).
+
+  Attributes:
+    noise: float32 [b, latent_dim].
+    fake_labels: int32 [b], the classes G is asked for (zeros for unconditional models, which ignore them).
+    alpha: float32 [b, 1, 1, 1] interpolation weights of the gradient penalty, or None without --gp_weight.
+  """
+
+  noise: tf.Tensor
+  fake_labels: tf.Tensor
+  alpha: Optional[tf.Tensor]
+
+
+def step_inputs(cfg: config_lib.Config, gan: models.Gan, step: tf.Tensor, draw: int) -> StepInputs:
+  """Draws the noise, fake labels and penalty weights of batch draw `draw` of step `step` for the whole global
+  batch from (--seed, step, draw), and returns this replica's rows."""
+  batch = cfg.batch_size
+  noise = tf.random.stateless_normal([batch, gan.latent_dim], seed=step_seed(cfg.seed, step, draw, _NOISE))
+  fake_labels = tf.random.stateless_uniform([batch], seed=step_seed(cfg.seed, step, draw, _FAKE_LABELS), minval=0,
+                                            maxval=max(gan.num_classes, 1), dtype=tf.int32)
+  alpha = None
+  if cfg.gp_weight > 0:
+    alpha = replica_rows(tf.random.stateless_uniform([batch, 1, 1, 1], seed=step_seed(cfg.seed, step, draw, _ALPHA)))
+  return StepInputs(replica_rows(noise), replica_rows(fake_labels), alpha)
+
+
+@dataclasses.dataclass
+class Forward:
+  """One forward pass of a replica: G's images and D's logits on the real and the generated batch.
+
+  Attributes:
+    real_images, real_labels: the replica's data batch, float32 [b, H, W, C] and int32 [b].
+    fake_images: G's images [b, H, W, C] for `inputs`.
+    real_logits, fake_logits: float32 [b, 1].
+    inputs: the StepInputs the fakes were made from.
+  """
+
+  real_images: tf.Tensor
+  real_labels: tf.Tensor
+  fake_images: tf.Tensor
+  real_logits: tf.Tensor
+  fake_logits: tf.Tensor
+  inputs: StepInputs
+
+
+def forward(gan: models.Gan, batch: Dict[str, tf.Tensor], inputs: StepInputs) -> Forward:
+  """G makes a batch from `inputs`; D scores it and the data batch (both in training mode)."""
+  fake = gan.generate(inputs.noise, inputs.fake_labels, training=True)
+  real_logits = gan.discriminate(batch["images"], batch["labels"], training=True)
+  fake_logits = gan.discriminate(fake, inputs.fake_labels, training=True)
+  return Forward(batch["images"], batch["labels"], fake, real_logits, fake_logits, inputs)
+
+
+def global_mean(cfg: config_lib.Config, per_example: tf.Tensor) -> tf.Tensor:
+  """This replica's share of the mean over the global batch (the replicas' shares sum to the global mean)."""
+  return tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
+
+
+def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  """D's loss (this replica's share of the global mean, penalties included) and D's metrics.
+
+  Returns:
+    (scalar loss, {"d_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output"[,
+    "gradient_penalty"][, "r1_penalty"]}), every metric a share of its global-batch mean.
+  """
+  per_example, _ = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
+  metrics = {}
+
+  def d_of(images):  # D with the real labels bound: the penalties differentiate with respect to images only.
+    return gan.discriminate(images, fwd.real_labels, training=True)
+
+  if cfg.gp_weight > 0:
+    # Interpolates take the real labels: the penalty is on D's input space, one label per pair.
+    gp = losses.gradient_penalty(d_of, fwd.real_images, fwd.fake_images, fwd.inputs.alpha)
+    metrics["gradient_penalty"] = global_mean(cfg, gp)
+    per_example += cfg.gp_weight * gp
+  if cfg.r1_weight > 0:
+    r1 = losses.r1_penalty(d_of, fwd.real_images)
+    metrics["r1_penalty"] = global_mean(cfg, r1)
+    per_example += 0.5 * cfg.r1_weight * r1
+  real = tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])
+  fake = tf.reshape(tf.cast(fwd.fake_logits, tf.float32), [-1])
+  loss = global_mean(cfg, per_example)
+  metrics.update(d_loss=loss, d_real_accuracy=global_mean(cfg, tf.cast(real > 0, tf.float32)),
+                 d_fake_accuracy=global_mean(cfg, tf.cast(fake < 0, tf.float32)),
+                 d_real_output=global_mean(cfg, tf.sigmoid(real)), d_fake_output=global_mean(cfg, tf.sigmoid(fake)))
+  return loss, metrics
+
+
+def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  """G's loss (this replica's share of the global mean) and its metric {"g_loss"}."""
+  _, per_example = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
+  loss = global_mean(cfg, per_example)
+  return loss, {"g_loss": loss}
+
+
+def d_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, step, draw: int) -> List[tf.Tensor]:
+  """The gradients of an extra discriminator update (--d_steps_per_g > 1), scaled under float16; no metrics."""
+  with tf.GradientTape() as tape:
+    loss, _ = d_loss(cfg, state.gan, forward(state.gan, batch, step_inputs(cfg, state.gan, step, draw)))
+    loss = precision.scale_loss(state.d_optimizer, loss)
+  return tape.gradient(loss, state.gan.discriminator.trainable_variables)
+
+
+def gd_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, step, draw: int
+                 ) -> Tuple[List[tf.Tensor], List[tf.Tensor], Dict[str, tf.Tensor]]:
+  """The tutorial step: one forward pass, two tapes; returns (G's gradients, D's gradients, metrics)."""
+  gan = state.gan
+  with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+    fwd = forward(gan, batch, step_inputs(cfg, gan, step, draw))
+    d_value, metrics = d_loss(cfg, gan, fwd)
+    g_value, g_metrics = g_loss(cfg, fwd)
+    metrics.update(g_metrics)
+    g_value = precision.scale_loss(state.g_optimizer, g_value)
+    d_value = precision.scale_loss(state.d_optimizer, d_value)
+  return (g_tape.gradient(g_value, gan.generator.trainable_variables),
+          d_tape.gradient(d_value, gan.discriminator.trainable_variables), metrics)
+
+
+def replica_step(cfg: config_lib.Config, state: state_lib.TrainState, batches: Sequence, step,
+                 d_grads_fn: Optional[Callable] = None, gd_grads_fn: Optional[Callable] = None
+                 ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+  """One generator step on one replica: `len(batches) - 1` extra D updates, then the tutorial step on the last.
+
+  Args:
+    cfg, state: the run's Config and TrainState.
+    batches: `cfg.d_steps_per_g` data batches of this replica.
+    step: int64 scalar, the step being taken (the checkpointed step before it).
+    d_grads_fn, gd_grads_fn: (batch, step, draw) -> `d_gradients` / `gd_gradients` of cfg and state (e.g. their
+      XLA-compiled versions); default: those functions themselves.
+
+  Returns:
+    (metrics of the last batch, float32 scalar 1.0 if its D or G loss was non-finite else 0.0).
+  """
+  d_grads_fn = d_grads_fn or functools.partial(d_gradients, cfg, state)
+  gd_grads_fn = gd_grads_fn or functools.partial(gd_gradients, cfg, state)
+  discriminator = state.gan.discriminator
+  for draw, batch in enumerate(batches[:-1]):
+    precision.apply_gradients(state.d_optimizer, d_grads_fn(batch, step, draw), discriminator.trainable_variables)
+  g_grads, d_grads, metrics = gd_grads_fn(batches[-1], step, len(batches) - 1)
+  precision.apply_gradients(state.g_optimizer, g_grads, state.gan.generator.trainable_variables)
+  precision.apply_gradients(state.d_optimizer, d_grads, discriminator.trainable_variables)
+  finite = tf.logical_and(tf.math.is_finite(metrics["d_loss"]), tf.math.is_finite(metrics["g_loss"]))
+  return metrics, 1.0 - tf.cast(finite, tf.float32)
+
+
+def update_ema(cfg: config_lib.Config, state: state_lib.TrainState) -> None:
+  """Moves the EMA generator's trainable weights towards G's (cross-replica context, after the step's updates).
+
+  Warm-up: an average over the steps so far while there are few of them (TF's ExponentialMovingAverage with
+  num_updates), so that early EMA samples are not dominated by the initial weights. Only trainable weights are
+  averaged; BatchNorm statistics are re-estimated for the EMA weights when they are used (TrainState.prepare_ema).
+  """
+  updates = tf.cast(state.step, tf.float32)
+  rate = tf.minimum(cfg.ema_decay, (1.0 + updates) / (10.0 + updates))
+  # G's weights are identical on all replicas, and an assignment in cross-replica context reaches every copy.
+  for ema_var, var in zip(state.ema_generator.trainable_variables, state.gan.generator.trainable_variables):
+    ema_var.assign(rate * ema_var + (1.0 - rate) * var)
+
+
 class TrainStep:
   """`train(iterator, num_steps, stop) -> ChunkResult`: runs `num_steps` generator steps on every replica.
 
@@ -132,17 +298,16 @@ class TrainStep:
   to stop, asked after the steps ran.
   """
 
-  def __init__(self, cfg, strategy: tf.distribute.Strategy, state):
+  def __init__(self, cfg: config_lib.Config, strategy: tf.distribute.Strategy, state: state_lib.TrainState):
     check_jit_supported(cfg, strategy)
     self.names = metric_names(cfg)
-    self._strategy = strategy
-    self._state = state
-    self._run_steps = self._make_run_steps(cfg, strategy, state)
+    self._cfg, self._strategy, self._state = cfg, strategy, state
     with strategy.scope():
       # Per-replica sums of [metrics..., non-finite losses], read and reset once per call.
       self._totals = tf.Variable(tf.zeros([len(self.names) + 1]), trainable=False, name="chunk_totals",
                                  synchronization=tf.VariableSynchronization.ON_READ,
                                  aggregation=tf.VariableAggregation.SUM)
+    self._run_steps = self._make_run_steps()
     self._finish = self._make_finish(state)
     logging.info("Train step: loss=%s, d_steps_per_g=%d, precision=%s, jit_compile=%s, %d replica(s), global batch %d",
                  cfg.loss, cfg.d_steps_per_g, cfg.precision, cfg.jit_compile, strategy.num_replicas_in_sync,
@@ -177,122 +342,30 @@ class TrainStep:
 
     return finish
 
-  def _make_run_steps(self, cfg, strategy, state):
-    gan = state.gan
-    generator, discriminator = gan.generator, gan.discriminator
-    loss_fn = losses.get(cfg.loss)
-    global_batch = cfg.batch_size
-    names = self.names
-
-    def mean(per_example):
-      return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-
-    def step_inputs(step, draw):
-      """This replica's noise [b, latent_dim], fake labels [b] (None if unconditional) and GP weights [b, 1, 1, 1]."""
-      noise = tf.random.stateless_normal([global_batch, gan.latent_dim], seed=step_seed(cfg.seed, step, draw, _NOISE))
-      labels = None
-      if gan.conditional:
-        labels = replica_rows(tf.random.stateless_uniform(
-            [global_batch], seed=step_seed(cfg.seed, step, draw, _FAKE_LABELS), minval=0, maxval=gan.num_classes,
-            dtype=tf.int32))
-      alpha = None
-      if cfg.gp_weight > 0:
-        alpha = replica_rows(tf.random.stateless_uniform([global_batch, 1, 1, 1],
-                                                         seed=step_seed(cfg.seed, step, draw, _ALPHA)))
-      return replica_rows(noise), labels, alpha
-
-    def d_of(labels):
-      """Discriminator as a function of images, with labels bound (for the penalties' gradients)."""
-      return lambda images: gan.discriminate(images, labels, training=True)
-
-    def objective(real, real_labels, fake, alpha, metrics):
-      """Per-replica shares of the global-mean D and G losses, with D's penalties; records metrics."""
-      real_logits = gan.discriminate(real, real_labels, training=True)
-      fake_logits = gan.discriminate(fake["images"], fake["labels"], training=True)
-      d_vec, g_vec = loss_fn(real_logits, fake_logits)
-      if cfg.gp_weight > 0:
-        # Interpolates take the real labels: the penalty is on D's input space, one label per pair.
-        gp = losses.gradient_penalty(d_of(real_labels), real, fake["images"], alpha)
-        metrics["gradient_penalty"] = mean(gp)
-        d_vec += cfg.gp_weight * gp
-      if cfg.r1_weight > 0:
-        r1 = losses.r1_penalty(d_of(real_labels), real)
-        metrics["r1_penalty"] = mean(r1)
-        d_vec += 0.5 * cfg.r1_weight * r1
-      real_flat = tf.reshape(real_logits, [-1])
-      fake_flat = tf.reshape(fake_logits, [-1])
-      metrics["d_loss"] = mean(d_vec)
-      metrics["g_loss"] = mean(g_vec)
-      metrics["d_real_accuracy"] = mean(tf.cast(real_flat > 0, tf.float32))
-      metrics["d_fake_accuracy"] = mean(tf.cast(fake_flat < 0, tf.float32))
-      metrics["d_real_output"] = mean(tf.sigmoid(real_flat))
-      metrics["d_fake_output"] = mean(tf.sigmoid(fake_flat))
-      return metrics["d_loss"], metrics["g_loss"]
-
-    def forward(batch, step, draw, metrics):
-      noise, fake_labels, alpha = step_inputs(step, draw)
-      fake = {"images": gan.generate(noise, fake_labels, training=True), "labels": fake_labels}
-      real_labels = batch["labels"] if gan.conditional else None
-      return objective(batch["images"], real_labels, fake, alpha, metrics)
-
-    def d_grads(batch, step, draw):
-      """An extra discriminator update's gradients (--d_steps_per_g > 1); its metrics are not reported."""
-      with tf.GradientTape() as d_tape:
-        d_loss, _ = forward(batch, step, draw, {})
-        d_loss = precision.scale_loss(state.d_optimizer, d_loss)
-      return d_tape.gradient(d_loss, discriminator.trainable_variables)
-
-    def gd_grads(batch, step, draw):
-      """The tutorial step's forward pass and both networks' gradients; returns (g_grads, d_grads, metrics)."""
-      metrics = {}
-      with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-        d_loss, g_loss = forward(batch, step, draw, metrics)
-        g_loss = precision.scale_loss(state.g_optimizer, g_loss)
-        d_loss = precision.scale_loss(state.d_optimizer, d_loss)
-      g_grads = g_tape.gradient(g_loss, generator.trainable_variables)
-      d_grads_ = d_tape.gradient(d_loss, discriminator.trainable_variables)
-      return g_grads, d_grads_, [metrics[name] for name in names]
-
+  def _make_run_steps(self):
+    cfg, strategy, state = self._cfg, self._strategy, self._state
+    d_grads_fn = functools.partial(d_gradients, cfg, state)
+    gd_grads_fn = functools.partial(gd_gradients, cfg, state)
     if cfg.jit_compile:
       # XLA compiles the per-replica forward and backward pass, nearly all of the work. The updates stay outside:
       # they all-reduce gradients and LossScaleOptimizer merges replicas in a cond, which XLA cannot hold on CPUs.
-      d_grads = tf.function(d_grads, jit_compile=True)
-      gd_grads = tf.function(gd_grads, jit_compile=True)
+      d_grads_fn = tf.function(d_grads_fn, jit_compile=True)
+      gd_grads_fn = tf.function(gd_grads_fn, jit_compile=True)
 
-    def replica_step(batches, step):
-      for draw, batch in enumerate(batches[:-1]):  # Extra discriminator updates (--d_steps_per_g > 1).
-        precision.apply_gradients(state.d_optimizer, d_grads(batch, step, draw),
-                                  discriminator.trainable_variables)
-      g_grads, d_grads_, values = gd_grads(batches[-1], step, len(batches) - 1)
-      precision.apply_gradients(state.g_optimizer, g_grads, generator.trainable_variables)
-      precision.apply_gradients(state.d_optimizer, d_grads_, discriminator.trainable_variables)
-      finite = tf.logical_and(tf.math.is_finite(values[0]), tf.math.is_finite(values[1]))
-      self._totals.assign_add(tf.stack(values + [1.0 - tf.cast(finite, tf.float32)]))
-
-    ema = state.ema_generator
-    decay = cfg.ema_decay
-
-    def update_ema():
-      # Warm-up: an average over the steps so far while there are few of them (TF's ExponentialMovingAverage with
-      # num_updates), so that early EMA samples are not dominated by the initial weights. t = this update's number.
-      updates = tf.cast(state.step, tf.float32)
-      rate = tf.minimum(decay, (1.0 + updates) / (10.0 + updates))
-      # Cross-replica context: G's weights are identical on all replicas, assignments reach every copy. Only the
-      # trainable weights are averaged; BatchNorm statistics are recomputed for the EMA weights when they are used
-      # (TrainState.prepare_ema).
-      for ema_var, var in zip(ema.trainable_variables, generator.trainable_variables):
-        ema_var.assign(rate * ema_var + (1.0 - rate) * var)
+    def one_replica(batches, step):
+      metrics, nonfinite = replica_step(cfg, state, batches, step, d_grads_fn, gd_grads_fn)
+      self._totals.assign_add(tf.stack([metrics[name] for name in self.names] + [nonfinite]))
 
     @tf.function
     def run_steps(iterator, num_steps):
       for _ in tf.range(num_steps):
         batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
-        strategy.run(replica_step, args=(batches, state.step.read_value()))
+        strategy.run(one_replica, args=(batches, state.step.read_value()))
         state.step.assign_add(1)
         precision.count_attempt(state.g_optimizer)
         precision.count_attempt(state.d_optimizer, cfg.d_steps_per_g)
-        if ema is not None:
-          update_ema()
+        if state.ema_generator is not None:
+          update_ema(cfg, state)
 
     return run_steps
 

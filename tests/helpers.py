@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -37,12 +37,12 @@ def config(tmp_path, **overrides):
   values = dict(workdir=str(tmp_path / "workdir"), batch_size=8, train_steps=2, steps_per_loop=1,
                 summary_every=1, sample_every=1000, checkpoint_every=1000, num_samples=4)
   values.update(overrides)
-  return gan_flags.make_config(**values)
+  return config_lib.make_config(**values)
 
 
 def config_values(**overrides):
   """A Config of the defaults with `overrides` (no workdir needed)."""
-  return gan_flags.make_config(**overrides)
+  return config_lib.make_config(**overrides)
 
 
 def snapshot(directory: str) -> dict:

@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import errors
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
+from gan_dist import files
+from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
 
@@ -32,7 +34,7 @@ def test_resume_is_exact(tmp_path, idx_dir, mirrored2):
   train.run(straight, mirrored2)
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
   train.run(dataclasses.replace(interrupted, train_steps=2), mirrored2)
-  assert tf.train.latest_checkpoint(checkpoint_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
+  assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
   metrics = train.run(interrupted, mirrored2)
   assert metrics["step"] == 4
   a = _variables(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
@@ -64,23 +66,23 @@ def test_incompatible_workdir_is_refused(tmp_path, idx_dir, mirrored2):
 
 
 def test_flagfile_roundtrip(tmp_path):
-  cfg = gan_flags.make_config(arch="dcgan", batch_size=32, sync_batchnorm=False, g_lr=3e-4, workdir=str(tmp_path))
+  cfg = config_lib.make_config(arch="dcgan", batch_size=32, sync_batchnorm=False, g_lr=3e-4, workdir=str(tmp_path))
   path = str(tmp_path / "flags.txt")
-  gan_flags.write_flagfile(cfg, path)
-  assert gan_flags.config_from_flagfile(path) == cfg
+  workdir_lib.write_config(cfg, path)
+  assert workdir_lib.read_config(path) == cfg
 
 
 def test_resume_compatibility_rules():
-  saved = gan_flags.make_config(ema_decay=0.999)
-  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.99)) is None
-  assert gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, g_lr=1.0, train_steps=7)) is None
-  message = gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.0, arch="mlp"))
+  saved = config_lib.make_config(ema_decay=0.999)
+  assert config_lib.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.99)) is None
+  assert config_lib.check_resume_compatible(saved, dataclasses.replace(saved, g_lr=1.0, train_steps=7)) is None
+  message = config_lib.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.0, arch="mlp"))
   assert "--ema_decay" in message and "--arch" in message
   # The data position: refused unless the change is meant.
   for change in (dict(batch_size=64), dict(d_steps_per_g=2)):
-    message = gan_flags.check_resume_compatible(saved, dataclasses.replace(saved, **change))
+    message = config_lib.check_resume_compatible(saved, dataclasses.replace(saved, **change))
     assert f"--{next(iter(change))}" in message and "--allow_data_position_change" in message
-    assert gan_flags.check_resume_compatible(
+    assert config_lib.check_resume_compatible(
         saved, dataclasses.replace(saved, allow_data_position_change=True, **change)) is None
 
 
@@ -163,10 +165,10 @@ def test_leftovers_of_a_killed_run_are_removed(two_checkpoints, tmp_path, mirror
   open(os.path.join(ckpt, "ckpt-6_temp", "part-00000-of-00001.index"), "wb").close()
   open(os.path.join(ckpt, "checkpoint.tmp0123abcd"), "w").close()
   open(os.path.join(ckpt, "ckpt-1.data-00000-of-00001"), "wb").close()  # Its index is gone: an interrupted delete.
-  open(os.path.join(cfg.workdir, "flags.txt" + gan_flags.TMP_SUFFIX), "w").close()
+  open(os.path.join(cfg.workdir, "flags.txt" + files.TMP_SUFFIX), "w").close()
   metrics = train.run(cfg, mirrored2)
   assert metrics["step"] == 6
   left = sorted(os.listdir(ckpt))
   assert left == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
                   "ckpt-4.index", "ckpt-6.data-00000-of-00001", "ckpt-6.index"], left
-  assert not [n for n in os.listdir(cfg.workdir) if n.endswith(gan_flags.TMP_SUFFIX)]
+  assert not [n for n in os.listdir(cfg.workdir) if n.endswith(files.TMP_SUFFIX)]

@@ -12,7 +12,8 @@ import os
 import pytest
 import tensorflow as tf
 
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
+from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
 
@@ -77,9 +78,7 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
   overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": data_dir, "strategy": "mirrored",
                "num_cpu_replicas": "2", "workdir": workdir, "sample_every": "1000000", "checkpoint_every": "1000000",
                "num_samples": "20"}
-  fv = gan_flags._fresh_flag_values([  # pylint: disable=protected-access
-      f"--flagfile={path}", *[f"--{k}={v}" for k, v in overrides.items()]])
-  cfg = gan_flags.config_from_flags(fv)
+  cfg = config_lib.from_args([f"--flagfile={path}", *[f"--{k}={v}" for k, v in overrides.items()]])
   # Every value the file sets is what the run gets (unless the test overrides it to keep the run small).
   for name, value in _file_values(path).items():
     if name in overrides:
@@ -95,7 +94,7 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
   assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{STEPS}.index"))
   png = os.path.join(workdir, "samples", f"step_{STEPS:08d}.png")
   grid = tf.io.decode_png(tf.io.read_file(png))
-  saved = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"))
+  saved = workdir_lib.read_config(os.path.join(workdir, "flags.txt"))
   # flags.txt holds the resolved config: the classes and the image shape the data and the architecture decided.
   assert saved == dataclasses.replace(cfg, num_classes=saved.num_classes, image_size=saved.image_size,
                                       channels=saved.channels)

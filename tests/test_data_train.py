@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
+from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
 
@@ -34,7 +35,7 @@ def test_architectures_train_on_a_folder_and_the_bad_files_are_reported(tmp_path
   with caplog.at_level(py_logging.WARNING):
     metrics = train.run(cfg, mirrored2)
   assert metrics["step"] == 2 and np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["g_loss"])
-  saved = gan_flags.config_from_flagfile(os.path.join(cfg.workdir, "flags.txt"))
+  saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert saved.num_classes == 3  # The three class folders (cdcgan32 conditions on them).
   reported = [r.getMessage() for r in caplog.records if "Skipped undecodable image file" in r.getMessage()]
   for path in folder["bad"]:
@@ -49,7 +50,7 @@ def test_resume_on_folder_data_is_exact(tmp_path, folder, mirrored2):
   train.run(straight, mirrored2)
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
   train.run(dataclasses.replace(interrupted, train_steps=2), mirrored2)
-  assert tf.train.latest_checkpoint(checkpoint_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
+  assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
   assert train.run(interrupted, mirrored2)["step"] == 4
   a = _variables(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
   b = _variables(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
@@ -64,7 +65,7 @@ def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, mirrored2):
   with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
     metrics = train.run(cfg, mirrored2)
   assert metrics["step"] == 3 and np.isfinite(metrics["d_loss"])
-  saved = gan_flags.config_from_flagfile(os.path.join(cfg.workdir, "flags.txt"))
+  saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert saved.num_classes == 10 and saved.dataset == "cifar10"
 
 

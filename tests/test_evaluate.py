@@ -1,18 +1,27 @@
-"""`python -m gan_dist.evaluate` on a tiny trained workdir: JSON, and with --all a CSV and a plot."""
+"""`python -m gan_dist.evaluate` on a tiny trained workdir: JSON, --all's CSV and plot, --best, one-line errors."""
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 import tensorflow as tf
 
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import cli
+from gan_dist import errors
 from gan_dist import evaluate
+from gan_dist import files
+from gan_dist import inference
+from gan_dist import workdir as workdir_lib
 from tests.eval import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN_KEYS = {"fcd", "kid", "kid_std", "classifier_score", "precision", "recall", "label_accuracy", "label_accuracy/9"}
 
 
 @pytest.fixture(scope="module")
@@ -20,48 +29,114 @@ def run_cfg(tmp_path_factory, mirrored2):
   return tiny_run.shared_run(tmp_path_factory, mirrored2)
 
 
-def test_evaluate_all_prints_json_and_writes_csv_and_plot(run_cfg):
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.evaluate", f"--workdir={run_cfg.workdir}", "--all"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads(proc.stdout[proc.stdout.index("{"):])
-  assert [e["step"] for e in report["evaluations"]] == [2, 4]
-  for evaluation in report["evaluations"]:
-    assert {"fcd", "kid", "kid_std", "classifier_score", "precision", "recall", "label_accuracy",
-            "label_accuracy/9"} <= set(evaluation["metrics"])
-  assert {"fcd", "label_accuracy"} <= set(report["floors"]) and report["feature_net"]["checksum"]
-  with tf.io.gfile.GFile(report["csv"]) as f:
-    rows = list(csv.DictReader(f))
-  assert [int(r["step"]) for r in rows] == [2, 4] and float(rows[1]["fcd"]) == pytest.approx(
-      report["evaluations"][1]["metrics"]["fcd"], rel=1e-5)
-  with tf.io.gfile.GFile(report["plot"], "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_evaluate_one_step_matches_all(run_cfg):
-  cfg = evaluate.eval_config(run_cfg.workdir, _no_flags())
-  (result,), evaluator = evaluate.evaluate_workdir(run_cfg.workdir, cfg, [2])
-  assert result["step"] == 2 and set(evaluator.floors) >= {"fcd", "label_accuracy"}
-  (latest,), _ = evaluate.evaluate_workdir(run_cfg.workdir, cfg)
-  assert latest["step"] == 4 and latest["metrics"]["fcd"] != result["metrics"]["fcd"]
-
-
-def test_bad_inputs_fail_with_one_line(run_cfg):
-  with pytest.raises(ValueError, match="pass at most one of --step, --all and --best"):
-    evaluate.check_selection(_no_flags("--all", "--step=2"))
-  cfg = evaluate.eval_config(run_cfg.workdir, _no_flags())
-  with pytest.raises(FileNotFoundError, match="No checkpoint at step 3"):
-    evaluate.evaluate_workdir(run_cfg.workdir, cfg, [3])
-  with pytest.raises(FileNotFoundError, match="flags.txt not found"):
-    evaluate.eval_config(run_cfg.workdir + "/nothing", _no_flags())
-
-
-def _no_flags(*argv):
-  """Flag values as the CLI sees them with `argv` (its --workdir comes from the tests' arguments instead)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
+def _flags(*argv) -> flags.FlagValues:
+  """Flag values as the CLI parses `argv`: the Config's flags and the tool's own."""
   fv = flags.FlagValues()
-  gan_flags.define_flags(fv)
+  cli.define_config_flags(fv)
   evaluate.define_flags(fv)
   fv(["evaluate", *argv])
   return fv
+
+
+def _copy(run_cfg, tmp_path) -> str:
+  """A private copy of the shared workdir (tests that add to it must not change what other tests read)."""
+  return shutil.copytree(run_cfg.workdir, str(tmp_path / "workdir"))
+
+
+def test_all_evaluates_every_kept_step_as_single_step_evaluations_do(run_cfg):
+  steps = evaluate.kept_steps(run_cfg.workdir)
+  assert steps == [2, 4]
+  together, evaluator = evaluate.evaluate_workdir(run_cfg.workdir, steps)
+  assert [r["step"] for r in together] == steps
+  for result in together:
+    (alone,), _ = evaluate.evaluate_workdir(run_cfg.workdir, [result["step"]])
+    assert alone["step"] == result["step"] and set(alone["metrics"]) >= MAIN_KEYS
+    assert alone["metrics"] == pytest.approx(result["metrics"], rel=1e-6, abs=1e-9), result["step"]
+  (latest,), _ = evaluate.evaluate_workdir(run_cfg.workdir)
+  assert latest["step"] == 4 and latest["metrics"] == pytest.approx(together[-1]["metrics"], rel=1e-6, abs=1e-9)
+  # The two checkpoints are different generators: the comparison above compares something.
+  assert together[0]["metrics"]["fcd"] != together[1]["metrics"]["fcd"]
+  assert set(evaluator.floors) >= MAIN_KEYS and evaluator.num == run_cfg.eval_num
+
+
+def test_main_all_prints_json_and_writes_csv_and_plot(run_cfg, tmp_path, capsys):
+  workdir = _copy(run_cfg, tmp_path)
+  assert evaluate.main([], _flags(f"--workdir={workdir}", "--all", "--num=16")) == errors.EXIT_OK
+  out = capsys.readouterr().out
+  report = json.loads(out[out.index("{"):])
+  assert report["num"] == 16 and report["generator"] == "generator" and report["feature_net"]["checksum"]
+  assert [e["step"] for e in report["evaluations"]] == [2, 4]
+  assert all(MAIN_KEYS <= set(e["metrics"]) for e in report["evaluations"]) and MAIN_KEYS <= set(report["floors"])
+  assert report["csv"] == f"{workdir}/eval/metrics.csv" and report["plot"] == f"{workdir}/eval/metrics.png"
+  with open(report["csv"], encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["step"]) for r in rows] == [2, 4]
+  for row, evaluation in zip(rows, report["evaluations"]):
+    assert float(row["fcd"]) == pytest.approx(evaluation["metrics"]["fcd"], rel=1e-5)
+  with open(report["plot"], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert sorted(os.listdir(f"{workdir}/eval")) == ["metrics.csv", "metrics.png"]  # Nothing half-written left.
+
+
+def test_best_evaluates_the_best_checkpoint_even_in_a_moved_workdir(run_cfg, tmp_path):
+  workdir = _copy(run_cfg, tmp_path)
+  with pytest.raises(errors.UserError, match="no best checkpoint in .*train with --eval_every"):
+    evaluate.evaluate_workdir(workdir, best=True)
+  # A best checkpoint of step 2 as the trainer keeps one (checkpoint.Checkpointer.save_best), then the workdir moves.
+  run = inference.load(workdir, 2)
+  path = tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(run.state), workdir_lib.best_dir(workdir),
+                                    max_to_keep=1, checkpoint_name="best").save(checkpoint_number=2)
+  files.write_atomic(f"{workdir_lib.best_dir(workdir)}/best.json",
+                     json.dumps({"step": 2, "metric": "fcd", "value": 1.0, "checkpoint": path}))
+  moved = shutil.move(workdir, str(tmp_path / "moved"))
+  (best,), _ = evaluate.evaluate_workdir(moved, best=True)
+  (step_2,), _ = evaluate.evaluate_workdir(moved, [2])
+  assert best["step"] == 2 and best["metrics"] == pytest.approx(step_2["metrics"], rel=1e-6, abs=1e-9)
+
+
+def test_bad_inputs_are_user_errors(run_cfg, tmp_path):
+  with pytest.raises(errors.UserError, match="pass at most one of --step, --all and --best"):
+    evaluate.check_selection(_flags("--all", "--step=2"))
+  evaluate.check_selection(_flags("--best"))
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 3 in .*; kept steps: 2, 4"):
+    evaluate.evaluate_workdir(run_cfg.workdir, [3])
+  with pytest.raises(errors.UserError, match="flags.txt not found"):
+    evaluate.evaluate_workdir(run_cfg.workdir + "/nothing")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(errors.UserError, match="no checkpoint in .*a trained workdir"):
+    evaluate.kept_steps(str(empty))
+  with pytest.raises(flags.IllegalFlagValueError):
+    _flags("--num=3")
+
+
+def test_overrides_are_the_evaluation_flags_given():
+  assert evaluate.eval_overrides(_flags("--workdir=/w", "--data_dir=/d")) == {"data_dir": "/d"}
+  assert evaluate.eval_overrides(_flags("--eval_cache_dir=/c", "--inception_weights=/i.h5", "--num=50")) == {
+      "eval_cache_dir": "/c", "inception_weights": "/i.h5", "eval_num": 50}
+  assert evaluate.eval_overrides(_flags()) == {}
+
+
+def test_write_csv_leaves_missing_metrics_empty(tmp_path):
+  path = str(tmp_path / "sub" / "m.csv")
+  evaluate.write_csv(path, [{"step": 1, "fcd": 2.0}, {"step": 2, "fcd": 1.5, "fid": 30.0}])
+  with open(path, encoding="utf-8") as f:
+    assert f.read().splitlines() == ["step,fcd,fid", "1,2,", "2,1.5,30"]
+
+
+@pytest.mark.slow
+def test_the_command_line_matches_the_library_and_fails_in_one_line(run_cfg, tmp_path):
+  workdir = _copy(run_cfg, tmp_path)
+  proc = subprocess.run([sys.executable, "-m", "gan_dist.evaluate", f"--workdir={workdir}", "--all"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(proc.stdout[proc.stdout.index("{"):])
+  together, _ = evaluate.evaluate_workdir(workdir, [2, 4])
+  assert [e["step"] for e in report["evaluations"]] == [2, 4]
+  for printed, computed in zip(report["evaluations"], together):
+    assert printed["metrics"] == pytest.approx(computed["metrics"], rel=1e-6, abs=1e-9)
+  bad = subprocess.run([sys.executable, "-m", "gan_dist.evaluate", f"--workdir={workdir}", "--step=3"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == errors.EXIT_USAGE and bad.stdout == ""
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: no checkpoint at step 3 in ")
+  assert "Traceback" not in bad.stderr

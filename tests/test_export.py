@@ -1,176 +1,64 @@
-"""Export: a workdir's generator as a SavedModel and a Keras file, used where gan_dist is not installed."""
+"""`python -m gan_dist.export`: its flags, default paths, and the command itself (the formats: test_exporter.py)."""
 
-import json
 import os
-import site
 import subprocess
 import sys
-import textwrap
 
 from absl import flags
 import keras
-import numpy as np
 import pytest
-import tensorflow as tf
 
-from gan_dist import errors
+from gan_dist import cli
+from gan_dist import config as config_lib
 from gan_dist import export
-from gan_dist import flags as gan_flags
-from gan_dist import sample as sample_lib
+from gan_dist import exporter
 from tests.serve import workdirs
 
-# Run here without gan_dist: `python -S` skips site-packages' .pth files (where an editable install of gan_dist
-# lives) and the script adds the plain site-packages folders (TensorFlow, Keras) back by hand.
-_CLEAN_SCRIPT = textwrap.dedent("""
-    import json, sys
-    sys.path[:0] = json.loads(sys.argv[1])
-    try:
-      import gan_dist
-      sys.exit("gan_dist is importable from " + gan_dist.__file__)
-    except ImportError:
-      pass
-    import keras, numpy as np, tensorflow as tf
-    out = {}
-    for kind in ("unconditional", "conditional"):
-      inputs = np.load(kind + "_inputs.npz")
-      noise = inputs["noise"]
-      model = keras.saving.load_model(kind + ".keras")
-      if "labels" in inputs:
-        onehot = np.eye(int(inputs["num_classes"]), dtype=np.float32)[inputs["labels"]]
-        out[kind + "_keras"] = model.predict([noise, onehot], verbose=0)
-        kwargs = dict(noise=tf.constant(noise), labels=tf.constant(inputs["labels"]))
-      else:
-        out[kind + "_keras"] = model.predict(noise, verbose=0)
-        kwargs = dict(noise=tf.constant(noise))
-      serving = tf.saved_model.load(kind + "_saved_model").signatures["serving_default"]
-      out[kind + "_saved_model"] = serving(**kwargs)["images"].numpy()
-    np.savez("outputs.npz", **out)
-    print("loaded without gan_dist")
-    """)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _inputs(state, num=6, seed=3):
-  noise, labels = sample_lib.sample_inputs(state.gan, num, seed)
-  return noise, labels
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  """Both kinds exported in both formats into one folder, with the inputs and the generators' own outputs."""
-  folder = tmp_path_factory.mktemp("exports")
-  expected = {}
-  for kind in workdirs.KINDS:
-    workdir = workdirs.trained(kind, tmp_path_factory)
-    export.export(workdir, str(folder / f"{kind}.keras"), fmt="keras")
-    export.export(workdir, str(folder / f"{kind}_saved_model"))
-    _, state = sample_lib.load_workdir(workdir)
-    noise, labels = _inputs(state)
-    arrays = dict(noise=noise, num_classes=state.gan.num_classes)
-    if labels is not None:
-      arrays["labels"] = labels
-    np.savez(folder / f"{kind}_inputs.npz", **arrays)
-    images = state.gan.generate(tf.constant(noise), labels, generator=state.sampling_generator)
-    expected[kind] = dict(state=state, noise=noise, labels=labels, images=np.asarray(images, np.float32))
-  return folder, expected
-
-
-def test_keras_file_and_saved_model_run_without_gan_dist(exported):
-  folder, expected = exported
-  (folder / "load.py").write_text(_CLEAN_SCRIPT)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  result = subprocess.run([sys.executable, "-S", "load.py", json.dumps(site.getsitepackages())], cwd=folder,
-                          env=env, capture_output=True, text=True, timeout=240, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "loaded without gan_dist" in result.stdout
-  outputs = np.load(folder / "outputs.npz")
-  # The float32 export of a mixed_float16 generator differs from it by float16 rounding only.
-  for kind, atol in (("unconditional", 1e-5), ("conditional", 2e-2)):
-    images = expected[kind]["images"]
-    keras_images = outputs[f"{kind}_keras"]
-    assert keras_images.dtype == np.float32 and keras_images.shape == images.shape == (6, 28, 28, 1)
-    np.testing.assert_allclose(keras_images, images, atol=atol)
-    saved = outputs[f"{kind}_saved_model"]
-    assert saved.dtype == np.uint8 and saved.shape == images.shape
-    np.testing.assert_allclose(saved.astype(int), np.round((images + 1) * 127.5).astype(int), atol=1 + 127.5 * atol)
-    # Both exports are the same float32 network.
-    np.testing.assert_allclose(saved.astype(int), np.round((keras_images + 1) * 127.5).astype(int), atol=1)
-
-
-def test_saved_model_cli_runs_the_serving_signature(exported, tmp_path):
-  folder, expected = exported
-  noise, labels = expected["conditional"]["noise"][:2], expected["conditional"]["labels"][:2]
-  np.save(tmp_path / "noise.npy", noise)
-  np.save(tmp_path / "labels.npy", labels)
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  command = [cli] if os.path.exists(cli) else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-  result = subprocess.run(
-      command + ["run", "--dir", str(folder / "conditional_saved_model"), "--tag_set", "serve", "--signature_def",
-                 "serving_default", "--inputs", "noise=noise.npy;labels=labels.npy", "--outdir", "out"],
-      cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert result.returncode == 0, result.stderr[-3000:]
-  images = np.load(tmp_path / "out" / "images.npy")
-  serving = tf.saved_model.load(str(folder / "conditional_saved_model")).signatures["serving_default"]
-  np.testing.assert_array_equal(images, serving(noise=tf.constant(noise), labels=tf.constant(labels))["images"])
-
-
-def test_exports_hold_the_ema_generator_and_the_facts(exported):
-  folder, expected = exported
-  state = expected["conditional"]["state"]
-  weights = keras.saving.load_model(folder / "conditional.keras").get_weights()
-  ema = state.ema_generator.get_weights()
-  assert all(w.dtype == np.float32 for w in weights)
-  assert all(np.array_equal(a, b) for a, b in zip(weights, ema))
-  assert not all(np.array_equal(a, b) for a, b in zip(weights, state.gan.generator.get_weights()))
-  facts = export.read_facts(str(folder / "conditional_saved_model"))
-  assert facts == dict(arch="cgan_mlp", dataset="mnist", step=1, ema=True, ema_decay=0.9, image_shape=[28, 28, 1],
-                       conditional=True, num_classes=10, latent_dim=100, train_precision="mixed_float16")
-  facts = export.read_facts(str(folder / "unconditional_saved_model"))
-  assert (facts["arch"], facts["ema"], facts["conditional"], facts["num_classes"]) == ("dcgan", False, False, 0)
-
-
-def test_inference_generator_is_float32_keras_layers():
-  # A mixed-precision model with a gan_dist layer subclass: the copy computes in float32 with Keras' own classes.
-  from gan_dist.models import layers as gan_layers  # pylint: disable=g-import-not-at-top
-  inputs = keras.Input((4,))
-  x = keras.layers.Dense(3, dtype="mixed_float16")(inputs)
-  x = gan_layers.Dropout(0.5, dtype="mixed_float16")(x)
-  model = keras.Model(inputs, keras.layers.BatchNormalization(synchronized=True, dtype="mixed_float16")(x))
-  copy = export.inference_generator(model)
-  assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
-  assert all(type(layer).__module__.startswith("keras.") for layer in copy.layers)
-  x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
-  assert copy(x).dtype == tf.float32
-  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
-
-
-@pytest.mark.parametrize("fmt, out, problem", [
-    ("keras", "G.h5", "must end with .keras"),
-    ("saved_model", "G.keras", "names a Keras file"),
-    ("onnx", "G.onnx", "not one of"),
-    ("keras", "", "--out is empty"),
-])
-def test_bad_output_refused_before_reading_the_workdir(tmp_path, fmt, out, problem):
-  with pytest.raises(errors.UserError, match=problem):
-    export.export(str(tmp_path / "missing"), out, fmt=fmt)
-  assert not os.listdir(tmp_path)
-
-
-def _parse(*argv):
+def _flags(*argv) -> flags.FlagValues:
   fv = flags.FlagValues()
-  gan_flags.define_flags(fv)
+  config_lib.define_flags(fv)
   export.define_flags(fv)
-  fv(["export", "--workdir=W", *argv])
+  fv(["export", *argv])
   return fv
 
 
 def test_flags_and_default_paths():
-  assert export.output_path(_parse()) == "W/export"
-  assert export.output_path(_parse("--format=keras")) == "W/generator.keras"
-  assert export.output_path(_parse("--format=keras", "--out=G.keras")) == "G.keras"
-  assert export.output_path(_parse("--export_dir=E")) == "E"
-  with pytest.raises(errors.UserError, match="both given"):
-    export.output_path(_parse("--export_dir=E", "--out=F"))
-  with pytest.raises(errors.UserError, match="--export_dir is for --format=saved_model"):
-    export.output_path(_parse("--export_dir=E", "--format=keras"))
+  fv = _flags("--workdir=W/")
+  assert (fv.format, fv.out, fv.step) == ("saved_model", "", None)
+  assert export.output_path("W/", "saved_model") == "W/export"
+  assert export.output_path("W", "keras") == "W/generator.keras"
+  assert export.output_path("W", "keras", "G.keras") == "G.keras"
+  with pytest.raises(flags.IllegalFlagValueError):
+    _flags("--format=onnx")
+
+
+def test_main_exports_to_the_default_path(tmp_path, tmp_path_factory, monkeypatch, capsys):
+  workdir = workdirs.trained("unconditional", tmp_path_factory)
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--format=keras"))
+  export.main([])
+  assert f"to {workdir}/generator.keras" in capsys.readouterr().out
+  model = keras.saving.load_model(f"{workdir}/generator.keras")
+  assert model.output_shape == (None, 28, 28, 1)
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", f"--out={tmp_path / 'sm'}", "--step=1"))
+  export.main([])
+  assert exporter.read_facts(str(tmp_path / "sm"))["step"] == 1
+
+
+@pytest.mark.slow
+def test_command_line_export_and_one_line_errors(tmp_path, tmp_path_factory):
+  workdir = workdirs.trained("conditional", tmp_path_factory)
+  proc = subprocess.run([sys.executable, "-m", "gan_dist.export", f"--workdir={workdir}", f"--out={tmp_path / 'e'}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert exporter.read_facts(str(tmp_path / "e"))["arch"] == "cgan_mlp"
+  assert (tmp_path / "e" / "saved_model.pb").exists()
+  for args in (["--workdir=W", "--format=onnx"], [f"--workdir={workdir}", "--format=keras", "--out=G.h5"],
+               [f"--workdir={tmp_path / 'missing'}"]):
+    proc = subprocess.run([sys.executable, "-m", "gan_dist.export", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=180)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+  assert not os.path.exists(tmp_path / "G.h5")

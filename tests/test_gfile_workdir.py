@@ -8,9 +8,11 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from gan_dist import export as export_lib
+from gan_dist import exporter
+from gan_dist import inference
 from gan_dist import plots
 from gan_dist import sample as sample_lib
+from gan_dist import sampling
 from gan_dist import summaries
 from gan_dist import train
 from tests import helpers
@@ -44,25 +46,22 @@ def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, mirrore
   assert tf.io.gfile.exists(f"{workdir}/flags_latest.txt")
 
   # Sample (what `python -m gan_dist.sample --out=ram://... --grid=ram://...` does).
-  _, state = sample_lib.load_workdir(workdir)
-  assert int(state.step.numpy()) == 4
-  gan = state.gan
-  noise, labels = sample_lib.sample_inputs(gan, 8, seed=1)
-  run_fn = sample_lib.make_generate_fn(state.sampling_generator, gan)
-  images = summaries.to_uint8(sample_lib.generate(run_fn, gan, noise, labels))
-  sample_lib.write_npz(f"{root}/out/samples.npz", {"images": images})
+  run = inference.load(workdir)
+  assert run.step == 4
+  arrays = sample_lib.sample(run, 8, seed=1)
+  sample_lib.write_npz(f"{root}/out/samples.npz", arrays)
   with tf.io.gfile.GFile(f"{root}/out/samples.npz", "rb") as f:
     assert np.load(io.BytesIO(f.read()))["images"].shape == (8, 28, 28, 1)
-  summaries.write_png(f"{root}/out/grid.png", sample_lib.grid_image(run_fn, gan, 8, 1, None, images))
+  summaries.write_png(f"{root}/out/grid.png", sample_lib.grid_image(run, 8, 1, None, arrays["images"]))
   assert tf.io.gfile.exists(f"{root}/out/grid.png")
 
   # Export, both formats, and load the SavedModel back from ram://.
-  export_lib.export(workdir, f"{root}/out/export", fmt="saved_model")
+  exporter.export(workdir, f"{root}/out/export", fmt="saved_model")
   loaded = tf.saved_model.load(f"{root}/out/export")
-  out = loaded.signatures["serving_default"](noise=tf.constant(noise))
+  out = loaded.signatures["serving_default"](noise=tf.constant(sampling.noise(8, 16, 1)))
   assert out["images"].dtype == tf.uint8 and out["images"].shape == (8, 28, 28, 1)
-  assert export_lib.read_facts(f"{root}/out/export")["latent_dim"] == 16
-  export_lib.export(workdir, f"{root}/out/generator.keras", fmt="keras")
+  assert exporter.read_facts(f"{root}/out/export")["latent_dim"] == 16
+  exporter.export(workdir, f"{root}/out/generator.keras", fmt="keras")
   assert tf.io.gfile.exists(f"{root}/out/generator.keras")
 
   # Figures read the event files and the sample grids from ram:// and write there.

@@ -19,7 +19,9 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import errors
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
+from gan_dist import workdir as workdir_lib
+from gan_dist import cli
 from gan_dist import main as main_lib
 from gan_dist import train
 from tests import helpers
@@ -75,7 +77,7 @@ def test_train_resume_sample(tmp_path, mnist_dir):
 
 def test_helpfull_documents_every_flag():
   log = _run(["-m", "gan_dist.main", "--helpfull"], timeout=120, expect=1)
-  for name in gan_flags.config_fields():
+  for name in config_lib.NAMES:
     assert f"--{name}:" in log or f"--[no]{name}:" in log, name
 
 
@@ -106,9 +108,9 @@ def test_cli_bad_flag_and_traceback_only_with_verbosity(tmp_path):
 
 def _parse(argv):
   fv = flags.FlagValues()
-  gan_flags.define_flags(fv)
-  main_lib.parse_flags(["gan_dist", *argv], fv)
-  return gan_flags.config_from_flags(fv)
+  config_lib.define_flags(fv)
+  cli.parse_flags(["gan_dist", *argv], fv)
+  return config_lib.from_flag_values(fv)
 
 
 @pytest.mark.parametrize("argv,message", [

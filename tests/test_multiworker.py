@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import data
-from gan_dist import flags as gan_flags
+from gan_dist import config as config_lib
+from gan_dist import workdir as workdir_lib
 from gan_dist import state as state_lib
 from gan_dist import strategy as strategy_lib
 from tests import helpers
@@ -148,7 +149,7 @@ def test_two_workers_resume_on_mirrored_and_back(tmp_path, mirrored2):
   assert not os.listdir(tmp_path / "tmp")
 
   # The 2-worker checkpoint restores exactly into 2 replicas of one process: writing it back gives the same tensors.
-  cfg = gan_flags.config_from_flagfile(os.path.join(workdir, "flags.txt"))
+  cfg = workdir_lib.read_config(os.path.join(workdir, "flags.txt"))
   state = state_lib.create_state(cfg, mirrored2, cfg.num_classes)
   checkpoint = checkpoint_lib.make_checkpoint(state)
   checkpoint.restore(ckpt(4)).assert_existing_objects_matched()
@@ -204,7 +205,7 @@ def test_folder_data_two_workers_then_one_process_equals_one_process_throughout(
   assert rc == 0, _tail(out)
   assert out.count("Strategy CollectiveAllReduceStrategy with 2 replica(s)") == 2, _tail(out)
   from gan_dist import train  # pylint: disable=g-import-not-at-top
-  cfg = gan_flags.config_from_flagfile(os.path.join(mixed, "flags.txt"))
+  cfg = workdir_lib.read_config(os.path.join(mixed, "flags.txt"))
   import dataclasses  # pylint: disable=g-import-not-at-top
   assert train.run(dataclasses.replace(cfg, train_steps=4, strategy="mirrored", num_cpu_replicas=2),
                    mirrored2)["step"] == 4
@@ -396,7 +397,7 @@ def test_slurm_cluster_becomes_tf_config():
 
 def test_cluster_from_hosts_and_errors(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
-  cfg = gan_flags.make_config(strategy="multi_worker_mirrored", cluster="hosts", worker_hosts="h1:5,h2:6",
+  cfg = config_lib.make_config(strategy="multi_worker_mirrored", cluster="hosts", worker_hosts="h1:5,h2:6",
                               task_index=1)
   resolver = strategy_lib._cluster_resolver(cfg)  # pylint: disable=protected-access
   assert json.loads(os.environ["TF_CONFIG"]) == {"cluster": {"worker": ["h1:5", "h2:6"]},
@@ -404,13 +405,13 @@ def test_cluster_from_hosts_and_errors(monkeypatch):
   assert resolver.cluster_spec().as_dict() == {"worker": ["h1:5", "h2:6"]}
   assert (resolver.task_type, resolver.task_id) == ("worker", 1)
   with pytest.raises(ValueError, match="task_index"):
-    strategy_lib._cluster_resolver(gan_flags.make_config(cluster="hosts", worker_hosts="h1:5", task_index=1))
+    strategy_lib._cluster_resolver(config_lib.make_config(cluster="hosts", worker_hosts="h1:5", task_index=1))
   monkeypatch.delenv("TF_CONFIG")
   with pytest.raises(ValueError, match="needs a cluster"):
-    strategy_lib._cluster_resolver(gan_flags.make_config(cluster="tf_config"))
+    strategy_lib._cluster_resolver(config_lib.make_config(cluster="tf_config"))
   monkeypatch.setenv("TF_CONFIG", "{not json")
   with pytest.raises(ValueError, match="not valid JSON"):
-    strategy_lib._cluster_resolver(gan_flags.make_config(cluster="tf_config"))
+    strategy_lib._cluster_resolver(config_lib.make_config(cluster="tf_config"))
 
 
 def test_fingerprint_sees_every_value(tmp_path):

@@ -1,11 +1,19 @@
 """`python -m gan_dist.plots` on a tiny trained workdir: every figure exists and is what it says."""
 
 import io
+import shutil
 
+from absl import flags
+import numpy as np
 from PIL import Image
 import pytest
-import tensorflow as tf
 
+from gan_dist import cli
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import figures
+from gan_dist import files
+from gan_dist import inference
 from gan_dist import plots
 from tests.eval import tiny_run
 
@@ -16,8 +24,17 @@ def run_cfg(tmp_path_factory, mirrored2):
 
 
 def _image(path):
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return Image.open(io.BytesIO(f.read()))
+  image = Image.open(io.BytesIO(files.read_bytes(path)))
+  image.load()
+  return image
+
+
+def _flags(*argv) -> flags.FlagValues:
+  fv = flags.FlagValues()
+  config_lib.define_flags(fv)
+  plots.define_flags(fv)
+  fv(["plots", *argv])
+  return fv
 
 
 def test_plots_writes_every_figure(run_cfg):
@@ -27,21 +44,36 @@ def test_plots_writes_every_figure(run_cfg):
   gif = _image(written["progress"])
   assert gif.format == "GIF" and gif.n_frames == 2  # The grids of steps 2 and 4.
   assert _image(written["losses"]).format == "PNG" and _image(written["real_vs_generated"]).format == "PNG"
-  strip = _image(written["interpolation"])
-  # 8 rows of 10 interpolation steps of 28x28 images.
-  assert strip.size == (10 * 28, 8 * 28)
+  strip = np.asarray(_image(written["interpolation"]))
+  # 8 rows of 10 interpolation steps of 28x28 images, not blank.
+  assert strip.shape[:2] == (8 * 28, 10 * 28) and strip.std() > 1
 
 
-def test_scalars_are_read_from_the_event_files(run_cfg):
-  scalars = plots.read_scalars(f"{run_cfg.workdir}/tensorboard")
+def test_the_run_s_losses_are_read_from_its_event_files(run_cfg):
+  scalars = figures.read_scalars(f"{run_cfg.workdir}/tensorboard")
   assert [step for step, _ in scalars["d_loss"]] == [1, 2, 3, 4]
-  assert "samples" not in scalars  # Images are not scalars.
 
 
-def test_slerp_keeps_the_ends_and_the_norm_of_unit_vectors():
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-  path = plots.slerp(a, b, np.linspace(0, 1, 5))
-  np.testing.assert_allclose(path[0], a, atol=1e-12)
-  np.testing.assert_allclose(path[-1], b, atol=1e-12)
-  np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0)
+def test_real_images_one_row_per_class(run_cfg):
+  run = inference.load(run_cfg.workdir)
+  real, rows = plots.real_grid_images(run.cfg, run.gan, 25)
+  assert rows == 10 and real.shape == (20, 28, 28, 1) and real.dtype == np.uint8
+  assert real.std() > 10  # Random IDX pixels, not a blank.
+
+
+def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monkeypatch, capsys):
+  # --data_dir replaces the run's: a folder without the data is refused, a copy of the data is read.
+  argv = (f"--workdir={run_cfg.workdir}", f"--out_dir={tmp_path / 'figs'}", "--step=2")
+  monkeypatch.setattr(cli, "FLAGS", _flags(*argv, f"--data_dir={tmp_path / 'empty'}"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(errors.UserError, match="empty"):
+    plots.main([])
+  moved = shutil.copytree(run_cfg.data_dir, tmp_path / "moved")
+  monkeypatch.setattr(cli, "FLAGS", _flags(*argv, f"--data_dir={moved}"))
+  capsys.readouterr()
+  plots.main([])
+  out = capsys.readouterr().out
+  for name in ("losses", "progress", "real_vs_generated", "interpolation"):
+    assert f"{name}: {tmp_path / 'figs'}/" in out
+  assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+      "interpolation.png", "losses.png", "progress.gif", "real_vs_generated.png"]

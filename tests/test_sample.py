@@ -1,49 +1,138 @@
-"""`python -m gan_dist.sample --grid`: one row per class for conditional models, a square grid otherwise."""
+"""`python -m gan_dist.sample`: the images are the generator's own (not blank), labels and grids as documented."""
 
 import os
 import subprocess
 import sys
 
+from absl import flags
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 
-from gan_dist import models
-from gan_dist import sample as sample_lib
-from tests import helpers
-from tests.eval import tiny_run
+from gan_dist import cli
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import files
+from gan_dist import inference
+from gan_dist import sample
+from gan_dist import sampling
+from tests.serve import workdirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def run_cfg(tmp_path_factory, mirrored2):
-  return tiny_run.shared_run(tmp_path_factory, mirrored2)
+def runs(tmp_path_factory):
+  """{"conditional": Run, "unconditional": Run} of the tiny workdirs (workdir path in run.cfg.workdir)."""
+  return {kind: inference.load(workdirs.trained(kind, tmp_path_factory)) for kind in workdirs.KINDS}
 
 
-def test_grid_has_one_row_per_class_and_no_npz_unless_asked(run_cfg, tmp_path):
-  grid = tmp_path / "grid.png"
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.sample", f"--workdir={run_cfg.workdir}", "--num=25",
-                         f"--grid={grid}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def _direct(run, noise, labels) -> np.ndarray:
+  """uint8 images of the run's sampling generator called directly, without the sampling library's batching."""
+  images = run.gan.generate(tf.constant(noise), tf.constant(labels), generator=run.generator)
+  return np.clip(np.round((np.asarray(images, np.float64) + 1) * 127.5), 0, 255).astype(int)
+
+
+def _flags(*argv) -> flags.FlagValues:
+  fv = flags.FlagValues()
+  config_lib.define_flags(fv)
+  sample.define_flags(fv)
+  fv(["sample", *argv])
+  return fv
+
+
+@pytest.mark.parametrize("kind", list(workdirs.KINDS))
+def test_samples_vary_and_are_the_generator_s_images(runs, kind):
+  run = runs[kind]
+  arrays = sample.sample(run, 12, seed=3)
+  images = arrays["images"]
+  assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
+  # Not a constant picture, and not twelve copies of one image.
+  assert images.std() > 5
+  assert images.reshape(12, -1).astype(float).std(axis=0).mean() > 2
+  noise, labels = sampling.inputs(12, workdirs.LATENT_DIM, run.gan.num_classes, 3)
+  np.testing.assert_allclose(images.astype(int), _direct(run, noise, labels), atol=1)
+  if run.gan.conditional:
+    np.testing.assert_array_equal(arrays["labels"], np.arange(12) % 10)
+  else:
+    assert "labels" not in arrays
+  # Image i of a seed does not depend on how many are drawn.
+  np.testing.assert_allclose(sample.sample(run, 2, seed=3)["images"].astype(int), images[:2].astype(int), atol=1)
+
+
+def test_one_label_and_labels_the_model_does_not_have(runs):
+  run = runs["conditional"]
+  arrays = sample.sample(run, 4, seed=1, label=7)
+  np.testing.assert_array_equal(arrays["labels"], [7, 7, 7, 7])
+  noise = sampling.noise(4, workdirs.LATENT_DIM, 1)
+  np.testing.assert_allclose(arrays["images"].astype(int), _direct(run, noise, arrays["labels"]), atol=1)
+  with pytest.raises(errors.UserError, match=r"--label=10 outside \[0, 10\)"):
+    sample.sample(run, 4, seed=1, label=10)
+  with pytest.raises(errors.UserError, match="not conditional"):
+    sample.sample(runs["unconditional"], 4, seed=1, label=0)
+
+
+def test_grid_one_row_per_class_or_the_sampled_images(runs):
+  run = runs["conditional"]
+  grid = sample.grid_image(run, 25, 0, None, sample.sample(run, 25, 0)["images"])
+  assert grid.shape == (10 * 28, 2 * 28, 1)  # 25 images -> 2 of each class, one row per class.
+  noise, labels, _ = sampling.class_rows(25, workdirs.LATENT_DIM, 10, 0)
+  row_of_class_3 = _direct(run, noise[6:8], labels[6:8])
+  np.testing.assert_allclose(grid[3 * 28:4 * 28].astype(int), np.concatenate(list(row_of_class_3), axis=1), atol=1)
+  for kind, label in (("conditional", 4), ("unconditional", None)):
+    images = sample.sample(runs[kind], 6, 0, label)["images"]
+    grid = sample.grid_image(runs[kind], 6, 0, label, images)
+    np.testing.assert_array_equal(grid, sampling.image_grid(images))
+    assert grid.shape == (2 * 28, 3 * 28, 1)
+
+
+def test_write_npz_is_atomic_and_round_trips(tmp_path):
+  arrays = {"images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4, 1), "labels": np.array([1, 2], np.int32)}
+  path = str(tmp_path / "out" / "s.npz")
+  sample.write_npz(path, arrays)
+  loaded = np.load(path)
+  assert sorted(loaded.files) == ["images", "labels"]
+  np.testing.assert_array_equal(loaded["images"], arrays["images"])
+  assert loaded["labels"].dtype == np.int32
+  assert os.listdir(tmp_path / "out") == ["s.npz"]
+
+
+def test_main_grid_alone_writes_no_npz_and_out_writes_the_samples(runs, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  workdir = runs["conditional"].cfg.workdir
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--num=25", "--grid=grid.png"))
+  sample.main([])
+  assert Image.open(tmp_path / "grid.png").size == (2 * 28, 10 * 28)
+  assert not (tmp_path / "samples.npz").exists()  # --grid without --out: only the grid.
+  assert "EMA generator, step 1" in capsys.readouterr().out
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--num=5", "--seed=2", "--out=s.npz"))
+  sample.main([])
+  loaded = np.load(tmp_path / "s.npz")
+  expected = sample.sample(runs["conditional"], 5, seed=2)
+  np.testing.assert_array_equal(loaded["images"], expected["images"])
+  np.testing.assert_array_equal(loaded["labels"], expected["labels"])
+  assert "Wrote 5 images (28, 28, 1)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_command_line_writes_the_grid_and_the_samples(runs, tmp_path):
+  workdir = runs["conditional"].cfg.workdir
+  proc = subprocess.run([sys.executable, "-m", "gan_dist.sample", f"--workdir={workdir}", "--num=25",
+                         "--grid=grid.png", "--out=s.npz", "--seed=4"], cwd=tmp_path, capture_output=True, text=True,
+                        timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  # 25 images -> 2 per class: 10 rows of 2 digits of 28x28.
-  assert Image.open(grid).size == (2 * 28, 10 * 28)
-  assert not (tmp_path / "samples.npz").exists()
+  assert Image.open(tmp_path / "grid.png").size == (2 * 28, 10 * 28)
+  loaded = np.load(tmp_path / "s.npz")
+  np.testing.assert_array_equal(loaded["images"], sample.sample(runs["conditional"], 25, seed=4)["images"])
+  assert not [name for name in os.listdir(tmp_path) if name.endswith(files.TMP_SUFFIX)]
 
 
-def test_grid_image_of_an_unconditional_model_is_the_sampled_images():
-  gan = models.build(helpers.config_values(arch="mlp"), 0)
-  run_fn = sample_lib.make_generate_fn(gan.generator, gan)
-  noise, labels = sample_lib.sample_inputs(gan, 6, seed=0)
-  images = np.zeros((6, 28, 28, 1), np.uint8)
-  grid = sample_lib.grid_image(run_fn, gan, 6, 0, None, images)
-  assert grid.shape == (2 * 28, 3 * 28, 1) and labels is None
-
-
-def test_tools_answer_bad_input_in_one_line_with_exit_2(tmp_path):
-  """sample/export/evaluate/plots share run_tool: a missing workdir or a bad flag is one line and exit 2."""
-  for args in (["-m", "gan_dist.sample", f"--workdir={tmp_path / 'missing'}"],
-               ["-m", "gan_dist.export", "--workdir=W", "--format=onnx"]):
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=180)
+@pytest.mark.slow
+def test_bad_input_is_one_line_and_exit_2(runs, tmp_path):
+  for args in ([f"--workdir={tmp_path / 'missing'}"], [f"--workdir={runs['conditional'].cfg.workdir}", "--label=12"],
+               ["--num=0"], ["extra"]):
+    proc = subprocess.run([sys.executable, "-m", "gan_dist.sample", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
     lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])

@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import workdir as workdir_lib
 from gan_dist import errors
+from gan_dist import state as state_lib
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
 from tests import helpers
@@ -111,7 +113,6 @@ def test_profile_steps_write_a_trace(tmp_path, idx_dir, mirrored2):
 def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, mirrored2):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
   train.run(cfg, mirrored2)
-  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
   state = state_lib.create_state(cfg, mirrored2, 10)
   checkpointer = checkpoint_lib.Checkpointer(cfg, state, mirrored2)
   assert checkpointer.save_best(2, "fcd", 5.0) is not None
@@ -120,14 +121,13 @@ def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, mirrored2):
   assert checkpointer.save_best(4, "fcd", 1.5) is not None
   best = checkpoint_lib.read_best(cfg.workdir)
   assert (best["step"], best["value"]) == (4, 1.5) and tf.io.gfile.exists(best["checkpoint"] + ".index")
-  assert len(glob.glob(os.path.join(checkpoint_lib.best_dir(cfg.workdir), "*.index"))) == 1
+  assert len(glob.glob(os.path.join(workdir_lib.best_dir(cfg.workdir), "*.index"))) == 1
 
 
 def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, idx_dir, mirrored2):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=1)
   train.run(cfg, mirrored2)
-  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
-  saved = gan_flags.config_from_flagfile(os.path.join(cfg.workdir, "flags.txt"))
+  saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert (saved.image_size, saved.channels) == (28, 1)  # The resolved shape, not 0.
   assert train.run(dataclasses.replace(cfg, train_steps=2, image_size=28, channels=1), mirrored2)["step"] == 2
   assert train.run(dataclasses.replace(cfg, train_steps=3), mirrored2)["step"] == 3

@@ -4,9 +4,11 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from gan_dist import errors
 
-class DataError(Exception):
-  """A dataset cannot be found or read; the one-line message says what to pass instead."""
+
+class DataError(errors.UserError):
+  """A dataset cannot be found or read; the one-line message says what to pass instead (exit code 2)."""
 
 
 class DataSource:

@@ -1,66 +1,70 @@
 """How often a conditional generator draws the class it is asked for, judged by the dataset's feature network.
 
-  python -m gan_dist.eval.class_accuracy --workdir=W [--data_dir=../shared/data/mnist] [--num_per_class=100]
+  python -m gan_dist.eval.class_accuracy --workdir=W [--step=N] [--num_per_class=100] [--seed=0]
+      [--data_dir=DIR] [--eval_cache_dir=DIR]
 
 Samples --num_per_class images of every class from W's latest checkpoint or --step (the EMA generator if the run
-kept one), classifies them with the cached feature network of `classifier.py` (trained once per dataset and image
-shape), and prints the fraction classified as the requested class, per class and overall. `python -m
-gan_dist.evaluate` reports the same figure (label_accuracy) among the other metrics.
+kept one; noise of --seed as `gan_dist.sample` draws it), classifies them with the dataset's feature network
+(`gan_dist.eval.features`: trained once per dataset and image shape, cached), and prints the fraction classified
+as the requested class, per class and overall. --data_dir and --eval_cache_dir given here override the run's.
+`python -m gan_dist.evaluate` reports the same figure (label_accuracy) among the other metrics.
 """
 
-import dataclasses
-import os
+from typing import Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
+from absl import flags
 import numpy as np
 
+from gan_dist import cli
 from gan_dist import errors
-from gan_dist import flags as gan_flags
-from gan_dist import sample as sample_lib
-from gan_dist.eval import classifier as classifier_lib
+from gan_dist import inference
+from gan_dist import sampling
+from gan_dist.eval import features as features_lib
+from gan_dist.eval import metrics as metrics_lib
 
 
-def define_flags(fv) -> None:
-  """Flags of this CLI, on top of gan_dist's --workdir, --data_dir (default: the run's) and --seed (noise seed)."""
-  gan_flags.define_class_accuracy_flags(fv)
+def define_flags(fv: flags.FlagValues) -> None:
+  """Flags of this CLI, on top of the Config's (it reads --workdir, --seed, --data_dir and --eval_cache_dir)."""
+  flags.DEFINE_integer("num_per_class", 100, "Images sampled per class.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
 
 
 def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int) -> np.ndarray:
   """float [num_classes]: for each class k, the fraction of `num_per_class` samples of k that `model` calls k.
 
-  `model` is a feature network (images in [-1, 1] -> (features, logits)).
+  Args:
+    model: a feature network (images in [-1, 1] -> (features, logits)).
+    generate_fn: `sampling.make_generate_fn` of the generator.
+    gan: its Gan (latent_dim, num_classes).
+    num_per_class: samples of each class.
+    seed: noise seed (`sampling.noise`).
   """
-  noise, _ = sample_lib.sample_inputs(gan, num_per_class * gan.num_classes, seed)
-  labels = np.repeat(np.arange(gan.num_classes, dtype=np.int32), num_per_class)
-  images = sample_lib.generate(generate_fn, gan, noise, labels)
-  predicted = np.concatenate([np.argmax(model(images[i:i + 500], training=False)[1], axis=-1)
-                              for i in range(0, len(images), 500)])
-  return np.array([np.mean(predicted[labels == k] == k) for k in range(gan.num_classes)])
+  noise, labels, _ = sampling.class_rows(num_per_class * gan.num_classes, gan.latent_dim, gan.num_classes, seed)
+  _, logits = features_lib.predict_images(model, sampling.generate(generate_fn, noise, labels))
+  return metrics_lib.label_accuracy(logits, labels, gan.num_classes)[1]
 
 
-def main(argv):
-  del argv
-  fv = gan_flags.FLAGS
-  cfg, state = sample_lib.load_workdir(fv.workdir, fv.step)
-  if fv["data_dir"].present:
-    cfg = dataclasses.replace(cfg, data_dir=fv.data_dir)
-  gan = state.gan
+def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
+  """Loads the run, samples, prints the accuracies. `fv`: parsed flag values (default: absl's FLAGS)."""
+  del argv  # cli.parse_flags refused positional arguments.
+  fv = cli.FLAGS if fv is None else fv
+  overrides = {name: fv[name].value for name in ("data_dir", "eval_cache_dir") if fv[name].present}
+  restored = inference.load(fv.workdir, fv.step, **overrides)
+  gan = restored.gan
   if not gan.conditional:
-    raise errors.UserError(f"--arch={cfg.arch} is not conditional: there is no requested class to check")
-  net = classifier_lib.load_or_train(cfg, gan.image_shape)
+    raise errors.UserError(f"--arch={restored.cfg.arch} is not conditional: there is no requested class to check")
+  net = features_lib.load_or_train(restored.cfg, gan.image_shape)
   print(f"Feature network {net.key}: test accuracy {net.test_accuracy:.4f}, checksum {net.checksum}")
-  state.prepare_ema()
-  generate_fn = sample_lib.make_generate_fn(state.sampling_generator, gan)
-  accuracy = per_class_accuracy(net.model, generate_fn, gan, fv.num_per_class, fv.seed)
-  print(f"Class accuracy of {cfg.arch} at step {int(state.step.numpy())} ({fv.num_per_class} samples per class):")
+  accuracy = per_class_accuracy(net.model, restored.generate_fn(), gan, fv.num_per_class, fv.seed)
+  print(f"Class accuracy of {restored.cfg.arch}, {restored.describe()} ({fv.num_per_class} samples per class):")
   for k, value in enumerate(accuracy):
     print(f"  class {k}: {value:.3f}")
   print(f"  mean: {accuracy.mean():.4f}")
+  return errors.EXIT_OK
 
 
-def run():
-  gan_flags.run_tool(main, define_flags)
+def run() -> None:
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -1,358 +1,43 @@
-"""Feature networks trained by gan_dist itself: one small CNN per labelled dataset and image shape.
+"""Train the feature network of a dataset ahead of evaluation, and print its test accuracy and checksum.
 
   python -m gan_dist.eval.classifier --dataset=mnist --data_dir=../shared/data/mnist [--image_shape=28,28,1]
       [--out=DIR] [--eval_cache_dir=DIR]
 
-trains the network on the train split, prints its test accuracy and the checksum of its weights, and writes it to
---out (default: where evaluation looks for it, `<eval_cache_dir>/classifier/<key>/`), so later evaluations load it
-instead of training it. Evaluation metrics (`gan_dist.eval.metrics`) use its penultimate layer (128 features) and
-its logits, the way FID and IS use Inception-v3's pool3 features and logits, but with no download: the network is a
-function of the data, the image shape and the fixed procedure below, so anyone can rebuild it and check its checksum.
-
-Network, for images [B, H, W, C] in [-1, 1] at the generator's image shape:
-  [Conv2D 3x3 same, ReLU, MaxPool 2] with 32, 64 filters, then 128 filters while the side is above 8
-  (28 -> 14 -> 7; 32 -> 16 -> 8; 64 -> 32 -> 16 -> 8) -> Flatten -> Dense 128 ReLU = features -> Dropout 0.5
-  -> Dense K = logits. Always float32 (a run's mixed-precision policy is not inherited).
-Procedure (PROCEDURE): Adam(1e-3), batch 128, EPOCHS epochs of the train split in an order drawn from
-  RandomState(seed + epoch), weights initialised from `seed` (0); the last partial batch of an epoch is dropped;
-  images are read and made into the image shape by the data layer, as for training. A dataset without a test split
-  (a folder) holds out a fixed random 10% as its test split. The key of a cached network is the dataset's name, the
-  image shape, a hash of the train split (its bytes when in memory, else its files and labels; so another data set
-  under the same name is not mistaken for it) and the procedure version.
-
-Reproducibility: the initial weights, dropout masks and data order are functions of the seed; TensorFlow's CPU
-kernels run in a fixed order for a fixed thread count, so the checksum repeats on the same machine; on other
-hardware the last bits may differ (the accuracy, not the checksum, is the portable figure).
+trains the network (`gan_dist.eval.features`: architecture, fixed procedure, cache) on the train split, prints its
+test accuracy and the checksum of its weights, and writes it to --out (default: where evaluation looks for it,
+`<eval_cache_dir>/classifier/<key>/`), so later evaluations load it instead of training it. Bad input (no labels, a
+malformed --image_shape, a missing --data_dir) is one line `error: ...` and exit code 2.
 """
 
-import dataclasses
-import hashlib
-import io
-import json
-import os
-import re
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from absl import flags
 
-from absl import logging  # pylint: disable=g-import-not-at-top
-import keras
-import numpy as np
-import tensorflow as tf
-
+from gan_dist import cli
 from gan_dist import data
 from gan_dist import errors
-from gan_dist import flags as gan_flags
-
-# Bump when the network or the procedure changes: cached networks of another version are not reused.
-PROCEDURE_VERSION = 1
-EPOCHS = 2
-BATCH_SIZE = 128
-LEARNING_RATE = 1e-3
-FEATURE_DIM = 128
-PROCEDURE = dict(version=PROCEDURE_VERSION, epochs=EPOCHS, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-                 feature_dim=FEATURE_DIM)
-# Share of a train split held out as the test split when the dataset has no test split of its own.
-HOLDOUT_FRACTION = 0.1
-_PREDICT_BATCH = 500
+from gan_dist.eval import features as features_lib
 
 
-@dataclasses.dataclass
-class FeatureNet:
-  """A trained feature network and what identifies it.
-
-  Attributes:
-    model: images float32 [B, H, W, C] in [-1, 1] -> (features float32 [B, FEATURE_DIM], logits float32 [B, K]).
-    key: cache key: dataset name, image shape, data hash, procedure version.
-    num_classes: K.
-    image_shape: (H, W, C) it takes.
-    test_accuracy: accuracy on the test split, in [0, 1].
-    checksum: 16 hex digits of the sha256 of its weights.
-    info: everything above and the procedure, as written to info.json.
-  """
-
-  model: keras.Model
-  key: str
-  num_classes: int
-  image_shape: Tuple[int, int, int]
-  test_accuracy: float
-  checksum: str
-  info: dict
+def define_flags(fv: flags.FlagValues) -> None:
+  """Flags of this CLI, on top of the Config's (it reads --dataset, --data_dir and --eval_cache_dir)."""
+  flags.DEFINE_string("image_shape", "", "H,W,C the network takes, e.g. 64,64,3 for --arch=dcgan64 (default: the "
+                      "dataset's own shape).", flag_values=fv)
+  flags.DEFINE_string("out", "", "Directory to write weights.npz and info.json to (default: the evaluation cache "
+                      "entry, <eval_cache_dir>/classifier/<key>, which evaluation then loads).", flag_values=fv)
 
 
-def build(image_shape: Tuple[int, int, int], num_classes: int, seed: int = 0) -> keras.Model:
-  """The feature network (see the module docstring), its initial weights a function of `seed`."""
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("float32")
-  try:
-    def init(i):
-      return keras.initializers.GlorotUniform(seed=seed * 1000 + i)
-
-    images = keras.Input(tuple(image_shape), name="images")
-    x, side, i = images, image_shape[0], 0
-    for filters in (32, 64, 128, 128, 128):
-      if filters == 128 and side <= 8:
-        break
-      x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init(i))(x)
-      x = keras.layers.MaxPooling2D()(x)
-      side, i = (side + 1) // 2, i + 1
-    x = keras.layers.Flatten()(x)
-    features = keras.layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer=init(i), name="features")(x)
-    x = keras.layers.Dropout(0.5, seed=seed * 1000 + 999)(features)
-    logits = keras.layers.Dense(num_classes, kernel_initializer=init(i + 1), name="logits")(x)
-    return keras.Model(images, [features, logits], name="feature_net")
-  finally:
-    keras.config.set_dtype_policy(previous)
-
-
-def checksum(model: keras.Model) -> str:
-  """16 hex digits of the sha256 of the weights (float32, little-endian, in order)."""
-  digest = hashlib.sha256()
-  for w in model.get_weights():
-    digest.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
-  return digest.hexdigest()[:16]
-
-
-def data_hash(source) -> str:
-  """12 hex digits identifying a split's content, whatever its path: the bytes of an in-memory split (IDX), else
-  its name, size, labels and file paths (folders, TFDS)."""
-  digest = hashlib.sha256()
-  labels = np.ascontiguousarray(source.example_labels(), dtype="<i4")
-  digest.update(labels.tobytes())
-  images = getattr(source, "images", None)
-  if isinstance(images, np.ndarray):
-    digest.update(str(images.shape).encode())
-    digest.update(np.ascontiguousarray(images).tobytes())
-  else:
-    digest.update(f"{type(source).__name__}|{source.name}|{source.num_examples}".encode())
-    digest.update("\n".join(getattr(source, "paths", None) or []).encode())
-  return digest.hexdigest()[:12]
-
-
-def spread_subset(source, num: Optional[int], salt: int = 0):
-  """`source` restricted to `num` examples spread evenly at random over it (a fixed choice, kept in order), or
-  `source` itself if it has no more. A folder lists its examples class by class: its first `num` would be biased."""
-  if num is None or num >= source.num_examples:
-    return source
-  keep = np.sort(np.random.RandomState(salt).choice(source.num_examples, num, replace=False)).astype(np.int64)
-  return source.filtered(keep, f"{source.name}, {num} examples")
-
-
-def _holdout(source):
-  """(train, test): a fixed random HOLDOUT_FRACTION of `source` as test split, the rest as train split."""
-  count = source.num_examples
-  order = np.random.RandomState(0x7E57).permutation(count)
-  cut = max(1, int(round(count * HOLDOUT_FRACTION)))
-  test = np.sort(order[:cut]).astype(np.int64)
-  train = np.sort(order[cut:]).astype(np.int64)
-  return (source.filtered(train, f"{source.name}, {len(train)} examples (test split held out)"),
-          source.filtered(test, f"{source.name}, {len(test)} examples held out as test split"))
-
-
-def splits(cfg, apply_class_filter: bool = False):
-  """(train, test) sources of `cfg`'s dataset, every class unless `apply_class_filter` (the feature network learns
-  all classes; the real-data statistics of a --class_filter run are those of its class).
-
-  A dataset without a test split (a folder of images, a TFDS dataset with only "train") gets a fixed random
-  HOLDOUT_FRACTION of its train split as test split.
-  """
-  full = dataclasses.replace(cfg, class_filter=-1)
-  train = data.open_source(full, "train")
-  test = None
-  if cfg.dataset != "folder":  # A folder is one split, whatever the split asked for.
-    try:
-      test = data.open_source(full, "test")
-    except data.DataError:
-      pass
-  if test is None:
-    train, test = _holdout(train)
-  if apply_class_filter and cfg.class_filter >= 0:
-    train, test = (s.filtered(np.flatnonzero(s.example_labels() == cfg.class_filter).astype(np.int64),
-                              f"{s.name}, class {cfg.class_filter} only") for s in (train, test))
-  return train, test
-
-
-def labelled_splits(cfg):
-  """`splits(cfg)`, checking that there are classes to learn.
+def parse_image_shape(text: str, source: data.DataSource) -> Tuple[int, int, int]:
+  """(H, W, C) of --image_shape, or, if empty, of the images of an in-memory `source` (IDX).
 
   Raises:
-    ValueError: the dataset has fewer than 2 classes (nothing to train a classifier on).
+    errors.UserError: `text` is not H,W,C of positive integers, or it is empty and `source` has no single shape.
   """
-  train, test = splits(cfg)
-  if train.num_classes < 2:
-    raise errors.UserError(f"--dataset={cfg.dataset} has no class labels to train a feature network on; pass "
-                     "--inception_weights=PATH for Inception features, or --eval_every=0")
-  return train, test
-
-
-def cache_key(name: str, image_shape, train_source) -> str:
-  safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
-  return f"{safe}-{'x'.join(str(int(d)) for d in image_shape)}-{data_hash(train_source)}-v{PROCEDURE_VERSION}"
-
-
-def _rows(indices: np.ndarray, batch_size: int) -> tf.data.Dataset:
-  """Rows (indices [b], flips [b]) for `DataSource.batches`: consecutive `batch_size` slices of `indices`."""
-  return tf.data.Dataset.from_tensor_slices(indices.astype(np.int64)).batch(batch_size).map(
-      lambda i: (i, tf.zeros_like(i, tf.bool)))
-
-
-def predict(model, source, image_shape, num: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(features float32 [N, F], logits float32 [N, K], labels int32 [N]) of the first `num` examples of `source`.
-
-  `model` is a feature network, or a function images -> (features, logits) (e.g. a tf.function traced once).
-  """
-  run = tf.function(lambda x: model(x, training=False)) if isinstance(model, keras.Model) else model
-  feats, logits, labels = [], [], []
-  for batch in data.eval_dataset(source, tuple(image_shape), _PREDICT_BATCH, num):
-    f, l = run(batch["images"])
-    feats.append(f.numpy())
-    logits.append(l.numpy())
-    labels.append(np.asarray(batch["labels"], np.int32))
-  return np.concatenate(feats), np.concatenate(logits), np.concatenate(labels)
-
-
-def train(train_source, test_source, image_shape, seed: int = 0, epochs: int = EPOCHS,
-          max_examples: Optional[int] = None) -> Tuple[keras.Model, float]:
-  """Trains the network on `train_source` by the fixed procedure and returns (model, accuracy on `test_source`).
-
-  Args:
-    train_source, test_source: `data.DataSource`s with labels (examples labelled -1, i.e. without a class, are
-      left out of training).
-    image_shape: (H, W, C) the network takes (images are made into it as the trainer does).
-    seed: initial weights, dropout masks and data order.
-    epochs: passes over the train split.
-    max_examples: use at most the first this many examples of each split (tests).
-  """
-  model = build(image_shape, int(train_source.num_classes), seed)
-  optimizer = keras.optimizers.Adam(LEARNING_RATE)
-  optimizer.build(model.trainable_variables)
-  labels = np.asarray(train_source.example_labels())
-  usable = np.flatnonzero(labels[:max_examples] >= 0)
-  batch_size = min(BATCH_SIZE, len(usable))
-
-  @tf.function
-  def step(images, labels):
-    with tf.GradientTape() as tape:
-      _, logits = model(images, training=True)
-      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-    return loss
-
-  for epoch in range(epochs):
-    order = usable[np.random.RandomState(seed + epoch).permutation(len(usable))]
-    order = order[:len(order) // batch_size * batch_size]
-    # Sorted within a batch: faster reads; the batch's content is the same.
-    order = np.sort(order.reshape(-1, batch_size), axis=1).reshape(-1)
-    for batch in train_source.batches(_rows(order, batch_size), tuple(image_shape), batch_size).prefetch(2):
-      loss = step(batch["images"], batch["labels"])
-    logging.info("Feature network: epoch %d/%d, last loss %.4f", epoch + 1, epochs, float(loss))
-  _, logits, test_labels = predict(model, test_source, image_shape, max_examples)
-  has_class = test_labels >= 0
-  return model, float(np.mean(np.argmax(logits[has_class], -1) == test_labels[has_class]))
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-  """Writes atomically (temporary name + rename): two processes may fill the same cache at once."""
-  tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
-  tmp = f"{path}.tmp{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(payload)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def save(net: FeatureNet, directory: str) -> None:
-  """Writes `weights.npz` and `info.json` (info last: its presence means the directory is complete)."""
-  buffer = io.BytesIO()
-  np.savez(buffer, *net.model.get_weights())
-  _write_bytes(f"{directory}/weights.npz", buffer.getvalue())
-  _write_bytes(f"{directory}/info.json", json.dumps(net.info, indent=1, sort_keys=True).encode())
-
-
-def load(directory: str) -> Optional[FeatureNet]:
-  """The network saved in `directory`, or None if there is none (or an incomplete one)."""
-  info_path = f"{directory}/info.json"
-  if not tf.io.gfile.exists(info_path) or not tf.io.gfile.exists(f"{directory}/weights.npz"):
-    return None
-  with tf.io.gfile.GFile(info_path) as f:
-    info = json.load(f)
-  with tf.io.gfile.GFile(f"{directory}/weights.npz", "rb") as f:
-    arrays = np.load(io.BytesIO(f.read()))
-    weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-  model = build(tuple(info["image_shape"]), info["num_classes"], info["seed"])
-  model.set_weights(weights)
-  if checksum(model) != info["checksum"]:
-    raise errors.UserError(f"{directory}/weights.npz does not match its info.json (checksum {checksum(model)}, expected "
-                     f"{info['checksum']}); delete {directory} so that it is trained again")
-  return FeatureNet(model, info["key"], info["num_classes"], tuple(info["image_shape"]), info["test_accuracy"],
-                    info["checksum"], info)
-
-
-def cache_root(cfg) -> str:
-  """The evaluation cache directory of `cfg` (a leading ~ is the home directory)."""
-  root = cfg.eval_cache_dir
-  return os.path.expanduser(root) if root.startswith("~") else root.rstrip("/")
-
-
-def train_net(cfg, image_shape, train_source=None, test_source=None, max_examples: Optional[int] = None
-              ) -> FeatureNet:
-  """Trains the network for `cfg`'s dataset at `image_shape` (no cache involved)."""
-  if train_source is None:
-    train_source, test_source = labelled_splits(cfg)
-  key = cache_key(cfg.dataset, image_shape, train_source)
-  logging.info("Training the feature network %s on %d examples of %s", key, train_source.num_examples,
-               train_source.name)
-  model, accuracy = train(train_source, test_source, image_shape, seed=0, max_examples=max_examples)
-  info = dict(key=key, dataset=cfg.dataset, data=train_source.name, image_shape=[int(d) for d in image_shape],
-              num_classes=int(train_source.num_classes), seed=0, test_accuracy=accuracy,
-              test_examples=int(min(test_source.num_examples, max_examples or test_source.num_examples)),
-              checksum=checksum(model), procedure=PROCEDURE)
-  return FeatureNet(model, key, info["num_classes"], tuple(image_shape), accuracy, info["checksum"], info)
-
-
-def load_or_train(cfg, image_shape, write: bool = True, max_examples: Optional[int] = None,
-                  agree: Callable[[bool], bool] = lambda found: found) -> FeatureNet:
-  """The feature network of `cfg`'s dataset at `image_shape`: from the cache, or trained (and cached if `write`).
-
-  Args:
-    cfg: Config (dataset, data_dir, eval_cache_dir).
-    image_shape: (H, W, C) of the generator's images.
-    write: whether this process may write the cache (multi-worker runs: the chief only; the others train the same
-      network in memory if it is not there yet).
-    max_examples: tests only: train on this many examples (the key then differs from a full network's).
-    agree: called with whether the cache holds the network here; returns whether to load it (multi-worker runs:
-      load only if every worker has it, so that all spend the same time and reach their next collective together).
-  """
-  train_source, test_source = labelled_splits(cfg)
-  key = cache_key(cfg.dataset, image_shape, train_source)
-  if max_examples is not None:
-    key += f"-first{max_examples}"
-  directory = f"{cache_root(cfg)}/classifier/{key}"
-  found = tf.io.gfile.exists(f"{directory}/info.json")
-  net = load(directory) if agree(found) else None
-  if net is not None:
-    logging.info("Feature network %s loaded from %s (test accuracy %.4f, checksum %s)", key, directory,
-                 net.test_accuracy, net.checksum)
-    return net
-  net = train_net(cfg, image_shape, train_source, test_source, max_examples)
-  net = dataclasses.replace(net, key=key, info=dict(net.info, key=key))
-  logging.info("Feature network %s: test accuracy %.4f, checksum %s", key, net.test_accuracy, net.checksum)
-  if write:
-    save(net, directory)
-  return net
-
-
-def define_flags(fv) -> None:
-  """Flags of this CLI, on top of gan_dist's --dataset, --data_dir and --eval_cache_dir."""
-  gan_flags.define_classifier_flags(fv)
-
-
-def parse_image_shape(text: str, source) -> Tuple[int, int, int]:
   if not text:
-    images = getattr(source, "images", None)
-    if not isinstance(images, np.ndarray):
-      raise errors.UserError(f"{source.name} has no single image shape; pass --image_shape=H,W,C (the generator's, e.g. "
-                       "--image_shape=64,64,3)")
-    shape = tuple(int(d) for d in images.shape[1:])
+    if not isinstance(source, data.IdxSource):
+      raise errors.UserError(f"{source.name} has no single image shape; pass --image_shape=H,W,C (the generator's, "
+                             "e.g. --image_shape=64,64,3)")
+    shape = tuple(int(d) for d in source.images.shape[1:])
     return shape if len(shape) == 3 else (*shape, 1)
   try:
     shape = tuple(int(d) for d in text.split(","))
@@ -363,24 +48,26 @@ def parse_image_shape(text: str, source) -> Tuple[int, int, int]:
   return shape
 
 
-def main(argv):
-  del argv
-  fv = gan_flags.FLAGS
-  cfg = gan_flags.config_from_flags(fv)
-  train_source, test_source = labelled_splits(cfg)
+def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
+  """Trains, writes and reports the network. `fv`: parsed flag values (default: absl's FLAGS)."""
+  del argv  # cli.parse_flags refused positional arguments.
+  fv = cli.FLAGS if fv is None else fv
+  cfg = cli.config_from_flags(fv)
+  train_source, test_source = features_lib.labelled_splits(cfg)
   image_shape = parse_image_shape(fv.image_shape, train_source)
-  net = train_net(cfg, image_shape, train_source, test_source)
-  out = fv.out or f"{cache_root(cfg)}/classifier/{net.key}"
-  save(net, out)
+  net = features_lib.train_net(cfg, image_shape, train_source, test_source)
+  out = fv.out.rstrip("/") or features_lib.net_dir(cfg, net.key)
+  features_lib.save(net, out)
   print(f"Feature network {net.key} ({train_source.name}; {train_source.num_examples} train, "
         f"{test_source.num_examples} test examples)")
   print(f"test accuracy: {net.test_accuracy:.4f}")
   print(f"checksum: {net.checksum}")
   print(f"written to: {out}")
+  return errors.EXIT_OK
 
 
-def run():
-  gan_flags.run_tool(main, define_flags)
+def run() -> None:
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,7 @@ def build(weights_path: str, image_shape) -> keras.Model:
   """images float32 [B, H, W, C] in [-1, 1] -> (pool3 features [B, 2048], logits [B, 1000]), always float32.
 
   Raises:
-    FileNotFoundError: no file at `weights_path`.
-    ValueError: the file does not hold InceptionV3 weights.
+    errors.UserError: no file at `weights_path`, or it does not hold InceptionV3 weights with the 1000-class top.
   """
   if not tf.io.gfile.exists(weights_path):
     raise errors.UserError(f"--inception_weights={weights_path} does not exist; pass a local copy of Keras' "
@@ -59,8 +58,8 @@ def build(weights_path: str, image_shape) -> keras.Model:
   with tf.io.gfile.GFile(weights_path, "rb") as f:
     signature = f.read(8)
   if signature != _HDF5_SIGNATURE:  # Checked before building the network, which takes seconds.
-    raise errors.UserError(f"--inception_weights={weights_path} is not a Keras InceptionV3 weights file (an HDF5 .h5 or "
-                     ".weights.h5 file)")
+    raise errors.UserError(f"--inception_weights={weights_path} is not a Keras InceptionV3 weights file (an HDF5 "
+                           ".h5 or .weights.h5 file)")
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("float32")
   try:
@@ -70,7 +69,7 @@ def build(weights_path: str, image_shape) -> keras.Model:
       base.load_weights(local)
     except Exception as e:  # pylint: disable=broad-except  (h5py and Keras raise many types for a wrong file)
       raise errors.UserError(f"--inception_weights={weights_path} is not a Keras InceptionV3 weights file with the "
-                       f"1000-class top ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                             f"1000-class top ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     finally:
       if local != weights_path:
         os.remove(local)

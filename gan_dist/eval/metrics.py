@@ -33,7 +33,7 @@ _BLOCK = 2048
 def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """(mean float64 [F], covariance float64 [F, F]) of features [N, F]."""
   x = np.asarray(features, np.float64)
-  return x.mean(axis=0), np.cov(x, rowvar=False)
+  return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))  # np.cov of one feature is a scalar.
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:

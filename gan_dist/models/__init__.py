@@ -11,6 +11,8 @@ from typing import Tuple
 import keras
 import tensorflow as tf
 
+from gan_dist import errors
+
 _NOT_ARCHS = {"layers"}
 
 
@@ -73,15 +75,16 @@ def build(cfg, num_classes: int = 0) -> Gan:
   """Builds `cfg.arch`. Call inside `strategy.scope()` so the variables are distributed.
 
   Raises:
-    ValueError: unknown architecture (the message lists the known ones), or a conditional model without classes.
+    errors.UserError: unknown architecture (the message lists the known ones), or a conditional model without
+      classes.
   """
   if cfg.arch not in available():
-    raise ValueError(f"Unknown --arch={cfg.arch!r}; known architectures: {', '.join(available())}")
+    raise errors.UserError(f"unknown --arch={cfg.arch!r}; known architectures: {', '.join(available())}")
   module = importlib.import_module(f"{__name__}.{cfg.arch}")
   gan = module.build(cfg, num_classes)
   if gan.conditional and gan.num_classes < 2:
-    raise ValueError(f"--arch={cfg.arch} is conditional and needs labels with at least 2 classes, "
-                     f"got num_classes={gan.num_classes}")
+    raise errors.UserError(f"--arch={cfg.arch} is conditional and needs labels with at least 2 classes, "
+                           f"got num_classes={gan.num_classes}")
   return gan
 
 
@@ -104,7 +107,6 @@ def resolve_image_shape(cfg, native: Tuple[int, int, int], sizes: Tuple[int, ...
     errors.UserError (a ValueError): a one-line message naming the shapes the architecture supports; `main` turns
       it into exit code 2 without a traceback.
   """
-  from gan_dist import errors  # pylint: disable=g-import-not-at-top  (kept inside the one helper of this module)
   size = cfg.image_size or native[0]
   depth = cfg.channels or native[2]
   if size not in sizes or depth not in channels:

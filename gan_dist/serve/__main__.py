@@ -7,29 +7,40 @@ Needs the `serve` extra: pip install -e '.[serve]'. --port=0 picks a free port; 
 says which, once the server listens.
 """
 
-import os
-import sys
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from gan_dist import cli
+from gan_dist import errors
 
-from gan_dist import errors  # pylint: disable=g-import-not-at-top
-from gan_dist import flags as gan_flags
+try:  # Flask and waitress are an optional extra: without them, main says how to install them.
+  import waitress
+  from gan_dist.serve import app as app_lib
+  _MISSING = None
+except ImportError as e:
+  _MISSING = e
 
 
-def define_flags(fv) -> None:
-  """Flags of `python -m gan_dist.serve` (on top of --workdir)."""
-  gan_flags.define_serve_flags(fv)
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags of `python -m gan_dist.serve`, besides the Config's (of which it reads --workdir)."""
+  flags.DEFINE_string("saved_model", "", "Serve this SavedModel export (python -m gan_dist.export) instead of a "
+                      "--workdir.", flag_values=fv)
+  flags.DEFINE_integer("step", None, "Serve the checkpoint of this step of --workdir (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy "
+                      "in front of it for the public).", flag_values=fv)
+  flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one.", lower_bound=0, upper_bound=65535,
+                       flag_values=fv)
+  flags.DEFINE_integer("threads", 4, "Request threads of the server (generation itself runs one batch at a time).",
+                       lower_bound=1, flag_values=fv)
 
 
-def main(argv):
-  del argv
-  fv = gan_flags.FLAGS
-  try:
-    import waitress  # pylint: disable=g-import-not-at-top
-    from gan_dist.serve import app as app_lib  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise errors.UserError(f"the demo server needs the serve extra ({e}); install it with "
-                           "pip install -e '.[serve]'") from None
+def main(argv) -> None:
+  del argv  # cli.parse_flags refused positional arguments.
+  if _MISSING is not None:
+    raise errors.UserError(f"the demo server needs the serve extra ({_MISSING}); install it with "
+                           "pip install -e '.[serve]'")
+  fv = cli.FLAGS
+  # --workdir has a default (/tmp/gan_dist); only a --workdir actually given competes with --saved_model.
   workdir = fv.workdir if fv["workdir"].present else ""
   model = app_lib.load_model(workdir, fv.saved_model, fv.step)
   application = app_lib.create_app(model)
@@ -52,8 +63,8 @@ def main(argv):
 
 
 def run():
-  gan_flags.run_tool(main, define_flags)
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":
-  sys.exit(run())
+  run()

@@ -27,6 +27,7 @@ import tensorflow as tf
 from werkzeug import exceptions
 
 from gan_dist import errors
+from gan_dist import sampling
 from gan_dist.serve import model as model_lib
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -98,19 +99,28 @@ def _format(args) -> str:
   return text
 
 
-def _respond(images: np.ndarray, labels: Optional[np.ndarray], noise: np.ndarray, columns: int, fmt: str,
-             scale: int, name: str, request_facts: dict) -> flask.Response:
-  """The images as a PNG grid, a JSON document or an NPZ archive."""
+def _respond(images: np.ndarray, labels: np.ndarray, noise: np.ndarray, columns: int, fmt: str, scale: int,
+             name: str, request_facts: dict, conditional: bool) -> flask.Response:
+  """The images as a PNG grid, a JSON document or an NPZ archive.
+
+  Args:
+    images: uint8 [N, H, W, C]; labels int32 [N] and noise float32 [N, latent_dim], their inputs.
+    columns: columns of the PNG grid (JSON: its `grid` field).
+    fmt: one of FORMATS; scale: PNG pixels per image pixel.
+    name: the NPZ download's file name, without .npz.
+    request_facts: the request's parameters, echoed in the JSON.
+    conditional: whether labels mean anything (an unconditional model's JSON has labels null, its NPZ none).
+  """
   if fmt == "png":
-    grid = model_lib.tile(images, columns, scale)
+    grid = sampling.tile(images, columns, scale)
     return flask.Response(tf.io.encode_png(grid).numpy(), mimetype="image/png")
   rows = -(-len(images) // columns)
   if fmt == "json":
     body = dict(request_facts, shape=list(images.shape), grid=[rows, columns],
-                labels=None if labels is None else labels.tolist(), images=images.tolist())
+                labels=labels.tolist() if conditional else None, images=images.tolist())
     return flask.Response(json.dumps(body, separators=(",", ":")), mimetype="application/json")
   arrays = dict(images=images, noise=noise)
-  if labels is not None:
+  if conditional:
     arrays["labels"] = labels
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
@@ -134,7 +144,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
 
   @app.get("/api/info")
   def info():
-    return dict(model.facts, max_images=model_lib.MAX_IMAGES, max_seed=model_lib.MAX_SEED, max_frames=MAX_FRAMES,
+    return dict(model.facts, max_images=model_lib.MAX_IMAGES, max_seed=sampling.MAX_SEED, max_frames=MAX_FRAMES,
                 max_scale=MAX_SCALE, formats=list(FORMATS), buckets=list(model_lib.BUCKETS))
 
   @app.get("/api/generate")
@@ -142,22 +152,22 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     args = flask.request.args
     _check_known(args, _GENERATE_PARAMS)
     num = _int(args, "num", 16, 1, model_lib.MAX_IMAGES)
-    seed = _int(args, "seed", 0, 0, model_lib.MAX_SEED)
+    seed = _int(args, "seed", 0, 0, sampling.MAX_SEED)
     label = _class(args, model)
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
     noise, labels = model.inputs(num, seed, label)
     images = model.images(noise, labels)
     cycling = model.num_classes if model.conditional and label is None else 0
-    return _respond(images, labels, noise, model_lib.grid_columns(num, cycling), fmt, scale,
-                    f"samples_seed{seed}", {"num": num, "seed": seed, "class": "any" if label is None else label})
+    return _respond(images, labels, noise, sampling.grid_columns(num, cycling), fmt, scale, f"samples_seed{seed}",
+                    {"num": num, "seed": seed, "class": "any" if label is None else label}, model.conditional)
 
   @app.get("/api/walk")
   def walk():
     args = flask.request.args
     _check_known(args, _WALK_PARAMS)
-    seed_a = _int(args, "seed_a", 0, 0, model_lib.MAX_SEED)
-    seed_b = _int(args, "seed_b", 1, 0, model_lib.MAX_SEED)
+    seed_a = _int(args, "seed_a", 0, 0, sampling.MAX_SEED)
+    seed_b = _int(args, "seed_b", 1, 0, sampling.MAX_SEED)
     frames = _int(args, "frames", 16, 2, MAX_FRAMES)
     label = _class(args, model)
     fmt = _format(args)
@@ -165,7 +175,8 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     noise, labels = model.walk_inputs(seed_a, seed_b, frames, label)
     images = model.images(noise, labels)
     return _respond(images, labels, noise, frames, fmt, scale, f"walk_{seed_a}_{seed_b}",
-                    {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, "class": "any" if label is None else label})
+                    {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, "class": "any" if label is None else label},
+                    model.conditional)
 
   @app.errorhandler(exceptions.HTTPException)
   def http_error(error):

@@ -1,4 +1,4 @@
-"""The metric formulas on hand-checkable inputs (no network involved)."""
+"""The metric formulas on hand-checkable inputs, and their ranges on arbitrary ones (no network involved)."""
 
 import numpy as np
 import pytest
@@ -25,11 +25,29 @@ def test_fcd_kid_precision_recall_of_a_set_against_itself_and_against_a_shifted_
   assert metrics.fcd(real, other) < 0.2 < 50 < metrics.fcd(real, far)
   same, same_std = metrics.kid(real, other, num_subsets=20, subset_size=200)
   shifted, _ = metrics.kid(real, far, num_subsets=20, subset_size=200)
-  assert abs(same) < 3 * same_std + 1e-3 and shifted > 100 * (abs(same) + same_std)
+  assert same_std > 0.0 and abs(same) < 3 * same_std + 1e-3 and shifted > 100 * (abs(same) + same_std)
   assert metrics.precision_recall(real, real) == (1.0, 1.0)
   precision, recall = metrics.precision_recall(real, other)
   assert 0.8 < precision <= 1.0 and 0.8 < recall <= 1.0
   assert metrics.precision_recall(real, far) == (0.0, 0.0)
+
+
+def test_every_metric_stays_in_its_range_on_arbitrary_inputs():
+  rng = np.random.RandomState(1)
+  for trial in range(5):
+    n, m, dim, k = rng.randint(8, 120), rng.randint(8, 120), rng.randint(1, 12), rng.randint(2, 7)
+    real = rng.standard_normal((n, dim)).astype(np.float32) * rng.uniform(0.1, 3)
+    fake = rng.standard_normal((m, dim)).astype(np.float32) * rng.uniform(0.1, 3) + rng.uniform(-2, 2)
+    logits = rng.standard_normal((m, k)) * rng.uniform(0, 20)
+    assert metrics.fcd(real, fake) >= 0.0, trial
+    kid_mean, kid_std = metrics.kid(real, fake, num_subsets=10, subset_size=50)
+    assert np.isfinite(kid_mean) and kid_std >= 0.0, trial
+    precision, recall = metrics.precision_recall(real, fake)
+    assert 0.0 <= precision <= 1.0 and 0.0 <= recall <= 1.0, trial
+    for splits in (1, 3):
+      assert 1.0 - 1e-9 <= metrics.classifier_score(logits, splits=splits) <= k + 1e-9, trial
+    overall, per_class = metrics.label_accuracy(logits, rng.randint(0, k, m), k)
+    assert 0.0 <= overall <= 1.0 and np.all((per_class[~np.isnan(per_class)] >= 0) & (per_class <= 1)), trial
 
 
 def test_knn_radii_are_kth_neighbour_distances():
@@ -39,13 +57,38 @@ def test_knn_radii_are_kth_neighbour_distances():
   np.testing.assert_allclose(metrics.knn_radii(points, k=2), [9, 4, 9, 36])
 
 
+def test_too_few_examples_are_refused():
+  with pytest.raises(ValueError, match="KID needs at least 2"):
+    metrics.kid(np.zeros((1, 3)), np.zeros((5, 3)))
+  with pytest.raises(ValueError, match="needs more than 3 examples"):
+    metrics.precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
+
+
 def test_classifier_score_and_label_accuracy():
   confident = np.eye(4)[np.arange(400) % 4] * 50.0  # Sure of a class, classes balanced: score = K.
   assert metrics.classifier_score(confident) == pytest.approx(4.0, rel=1e-6)
   assert metrics.classifier_score(np.tile(confident[:1], (400, 1))) == pytest.approx(1.0)  # One class only.
   assert metrics.classifier_score(np.zeros((10, 4))) == pytest.approx(1.0)  # Undecided: no information.
+  # 4 splits of the set sorted by class: each split sees one class, so it scores 1 although the whole set scores 4.
+  assert metrics.classifier_score(confident[np.argsort(np.arange(400) % 4, kind="stable")], splits=4) == \
+      pytest.approx(1.0)
   logits = np.eye(3)[[0, 1, 2, 1, 1, 0]]
   overall, per_class = metrics.label_accuracy(logits, np.array([0, 1, 2, 0, 1, 2]), 4)
   assert overall == pytest.approx(4 / 6)
   np.testing.assert_allclose(per_class[:3], [0.5, 1.0, 0.5])
   assert np.isnan(per_class[3])
+
+
+def test_reference_compares_like_the_functions_and_keeps_only_fid_and_is_when_not_full():
+  rng = np.random.RandomState(2)
+  real = rng.standard_normal((200, 6)).astype(np.float32)
+  fake = rng.standard_normal((150, 6)).astype(np.float32) + 0.5
+  logits = rng.standard_normal((150, 5)) * 3
+  found = metrics.Reference(real).compare(fake, logits)
+  assert found["fcd"] == pytest.approx(metrics.fcd(real, fake), rel=1e-9)
+  assert (found["kid"], found["kid_std"]) == pytest.approx(metrics.kid(real, fake), rel=1e-9)
+  assert (found["precision"], found["recall"]) == metrics.precision_recall(real, fake)
+  assert found["classifier_score"] == pytest.approx(metrics.classifier_score(logits))
+  partial = metrics.Reference(real, full=False).compare(fake, logits)
+  assert set(partial) == {"fid", "inception_score"} and partial["fid"] == pytest.approx(found["fcd"])
+  assert partial["inception_score"] == pytest.approx(metrics.classifier_score(logits, splits=10))

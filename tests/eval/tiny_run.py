@@ -1,4 +1,4 @@
-"""A tiny trained workdir for the tests of the tools that read one (evaluate, plots, sample)."""
+"""A tiny trained workdir for the tests of the tools that read one (evaluate, class_accuracy)."""
 
 from gan_dist import train
 from tests import helpers

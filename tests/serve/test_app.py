@@ -12,7 +12,13 @@ import pytest
 import tensorflow as tf
 from werkzeug import serving
 
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import config as config_lib
 from gan_dist import errors
+from gan_dist import exporter
+from gan_dist import sampling
+from gan_dist import state as state_lib
+from gan_dist import workdir as workdir_lib
 from gan_dist.serve import app as app_lib
 from gan_dist.serve import model as model_lib
 from tests.serve import workdirs
@@ -20,7 +26,7 @@ from tests.serve import workdirs
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory):
-  """{"conditional": app, "unconditional": app}: cgan_mlp (10 classes, EMA, mixed_float16) and dcgan."""
+  """{"conditional": app, "unconditional": app}: cgan_mlp (10 classes, EMA, mixed_float16) and mlp."""
   return {kind: app_lib.create_app(model_lib.from_workdir(workdirs.trained(kind, tmp_path_factory)))
           for kind in workdirs.KINDS}
 
@@ -59,10 +65,10 @@ def test_health_and_info(apps):
   info = apps["conditional"].test_client().get("/api/info").json
   assert (info["arch"], info["dataset"], info["step"], info["ema"], info["conditional"], info["num_classes"],
           info["image_shape"], info["latent_dim"], info["source"]) == (
-              "cgan_mlp", "mnist", 1, True, True, 10, [28, 28, 1], 100, "workdir")
+              "cgan_mlp", "mnist", 1, True, True, 10, [28, 28, 1], workdirs.LATENT_DIM, "workdir")
   assert info["max_images"] == 64 and info["formats"] == ["png", "json", "npz"]
   info = apps["unconditional"].test_client().get("/api/info").json
-  assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("dcgan", False, False, 0)
+  assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("mlp", False, False, 0)
 
 
 @pytest.mark.parametrize("kind, query, shape", [
@@ -98,13 +104,22 @@ def test_json_and_npz_hold_the_png_images(client):
   body = client.get("/api/generate?num=3&seed=8&class=7&format=json").json
   images = np.array(body["images"], np.uint8)
   assert body["shape"] == [3, 28, 28, 1] and body["labels"] == [7, 7, 7] and body["seed"] == 8
-  np.testing.assert_array_equal(model_lib.tile(images, body["grid"][1]), grid)
+  np.testing.assert_array_equal(sampling.tile(images, body["grid"][1]), grid)
   response = client.get("/api/generate?num=3&seed=8&class=7&format=npz")
   assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
   arrays = np.load(io.BytesIO(response.get_data()))
   np.testing.assert_array_equal(arrays["images"], images)
   np.testing.assert_array_equal(arrays["labels"], [7, 7, 7])
-  assert arrays["noise"].shape == (3, 100)
+  assert arrays["noise"].shape == (3, workdirs.LATENT_DIM)
+  assert images.std() > 5
+
+
+def test_unconditional_json_and_npz_have_no_labels(apps):
+  client = apps["unconditional"].test_client()
+  body = client.get("/api/generate?num=2&seed=8&format=json").json
+  assert body["labels"] is None and body["shape"] == [2, 28, 28, 1]
+  arrays = np.load(io.BytesIO(client.get("/api/walk?frames=3&format=npz").get_data()))
+  assert sorted(arrays.files) == ["images", "noise"]
 
 
 @pytest.mark.parametrize("kind, path, parameter, message", [
@@ -171,11 +186,31 @@ def test_eight_concurrent_requests_all_succeed(apps):
   assert [body for _, body in results] == expected
 
 
+class _Broken(model_lib.ServedModel):
+  """A model whose generation fails (a bug, or TensorFlow running out of memory)."""
+
+  def images(self, noise, labels):
+    raise RuntimeError("out of memory")
+
+
+def test_an_exception_inside_an_api_route_is_json_500():
+  facts = dict(arch="mlp", dataset="mnist", step=0, ema=False, image_shape=[28, 28, 1], conditional=False,
+               num_classes=0, latent_dim=4)
+  app = app_lib.create_app(_Broken(lambda noise, labels: noise, facts))
+  client = app.test_client()
+  for path in ("/api/generate?num=2", "/api/walk?frames=2"):
+    response = client.get(path)
+    assert response.status_code == 500 and response.mimetype == "application/json"
+    assert response.json == {"error": "internal error: RuntimeError; see the server's log"}
+    assert response.headers["Cache-Control"] == "no-store"
+  assert client.get("/api/info").status_code == 200  # The application itself keeps working.
+
+
 def test_app_from_environment(monkeypatch, tmp_path_factory):
   monkeypatch.delenv("GAN_DIST_SAVED_MODEL", raising=False)
   monkeypatch.setenv("GAN_DIST_WORKDIR", workdirs.trained("unconditional", tmp_path_factory))
   monkeypatch.setenv("GAN_DIST_STEP", "1")
-  assert app_lib.create_app_from_env().test_client().get("/api/info").json["arch"] == "dcgan"
+  assert app_lib.create_app_from_env().test_client().get("/api/info").json["arch"] == "mlp"
   monkeypatch.setenv("GAN_DIST_STEP", "latest")
   with pytest.raises(errors.UserError, match="GAN_DIST_STEP"):
     app_lib.create_app_from_env()
@@ -183,18 +218,32 @@ def test_app_from_environment(monkeypatch, tmp_path_factory):
     app_lib.load_model("W", "S")
   with pytest.raises(errors.UserError, match="nothing to serve"):
     app_lib.load_model("", "")
+  with pytest.raises(errors.UserError, match="a --saved_model export has one step"):
+    app_lib.load_model("", "S", 3)
+
+
+def test_app_from_environment_serves_a_saved_model(apps, monkeypatch, tmp_path, tmp_path_factory):
+  path = exporter.export(workdirs.trained("conditional", tmp_path_factory), str(tmp_path / "export"))
+  monkeypatch.delenv("GAN_DIST_WORKDIR", raising=False)
+  monkeypatch.delenv("GAN_DIST_STEP", raising=False)
+  monkeypatch.setenv("GAN_DIST_SAVED_MODEL", path)
+  client = app_lib.create_app_from_env().test_client()
+  info = client.get("/api/info").json
+  assert (info["source"], info["arch"], info["step"], info["num_classes"]) == ("saved_model", "cgan_mlp", 1, 10)
+  query = "/api/generate?num=12&seed=5&class=any"
+  assert client.get(query).get_data() == apps["conditional"].test_client().get(query).get_data()
+  monkeypatch.setenv("GAN_DIST_WORKDIR", "W")
+  with pytest.raises(errors.UserError, match="both given"):
+    app_lib.create_app_from_env()
 
 
 def test_color_model(tmp_path):
   # An untrained 64x64 RGB workdir (no training needed to check shapes): the grid is a color PNG.
-  from gan_dist import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top
-  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
-  cfg = gan_flags.make_config(arch="dcgan64", workdir=str(tmp_path / "w"), strategy="one_device")
+  cfg = config_lib.make_config(arch="dcgan64", workdir=str(tmp_path / "w"), strategy="one_device")
   state = state_lib.create_state(cfg, tf.distribute.get_strategy(), 0)
-  tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(state), f"{cfg.workdir}/checkpoints",
+  tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(state), workdir_lib.checkpoint_dir(cfg.workdir),
                              max_to_keep=1).save(checkpoint_number=0)
-  gan_flags.write_flagfile(cfg, f"{cfg.workdir}/flags.txt")
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(cfg.workdir))
   client = app_lib.create_app(model_lib.from_workdir(cfg.workdir)).test_client()
   assert client.get("/api/info").json["image_shape"] == [64, 64, 3]
   assert _png(client.get("/api/generate?num=6&seed=1")).shape == (2 * 64, 3 * 64, 3)

@@ -98,6 +98,7 @@ def _not_blank(png: bytes) -> np.ndarray:
   return image
 
 
+@pytest.mark.slow
 def test_pick_a_class_and_new_samples(browser, server_url, tmp_path):
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top

@@ -1,9 +1,10 @@
-"""serve/model.py: deterministic inputs, one trace per batch bucket, grids, and the two ways of loading a model."""
+"""serve/model.py: deterministic inputs, one trace per batch bucket, and the two ways of loading a model."""
 
 import numpy as np
 import pytest
 
-from gan_dist import export
+from gan_dist import exporter
+from gan_dist import sampling
 from gan_dist.serve import model as model_lib
 from tests.serve import workdirs
 
@@ -11,6 +12,11 @@ from tests.serve import workdirs
 @pytest.fixture(scope="module")
 def conditional(tmp_path_factory):
   return model_lib.from_workdir(workdirs.trained("conditional", tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def unconditional(tmp_path_factory):
+  return model_lib.from_workdir(workdirs.trained("unconditional", tmp_path_factory))
 
 
 def test_generation_is_traced_once_per_bucket(conditional):
@@ -21,6 +27,7 @@ def test_generation_is_traced_once_per_bucket(conditional):
     assert images.shape == (num, 28, 28, 1) and images.dtype == np.uint8
   # 100 images run as 64 + 36 (padded to 64): no new shape.
   assert model.trace_counts == {1: 1, 2: 1, 4: 1, 8: 1, 64: 1}
+  assert model_lib.bucket(1) == 1 and model_lib.bucket(5) == 8 and model_lib.bucket(64) == 64
 
 
 def test_image_i_of_a_seed_does_not_depend_on_how_many_are_asked(conditional):
@@ -33,47 +40,42 @@ def test_image_i_of_a_seed_does_not_depend_on_how_many_are_asked(conditional):
   many = conditional.images(many_noise, many_labels).astype(int)
   np.testing.assert_allclose(few, many[:3], atol=1)
   np.testing.assert_array_equal(conditional.images(few_noise, few_labels), few)
+  assert many.std() > 5  # Generated pictures, not a blank.
 
 
-def test_inputs_labels(conditional):
-  _, labels = conditional.inputs(12, seed=0)
+def test_inputs_are_the_sampling_library_s(conditional, unconditional):
+  noise, labels = conditional.inputs(12, seed=0)
+  np.testing.assert_array_equal(noise, sampling.noise(12, workdirs.LATENT_DIM, 0))
   np.testing.assert_array_equal(labels, np.arange(12) % 10)
   _, labels = conditional.inputs(4, seed=0, label=3)
   np.testing.assert_array_equal(labels, [3, 3, 3, 3])
+  _, labels = unconditional.inputs(4, seed=0)  # Unconditional models get zeros, which they ignore.
+  assert labels.dtype == np.int32 and not labels.any()
 
 
 def test_walk_goes_from_seed_a_to_seed_b(conditional):
   noise, labels = conditional.walk_inputs(5, 9, frames=7, label=4)
-  assert noise.shape == (7, 100) and noise.dtype == np.float32
+  assert noise.shape == (7, workdirs.LATENT_DIM) and noise.dtype == np.float32
   np.testing.assert_allclose(noise[0], conditional.inputs(1, 5)[0][0], rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(noise[-1], conditional.inputs(1, 9)[0][0], rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(labels, np.full(7, 4))
   # Spherical interpolation keeps the norm near that of the end points (a straight line would shrink it by ~30%).
   norms = np.linalg.norm(noise, axis=1)
   assert norms.min() > 0.9 * min(norms[0], norms[-1])
-  same, _ = conditional.walk_inputs(5, 5, frames=3)
+  same, labels = conditional.walk_inputs(5, 5, frames=3)
   np.testing.assert_allclose(same, np.repeat(same[:1], 3, axis=0), atol=1e-6)
+  np.testing.assert_array_equal(labels, [0, 0, 0])  # No class: that of a grid's first image.
+  images = conditional.images(*conditional.walk_inputs(0, 1, frames=4, label=2))
+  assert images.shape == (4, 28, 28, 1)
 
 
-def test_grid_columns_and_tile():
-  assert model_lib.grid_columns(16) == 4
-  assert model_lib.grid_columns(10) == 4  # 3 rows of 4, as summaries.image_grid draws it.
-  assert model_lib.grid_columns(1) == 1
-  assert model_lib.grid_columns(12, num_classes=10) == 10  # One column per class.
-  assert model_lib.grid_columns(7, num_classes=10) == 4  # Fewer images than classes: near-square.
-  images = np.arange(5 * 2 * 3 * 1, dtype=np.uint8).reshape(5, 2, 3, 1) + 1
-  grid = model_lib.tile(images, columns=2, scale=2)
-  assert grid.shape == (3 * 2 * 2, 2 * 3 * 2, 1)
-  np.testing.assert_array_equal(grid[4:8:2, 6::2], images[3])
-  assert not grid[8:, 6:].any()  # The sixth cell is empty.
-  assert model_lib.bucket(1) == 1 and model_lib.bucket(5) == 8 and model_lib.bucket(64) == 64
-
-
-def test_saved_model_serves_the_same_images_and_facts(conditional, tmp_path, tmp_path_factory):
-  path = export.export(workdirs.trained("conditional", tmp_path_factory), str(tmp_path / "saved"))
-  served = model_lib.from_saved_model(path)
-  assert dict(served.facts, source="workdir") == conditional.facts
-  noise, labels = conditional.inputs(5, seed=11)
-  np.testing.assert_array_equal(served.images(noise, labels), conditional.images(noise, labels))
+def test_saved_model_serves_the_same_images_and_facts(conditional, unconditional, tmp_path, tmp_path_factory):
+  for kind, from_workdir in (("conditional", conditional), ("unconditional", unconditional)):
+    path = exporter.export(workdirs.trained(kind, tmp_path_factory), str(tmp_path / kind))
+    served = model_lib.from_saved_model(path)
+    assert served.facts["source"] == "saved_model"
+    assert dict(served.facts, source="workdir") == from_workdir.facts
+    noise, labels = from_workdir.inputs(5, seed=11)
+    np.testing.assert_array_equal(served.images(noise, labels), from_workdir.images(noise, labels))
   with pytest.raises(FileNotFoundError, match="saved_model.pb not found"):
-    model_lib.from_saved_model(str(tmp_path))
+    model_lib.from_saved_model(str(tmp_path / "missing"))

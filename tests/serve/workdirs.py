@@ -1,7 +1,7 @@
-"""Tiny trained workdirs for the serve and export tests: trained once per test process, shared by the modules.
+"""Tiny trained workdirs for the sample, export and serve tests: trained once per test process, shared by the modules.
 
-`unconditional`: dcgan in float32 without EMA; `conditional`: cgan_mlp in mixed_float16 with an EMA generator
-(so exports must pick the EMA weights and convert them to float32).
+`unconditional`: mlp in float32 without EMA; `conditional`: cgan_mlp (10 classes) in mixed_float16 with an EMA
+generator (so exports must pick the EMA weights and convert them to float32). Both with a 16-dimensional latent.
 """
 
 import tensorflow as tf
@@ -9,9 +9,10 @@ import tensorflow as tf
 from gan_dist import train
 from tests import helpers
 
+LATENT_DIM = 16
 KINDS = {
-    "unconditional": dict(arch="dcgan"),
-    "conditional": dict(arch="cgan_mlp", precision="mixed_float16", ema_decay=0.9),
+    "unconditional": dict(arch="mlp", latent_dim=LATENT_DIM),
+    "conditional": dict(arch="cgan_mlp", latent_dim=LATENT_DIM, precision="mixed_float16", ema_decay=0.9),
 }
 _TRAINED = {}
 

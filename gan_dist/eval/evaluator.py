@@ -4,10 +4,11 @@
   metrics = evaluator(generator, step)            # every worker, at the same steps; the same dict everywhere
   evaluator.floors                                # the same figures for real test images (the real-data floor)
 
-Construction loads or trains the feature network of the dataset at the generator's image shape (cached under
---eval_cache_dir; only the chief writes there, the other workers load it or train the same network in memory), and
-the features of --eval_num real images of the train split (the reference) and of the test split (the floor), cached
-too. With --inception_weights, the same for Inception-v3 (FID and IS).
+Construction loads or trains the feature network of the dataset at the generator's image shape
+(`gan_dist.eval.features`, cached under --eval_cache_dir; only the chief writes there, the other workers load it or
+train the same network in memory), and the features of --eval_num real images of the train split (the reference)
+and of the test split (the floor), cached too, as `<cache>/features/<network>-<shape>-<data hash>-n<N>.npz`. With
+--inception_weights, the same for Inception-v3 (FID and IS).
 
 A call generates --eval_num images with `strategy.run` on every replica, each replica its share: sample i has
 noise row i of a RandomState seeded by (--seed, EVAL_NOISE_STREAM) and label i mod K, whatever the number of replicas
@@ -24,16 +25,19 @@ See `gan_dist.eval.metrics` for their definitions.
 
 import io
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import data
 from gan_dist import errors
+from gan_dist import files
+from gan_dist import sampling
 from gan_dist import strategy as strategy_lib
-from gan_dist.eval import classifier as classifier_lib
+from gan_dist.eval import features as features_lib
 from gan_dist.eval import inception as inception_lib
 from gan_dist.eval import metrics as metrics_lib
 
@@ -44,7 +48,14 @@ EVAL_NOISE_STREAM = 0xE7A1
 
 
 class _Extractor:
-  """One feature network (variables replicated under the strategy), its cache identity and its reference."""
+  """One feature network (variables replicated under the strategy), its cache identity and its reference.
+
+  Args:
+    name: "classifier" or "inception".
+    model: images float32 [B, H, W, C] -> (features [B, F], logits [B, K]).
+    cache_id: names its real-image features in the cache (network and weights).
+    full: all metrics (the classifier), or only FID and IS (Inception: see `metrics.Reference`).
+  """
 
   def __init__(self, name: str, model: keras.Model, cache_id: str, full: bool):
     self.name, self.model, self.cache_id, self.full = name, model, cache_id, full
@@ -55,27 +66,28 @@ class _Extractor:
     self.reference: Optional[metrics_lib.Reference] = None
 
 
-def _features_cache_path(cfg, extractor_id: str, source, image_shape) -> str:
+def features_cache_path(cfg, cache_id: str, source: data.DataSource, image_shape) -> str:
+  """Where the real-image features of `source` by the network `cache_id` are cached."""
   shape = "x".join(str(int(d)) for d in image_shape)
-  return (f"{classifier_lib.cache_root(cfg)}/features/{extractor_id}-{shape}-{classifier_lib.data_hash(source)}"
+  return (f"{features_lib.cache_root(cfg)}/features/{cache_id}-{shape}-{features_lib.data_hash(source)}"
           f"-n{source.num_examples}.npz")
 
 
-def _real_features(cfg, extractor: _Extractor, source, image_shape, write: bool, agree
-                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(features, logits, labels) of every image of `source`, from the cache or computed (and cached if `write`)."""
-  path = _features_cache_path(cfg, extractor.cache_id, source, image_shape)
+def real_features(cfg, extractor: _Extractor, source: data.DataSource, image_shape, write: bool,
+                  agree: Callable[[bool], bool]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(features float32 [N, F], logits float32 [N, K], labels int32 [N]) of every image of `source`: from the cache
+  if `agree` says so, else computed (and cached if `write`)."""
+  path = features_cache_path(cfg, extractor.cache_id, source, image_shape)
   if agree(tf.io.gfile.exists(path)):
-    with tf.io.gfile.GFile(path, "rb") as f:
-      arrays = np.load(io.BytesIO(f.read()))
-      return arrays["features"], arrays["logits"], arrays["labels"]
+    arrays = np.load(io.BytesIO(files.read_bytes(path)))
+    return arrays["features"], arrays["logits"], arrays["labels"]
   logging.info("Computing %s features of %d real images of %s", extractor.name, source.num_examples, source.name)
-  features, logits, labels = classifier_lib.predict(extractor.predict, source, image_shape)
+  found = features_lib.predict(extractor.predict, source, image_shape)
   if write:
     buffer = io.BytesIO()
-    np.savez(buffer, features=features, logits=logits, labels=labels)
-    classifier_lib._write_bytes(path, buffer.getvalue())  # pylint: disable=protected-access
-  return features, logits, labels
+    np.savez(buffer, features=found[0], logits=found[1], labels=found[2])
+    files.write_atomic(path, buffer.getvalue())
+  return found
 
 
 class Evaluator:
@@ -87,9 +99,14 @@ class Evaluator:
     gan: the run's Gan (image_shape, latent_dim, conditional, num_classes, generate).
 
   Attributes:
+    num: samples per evaluation (--eval_num).
     floors: the metrics of `num` real test images against the reference (label_accuracy: the classifier's
       accuracy on them), i.e. the best a generator can be expected to score with this many samples.
-    feature_net: the classifier's FeatureNet (test accuracy, checksum), or None without labels.
+    feature_net: the classifier's `features.FeatureNet` (test accuracy, checksum), or None without labels.
+
+  Raises:
+    errors.UserError: no feature network is possible (no labels and no --inception_weights), or a conditional
+      model on data without labels.
   """
 
   def __init__(self, cfg, strategy: tf.distribute.Strategy, gan):
@@ -98,16 +115,15 @@ class Evaluator:
     self._multi_worker = strategy_lib.task(strategy)[0] is not None
     write = strategy_lib.is_chief(strategy)
     image_shape = tuple(gan.image_shape)
-    train, test = classifier_lib.splits(cfg, apply_class_filter=True)
-    # num examples spread over each split (its first num could be a few classes only, e.g. in a folder).
-    reference_set = classifier_lib.spread_subset(train, self.num, salt=1)
-    floor_set = classifier_lib.spread_subset(test, self.num, salt=2)
+    train, test = features_lib.splits(cfg, apply_class_filter=True)
+    reference_set = features_lib.spread_subset(train, self.num, salt=1)
+    floor_set = features_lib.spread_subset(test, self.num, salt=2)
     self.extractors: List[_Extractor] = []
     self.feature_net = None
     if train.num_classes >= 2:
-      self.feature_net = classifier_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
+      self.feature_net = features_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
       with strategy.scope():
-        replicated = classifier_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
+        replicated = features_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
       replicated.set_weights(self.feature_net.model.get_weights())
       self.extractors.append(_Extractor("classifier", replicated, f"classifier-{self.feature_net.checksum}",
                                         full=True))
@@ -118,20 +134,20 @@ class Evaluator:
       self.extractors.append(_Extractor("inception", replicated, f"inception-{checksum}", full=False))
     if not self.extractors:
       raise errors.UserError(f"--dataset={cfg.dataset} has no class labels to train a feature network on; pass "
-                       "--inception_weights=PATH for Inception features, or --eval_every=0")
+                             "--inception_weights=PATH for Inception features, or --eval_every=0")
     if gan.conditional and self.feature_net is None:
       raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
 
-    self.floors: Dict[str, float] = {}
+    floors: Dict[str, float] = {}
     for extractor in self.extractors:
-      ref_features, _, _ = _real_features(cfg, extractor, reference_set, image_shape, write, self._agree)
+      ref_features, _, _ = real_features(cfg, extractor, reference_set, image_shape, write, self._agree)
       extractor.reference = metrics_lib.Reference(ref_features, full=extractor.full)
-      test_features, test_logits, test_labels = _real_features(cfg, extractor, floor_set, image_shape, write,
-                                                               self._agree)
-      self.floors.update(extractor.reference.compare(test_features, test_logits))
+      test_features, test_logits, test_labels = real_features(cfg, extractor, floor_set, image_shape, write,
+                                                              self._agree)
+      floors.update(extractor.reference.compare(test_features, test_logits))
       if extractor.name == "classifier" and gan.conditional:
-        self.floors.update(_label_metrics(test_logits, test_labels, gan.num_classes))
-    self.floors = {k: float(v) for k, v in self.floors.items()}
+        floors.update(label_metrics(test_logits, test_labels, gan.num_classes))
+    self.floors = {k: float(v) for k, v in floors.items()}
     self._functions = {}
     logging.info("Evaluator ready (%d samples per evaluation); real-data floor: %s", self.num,
                  format_metrics(self.floors))
@@ -144,15 +160,14 @@ class Evaluator:
       return found
     return bool(strategy_lib.gather_rows(self.strategy, np.array([1.0 if found else 0.0])).min() > 0)
 
-  def _distributed_fn(self, generator):
+  def _distributed_fn(self, generator: keras.Model) -> Callable:
     """tf.function (per-replica noise, labels) -> per-replica (features, logits) of every extractor."""
     key = id(generator)
     if key not in self._functions:
       gan, extract = self.gan, [e.predict for e in self.extractors]
 
       def replica_fn(noise, labels):
-        images = tf.cast(gan.generate(noise, labels if gan.conditional else None, training=False,
-                                      generator=generator), tf.float32)
+        images = tf.cast(gan.generate(noise, labels, training=False, generator=generator), tf.float32)
         outputs = []
         for predict in extract:
           features, logits = predict(images)
@@ -168,13 +183,13 @@ class Evaluator:
 
   def sample_inputs(self, total: int) -> Tuple[np.ndarray, np.ndarray]:
     """Noise float32 [total, latent_dim] and labels int32 [total]: row i depends on (--seed, i) only."""
-    rng = np.random.RandomState([self.cfg.seed % 2**32, EVAL_NOISE_STREAM])
-    noise = rng.standard_normal((total, self.gan.latent_dim)).astype(np.float32)
-    labels = (np.arange(total) % max(self.gan.num_classes, 1)).astype(np.int32)
-    return noise, labels
+    noise = np.random.RandomState([self.cfg.seed % 2**32, EVAL_NOISE_STREAM]).standard_normal(
+        (total, self.gan.latent_dim)).astype(np.float32)
+    return noise, sampling.labels(total, self.gan.num_classes)
 
-  def generated_outputs(self, generator) -> Tuple[List[np.ndarray], np.ndarray]:
-    """([features_0, logits_0, features_1, ...] of `num` generated images, their labels), on every worker."""
+  def generated_outputs(self, generator: keras.Model) -> Tuple[List[np.ndarray], np.ndarray]:
+    """([features_0 [num, F0], logits_0 [num, K0], features_1, ...] of `num` generated images, their labels int32
+    [num]), on every worker."""
     strategy = self.strategy
     replicas = strategy.num_replicas_in_sync
     per_replica = min(EVAL_BATCH_PER_REPLICA, math.ceil(self.num / replicas))
@@ -194,26 +209,35 @@ class Evaluator:
     gathered = [np.concatenate([p[i] for p in parts])[:self.num] for i in range(len(parts[0]))]
     return gathered, labels[:self.num]
 
-  def __call__(self, generator, step: Optional[int] = None) -> Dict[str, float]:
-    """Metrics of `generator` (e.g. `state.sampling_generator`; call `state.prepare_ema()` first). All workers."""
+  def __call__(self, generator: keras.Model, step: Optional[int] = None) -> Dict[str, float]:
+    """Metrics of `generator` (e.g. `state.sampling_generator`; call `state.prepare_ema()` first). All workers.
+
+    Args:
+      generator: a generator of the evaluator's Gan (the model itself or its EMA copy).
+      step: logged with the figures when given.
+
+    Returns:
+      {metric name: float}, bitwise the same on every worker.
+    """
     outputs, labels = self.generated_outputs(generator)
-    metrics: Dict[str, float] = {}
+    found: Dict[str, float] = {}
     for i, extractor in enumerate(self.extractors):
       features, logits = outputs[2 * i], outputs[2 * i + 1]
-      metrics.update(extractor.reference.compare(features, logits))
+      found.update(extractor.reference.compare(features, logits))
       if extractor.name == "classifier" and self.gan.conditional:
-        metrics.update(_label_metrics(logits, labels, self.gan.num_classes))
-    names = sorted(metrics)
-    values = np.array([metrics[n] for n in names], np.float64)
+        found.update(label_metrics(logits, labels, self.gan.num_classes))
+    names = sorted(found)
+    values = np.array([found[n] for n in names], np.float64)
     if self._multi_worker:
       values = strategy_lib.gather_rows(self.strategy, values)[0]  # Replica 0's figures on every worker.
-    metrics = {n: float(v) for n, v in zip(names, values)}
+    found = {n: float(v) for n, v in zip(names, values)}
     if step is not None:
-      logging.info("Evaluation at step %d: %s", step, format_metrics(metrics))
-    return metrics
+      logging.info("Evaluation at step %d: %s", step, format_metrics(found))
+    return found
 
 
-def _label_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Dict[str, float]:
+def label_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Dict[str, float]:
+  """{"label_accuracy": overall, "label_accuracy/<k>": of class k} of logits [N, K] for requested labels [N]."""
   overall, per_class = metrics_lib.label_accuracy(logits, labels, num_classes)
   found = {"label_accuracy": overall}
   found.update({f"label_accuracy/{k}": float(v) for k, v in enumerate(per_class)})
@@ -221,5 +245,5 @@ def _label_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 def format_metrics(metrics: Dict[str, float]) -> str:
-  """One line: the main figures (per-class accuracies left out)."""
+  """One line of the main figures, e.g. "fcd 3.37  kid 0.147" (per-class accuracies left out)."""
   return "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if "/" not in k)

@@ -1,0 +1,87 @@
+"""Command-line plumbing of every `python -m gan_dist.<tool>`: flag parsing, the one-line error, the tool runner.
+
+Only command-line modules import this one (main, sample, export, evaluate, plots, serve, eval.classifier,
+eval.class_accuracy); library code takes a Config or arguments and never reads absl's FLAGS.
+
+gan_dist's own outcomes (bad input, divergence, a damaged checkpoint, a failed peer, preemption) end with one line
+`error: ...` on stderr and the exit code of `errors.py` (the traceback too with --verbosity=1); anything else is a
+bug or an environment problem and keeps its full traceback.
+"""
+
+import sys
+import traceback
+from typing import Callable, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from gan_dist import config as config_lib
+from gan_dist import errors
+
+FLAGS = flags.FLAGS
+_HELP = "--helpfull lists every flag"
+
+
+def fail(message, code: int = errors.EXIT_USAGE, verbose: bool = False) -> int:
+  """Prints `error: <message>` as one line on stderr (and the current traceback if `verbose`); returns `code`."""
+  if verbose:
+    traceback.print_exc()
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  return code
+
+
+def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list:
+  """absl's parsing, with every flag and flagfile problem answered in one line and exit code 2.
+
+  A flagfile line that is not `--name=value` reaches absl as a positional argument, which gan_dist never takes.
+  """
+  try:
+    rest = fv(argv)
+  except flags.Error as e:
+    sys.exit(fail(f"{e} ({_HELP})"))
+  if len(rest) > 1:
+    sys.exit(fail(f"unexpected argument {rest[1]!r}: flags are --name=value, on the command line or one per line of "
+                  f"a --flagfile ({_HELP})"))
+  return rest
+
+
+def define_config_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The Config's flags (config.define_flags) on `fv`, once."""
+  if "workdir" not in fv:
+    config_lib.define_flags(fv)
+
+
+def config_from_flags(fv: flags.FlagValues = FLAGS, **overrides) -> config_lib.Config:
+  return config_lib.from_flag_values(fv, **overrides)
+
+
+def verbose(fv: flags.FlagValues = FLAGS) -> bool:
+  """--verbosity=1 or more: gan_dist's one-line errors also print their traceback."""
+  return fv["verbosity"].value >= 1
+
+
+def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Callable[[flags.FlagValues], None]] = None
+        ) -> None:
+  """Runs a command: defines the Config's flags and the tool's own, parses them, calls `main(argv)` and exits.
+
+  `main` returns an exit code (or None for 0). gan_dist's own errors (errors.GanDistError: bad input, a damaged
+  checkpoint, ...) and a missing file become one line and their exit code.
+  """
+  logging.set_verbosity(logging.INFO)
+  define_config_flags(FLAGS)
+  if define_tool_flags is not None:
+    define_tool_flags(FLAGS)
+
+  def guarded(argv):
+    # tf.distribute logs every collective at INFO; keep the run's own log readable.
+    tf.get_logger().setLevel("WARNING")
+    try:
+      return main(argv)
+    except errors.GanDistError as e:
+      return fail(e, e.exit_code, verbose())
+    except FileNotFoundError as e:  # A path the user gave does not exist.
+      return fail(e, errors.EXIT_USAGE, verbose())
+
+  app.run(guarded, flags_parser=parse_flags)

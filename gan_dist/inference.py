@@ -1,0 +1,116 @@
+"""A trained workdir opened for inference, in one place: its Config, its models restored, the generator to use.
+
+  run = inference.load("runs/quick")            # latest checkpoint; step=N for another
+  run.cfg, run.state, run.step                  # the run's flags.txt, TrainState, restored step
+  run.generator                                 # the EMA generator if the run kept one, its BatchNorm ready
+  images = run.sample(64, seed=0)               # float32 [64, H, W, C] in [-1, 1]
+
+Used by `gan_dist.sample`, `gan_dist.export`, `gan_dist.plots`, `gan_dist.evaluate`, the evaluation CLIs and the
+web demo. Nothing is trained and nothing is written to the workdir.
+"""
+
+import dataclasses
+from typing import Optional
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import config as config_lib
+from gan_dist import sampling
+from gan_dist import state as state_lib
+from gan_dist import workdir as workdir_lib
+
+
+@dataclasses.dataclass
+class Run:
+  """A restored run.
+
+  Attributes:
+    cfg: the run's Config (its flags.txt; `workdir` set to the path it was opened from).
+    state: its TrainState, restored on the current (default) strategy.
+    path: the checkpoint restored.
+  """
+
+  cfg: config_lib.Config
+  state: state_lib.TrainState
+  path: str
+
+  @property
+  def gan(self):
+    return self.state.gan
+
+  @property
+  def step(self) -> int:
+    return int(self.state.step.numpy())
+
+  @property
+  def generator(self) -> keras.Model:
+    """The generator that samples: the EMA copy when the run kept one (its BatchNorm statistics re-estimated)."""
+    self.state.prepare_ema()
+    return self.state.sampling_generator
+
+  def describe(self) -> str:
+    """E.g. "EMA generator, step 3000"."""
+    return f"{'EMA ' if self.state.ema_generator is not None else ''}generator, step {self.step}"
+
+  def generate_fn(self):
+    """`sampling.make_generate_fn` of `generator`."""
+    return sampling.make_generate_fn(self.generator, self.gan)
+
+  def sample(self, num: int, seed: int, label: Optional[int] = None) -> np.ndarray:
+    """float32 images [num, H, W, C] in [-1, 1] of `sampling.inputs` (image i the same for any num)."""
+    z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, label)
+    return sampling.generate(self.generate_fn(), z, y)
+
+
+def load(workdir: str, step: Optional[int] = None, **overrides) -> Run:
+  """Opens `workdir` (its flags.txt and its latest checkpoint, or that of `step`) on the current strategy.
+
+  Args:
+    workdir: a run directory (any TensorFlow filesystem).
+    step: the checkpoint's step; None: the latest.
+    **overrides: Config fields to replace (e.g. data_dir, eval_cache_dir for evaluation).
+
+  Raises:
+    errors.UserError: not a workdir, no such checkpoint, or a checkpoint that does not match flags.txt.
+  """
+  cfg = workdir_lib.read_run_config(workdir, **overrides)
+  state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
+  path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
+  logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
+  return Run(cfg, state, path)
+
+
+def float32_copy(generator: keras.Model) -> keras.Model:
+  """A float32 copy of `generator` (same weights) made of Keras' own layer classes only.
+
+  gan_dist's layer subclasses (e.g. the replica-aware Dropout) become their Keras base class, which behaves the same
+  in inference, so a saved copy loads where gan_dist is not installed. Mixed-precision layers compute in float32
+  (the variables already are float32), and BatchNorm is not synchronised (that matters only in training).
+  """
+  def clone(layer):
+    keras_class = next(c for c in type(layer).__mro__ if c.__module__.split(".")[0] == "keras")
+    layer_config = layer.get_config()
+    layer_config["dtype"] = "float32"
+    if "synchronized" in layer_config:
+      layer_config["synchronized"] = False
+    return keras_class.from_config(layer_config)
+
+  copy = keras.models.clone_model(generator, clone_function=clone)
+  copy.set_weights(generator.get_weights())
+  return copy
+
+
+def facts(run: Run) -> dict:
+  """What a person or a program wants to know about an exported or served generator (JSON-serialisable)."""
+  cfg, gan = run.cfg, run.gan
+  found = dict(arch=cfg.arch, dataset=cfg.dataset, step=run.step, ema=run.state.ema_generator is not None,
+               ema_decay=cfg.ema_decay, image_shape=[int(d) for d in gan.image_shape], conditional=gan.conditional,
+               num_classes=int(gan.num_classes) if gan.conditional else 0, latent_dim=int(gan.latent_dim),
+               train_precision=cfg.precision)  # The export itself is always float32.
+  if cfg.class_filter >= 0:
+    found["class_filter"] = cfg.class_filter
+  return found

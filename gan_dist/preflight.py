@@ -1,0 +1,106 @@
+"""The checks of a run before it writes anything: a refused run leaves its workdir exactly as it was.
+
+In the order the trainer calls them:
+  check_config(cfg)             needs nothing (first thing main does): architecture name, --profile_steps
+  check_replicas(cfg, strategy) the global batch splits evenly over the replicas
+  resolve_config(cfg, source)   what the data decides (num_classes)
+  check_workdir(cfg)            flags.txt agrees with this run (resume), the workdir is writable
+  check_model(cfg, state)       --class_filter means something for this model, room for two checkpoints
+(and, after the checkpoint is restored, `strategy.check_workers_agree`: every worker has the same flags and step).
+Every check raises errors.UserError with a one-line message naming the problem and the fix.
+"""
+
+import os
+import shutil
+from typing import Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import files
+from gan_dist import models
+from gan_dist import workdir as workdir_lib
+
+# Room a run needs beyond two checkpoints (TensorBoard events, sample grids) before it may start.
+DISK_MARGIN_BYTES = 16 << 20
+
+
+def check_config(cfg: config_lib.Config) -> None:
+  """Checks what needs neither devices nor data."""
+  if cfg.arch not in models.available():
+    raise errors.UserError(f"unknown --arch={cfg.arch!r}; known architectures: {', '.join(models.available())}")
+  profile_range(cfg)
+
+
+def profile_range(cfg: config_lib.Config) -> Optional[Tuple[int, int]]:
+  """(first, last) train steps of --profile_steps, or None."""
+  if not cfg.profile_steps:
+    return None
+  try:
+    first, last = (int(x) for x in cfg.profile_steps.split(","))
+  except ValueError:
+    first = last = -1
+  if not 0 < first <= last:
+    raise errors.UserError(f"--profile_steps={cfg.profile_steps!r} must be FIRST,LAST with 0 < FIRST <= LAST, "
+                           "e.g. --profile_steps=100,110")
+  return first, last
+
+
+def check_replicas(cfg: config_lib.Config, strategy: tf.distribute.Strategy) -> None:
+  """The global batch must split evenly over every replica (checked before any data is read)."""
+  replicas = strategy.num_replicas_in_sync
+  if cfg.batch_size % replicas:
+    raise errors.UserError(f"--batch_size={cfg.batch_size} does not split evenly over the {replicas} replicas of "
+                           f"--strategy={cfg.strategy}; use a multiple of {replicas}, e.g. "
+                           f"--batch_size={max(replicas, cfg.batch_size // replicas * replicas)}")
+
+
+def resolve_config(cfg: config_lib.Config, source) -> config_lib.Config:
+  """Fills in what the data decides (num_classes), refusing a --num_classes below the labels present."""
+  if 0 < cfg.num_classes < source.num_classes:
+    raise errors.UserError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of "
+                           f"{source.name}; pass --num_classes={source.num_classes} or leave it at 0 (from the data)")
+  return cfg.replace(num_classes=cfg.num_classes or source.num_classes)
+
+
+def check_workdir(cfg: config_lib.Config) -> None:
+  """Checks, without writing, that this run can use `cfg.workdir`: its flags.txt agrees, and it is writable.
+
+  Raises:
+    errors.UserError: another model's workdir, a changed data position, a read-only or full filesystem.
+  """
+  path = workdir_lib.flags_path(cfg.workdir)
+  if tf.io.gfile.exists(path):
+    problem = config_lib.check_resume_compatible(workdir_lib.read_config(path), cfg)
+    if problem:
+      raise errors.UserError(problem)
+  if not files.is_local(cfg.workdir):
+    return
+  ancestor = files.existing_ancestor(cfg.workdir)
+  if not tf.io.gfile.isdir(ancestor):
+    raise errors.UserError(f"--workdir={cfg.workdir}: {ancestor} is a file, not a directory")
+  # access() reports a read-only filesystem (EROFS) even to root, and writes nothing.
+  for directory in (ancestor, workdir_lib.checkpoint_dir(cfg.workdir), workdir_lib.tensorboard_dir(cfg.workdir),
+                    workdir_lib.samples_dir(cfg.workdir)):
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
+      raise errors.UserError(f"--workdir={cfg.workdir}: {directory} is not writable (read-only filesystem or "
+                             "permissions); use a writable --workdir")
+
+
+def check_model(cfg: config_lib.Config, state) -> None:
+  """Checks that need the built model: the class filter's meaning, and room for the checkpoints it makes."""
+  if state.gan.conditional and cfg.class_filter >= 0:
+    raise errors.UserError(f"--class_filter={cfg.class_filter} keeps one class, but --arch={cfg.arch} is "
+                           "conditional and learns from all of them; drop --class_filter or use an "
+                           "unconditional --arch")
+  if not files.is_local(cfg.workdir):
+    return
+  size = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in state.variables())
+  free = shutil.disk_usage(files.existing_ancestor(cfg.workdir)).free
+  needed = 2 * size + DISK_MARGIN_BYTES  # The new checkpoint is complete before an old one is deleted.
+  if free < needed:
+    raise errors.UserError(f"--workdir={cfg.workdir}: its filesystem has {free / 2**20:.1f} MiB free, but a "
+                           f"checkpoint of this run takes {size / 2**20:.1f} MiB and the run needs at least "
+                           f"{needed / 2**20:.0f} MiB; free some space or use another --workdir")

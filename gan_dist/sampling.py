@@ -1,0 +1,140 @@
+"""Sampling as a library: the inputs of a generator (noise, labels, latent walks), running it, and image grids.
+
+Used alike by the trainer's sample grids, `gan_dist.sample`, `gan_dist.plots`, the evaluation CLIs, the exports and
+the web demo, so that image i of seed s is the same everywhere. Labels are always an int32 array: unconditional
+models ignore them (`models.Gan.generate` drops them), so no caller branches on whether a model is conditional.
+
+Noise of seed s: row i of `numpy.random.RandomState(s).standard_normal((num, latent_dim))`, so the first k images of
+a grid do not depend on how many are drawn. Labels: class i mod num_classes for image i (0 for unconditional
+models), or one fixed class.
+"""
+
+import math
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+# Largest seed numpy's RandomState takes (seeds are in [0, 2^32)).
+MAX_SEED = 2 ** 32 - 1
+
+
+def noise(num: int, latent_dim: int, seed: int) -> np.ndarray:
+  """float32 [num, latent_dim]: standard normal rows, row i a function of (seed, i) only."""
+  return np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
+
+
+def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:
+  """int32 [num]: all `label`, or cycling through the classes (image i has class i mod num_classes).
+
+  Unconditional models (num_classes 0) get zeros, which they ignore.
+
+  Raises:
+    ValueError: `label` is not a class of the model.
+  """
+  if label is not None:
+    if not 0 <= label < num_classes:
+      raise ValueError(f"--label={label} outside [0, {num_classes})" if num_classes else
+                       f"--label={label}: the model is not conditional (it has no classes)")
+    return np.full([num], label, np.int32)
+  return (np.arange(num) % max(num_classes, 1)).astype(np.int32)
+
+
+def inputs(num: int, latent_dim: int, num_classes: int, seed: int,
+           label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """(noise float32 [num, latent_dim], labels int32 [num]) of seed `seed` (see `noise` and `labels`)."""
+  return noise(num, latent_dim, seed), labels(num, num_classes, label)
+
+
+def class_rows(num: int, latent_dim: int, num_classes: int, seed: int) -> Tuple[np.ndarray, np.ndarray, int]:
+  """A grid with one row per class (conditional) or a near-square one: (noise, labels, rows; 0 = near-square).
+
+  Conditional models: `num // num_classes` images per class (at least one), row k all of class k, the layout of
+  the training sample grids.
+  """
+  if not num_classes:
+    z, y = inputs(num, latent_dim, 0, seed)
+    return z, y, 0
+  per_class = max(1, num // num_classes)
+  z = noise(per_class * num_classes, latent_dim, seed)
+  return z, np.repeat(np.arange(num_classes, dtype=np.int32), per_class), num_classes
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """Spherical interpolation of vectors a, b [D] at fractions t [T] -> [T, D].
+
+  Gaussian noise vectors concentrate near a sphere; a straight line between two of them passes through shorter,
+  atypical vectors (washed-out images mid-way), the great circle does not.
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  t = np.asarray(t, np.float64)
+  cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))
+  if omega < 1e-6:
+    return (1 - t)[:, None] * a + t[:, None] * b
+  return (np.sin((1 - t) * omega)[:, None] * a + np.sin(t * omega)[:, None] * b) / np.sin(omega)
+
+
+def make_generate_fn(generator, gan) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """A tf.function (noise float32 [b, latent_dim], labels int32 [b]) -> images [b, H, W, C] in [-1, 1] of
+  `generator` (e.g. `state.sampling_generator`) in inference mode; traced once per batch shape."""
+  @tf.function
+  def run(z, y):
+    return gan.generate(z, y, generator=generator)
+  return run
+
+
+def generate(run: Callable, noise_: np.ndarray, labels_: np.ndarray, batch_size: int = 256) -> np.ndarray:
+  """Runs a `make_generate_fn` function in batches; returns float32 images [N, H, W, C] in [-1, 1]."""
+  out = []
+  for start in range(0, len(noise_), batch_size):
+    z = tf.constant(noise_[start:start + batch_size], tf.float32)
+    y = tf.constant(labels_[start:start + batch_size], tf.int32)
+    out.append(np.asarray(tf.cast(run(z, y), tf.float32)))
+  return np.concatenate(out)
+
+
+def to_uint8(images) -> tf.Tensor:
+  """Images in [-1, 1] (float, any shape; a Tensor or an array) -> uint8 in [0, 255], rounded.
+
+  A TensorFlow op, so that exported signatures use it too; NumPy callers take `.numpy()`.
+  """
+  return tf.cast(tf.clip_by_value(tf.round((tf.cast(images, tf.float32) + 1.0) * 127.5), 0, 255), tf.uint8)
+
+
+def image_grid(images, rows: Optional[int] = None) -> np.ndarray:
+  """Tiles images into one picture, row by row; cells left over in the last row are black.
+
+  Args:
+    images: [N, H, W, C], float in [-1, 1] or uint8.
+    rows: rows of the grid; default (None or 0) a near-square grid of floor(sqrt(N)) rows.
+
+  Returns:
+    uint8 [rows * H, ceil(N / rows) * W, C].
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    images = to_uint8(images).numpy()
+  n, h, w, c = images.shape
+  rows = rows or max(1, int(math.floor(math.sqrt(n))))
+  cols = int(math.ceil(n / rows))
+  padded = np.concatenate([images, np.zeros((rows * cols - n, h, w, c), np.uint8)])
+  return padded.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def grid_columns(num: int, num_classes: int = 0) -> int:
+  """Columns of a grid of `num` images: one per class when the images cycle through `num_classes` classes (and
+  fill a row), else those of `image_grid`'s near-square grid."""
+  if num_classes and num >= num_classes:
+    return num_classes
+  return math.ceil(num / max(1, math.floor(math.sqrt(num))))
+
+
+def tile(images: np.ndarray, columns: int, scale: int = 1) -> np.ndarray:
+  """uint8 images [N, H, W, C] -> one uint8 grid [rows * H * scale, columns * W * scale, C], empty cells black."""
+  rows = math.ceil(len(images) / columns)
+  padded = np.concatenate([images, np.zeros((rows * columns - len(images),) + images.shape[1:], np.uint8)])
+  grid = image_grid(padded, rows)
+  if scale > 1:
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+  return grid

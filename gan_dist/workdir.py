@@ -1,0 +1,63 @@
+"""The layout of a run directory, and its flags.txt.
+
+  <workdir>/flags.txt            every Config field of the run (written once, by the chief of the first run)
+  <workdir>/flags_latest.txt     the flags of the latest resumed run
+  <workdir>/checkpoints/         ckpt-<step>.*, the `checkpoint` index; best/ (the best checkpoint by FCD)
+  <workdir>/tensorboard/         event files (and profiler traces)
+  <workdir>/samples/             step_<step>.png sample grids
+Any path may be on a TensorFlow filesystem (gs://...).
+"""
+
+import tensorflow as tf
+
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import files
+
+FLAGS_FILE = "flags.txt"
+LATEST_FLAGS_FILE = "flags_latest.txt"
+
+
+def flags_path(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/{FLAGS_FILE}"
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/checkpoints"
+
+
+def best_dir(workdir: str) -> str:
+  return f"{checkpoint_dir(workdir)}/best"
+
+
+def tensorboard_dir(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/tensorboard"
+
+
+def samples_dir(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/samples"
+
+
+def sample_grid_path(workdir: str, step: int) -> str:
+  return f"{samples_dir(workdir)}/step_{step:08d}.png"
+
+
+def write_config(cfg: config_lib.Config, path: str) -> None:
+  """Writes `cfg` as a flagfile to `path` atomically (other workers may read it while the chief writes it)."""
+  files.write_atomic(path, config_lib.to_flagfile(cfg))
+
+
+def read_config(path: str, **overrides) -> config_lib.Config:
+  """The Config a run wrote to `path` (e.g. `<workdir>/flags.txt`), with `overrides`.
+
+  Raises:
+    errors.UserError: there is no such file (not a gan_dist workdir), or it does not parse.
+  """
+  if not tf.io.gfile.exists(path):
+    raise errors.UserError(f"{path} not found: is this a gan_dist workdir?")
+  return config_lib.from_flagfile(files.read_text(path), **overrides)
+
+
+def read_run_config(workdir: str, **overrides) -> config_lib.Config:
+  """The Config of the run in `workdir` (its flags.txt), with `workdir` itself set to the path given here."""
+  return read_config(flags_path(workdir), workdir=workdir, **overrides)

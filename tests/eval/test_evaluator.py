@@ -1,0 +1,158 @@
+"""The Evaluator: metric ranges, floors, cached real features, topology independence (1 vs 2 replicas), noise
+indexing, the Inception path, and its use by the trainer (--eval_every, best checkpoint)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import errors
+from gan_dist import figures
+from gan_dist import files
+from gan_dist import models
+from gan_dist import train
+from gan_dist.eval import evaluator as evaluator_lib
+from gan_dist.eval import features
+from gan_dist.eval import inception
+from tests import helpers
+
+KEYS = {"fcd", "kid", "kid_std", "classifier_score", "precision", "recall"}
+LABEL_KEYS = {"label_accuracy"} | {f"label_accuracy/{k}" for k in range(10)}
+
+
+def _setup(tmp_path, strategy, arch="cgan_mlp", **overrides):
+  cfg = helpers.config(tmp_path, arch=arch, data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
+                       eval_cache_dir=str(tmp_path / "cache"), num_classes=10, **overrides)
+  keras.utils.set_random_seed(0)  # The same generator weights on every strategy.
+  with strategy.scope():
+    gan = models.build(cfg, 10)
+  return cfg, gan
+
+
+def _check_ranges(found, num_classes=10):
+  assert all(isinstance(v, float) for v in found.values())
+  assert found["fcd"] >= 0.0 and found["kid_std"] >= 0.0 and np.isfinite(found["kid"])
+  assert 0.0 <= found["precision"] <= 1.0 and 0.0 <= found["recall"] <= 1.0
+  assert 1.0 - 1e-9 <= found["classifier_score"] <= num_classes + 1e-9
+  for name, value in found.items():
+    if name.startswith("label_accuracy"):
+      assert 0.0 <= value <= 1.0, name
+
+
+def test_one_and_two_replicas_give_the_same_metrics(tmp_path, mirrored2):
+  one = tf.distribute.OneDeviceStrategy("/cpu:0")
+  results = []
+  for strategy in (one, mirrored2):
+    # eval_num=45 does not divide over 2 replicas: the padding must not change which samples are scored.
+    cfg, gan = _setup(tmp_path, strategy, eval_num=45)
+    evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+    results.append((evaluator(gan.generator, step=0), evaluator.floors))
+  (metrics_1, floors_1), (metrics_2, floors_2) = results
+  assert set(metrics_1) == KEYS | LABEL_KEYS and set(floors_1) == KEYS | LABEL_KEYS
+  _check_ranges(metrics_1)
+  _check_ranges(floors_1)
+  assert floors_1 == floors_2
+  for name, value in metrics_1.items():
+    assert metrics_2[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+  # An untrained generator is far from real images: further than real test images are.
+  assert metrics_1["fcd"] > 2 * floors_1["fcd"]
+
+
+def test_floors_are_real_test_images_and_real_features_are_cached(tmp_path, monkeypatch):
+  strategy = tf.distribute.get_strategy()
+  cfg, gan = _setup(tmp_path, strategy, eval_num=64)  # The whole test split of the fixture.
+  evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+  assert evaluator.floors["label_accuracy"] == evaluator.feature_net.test_accuracy
+  assert evaluator.floors["fcd"] == pytest.approx(0.0, abs=1e-6)  # The fixture's test split is its train split.
+  assert evaluator.floors["precision"] == evaluator.floors["recall"] == 1.0
+  cached = sorted(os.listdir(f"{cfg.eval_cache_dir}/features"))
+  # The fixture's splits hold the same 64 images, so one entry (keyed by content) serves reference and floor.
+  assert len(cached) == 1 and all(n.startswith(f"classifier-{evaluator.feature_net.checksum}-28x28x1-")
+                                  and n.endswith("-n64.npz") for n in cached), cached
+  assert not [n for _, _, names in os.walk(cfg.eval_cache_dir) for n in names if n.endswith(files.TMP_SUFFIX)]
+  # A second evaluator reads the network and the real features from the cache: nothing is computed again.
+  monkeypatch.setattr(features, "predict", lambda *a, **k: pytest.fail("real features computed again"))
+  monkeypatch.setattr(features, "train", lambda *a, **k: pytest.fail("feature network trained again"))
+  again = evaluator_lib.Evaluator(cfg, strategy, gan)
+  assert again.feature_net.checksum == evaluator.feature_net.checksum and again.floors == evaluator.floors
+
+
+def test_noise_of_a_sample_depends_on_its_index_only(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=10)
+  evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+  noise_10, labels = evaluator.sample_inputs(10)
+  noise_500, _ = evaluator.sample_inputs(500)
+  np.testing.assert_array_equal(noise_10, noise_500[:10])
+  assert labels.dtype == np.int32 and not labels.any()  # Unconditional: labels are ignored zeros.
+  found = evaluator(gan.generator)
+  assert set(found) == KEYS  # Unconditional: no label accuracy.
+  _check_ranges(found)
+  assert evaluator(gan.generator) == found  # The same generator, the same samples, the same figures.
+
+
+def test_format_metrics_is_one_line_without_per_class_figures():
+  line = evaluator_lib.format_metrics({"fcd": 3.3712, "label_accuracy": 0.98, "label_accuracy/3": 0.5, "kid": 0.1})
+  assert line == "fcd 3.371  kid 0.1  label_accuracy 0.98"
+
+
+def test_label_metrics_name_every_class():
+  logits = np.eye(3)[[0, 1, 1]] * 10
+  found = evaluator_lib.label_metrics(logits, np.array([0, 1, 2], np.int32), 3)
+  assert found == pytest.approx({"label_accuracy": 2 / 3, "label_accuracy/0": 1.0, "label_accuracy/1": 1.0,
+                                 "label_accuracy/2": 0.0})
+
+
+def test_unlabelled_data_without_inception_is_refused(tmp_path):
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=12, classes=(), bad=())
+  cfg = helpers.config(tmp_path, arch="mlp", dataset="folder", data_dir=folder["root"], eval_num=8,
+                       eval_cache_dir=str(tmp_path / "cache"))
+  gan = models.build(cfg, 0)
+  with pytest.raises(errors.UserError, match="no class labels to train a feature network on"):
+    evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+
+
+def test_bad_inception_weights_are_refused_before_building(tmp_path):
+  bad = tmp_path / "not_inception.weights.h5"
+  bad.write_bytes(b"not a weights file")
+  with pytest.raises(errors.UserError, match="is not a Keras InceptionV3 weights file"):
+    inception.build(str(bad), (28, 28, 1))
+  with pytest.raises(errors.UserError, match="does not exist"):
+    inception.build(str(tmp_path / "missing.h5"), (28, 28, 1))
+  assert inception.weights_checksum(str(bad)) == inception.weights_checksum(str(bad)) and \
+      len(inception.weights_checksum(str(bad))) == 16
+
+
+@pytest.mark.slow
+def test_inception_weights_from_a_file_give_fid_and_inception_score(tmp_path):
+  weights = str(tmp_path / "inception_random.weights.h5")
+  keras.utils.set_random_seed(1)
+  keras.applications.InceptionV3(include_top=True, weights=None, classifier_activation=None).save_weights(weights)
+  strategy = tf.distribute.get_strategy()
+  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=12, inception_weights=weights)
+  evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+  found = evaluator(gan.generator)
+  assert set(found) == KEYS | {"fid", "inception_score"} and set(evaluator.floors) == set(found)
+  for figures_ in (found, evaluator.floors):
+    assert np.isfinite(figures_["fid"]) and figures_["fid"] >= 0.0
+    assert 1.0 - 1e-9 <= figures_["inception_score"] <= 1000.0
+  assert any(n.startswith("inception-") for n in os.listdir(f"{cfg.eval_cache_dir}/features"))
+
+
+@pytest.mark.slow
+def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp_path, mirrored2):
+  cfg = helpers.config(tmp_path, arch="cgan_mlp", data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
+                       eval_cache_dir=str(tmp_path / "cache"), eval_num=40, eval_every=2, train_steps=4,
+                       checkpoint_every=4, summary_every=2)
+  train.run(cfg, mirrored2)
+  scalars = figures.read_scalars(f"{cfg.workdir}/tensorboard")
+  assert sorted(step for step, _ in scalars["eval/fcd"]) == [2, 4]
+  assert "eval/label_accuracy/9" in scalars and "eval_floor/fcd" in scalars and "time/eval" in scalars
+  best = checkpoint_lib.read_best(cfg.workdir)
+  fcd = dict(scalars["eval/fcd"])
+  assert best["metric"] == "fcd" and best["value"] == pytest.approx(min(fcd.values()), rel=1e-5)
+  assert fcd[best["step"]] == pytest.approx(best["value"], rel=1e-5)
+  assert tf.io.gfile.exists(best["checkpoint"] + ".index")

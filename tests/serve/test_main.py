@@ -1,0 +1,72 @@
+"""serve/__main__.py: `python -m gan_dist.serve`'s flags, and its refusals before and while starting the server."""
+
+import importlib
+import socket
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+
+from gan_dist import cli
+from gan_dist import config as config_lib
+from gan_dist import errors
+from tests.serve import workdirs
+
+serve_main = importlib.import_module("gan_dist.serve.__main__")
+
+
+def _flags(*argv) -> flags.FlagValues:
+  fv = flags.FlagValues()
+  config_lib.define_flags(fv)
+  serve_main.define_flags(fv)
+  fv(["serve", *argv])
+  return fv
+
+
+def test_flags_and_their_bounds():
+  fv = _flags()
+  assert (fv.saved_model, fv.step, fv.host, fv.port, fv.threads) == ("", None, "127.0.0.1", 8000, 4)
+  for bad in ("--port=65536", "--port=-1", "--threads=0"):
+    with pytest.raises(flags.IllegalFlagValueError):
+      _flags(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ((), "nothing to serve"),
+    (("--workdir=W", "--saved_model=S"), "both given"),
+    (("--saved_model=S", "--step=2"), "a --saved_model export has one step"),
+])
+def test_refused_before_anything_is_loaded(monkeypatch, argv, message):
+  monkeypatch.setattr(cli, "FLAGS", _flags(*argv))
+  with pytest.raises(errors.UserError, match=message):
+    serve_main.main([])
+
+
+def test_missing_saved_model_and_missing_extra(monkeypatch, tmp_path):
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--saved_model={tmp_path}"))
+  with pytest.raises(FileNotFoundError, match="saved_model.pb not found"):
+    serve_main.main([])
+  monkeypatch.setattr(serve_main, "_MISSING", ImportError("No module named 'waitress'"))
+  with pytest.raises(errors.UserError, match=r"needs the serve extra .*pip install -e '.\[serve\]'"):
+    serve_main.main([])
+
+
+def test_a_port_in_use_is_a_user_error(monkeypatch, tmp_path_factory):
+  workdir = workdirs.trained("unconditional", tmp_path_factory)
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", f"--port={port}"))
+    with pytest.raises(errors.UserError, match=f"cannot listen on 127.0.0.1:{port}.*--port=0"):
+      serve_main.main([])
+
+
+@pytest.mark.slow
+def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
+  for args in ([], ["--port=70000"], [f"--saved_model={tmp_path}"]):
+    proc = subprocess.run([sys.executable, "-m", "gan_dist.serve", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=180)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
