@@ -15,6 +15,8 @@ Prints one JSON object, then a short summary. Targets: peak RSS(100k) <= 1.2 x p
 
   python3 benchmarks/input_pipeline.py                     # about 5-10 minutes on 2 cores, ~300 MB of disk
   python3 benchmarks/input_pipeline.py --sizes=2000,20000 --seconds=10   # quicker look
+  python3 benchmarks/input_pipeline.py --sizes=8,32 --per_folder=16 --seconds=0.5 --step_calls=1 --batch_size=8
+                                                           # smoke run in seconds (figures meaningless)
 """
 
 import json
@@ -32,21 +34,37 @@ if REPO not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow as tf
 
-from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top  (defines --batch_size, default 256)
+from gan_dist import cli  # pylint: disable=g-import-not-at-top
+from gan_dist import config as config_lib
+from gan_dist import data
+from gan_dist import state as state_lib
+from gan_dist import strategy as strategy_lib
+from gan_dist import train_step as train_step_lib
 
-flags.DEFINE_string("sizes", "10000,100000", "Comma-separated dataset sizes; the largest is written, the others "
-                    "are prefixes of it (each must be a multiple of --per_folder or smaller than it).")
-flags.DEFINE_integer("per_folder", 10000, "Images per subfolder.")
-flags.DEFINE_string("dir", "", "Where to write the images (default: a temporary folder, deleted at the end).")
-flags.DEFINE_boolean("keep", False, "Keep the images (reused by a later run with the same --dir).")
-flags.DEFINE_float("seconds", 20.0, "Length of each timed drain of the pipeline.")
-flags.DEFINE_integer("step_calls", 3, "Timed calls of the train step (one step each) after a warm-up call.")
-flags.DEFINE_string("child", "", "Internal: 'pipeline' or 'step', run in a subprocess.")
-flags.DEFINE_string("child_data_dir", "", "Internal: the folder a 'pipeline' child reads.")
-FLAGS = flags.FLAGS
+FLAGS = cli.FLAGS
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The benchmark's own flags; of gan_dist's (cli.run defines them all), only --batch_size is read (default 256)."""
+  flags.DEFINE_string("sizes", "10000,100000", "Comma-separated dataset sizes; the largest is written, the others "
+                      "are prefixes of it (each must be a multiple of --per_folder or smaller than it).",
+                      flag_values=fv)
+  flags.DEFINE_integer("per_folder", 10000, "Images per subfolder.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("dir", "", "Where to write the images (default: a temporary folder, deleted at the end).",
+                      flag_values=fv)
+  flags.DEFINE_boolean("keep", False, "Keep the images (reused by a later run with the same --dir).", flag_values=fv)
+  flags.DEFINE_float("seconds", 20.0, "Length of each timed drain of the pipeline.", flag_values=fv)
+  flags.DEFINE_integer("step_calls", 3, "Timed calls of the train step (one step each) after a warm-up call.",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("child", "", "Internal: 'pipeline' or 'step', run in a subprocess.", flag_values=fv)
+  flags.DEFINE_string("child_data_dir", "", "Internal: the folder a 'pipeline' child reads.", flag_values=fv)
+
 
 IMAGE_SIZE = 64
 
@@ -62,8 +80,6 @@ def _peak_rss_mb() -> float:
 
 def write_images(root: str, total: int, per_folder: int) -> float:
   """Writes `total` 64x64 JPEGs as root/part00/..., skipping files that exist; returns seconds spent."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   rng = np.random.RandomState(0)
   for i in range(total):
@@ -81,12 +97,10 @@ def write_images(root: str, total: int, per_folder: int) -> float:
 
 def child_pipeline() -> dict:
   """Drains the folder pipeline (--batch_size is gan_dist's flag, default 256); returns images/s and memory figures."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gan_dist import data  # pylint: disable=g-import-not-at-top
   tf.constant(0)  # Initialise the runtime before the baseline.
   baseline = _rss_mb()
-  cfg = gan_flags.make_config(dataset="folder", data_dir=FLAGS.child_data_dir, batch_size=FLAGS.batch_size,
-                              random_flip=True, image_size=IMAGE_SIZE, channels=3)
+  cfg = config_lib.make_config(dataset="folder", data_dir=FLAGS.child_data_dir, batch_size=FLAGS.batch_size,
+                               random_flip=True, image_size=IMAGE_SIZE, channels=3)
   start = time.perf_counter()
   source = data.open_source(cfg)
   open_s = time.perf_counter() - start
@@ -109,12 +123,8 @@ def child_pipeline() -> dict:
 
 def child_step() -> dict:
   """Times the dcgan64 train step on one device at --batch_size; returns images/s."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
-  cfg = gan_flags.make_config(arch="dcgan64", strategy="one_device", batch_size=FLAGS.batch_size, g_lr=2e-4,
-                              d_lr=2e-4, beta1=0.5, steps_per_loop=1)
+  cfg = config_lib.make_config(arch="dcgan64", strategy="one_device", batch_size=FLAGS.batch_size, g_lr=2e-4,
+                               d_lr=2e-4, beta1=0.5, steps_per_loop=1)
   strategy = strategy_lib.make(cfg)
   state = state_lib.create_state(cfg, strategy, 0)
   images = tf.random.stateless_uniform([FLAGS.batch_size, IMAGE_SIZE, IMAGE_SIZE, 3], seed=[1, 2],
@@ -175,6 +185,7 @@ def _cpu_flags() -> list:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   if FLAGS.child == "pipeline":
     print(json.dumps(child_pipeline()))
     return
@@ -223,4 +234,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, define_flags)

@@ -2,7 +2,7 @@ r"""Sample quality against training wall time: the table of README "Results".
 
 For each config (and `reference`, the plain TF-tutorial loop), in its own subprocess:
   * build what `train.run` builds (data, state, the trainer's own train step on its distributed dataset) and the
-    Evaluator (`gan_dist.eval.training`: feature network and real-data statistics, cached under --eval_cache_dir);
+    Evaluator (`gan_dist.eval.evaluator`: feature network and real-data statistics, cached under --eval_cache_dir);
   * train for --minutes of TRAINING wall time, calling the train step --steps_per_loop steps at a time; every
     --every minutes of training time, stop the clock and evaluate the (EMA) generator on --num samples: FCD and its
     real-data floor, label accuracy (overall and the weakest class) for conditional configs;
@@ -16,9 +16,12 @@ lines; at the end the parent prints and writes (into --out_dir) the README table
 
   python3 benchmarks/quality.py                       # README "Results": 4 configs x 30 minutes (about 2.5 hours)
   python3 benchmarks/quality.py --minutes=1 --every=0.5 --num=2000 --configs=configs/mlp_gan.cfg,reference
+  # A smoke run in seconds: tiny data, a few steps at a small batch (figures meaningless, every code path taken):
+  python3 benchmarks/quality.py --data_dir=TINY_IDX_DIR --minutes=0.001 --every=0.001 --num=64 \
+      --configs=configs/mlp_gan.cfg,reference --config_flag=--batch_size=16 --config_flag=--steps_per_loop=1 \
+      --eval_cache_dir=/tmp/cache --out_dir=/tmp/quality
 """
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,38 +34,62 @@ if REPO not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
 
-from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top  (defines every train flag)
+from gan_dist import cli  # pylint: disable=g-import-not-at-top
+from gan_dist import config as config_lib
+from gan_dist import data
+from gan_dist import figures
+from gan_dist import files
+from gan_dist import models
+from gan_dist import precision
+from gan_dist import preflight
+from gan_dist import state as state_lib
+from gan_dist import strategy as strategy_lib
+from gan_dist import train_step as train_step_lib
+from gan_dist.eval import evaluator as evaluator_lib
+import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
 
-FLAGS = flags.FLAGS
+FLAGS = cli.FLAGS
 REFERENCE = "reference"
 DEFAULT_CONFIGS = ("configs/dcgan_cpu_quick.cfg", "configs/mlp_gan.cfg", "configs/cdcgan_fast.cfg", REFERENCE)
 
-# Of the gan_dist flags, --data_dir, --strategy and --eval_cache_dir are passed on to every config (the configs'
-# own flags decide the rest); two defaults differ here: one device, and the MNIST files beside the repo.
-FLAGS.set_default("strategy", "one_device")
-FLAGS.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
-flags.DEFINE_list("configs", list(DEFAULT_CONFIGS), "Flagfiles to train, and/or `reference` (the TF-tutorial loop "
-                  "with configs/dcgan.cfg's hyper-parameters).")
-flags.DEFINE_float("minutes", 30.0, "Training wall time per config (evaluations not counted).")
-flags.DEFINE_float("every", 2.0, "Evaluate every this many minutes of training wall time (and at the end).")
-flags.DEFINE_integer("num", 10000, "Generated images per evaluation (and real images for the statistics).")
-flags.DEFINE_string("out_dir", os.path.join(REPO, "runs", "quality"), "Where results.md, quality.jsonl and "
-                    "fcd_vs_time.png are written.")
-flags.DEFINE_string("one", "", "Internal: run this config only, in this process, printing JSON lines.")
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The benchmark's own flags, beside every gan_dist flag (cli.run defines those first).
+
+  Of the gan_dist flags, --data_dir, --strategy and --eval_cache_dir are passed on to every config (the configs' own
+  flags decide the rest); two defaults differ here: one device, and the MNIST files beside the repo.
+  """
+  fv.set_default("strategy", "one_device")
+  fv.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
+  flags.DEFINE_list("configs", list(DEFAULT_CONFIGS), "Flagfiles to train, and/or `reference` (the TF-tutorial loop "
+                    "with configs/dcgan.cfg's hyper-parameters).", flag_values=fv)
+  flags.DEFINE_float("minutes", 30.0, "Training wall time per config (evaluations not counted).", flag_values=fv)
+  flags.DEFINE_float("every", 2.0, "Evaluate every this many minutes of training wall time (and at the end).",
+                     flag_values=fv)
+  flags.DEFINE_integer("num", 10000, "Generated images per evaluation (and real images for the statistics).",
+                       lower_bound=4, flag_values=fv)
+  flags.DEFINE_multi_string("config_flag", [], "A gan_dist flag applied to every config after its flagfile (and to "
+                            "the reference after configs/dcgan.cfg), e.g. --config_flag=--batch_size=16; repeat it "
+                            "for several. For quick looks and smoke runs (with tiny --minutes, --num and data): the "
+                            "figures then no longer reproduce README Results, which use none", flag_values=fv)
+  flags.DEFINE_string("out_dir", os.path.join(REPO, "runs", "quality"), "Where results.md, quality.jsonl and "
+                      "fcd_vs_time.png are written.", flag_values=fv)
+  flags.DEFINE_string("one", "", "Internal: run this config only, in this process, printing JSON lines.",
+                      flag_values=fv)
 
 
-def _config_for(path: str, extra=()):
+def _config_for(path: str, extra=()) -> config_lib.Config:
   """The Config of flagfile `path` with the benchmark's data, strategy and cache (parsed like main.py does)."""
-  fv = flags.FlagValues()
-  gan_flags.define_flags(fv)
-  fv(["quality", f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
+  return config_lib.from_args([
+      f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
       f"--eval_cache_dir={FLAGS.eval_cache_dir}", f"--eval_num={FLAGS.num}", "--workdir=/tmp/gan_dist_quality",
-      *extra])
-  return gan_flags.config_from_flags(fv)
+      *extra, *FLAGS.config_flag])
 
 
 def _emit(record: dict) -> None:
@@ -87,7 +114,6 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
 
   Returns the final record.
   """
-  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
   clock, step, budget, every = _Clock(), 0, FLAGS.minutes * 60, FLAGS.every * 60
   next_eval = every
   floor = evaluator.floors
@@ -108,7 +134,7 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
                       weakest_class=int(min(range(len(per_class)), key=per_class.__getitem__)),
                       weakest_class_accuracy=min(per_class), per_class=per_class)
       _emit(record)
-      logging.info("%s: %s", name, eval_training.format_metrics(metrics))
+      logging.info("%s: %s", name, evaluator_lib.format_metrics(metrics))
       while next_eval <= clock.seconds:
         next_eval += every
     if done:
@@ -121,18 +147,13 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
 
 def run_config(path: str) -> None:
   """One gan_dist config: the trainer's own step and dataset, the EMA generator if the config keeps one."""
-  from gan_dist import data  # pylint: disable=g-import-not-at-top
-  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import train as train_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
   cfg = _config_for(path)
   strategy = strategy_lib.make(cfg)
+  preflight.check_replicas(cfg, strategy)
   source = data.open_source(cfg)
-  cfg = train_lib.resolve_config(cfg, source)
+  cfg = preflight.resolve_config(cfg, source)
   state = state_lib.create_state(cfg, strategy, cfg.num_classes)
-  evaluator = eval_training.Evaluator(cfg, strategy, state.gan)
+  evaluator = evaluator_lib.Evaluator(cfg, strategy, state.gan)
   iterator = iter(strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape)))
   train = train_step_lib.make_train_step(cfg, strategy, state)
 
@@ -146,17 +167,11 @@ def run_config(path: str) -> None:
 
 def run_reference() -> None:
   """The TF DCGAN tutorial's loop with configs/dcgan.cfg's hyper-parameters (see the module docstring)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gan_dist import data  # pylint: disable=g-import-not-at-top
-  from gan_dist import models  # pylint: disable=g-import-not-at-top
-  from gan_dist.eval import training as eval_training  # pylint: disable=g-import-not-at-top
   cfg = _config_for(os.path.join(REPO, "configs", "dcgan.cfg"), ["--strategy=one_device"])
-  keras.mixed_precision.set_dtype_policy("float32")
   keras.utils.set_random_seed(cfg.seed)
-  gan = models.build(dataclasses.replace(cfg, precision="float32", sync_batchnorm=False), 0)
-  evaluator = eval_training.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  with precision.policy_scope("float32"):
+    gan = models.build(cfg.replace(precision="float32", sync_batchnorm=False), 0)
+  evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
   source = data.open_source(cfg)
   train_images = np.asarray(source.images)  # The tutorial's in-memory uint8 training images.
   # The tutorial's pipeline: normalise to [-1, 1], shuffle the whole set, batch, repeat over epochs.
@@ -164,7 +179,6 @@ def run_reference() -> None:
              .batch(cfg.batch_size).map(lambda x: (tf.cast(x, tf.float32) - 127.5) / 127.5).repeat().prefetch(2))
   iterator = iter(dataset)
 
-  import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
   generator = gan.generator
   step = tutorial.make_step(generator, gan.discriminator, cfg.batch_size, gan.latent_dim, cfg.g_lr, cfg.d_lr)
 
@@ -211,8 +225,8 @@ def time_table(records: list) -> str:
 
 
 def fcd_figure(records: list) -> bytes:
-  from gan_dist import plots  # pylint: disable=g-import-not-at-top
-  plt = plots._pyplot()  # pylint: disable=protected-access
+  """PNG: FCD against training minutes, one line per config, the real-data floor dashed."""
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.2))
   for name in dict.fromkeys(r["config"] for r in records):
     points = [(r["train_minutes"], r["fcd"]) for r in records if r["config"] == name and not r.get("final")]
@@ -225,7 +239,7 @@ def fcd_figure(records: list) -> bytes:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return plots._png(fig)  # pylint: disable=protected-access
+  return figures.to_png(fig)
 
 
 def main(argv):
@@ -237,7 +251,7 @@ def main(argv):
     return
   passthrough = [f"--minutes={FLAGS.minutes}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
                  f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
-                 f"--strategy={FLAGS.strategy}"]
+                 f"--strategy={FLAGS.strategy}", *[f"--config_flag={f}" for f in FLAGS.config_flag]]
   records = []
   for config in FLAGS.configs:
     path = config if config == REFERENCE else os.path.join(REPO, config) if not os.path.isabs(config) else config
@@ -252,17 +266,14 @@ def main(argv):
         records.append(record)
         print(line, flush=True)
   finals = [r for r in records if r.get("final")]
-  from gan_dist import plots  # pylint: disable=g-import-not-at-top
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
   report = (f"Training wall time per config: {FLAGS.minutes:g} min; evaluation every {FLAGS.every:g} min on "
             f"{FLAGS.num} samples (not counted).\n\n{table(finals)}\n\n{time_table(records)}\n")
-  plots.write_bytes(os.path.join(FLAGS.out_dir, "results.md"), report.encode())
-  plots.write_bytes(os.path.join(FLAGS.out_dir, "quality.jsonl"), "".join(json.dumps(r) + "\n"
-                                                                           for r in records).encode())
-  plots.write_bytes(os.path.join(FLAGS.out_dir, "fcd_vs_time.png"), fcd_figure(records))
+  files.write_atomic(os.path.join(FLAGS.out_dir, "results.md"), report)
+  files.write_atomic(os.path.join(FLAGS.out_dir, "quality.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+  files.write_atomic(os.path.join(FLAGS.out_dir, "fcd_vs_time.png"), fcd_figure(records))
   print(report)
   print(f"Wrote {FLAGS.out_dir}/results.md, quality.jsonl and fcd_vs_time.png")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, define_flags)

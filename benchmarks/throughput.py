@@ -13,16 +13,17 @@ machine slows both alike: compare `ratio` (gan_dist / reference), not absolute f
 
 Prints one JSON line per configuration:
   {"config": {...}, "gan_dist_images_per_s": .., "reference_images_per_s": .., "ratio": ..,
-   "input_pipeline_images_per_s": .., "input_to_step_ratio": .., "rounds": {...}}
+   "input_pipeline_images_per_s": .., "input_to_step_ratio": .., "rounds": {...}, "env": {...}}
 
 --sweep runs the acceptance configurations (docs/benchmarks.md), each in its own subprocess (the Keras dtype
 policy and the logical CPU split are process-global), prints their lines, then one "acceptance" line.
 
   python3 benchmarks/throughput.py --precision=mixed_bfloat16
   python3 benchmarks/throughput.py --sweep --seconds=5 --repeats=3
+  # A smoke run in seconds (figures meaningless): tiny data, a small batch, short rounds.
+  python3 benchmarks/throughput.py --data_dir=TINY_IDX_DIR --batch_size=16 --steps_per_loop=2 --seconds=0.2 --repeats=1
 """
 
-import dataclasses
 import json
 import os
 import statistics
@@ -36,25 +37,43 @@ if REPO not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging
+import tensorflow as tf
 
-from gan_dist import flags as gan_flags  # pylint: disable=g-import-not-at-top  (defines every train flag)
+from gan_dist import cli  # pylint: disable=g-import-not-at-top
+from gan_dist import data
+from gan_dist import models
+from gan_dist import precision
+from gan_dist import preflight
+from gan_dist import state as state_lib
+from gan_dist import strategy as strategy_lib
+from gan_dist import train_step as train_step_lib
+import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
 
-FLAGS = flags.FLAGS
+FLAGS = cli.FLAGS
+DEFAULT_DATA_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
 
-# Every gan_dist flag is accepted (--arch, --batch_size, --precision, --strategy, --num_cpu_replicas,
-# --steps_per_loop, --jit_compile, --data_dir, --loss, ...). Two defaults differ for the benchmark: one device
-# (the reference's placement), and the MNIST files beside the repo.
-FLAGS.set_default("strategy", "one_device")
-FLAGS.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
-FLAGS.set_default("workdir", "/tmp/gan_dist_benchmark")  # Nothing is written there.
-flags.DEFINE_float("seconds", 5.0, "Length of one timed round of each step.")
-flags.DEFINE_integer("repeats", 3, "Rounds (gan_dist, reference, gan_dist, ...); medians are reported.")
-flags.DEFINE_boolean("input_pipeline", True, "Also measure the input pipeline alone.")
-flags.DEFINE_boolean("sweep", False, "Run the acceptance configurations (one subprocess each) and check targets.")
-flags.DEFINE_string("out", "", "Also append the JSON lines to this file.")
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The benchmark's own flags, beside every gan_dist flag (cli.run defines those first).
+
+  Every gan_dist flag is accepted (--arch, --batch_size, --precision, --strategy, --num_cpu_replicas,
+  --steps_per_loop, --jit_compile, --data_dir, --loss, ...). Two defaults differ for the benchmark: one device (the
+  reference's placement), and the MNIST files beside the repo.
+  """
+  fv.set_default("strategy", "one_device")
+  fv.set_default("data_dir", DEFAULT_DATA_DIR)
+  fv.set_default("workdir", "/tmp/gan_dist_benchmark")  # Nothing is written there.
+  flags.DEFINE_float("seconds", 5.0, "Length of one timed round of each step (the input pipeline's rounds are "
+                     "half as long). A fraction of a second makes a smoke run.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 3, "Rounds (gan_dist, reference, gan_dist, ...); medians are reported.",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_boolean("input_pipeline", True, "Also measure the input pipeline alone.", flag_values=fv)
+  flags.DEFINE_boolean("sweep", False, "Run the acceptance configurations (one subprocess each) and check targets.",
+                       flag_values=fv)
+  flags.DEFINE_string("out", "", "Also append the JSON lines to this file.", flag_values=fv)
+
 
 # The acceptance configurations of --sweep (batch 256, dcgan), and the targets checked on their lines.
 SWEEP = (
@@ -62,10 +81,6 @@ SWEEP = (
     dict(name="mixed_bfloat16", precision="mixed_bfloat16", strategy="one_device"),
     dict(name="mirrored1_float32", precision="float32", strategy="mirrored", num_cpu_replicas=1),
 )
-
-
-def _config():
-  return gan_flags.config_from_flags(FLAGS)
 
 
 def make_reference_step(cfg, source):
@@ -79,16 +94,10 @@ def make_reference_step(cfg, source):
   Returns:
     A no-argument tf.function running one step and returning (gen_loss, disc_loss).
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gan_dist import data  # pylint: disable=g-import-not-at-top
-  from gan_dist import models  # pylint: disable=g-import-not-at-top
-
-  keras.mixed_precision.set_dtype_policy("float32")
-  gan = models.build(dataclasses.replace(cfg, precision="float32", sync_batchnorm=False), cfg.num_classes)
+  with precision.policy_scope("float32"):
+    gan = models.build(cfg.replace(precision="float32", sync_batchnorm=False), cfg.num_classes)
   if gan.conditional:
     raise ValueError(f"The reference step is the unconditional tutorial step; --arch={cfg.arch} is conditional")
-  import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
   images = next(iter(data.eval_dataset(source, gan.image_shape, cfg.batch_size)))["images"]
   step = tutorial.make_step(gan.generator, gan.discriminator, int(images.shape[0]), gan.latent_dim)
   return tf.function(lambda: step(images))
@@ -108,29 +117,23 @@ def _timed(run_once, images_per_call, seconds):
 
 def measure(cfg) -> dict:
   """Measures one configuration in this process (the strategy must not have been created yet)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gan_dist import data  # pylint: disable=g-import-not-at-top
-  from gan_dist import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import train as train_lib  # pylint: disable=g-import-not-at-top
-  from gan_dist import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
-
   strategy = strategy_lib.make(cfg)  # First: it may split the CPU into logical devices.
+  preflight.check_replicas(cfg, strategy)
   source = data.open_source(cfg)
-  cfg = train_lib.resolve_config(cfg, source)
+  cfg = preflight.resolve_config(cfg, source)
 
-  # Reference first: it sets the float32 policy for its own models; create_state then sets cfg.precision.
+  # Reference first: its models are built under the float32 policy; create_state then seeds and builds the run's
+  # under cfg.precision.
   reference_step = make_reference_step(cfg, source)
 
   state = state_lib.create_state(cfg, strategy, cfg.num_classes)
   dataset_fn = data.make_dataset_fn(cfg, source, state.gan.image_shape)
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
   train = train_step_lib.make_train_step(cfg, strategy, state)
-  num_steps = tf.constant(cfg.steps_per_loop, tf.int32)
   images_per_call = cfg.batch_size * cfg.d_steps_per_g * cfg.steps_per_loop
 
   def gan_dist_once():
-    train(iterator, num_steps)  # Ends with the trainer's own host sync (the chunk's one all-reduced vector).
+    train(iterator, cfg.steps_per_loop)  # Ends with the trainer's own host sync (the chunk's one all-reduced vector).
 
   def reference_once():
     float(reference_step()[1])
@@ -166,7 +169,6 @@ def measure(cfg) -> dict:
 
 def measure_input_pipeline(cfg, strategy, dataset_fn) -> float:
   """Images/s of draining the distributed dataset in a tf.function loop, as the train step consumes it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
   @tf.function
@@ -228,8 +230,8 @@ def main(argv):
   if FLAGS.sweep:
     sweep()
     return
-  _emit(measure(_config()))
+  _emit(measure(cli.config_from_flags()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, define_flags)

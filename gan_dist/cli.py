@@ -8,6 +8,8 @@ gan_dist's own outcomes (bad input, divergence, a damaged checkpoint, a failed p
 bug or an environment problem and keeps its full traceback.
 """
 
+import os
+import signal
 import sys
 import traceback
 from typing import Callable, Optional
@@ -32,11 +34,13 @@ def fail(message, code: int = errors.EXIT_USAGE, verbose: bool = False) -> int:
   return code
 
 
-def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list:
+def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   """absl's parsing, with every flag and flagfile problem answered in one line and exit code 2.
 
   A flagfile line that is not `--name=value` reaches absl as a positional argument, which gan_dist never takes.
+  `fv` defaults to `FLAGS` as it is when called (tests point FLAGS at a private FlagValues).
   """
+  fv = FLAGS if fv is None else fv
   try:
     rest = fv(argv)
   except flags.Error as e:
@@ -47,41 +51,55 @@ def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list:
   return rest
 
 
-def define_config_flags(fv: flags.FlagValues = FLAGS) -> None:
-  """The Config's flags (config.define_flags) on `fv`, once."""
+def define_config_flags(fv: Optional[flags.FlagValues] = None) -> None:
+  """The Config's flags (config.define_flags) on `fv` (default FLAGS), once."""
+  fv = FLAGS if fv is None else fv
   if "workdir" not in fv:
     config_lib.define_flags(fv)
 
 
-def config_from_flags(fv: flags.FlagValues = FLAGS, **overrides) -> config_lib.Config:
-  return config_lib.from_flag_values(fv, **overrides)
+def config_from_flags(fv: Optional[flags.FlagValues] = None, **overrides) -> config_lib.Config:
+  """The Config of the parsed flags `fv` (default FLAGS)."""
+  return config_lib.from_flag_values(FLAGS if fv is None else fv, **overrides)
 
 
-def verbose(fv: flags.FlagValues = FLAGS) -> bool:
+def verbose(fv: Optional[flags.FlagValues] = None) -> bool:
   """--verbosity=1 or more: gan_dist's one-line errors also print their traceback."""
-  return fv["verbosity"].value >= 1
+  fv = FLAGS if fv is None else fv
+  return "verbosity" in fv and fv["verbosity"].value >= 1
 
 
-def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Callable[[flags.FlagValues], None]] = None
-        ) -> None:
-  """Runs a command: defines the Config's flags and the tool's own, parses them, calls `main(argv)` and exits.
-
-  `main` returns an exit code (or None for 0). gan_dist's own errors (errors.GanDistError: bad input, a damaged
-  checkpoint, ...) and a missing file become one line and their exit code.
-  """
-  logging.set_verbosity(logging.INFO)
-  define_config_flags(FLAGS)
-  if define_tool_flags is not None:
-    define_tool_flags(FLAGS)
-
+def guard(main: Callable[[list], Optional[int]]) -> Callable[[list], Optional[int]]:
+  """`main` with gan_dist's own errors (errors.GanDistError: bad input, a damaged checkpoint, ...) and a missing
+  file turned into one line on stderr and their exit code; any other exception keeps its traceback."""
   def guarded(argv):
-    # tf.distribute logs every collective at INFO; keep the run's own log readable.
-    tf.get_logger().setLevel("WARNING")
     try:
       return main(argv)
     except errors.GanDistError as e:
       return fail(e, e.exit_code, verbose())
     except FileNotFoundError as e:  # A path the user gave does not exist.
       return fail(e, errors.EXIT_USAGE, verbose())
+  return guarded
 
-  app.run(guarded, flags_parser=parse_flags)
+
+def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Callable[[flags.FlagValues], None]] = None
+        ) -> None:
+  """Runs a command: defines the Config's flags and the tool's own, parses them, calls `guard(main)(argv)`, exits.
+
+  `main` returns an exit code (or None for 0).
+  """
+  logging.set_verbosity(logging.INFO)
+  # tf.distribute logs every collective at INFO; keep the run's own log readable.
+  tf.get_logger().setLevel("WARNING")
+  define_config_flags(FLAGS)
+  if define_tool_flags is not None:
+    define_tool_flags(FLAGS)
+  try:
+    app.run(guard(main), flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    # A Ctrl-C after the first one (see preemption.py): one line, then the conventional end of an interrupted
+    # program, death by SIGINT (exit status 130 in a shell), so that scripts around it stop too.
+    fail("interrupted: stopped at once without saving this step; the last checkpoint is kept and the same command "
+         "resumes from it", 130)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)

@@ -13,10 +13,15 @@ trainer's flat loop where the other exits are. Python runs signal handlers betwe
 arrives while a chunk runs is acted on when the chunk returns: the run finishes the chunk it is in (or the checkpoint
 or sample it is writing), then stops.
 
-A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice: stop now, without saving). Further SIGTERMs are
-ignored: launchers may repeat the signal, and a save must not be interrupted.
+A SIGINT after the first request (Ctrl-C twice, or Ctrl-C after a scheduler's SIGTERM) raises KeyboardInterrupt at
+once: the user does not want to wait for the save (`cli.run` ends the process by SIGINT with one line, no
+traceback). Python runs a handler once for signals that arrived while a chunk ran, so two Ctrl-C within one chunk
+would look like one; every delivery is therefore also counted through a wakeup file descriptor (the C-level handler
+writes one byte per signal). Further SIGTERMs are ignored: launchers may repeat the signal, and a save must not be
+interrupted.
 """
 
+import os
 import signal
 import threading
 from typing import Optional
@@ -36,17 +41,30 @@ class StopRequest:
   def __init__(self):
     self.signal_name: Optional[str] = None
     self._previous = {}
+    self._wakeup = None  # (read fd, write fd, the wakeup fd it replaced)
+    self._sigints = 0
 
   @property
   def requested(self) -> bool:
     return self.signal_name is not None
 
+  def _count_sigints(self) -> None:
+    """Adds the SIGINTs the wakeup pipe recorded since the last call (one byte each, the signal number)."""
+    if self._wakeup is None:
+      return
+    try:
+      data = os.read(self._wakeup[0], 4096)
+    except BlockingIOError:
+      return
+    self._sigints += data.count(bytes([int(signal.SIGINT)]))
+
   def _handle(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if self.signal_name is not None:
-      if signum == signal.SIGINT and self.signal_name == "SIGINT":
-        raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the save.
+    self._count_sigints()
+    if self.signal_name is not None or self._sigints > 1:
+      if signum == signal.SIGINT:
+        raise KeyboardInterrupt  # Ctrl-C after a first request: the user does not want to wait for the save.
       return
     self.signal_name = name
     logging.warning("%s received: finishing the current steps, then saving a checkpoint and exiting "
@@ -56,9 +74,19 @@ class StopRequest:
     if threading.current_thread() is threading.main_thread():
       for signum in self.SIGNALS:
         self._previous[signum] = signal.signal(signum, self._handle)
+      read_fd, write_fd = os.pipe()
+      os.set_blocking(read_fd, False)
+      os.set_blocking(write_fd, False)
+      self._wakeup = (read_fd, write_fd, signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False))
     return self
 
   def __exit__(self, *exc) -> None:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous.clear()
+    if self._wakeup is not None:
+      read_fd, write_fd, previous = self._wakeup
+      signal.set_wakeup_fd(previous)
+      os.close(read_fd)
+      os.close(write_fd)
+      self._wakeup = None

@@ -23,6 +23,8 @@
 #   PYTHON     interpreter to run (default: python3, else python).
 #   LOG_DIR    where to keep the worker logs (default: <workdir>/logs for a local workdir).
 #   GRACE_S    seconds the workers get to save and exit after SIGTERM/SIGINT before SIGKILL (default: 120).
+#   FAILED_GRACE_S  seconds the other workers get to exit after SIGTERM when one worker failed, before SIGKILL
+#              (default: 10; they save nothing, their peer is gone).
 #   GPUS_PER_WORKER=k  give worker i the GPUs i*k ... i*k+k-1 through CUDA_VISIBLE_DEVICES. Unset: the machine's
 #              GPUs (nvidia-smi, or CUDA_VISIBLE_DEVICES if set) are split evenly over the workers; refused when
 #              there are fewer GPUs than workers, or fewer than N*k. No GPUs: every worker runs on the CPU.
@@ -42,6 +44,7 @@ if [[ -z "${PYTHON:-}" ]]; then
   PYTHON=$(command -v python3 || command -v python) || { echo "local.sh: no python3 or python on PATH" >&2; exit 2; }
 fi
 grace_s=${GRACE_S:-120}
+failed_grace_s=${FAILED_GRACE_S:-10}
 gpus_per_worker=${GPUS_PER_WORKER:-}
 if [[ -n "$gpus_per_worker" && ! "$gpus_per_worker" =~ ^[1-9][0-9]*$ ]]; then
   echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker is not a positive integer" >&2
@@ -111,6 +114,7 @@ workers_json="[${workers_json%,}]"
 echo "local.sh: starting $num_workers worker(s) on localhost ports ${ports[*]}; logs in $log_dir"
 
 pids=()
+log_pids=()
 cleanup_started=0
 stop_signal=""
 
@@ -128,7 +132,7 @@ stop_workers() {
   for pid in "${pids[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   done
-  deadline=$((SECONDS + 10))
+  deadline=$((SECONDS + failed_grace_s))
   for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
   done
@@ -162,14 +166,20 @@ for ((i = 0; i < num_workers; i++)); do
     gpu_env=(CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${share[*]}")")
   fi
   echo "==== local.sh $(date '+%F %T'): worker $i of $num_workers, TF_CONFIG=$tf_config" >> "$log"
-  # setsid: a process group per worker, so stopping one worker stops all it started. The worker's output goes to its
-  # log file and, prefixed, to our stdout; `exec` makes $! the python process itself. The log pipe ignores SIGINT
-  # and SIGTERM (a Ctrl-C reaches our whole process group): it must outlive the workers' last lines.
+  # The worker's output goes to its log file and, prefixed, to our stdout, through a pipe opened here so that its pid
+  # is known: the script waits for it at the end (a plain `wait` does not wait for process substitutions, and the
+  # workers' last lines would be lost). The pipe ignores SIGINT and SIGTERM (a Ctrl-C reaches our whole process
+  # group): it must outlive the workers' last lines.
+  exec {log_fd}> >(trap '' INT TERM; tee -a "$log" | sed -u "s/^/[worker $i] /")
+  log_pids+=($!)
+  # setsid: a process group per worker, so stopping one worker stops all it started; `exec` makes $! the python
+  # process itself.
   env "${gpu_env[@]}" TF_CONFIG="$tf_config" PYTHONUNBUFFERED=1 setsid bash -c 'exec "$@"' worker \
       "$PYTHON" -m gan_dist.main "$@" \
       --strategy=multi_worker_mirrored --cluster=tf_config \
-      > >(trap '' INT TERM; tee -a "$log" | sed -u "s/^/[worker $i] /") 2>&1 &
+      >&"$log_fd" 2>&1 &
   pids+=($!)
+  exec {log_fd}>&-  # Only the worker writes to its pipe now: the pipe ends when the worker does.
   echo "local.sh: worker $i pid ${pids[i]} ${gpu_env[*]} TF_CONFIG=$tf_config"
 done
 
@@ -180,7 +190,7 @@ stop_deadline=""
 preempted=0
 while ((remaining > 0)); do
   if [[ -n "$stop_signal" ]]; then
-    [[ -z "$stop_deadline" ]] && stop_deadline=$((SECONDS + grace_s))
+    [[ -z "$stop_deadline" ]] && stop_deadline=$((SECONDS + grace_s + 1))  # SECONDS is whole seconds: >= GRACE_S
     if ((SECONDS >= stop_deadline)); then
       echo "local.sh: workers still running ${grace_s}s after $stop_signal; killing them" >&2
       kill_workers
@@ -205,7 +215,7 @@ while ((remaining > 0)); do
       echo "local.sh: worker $i (pid $pid) failed with exit status $rc; stopping the other workers." \
            "Its log: $log_dir/worker_$i.log" >&2
       stop_workers
-      wait 2>/dev/null
+      wait "${log_pids[@]}" 2>/dev/null
       echo "local.sh: FAILED: worker $i exited with status $rc" >&2
       exit "$rc"
     fi
@@ -213,7 +223,7 @@ while ((remaining > 0)); do
   done
   ((remaining > 0)) && sleep 0.5
 done
-wait 2>/dev/null  # The log pipes.
+wait "${log_pids[@]}" 2>/dev/null  # Every line the workers printed has been shown and logged.
 if ((preempted > 0)); then
   echo "local.sh: all $num_workers worker(s) saved a checkpoint after ${stop_signal:-a stop signal}; rerun the same" \
        "command to continue"

@@ -7,6 +7,10 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# On a GPU host the tests (and the processes they start, which inherit this) run on the CPU: a test that means to use
+# a GPU says so (GAN_DIST_TEST_GPU=1 keeps the host's setting).
+if os.environ.get("GAN_DIST_TEST_GPU") != "1":
+  os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -44,14 +48,22 @@ def mirrored2():
   return _MIRRORED2[0]
 
 
+@pytest.fixture(scope="session")
+def one_device():
+  """OneDeviceStrategy on the first logical CPU: for tests whose point is not the number of replicas (tracing one
+  replica takes half the time of two)."""
+  return tf.distribute.OneDeviceStrategy(tf.config.list_logical_devices("CPU")[0].name)
+
+
 def python_cmd():
   return [sys.executable]
 
 
 # The longest files, first: with two test processes (pytest-xdist, --dist=loadfile) a long file started last would
 # run alone at the end while the other process idles.
-_LONGEST_FIRST = ("test_crash_safety.py", "test_multiworker.py", "test_checkpoint.py", "test_main.py",
-                  "test_train.py")
+_LONGEST_FIRST = ("test_smoke.py", "test_multiworker.py", "test_peer_failure.py", "test_crash_safety.py",
+                  "test_main.py", "test_configs.py", "test_train_step.py", "test_evaluator.py", "test_data_train.py",
+                  "test_train.py", "test_checkpoint.py", "test_evaluate.py", "test_preemption.py")
 
 
 def pytest_collection_modifyitems(items):

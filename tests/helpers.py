@@ -2,11 +2,17 @@
 
 import gzip
 import os
+import re
+import shutil
 import struct
 
+from absl import flags
 import numpy as np
+import tensorflow as tf
 
+from gan_dist import cli
 from gan_dist import config as config_lib
+from gan_dist import workdir as workdir_lib
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -105,3 +111,46 @@ def make_image_folder(directory: str, num: int = 300, classes=("bird", "cat", "d
   with open(os.path.join(directory, "notes.txt"), "w") as f:
     f.write("not an image\n")
   return {"root": directory, "num_images": num, "bad": bad_paths, "classes": list(classes)}
+
+
+def checkpoint_values(prefix) -> dict:
+  """{name: value} of every tensor the checkpoint `prefix` holds, less the save counter (it counts saves, not
+  training) and the object graph."""
+  return {name: tf.train.load_variable(str(prefix), name) for name, _ in tf.train.list_variables(str(prefix))
+          if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
+
+
+
+def interrupted_copy(straight_workdir: str, workdir: str, step: int) -> None:
+  """Makes `workdir` a copy of `straight_workdir` as a run killed right after saving `step` leaves it: the later
+  checkpoints gone and the `checkpoint` index listing `step` last (the bytes the uninterrupted run wrote up to
+  `step`: a resume from there must end where the uninterrupted run ended, with one run less to trace than training
+  a separate interrupted run)."""
+  shutil.copytree(straight_workdir, workdir)
+  directory = workdir_lib.checkpoint_dir(workdir)
+  kept = []
+  for name in sorted(os.listdir(directory)):
+    match = re.match(r"ckpt-(\d+)\.", name)
+    if match and int(match.group(1)) > step:
+      os.remove(os.path.join(directory, name))
+    elif match and name.endswith(".index"):
+      kept.append(int(match.group(1)))
+  paths = [os.path.join(directory, f"ckpt-{s}") for s in sorted(kept)]
+  tf.compat.v1.train.update_checkpoint_state(directory, paths[-1], all_model_checkpoint_paths=paths)
+  assert tf.train.latest_checkpoint(directory).endswith(f"ckpt-{step}")
+
+
+def tool_command(tool, argv, monkeypatch, capsys):
+  """What `python -m gan_dist.<tool> ARGV` does once started (cli.run: its flags parsed, errors in one line, then
+  `cli.guard(tool.main)`), in this process, on a private FlagValues: (exit code, stderr)."""
+  fv = flags.FlagValues()
+  cli.define_config_flags(fv)
+  tool.define_flags(fv)
+  monkeypatch.setattr(cli, "FLAGS", fv)
+  name = tool.__name__.rpartition(".")[2]
+  try:
+    cli.parse_flags([name, *argv])
+    code = cli.guard(tool.main)([name])
+  except SystemExit as e:
+    code = e.code
+  return code or 0, capsys.readouterr().err

@@ -10,16 +10,9 @@ import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import errors
-from gan_dist import config as config_lib
 from gan_dist import files
-from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
-
-
-def _variables(ckpt_prefix):
-  return {name: tf.train.load_variable(ckpt_prefix, name) for name, _ in tf.train.list_variables(ckpt_prefix)
-          if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
 
 
 @pytest.fixture
@@ -27,18 +20,18 @@ def idx_dir(tmp_path):
   return helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
 
 
-def test_resume_is_exact(tmp_path, idx_dir, mirrored2):
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path, idx_dir, one_device):
   base = helpers.config(tmp_path, data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2,
                         ema_decay=0.9)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
-  train.run(straight, mirrored2)
+  train.run(straight, one_device)
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
-  train.run(dataclasses.replace(interrupted, train_steps=2), mirrored2)
-  assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
-  metrics = train.run(interrupted, mirrored2)
+  helpers.interrupted_copy(straight.workdir, interrupted.workdir, 2)
+  metrics = train.run(interrupted, one_device)
   assert metrics["step"] == 4
-  a = _variables(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
-  b = _variables(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
+  a = helpers.checkpoint_values(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
+  b = helpers.checkpoint_values(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
   assert a.keys() == b.keys()
   # tf.train.Checkpoint stores each variable once, under its first path: D's weights appear under d_optimizer.
   names = " ".join(a)
@@ -52,47 +45,27 @@ def test_resume_is_exact(tmp_path, idx_dir, mirrored2):
                                     "step/.ATTRIBUTES/VARIABLE_VALUE")) == 4
 
 
-def test_resume_stops_at_train_steps(tmp_path, idx_dir, mirrored2):
-  cfg = helpers.config(tmp_path, data_dir=idx_dir, train_steps=2)
-  train.run(cfg, mirrored2)
-  assert train.run(cfg, mirrored2)["step"] == 2  # Nothing left to do.
+def test_resume_stops_at_train_steps(tmp_path, idx_dir, one_device):
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
+  train.run(cfg, one_device)
+  assert train.run(cfg, one_device)["step"] == 2  # Nothing left to do.
 
 
-def test_incompatible_workdir_is_refused(tmp_path, idx_dir, mirrored2):
-  cfg = helpers.config(tmp_path, data_dir=idx_dir, train_steps=1)
-  train.run(cfg, mirrored2)
+def test_incompatible_workdir_is_refused(tmp_path, idx_dir, one_device):
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=1)
+  train.run(cfg, one_device)
   with pytest.raises(ValueError, match=r"--latent_dim \(workdir has 100, this run 64\)"):
-    train.run(dataclasses.replace(cfg, latent_dim=64, train_steps=2), mirrored2)
-
-
-def test_flagfile_roundtrip(tmp_path):
-  cfg = config_lib.make_config(arch="dcgan", batch_size=32, sync_batchnorm=False, g_lr=3e-4, workdir=str(tmp_path))
-  path = str(tmp_path / "flags.txt")
-  workdir_lib.write_config(cfg, path)
-  assert workdir_lib.read_config(path) == cfg
-
-
-def test_resume_compatibility_rules():
-  saved = config_lib.make_config(ema_decay=0.999)
-  assert config_lib.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.99)) is None
-  assert config_lib.check_resume_compatible(saved, dataclasses.replace(saved, g_lr=1.0, train_steps=7)) is None
-  message = config_lib.check_resume_compatible(saved, dataclasses.replace(saved, ema_decay=0.0, arch="mlp"))
-  assert "--ema_decay" in message and "--arch" in message
-  # The data position: refused unless the change is meant.
-  for change in (dict(batch_size=64), dict(d_steps_per_g=2)):
-    message = config_lib.check_resume_compatible(saved, dataclasses.replace(saved, **change))
-    assert f"--{next(iter(change))}" in message and "--allow_data_position_change" in message
-    assert config_lib.check_resume_compatible(
-        saved, dataclasses.replace(saved, allow_data_position_change=True, **change)) is None
+    train.run(dataclasses.replace(cfg, latent_dim=64, train_steps=2), one_device)
 
 
 @pytest.fixture(scope="module")
-def two_checkpoints(tmp_path_factory, mirrored2):
-  """A workdir with ckpt-2 and ckpt-4 (mlp, 2 replicas), copied by each test that damages it."""
+def two_checkpoints(tmp_path_factory, one_device):
+  """A workdir with ckpt-2 and ckpt-4 (mlp, one replica: checkpoints do not depend on it), copied by each test that
+  damages it."""
   root = tmp_path_factory.mktemp("two_checkpoints")
   cfg = helpers.config(root, arch="mlp", data_dir=helpers.make_idx_dir(str(root / "idx"), num=64), train_steps=4,
                        steps_per_loop=2, checkpoint_every=2)
-  train.run(cfg, mirrored2)
+  train.run(cfg, one_device)
   return cfg
 
 
@@ -120,43 +93,44 @@ def _garbage(path):
     f.write(b"not an index" * 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage,suffix", [(_truncate, ".data-00000-of-00001"), (_flip_byte, ".data-00000-of-00001"),
                                            (_garbage, ".index")], ids=["truncated", "flipped_byte", "bad_index"])
-def test_damaged_latest_checkpoint_names_the_newest_good_one(two_checkpoints, tmp_path, mirrored2, damage, suffix):
+def test_damaged_latest_checkpoint_names_the_newest_good_one(two_checkpoints, tmp_path, one_device, damage, suffix):
   cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
   ckpt = os.path.join(cfg.workdir, "checkpoints")
   damage(os.path.join(ckpt, "ckpt-4" + suffix))
   before = helpers.snapshot(cfg.workdir)
   with pytest.raises(errors.CorruptCheckpointError) as raised:
-    train.run(cfg, mirrored2)
+    train.run(cfg, one_device)
   message = str(raised.value)
   assert "\n" not in message
   assert f"checkpoint {ckpt}/ckpt-4 is damaged" in message
   assert f"newest checkpoint that restores is {ckpt}/ckpt-2" in message and "--resume_step=2" in message
   assert helpers.snapshot(cfg.workdir) == before  # Stopped before writing anything.
   # The flag the message names resumes from ckpt-2, and the resumed run's saves replace the damaged one.
-  metrics = train.run(dataclasses.replace(cfg, resume_step=2), mirrored2)
+  metrics = train.run(dataclasses.replace(cfg, resume_step=2), one_device)
   assert metrics["step"] == 6
   assert tf.train.latest_checkpoint(ckpt).endswith("ckpt-6")
   assert checkpoint_lib.verify(os.path.join(ckpt, "ckpt-4")) is None
-  assert train.run(cfg, mirrored2)["step"] == 6  # The plain command works again.
+  assert train.run(cfg, one_device)["step"] == 6  # The plain command works again.
 
 
-def test_no_restorable_checkpoint_says_so(two_checkpoints, tmp_path, mirrored2):
+def test_no_restorable_checkpoint_says_so(two_checkpoints, tmp_path, one_device):
   cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
   for step in (2, 4):
     _truncate(os.path.join(cfg.workdir, "checkpoints", f"ckpt-{step}.data-00000-of-00001"))
   with pytest.raises(errors.CorruptCheckpointError, match="no older checkpoint .* restores; start over"):
-    train.run(cfg, mirrored2)
+    train.run(cfg, one_device)
 
 
-def test_resume_step_must_exist(two_checkpoints, tmp_path, mirrored2):
+def test_resume_step_must_exist(two_checkpoints, tmp_path, one_device):
   cfg = _copy(two_checkpoints, tmp_path, train_steps=6, resume_step=3)
   with pytest.raises(errors.UserError, match=r"--resume_step=3: no checkpoint of that step .*there are: 4, 2"):
-    train.run(cfg, mirrored2)
+    train.run(cfg, one_device)
 
 
-def test_leftovers_of_a_killed_run_are_removed(two_checkpoints, tmp_path, mirrored2):
+def test_leftovers_of_a_killed_run_are_removed(two_checkpoints, tmp_path, one_device):
   """What a process killed while saving leaves (a _temp directory, a temporary index file, a half-deleted
   checkpoint, gan_dist's temporary files) is removed when the next run starts; the latest checkpoint is used."""
   cfg = _copy(two_checkpoints, tmp_path, train_steps=6)
@@ -166,9 +140,18 @@ def test_leftovers_of_a_killed_run_are_removed(two_checkpoints, tmp_path, mirror
   open(os.path.join(ckpt, "checkpoint.tmp0123abcd"), "w").close()
   open(os.path.join(ckpt, "ckpt-1.data-00000-of-00001"), "wb").close()  # Its index is gone: an interrupted delete.
   open(os.path.join(cfg.workdir, "flags.txt" + files.TMP_SUFFIX), "w").close()
-  metrics = train.run(cfg, mirrored2)
+  metrics = train.run(cfg, one_device)
   assert metrics["step"] == 6
   left = sorted(os.listdir(ckpt))
   assert left == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
                   "ckpt-4.index", "ckpt-6.data-00000-of-00001", "ckpt-6.index"], left
   assert not [n for n in os.listdir(cfg.workdir) if n.endswith(files.TMP_SUFFIX)]
+
+
+def test_fingerprint_sees_every_value(tmp_path):
+  v = tf.Variable([1.0, 2.0])
+  ckpt = tf.train.Checkpoint(v=v)
+  first = checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "a")))
+  assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "b"))) == first
+  v.assign([1.0, 2.0000002])
+  assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "c"))) != first

@@ -1,4 +1,5 @@
-"""Every configs/*.cfg trains 2 steps on 2 mirrored CPU replicas to a checkpoint and a sample grid PNG.
+"""Every configs/*.cfg trains 2 steps to a checkpoint and a sample grid PNG: the main ones (MIRRORED) on 2 mirrored
+CPU replicas, the others on one device (the number of replicas is not what a config decides).
 
 In-process (one MirroredStrategy, no interpreter start per config): the cfg is parsed into a fresh FlagValues exactly
 as `python -m gan_dist.main --flagfile=...` would, with only the run's size and location overridden.
@@ -20,6 +21,16 @@ from tests import helpers
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.cfg")))
 STEPS = 2
+# Trained on 2 mirrored replicas (sync BatchNorm, unconditional and conditional); the rest on one device.
+MIRRORED = ("dcgan.cfg", "cdcgan.cfg")
+# Not marked slow: one quick config keeps a real training run in the fast tier.
+FAST = ("mlp_gan.cfg",)
+
+
+def _train_params():
+  for path in CONFIGS:
+    name = os.path.basename(path)
+    yield pytest.param(path, id=name, marks=() if name in FAST else pytest.mark.slow)
 
 
 def test_the_issue_configs_exist():
@@ -62,8 +73,10 @@ def test_config_opens_with_its_documentation(path):
   assert f"--flagfile=configs/{os.path.basename(path)}" in text
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_dir, mirrored2):
+@pytest.mark.parametrize("path", _train_params())
+def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_dir, request):
+  mirrored = os.path.basename(path) in MIRRORED
+  strategy = request.getfixturevalue("mirrored2" if mirrored else "one_device")
   workdir = str(tmp_path / "workdir")
   dataset = _file_values(path).get("dataset", "mnist")
   data_context = contextlib.nullcontext()
@@ -75,9 +88,9 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     data_dir = ""
     data_context = tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE)
-  overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": data_dir, "strategy": "mirrored",
-               "num_cpu_replicas": "2", "workdir": workdir, "sample_every": "1000000", "checkpoint_every": "1000000",
-               "num_samples": "20"}
+  placement = {"strategy": "mirrored", "num_cpu_replicas": "2"} if mirrored else {"strategy": "one_device"}
+  overrides = {"train_steps": str(STEPS), "batch_size": "8", "data_dir": data_dir, **placement, "workdir": workdir,
+               "sample_every": "1000000", "checkpoint_every": "1000000", "num_samples": "20"}
   cfg = config_lib.from_args([f"--flagfile={path}", *[f"--{k}={v}" for k, v in overrides.items()]])
   # Every value the file sets is what the run gets (unless the test overrides it to keep the run small).
   for name, value in _file_values(path).items():
@@ -88,9 +101,10 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, mnist_d
     assert _as_string(got) == _as_string(expected), (name, got, value)
 
   with data_context:
-    metrics = train.run(cfg, mirrored2)
+    metrics = train.run(cfg, strategy)
 
   assert metrics["step"] == STEPS
+  assert strategy.num_replicas_in_sync == (2 if mirrored else 1)
   assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{STEPS}.index"))
   png = os.path.join(workdir, "samples", f"step_{STEPS:08d}.png")
   grid = tf.io.decode_png(tf.io.read_file(png))

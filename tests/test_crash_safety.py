@@ -1,134 +1,136 @@
-"""Crash safety through the real command line: SIGKILL at random instants of one run, some of them while a checkpoint
-is being written; every relaunch resumes, the last one reaches --train_steps, and with --deterministic the final
-weights equal those of an uninterrupted run (one replica). Also SIGTERM to a single process: exit code 75.
+"""Crash safety: a run killed with SIGKILL, once in training and once inside a checkpoint write, resumes each time
+and ends bitwise equal to an uninterrupted run; and an exact resume with --d_steps_per_g=2 (in-process).
 
-Every process runs in its own session under a watchdog (a timeout on each wait, then SIGKILL to its group).
+The kills come after each run's start-up (its first chunk traced, ran and saved a checkpoint), so that they land
+where the danger is, in training and in checkpoint writes, not in the start-up, which writes nothing; the kill
+inside a write is made certain by freezing the process (SIGSTOP) while TensorFlow's temporary files exist. Every
+process runs in its own session under a watchdog (tests/subprocs.py).
 """
 
+import dataclasses
 import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import train
+from gan_dist import workdir as workdir_lib
 from tests import helpers
+from tests import subprocs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WATCHDOG_S = 180
-TRAIN_STEPS = 600
-KILLS = 10
-KILLS_WHILE_SAVING = (2, 6)  # Which of the kills wait for a checkpoint's temporary files.
+TRAIN_STEPS = 100
+# Each killed run first saves a checkpoint of its own (so that the next one resumes from a later step), then is
+# killed: "training" after 0 to 2 more summary lines and up to 50 ms (a few steps, or a checkpoint write, which
+# comes every 10 steps and takes > 30 ms), "saving" frozen (SIGSTOP) inside its next checkpoint write. So the runs
+# are killed by step ~60 whatever the machine's speed, well before TRAIN_STEPS.
+KILLS = ("training", "saving")
 
 
 def _command(data_dir, workdir, *extra):
-  return [sys.executable, "-m", "gan_dist.main", "--flagfile=configs/mlp_gan.cfg", "--strategy=one_device",
-          "--deterministic", f"--data_dir={data_dir}", f"--workdir={workdir}", "--batch_size=16",
-          "--steps_per_loop=5", "--summary_every=5", "--checkpoint_every=5", "--max_to_keep=3",
-          "--sample_every=100000", "--num_samples=4", f"--train_steps={TRAIN_STEPS}", *extra]
+  # The MLP GAN: a fast step, yet 2M parameters (3 copies with Adam's slots), so a checkpoint write takes long
+  # enough to be hit. A checkpoint every 10 steps, a summary line every 5.
+  return subprocs.main_cmd("--flagfile=configs/mlp_gan.cfg", "--strategy=one_device", "--deterministic",
+                           f"--data_dir={data_dir}", f"--workdir={workdir}", "--batch_size=16", "--steps_per_loop=5",
+                           "--summary_every=5", "--checkpoint_every=10", "--max_to_keep=3", "--sample_every=100000",
+                           "--num_samples=4", f"--train_steps={TRAIN_STEPS}", *extra)
 
 
-def _start(cmd, log_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  env.pop("TF_CONFIG", None)
-  log = open(log_path, "w")
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _summaries(text):
+  return len(re.findall(rf"step \d+/{TRAIN_STEPS} ", text))
 
 
-def _watchdog_kill(proc):
-  try:
-    os.killpg(proc.pid, signal.SIGKILL)
-  except ProcessLookupError:
-    pass
+def _writing(ckpt_dir):
+  return ckpt_dir.exists() and any(n.endswith("_temp") for n in os.listdir(ckpt_dir))
 
 
-def _wait_until(predicate, proc, what, log_path):
-  deadline = time.monotonic() + WATCHDOG_S
-  while not predicate():
-    if proc.poll() is not None:
-      pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n{open(log_path).read()[-3000:]}")
-    if time.monotonic() > deadline:
-      _watchdog_kill(proc)
-      pytest.fail(f"no {what} after {WATCHDOG_S} s:\n{open(log_path).read()[-3000:]}")
-    time.sleep(0.0005)
+def _freeze_inside_a_checkpoint_write(proc, ckpt_dir):
+  """Stops `proc` (SIGSTOP) while TensorFlow's temporary files of a checkpoint exist, so that the SIGKILL that
+  follows lands inside the write for certain (a write takes ~0.1 s; one that ended before the SIGSTOP is let go)."""
+  for _ in range(20):
+    proc.wait_until(lambda: _writing(ckpt_dir), "a checkpoint being written", poll_s=0.001)
+    proc.signal(signal.SIGSTOP)
+    if _writing(ckpt_dir):
+      return
+    proc.signal(signal.SIGCONT)
+  pytest.fail(f"20 checkpoint writes ended before SIGSTOP reached the process:\n{subprocs.tail(proc.output())}")
 
 
-def _run_to_end(cmd, log_path):
-  proc = _start(cmd, log_path)
-  try:
-    assert proc.wait(timeout=WATCHDOG_S) == 0, open(log_path).read()[-3000:]
-  finally:
-    _watchdog_kill(proc)
-  return open(log_path).read()
-
-
-def _final_values(workdir):
-  path = os.path.join(workdir, "checkpoints", f"ckpt-{TRAIN_STEPS}")
-  return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
-          if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
-
-
-def test_sigkill_at_random_instants(tmp_path):
+@pytest.mark.slow
+def test_sigkill_in_training_and_in_checkpoint_writes_then_resume_is_bitwise_exact(tmp_path):
   data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=256)
-  ckpt_dir = tmp_path / "killed" / "checkpoints"
+  environ = subprocs.env(tmp_path)
+  killed, ckpt_dir = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
   rng = random.Random(1234)
-  resumed_from = []
-  for kill in range(KILLS):
-    log_path = str(tmp_path / f"run_{kill}.log")
-    proc = _start(_command(data_dir, tmp_path / "killed"), log_path)
-    try:
-      if kill == 0:  # Let the first run save something, so that every relaunch has a checkpoint to resume.
-        _wait_until(lambda: (ckpt_dir / "checkpoint").exists(), proc, "first checkpoint", log_path)
-      if kill in KILLS_WHILE_SAVING:
-        # The instant TensorFlow's temporary files of a save appear: the kill lands inside the write.
-        _wait_until(lambda: ckpt_dir.exists() and any(n.endswith("_temp") for n in os.listdir(ckpt_dir)), proc,
-                    "checkpoint being written", log_path)
-      else:
-        _wait_until(lambda: "Training mlp from step" in open(log_path).read(), proc, "training", log_path)
-        time.sleep(rng.uniform(0.0, 1.0))
-      proc.send_signal(signal.SIGKILL)
-      assert proc.wait(timeout=WATCHDOG_S) == -signal.SIGKILL, "the run ended before it could be killed"
-    finally:
-      _watchdog_kill(proc)
-    if kill:
-      log = open(log_path).read()
-      match = re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log)
-      assert match, log[-3000:]  # Every relaunch resumes from a checkpoint the kill left intact.
-      resumed_from.append(int(match.group(2)))
+  # The uninterrupted run, meanwhile (one thread each: the two runs share the two cores).
+  with subprocs.Proc(_command(data_dir, tmp_path / "straight"), tmp_path / "straight.log", environ) as straight:
+    resumed_from = []
+    for kill, where in enumerate(KILLS):
+      with subprocs.Proc(_command(data_dir, killed), tmp_path / f"run_{kill}.log", environ) as proc:
+        # Past the start-up (traced, leftovers of the previous kill removed) and a checkpoint of this run's own.
+        proc.wait_for_text("Saved checkpoint")
+        if where == "saving":
+          _freeze_inside_a_checkpoint_write(proc, ckpt_dir)
+        else:
+          target = _summaries(proc.output()) + rng.randrange(3)
+          proc.wait_until(lambda: _summaries(proc.output()) >= target, f"{target} summary lines")
+          time.sleep(rng.uniform(0.0, 0.05))
+        proc.signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, f"run {kill} ended before it could be killed"
+        log = proc.output()
+      if kill:
+        match = re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log)
+        assert match, subprocs.tail(log)  # Every relaunch resumes from a checkpoint the kill left intact.
+        resumed_from.append(int(match.group(2)))
+      if kill and KILLS[kill - 1] == "saving":  # It found the half-written checkpoint and removed it.
+        assert re.search(r"Removing \S+_temp, left by an interrupted run", log), subprocs.tail(log)
 
-  log = _run_to_end(_command(data_dir, tmp_path / "killed"), str(tmp_path / "final.log"))
-  assert f"Done at step {TRAIN_STEPS}" in log and "Resumed from" in log
-  assert resumed_from == sorted(resumed_from) and resumed_from[-1] < TRAIN_STEPS
+    rc, log = subprocs.run(_command(data_dir, killed), tmp_path / "final.log", environ)
+    assert rc == 0 and f"Done at step {TRAIN_STEPS}" in log, subprocs.tail(log)
+    resumed_from.append(int(re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log).group(2)))
+    if KILLS[-1] == "saving":
+      assert re.search(r"Removing \S+_temp, left by an interrupted run", log), subprocs.tail(log)
+    # Each relaunch resumed from a later checkpoint: the last one the killed run completed.
+    assert resumed_from == sorted(set(resumed_from)) and 0 < resumed_from[0] and resumed_from[-1] < TRAIN_STEPS, (
+        resumed_from)
+    assert straight.wait() == 0, subprocs.tail(straight.output())
   assert not [n for n in os.listdir(ckpt_dir) if n.endswith("_temp") or ".tmp" in n]  # Leftovers cleaned.
 
-  _run_to_end(_command(data_dir, tmp_path / "straight"), str(tmp_path / "straight.log"))
-  killed, straight = _final_values(tmp_path / "killed"), _final_values(tmp_path / "straight")
-  assert killed.keys() == straight.keys()
-  for name in straight:
-    np.testing.assert_array_equal(killed[name], straight[name], err_msg=name)
+  # One device, one thread, op determinism: the same computation in both, so bitwise equality is the claim.
+  killed_values = helpers.checkpoint_values(str(ckpt_dir / f"ckpt-{TRAIN_STEPS}"))
+  straight_values = helpers.checkpoint_values(str(tmp_path / "straight" / "checkpoints" / f"ckpt-{TRAIN_STEPS}"))
+  assert killed_values.keys() == straight_values.keys() and len(killed_values) > 20
+  for name in straight_values:
+    np.testing.assert_array_equal(killed_values[name], straight_values[name], err_msg=name)
 
 
-def test_sigterm_single_process_exits_75_and_continues(tmp_path):
-  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
-  cmd = _command(data_dir, tmp_path / "W", "--checkpoint_every=100000")
-  log_path = str(tmp_path / "run.log")
-  proc = _start(cmd, log_path)
-  try:
-    _wait_until(lambda: "step 10/" in open(log_path).read(), proc, "training", log_path)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=WATCHDOG_S) == 75
-  finally:
-    _watchdog_kill(proc)
-  lines = open(log_path).read().splitlines()
-  error = [l for l in lines if l.startswith("error: ")]
-  assert len(error) == 1 and "Traceback" not in "\n".join(lines), lines[-20:]
-  step = int(re.search(r"SIGTERM received: saved a checkpoint at step (\d+)", error[0]).group(1))
-  assert tf.train.latest_checkpoint(str(tmp_path / "W" / "checkpoints")).endswith(f"ckpt-{step}")
-  # The same command continues (a few steps suffice: test_sigkill_at_random_instants runs one to the end).
-  log = _run_to_end(cmd + [f"--train_steps={step + 5}"], str(tmp_path / "again.log"))
-  assert f"at step {step}" in log and f"Done at step {step + 5}" in log
+def test_resume_with_d_steps_per_g_2_is_exact(tmp_path):
+  """Two D updates per G update read two batches and draw two sets of noise and dropout masks per step: a run
+  interrupted at step 3 (an odd step, mid-epoch) and resumed ends bitwise equal to an uninterrupted one.
+
+  In this process, on one device (the same computation in all three runs; a resume on 2 replicas is
+  test_checkpoint.py's): the tutorial DCGAN, whose D has dropout, with chunks of 2 steps: [1, 2] [3, 4] [5]
+  straight, [1, 2] [3] | [4, 5] interrupted and resumed.
+  """
+  one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+  idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
+  base = helpers.config(tmp_path, strategy="one_device", data_dir=idx, latent_dim=16, d_steps_per_g=2, train_steps=5,
+                        steps_per_loop=2)
+  straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
+  train.run(straight, one_device)
+  interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
+  train.run(dataclasses.replace(interrupted, train_steps=3), one_device)
+  assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-3")
+  assert train.run(interrupted, one_device)["step"] == 5
+  a = helpers.checkpoint_values(os.path.join(straight.workdir, "checkpoints", "ckpt-5"))
+  b = helpers.checkpoint_values(os.path.join(interrupted.workdir, "checkpoints", "ckpt-5"))
+  assert a.keys() == b.keys() and any("seed_states" in n for n in a)  # D's dropout seeds.
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+  # D took 2 updates per step (its Adam counted them), G one.
+  iterations = {k.split("/")[0]: int(v) for k, v in a.items() if k.endswith("_iterations/.ATTRIBUTES/VARIABLE_VALUE")}
+  assert iterations == {"g_optimizer": 5, "d_optimizer": 10}

@@ -1,5 +1,6 @@
-"""Training on the new sources, end to end on 2 mirrored replicas: a folder of mixed images (dcgan32, dcgan64 and
-the conditional cdcgan32 on its class folders), exact resume on folder data, and TFDS CIFAR-10 through mock_data."""
+"""Training on the new sources, end to end: a folder of mixed images (dcgan32 on 2 mirrored replicas, dcgan64 and
+the conditional cdcgan32 on its class folders on one device), exact resume on folder data, and TFDS CIFAR-10 through
+mock_data (one device: the number of replicas is not what these tests are about)."""
 
 import dataclasses
 import logging as py_logging
@@ -7,10 +8,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from gan_dist import checkpoint as checkpoint_lib
-from gan_dist import config as config_lib
 from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
@@ -21,19 +19,16 @@ def folder(tmp_path_factory):
   return helpers.make_image_folder(str(tmp_path_factory.mktemp("images")), num=300)
 
 
-def _variables(prefix):
-  return {name: tf.train.load_variable(prefix, name) for name, _ in tf.train.list_variables(prefix)
-          if not name.startswith("_CHECKPOINTABLE") and "save_counter" not in name}
-
-
-@pytest.mark.parametrize("arch,image_size", [("dcgan32", 0), ("dcgan64", 0), ("cdcgan32", 64)])
-def test_architectures_train_on_a_folder_and_the_bad_files_are_reported(tmp_path, folder, mirrored2, caplog, arch,
-                                                                        image_size):
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,image_size,replicas", [("dcgan32", 0, 2), ("dcgan64", 0, 1), ("cdcgan32", 64, 1)])
+def test_architectures_train_on_a_folder_and_the_bad_files_are_reported(tmp_path, folder, request, caplog, arch,
+                                                                        image_size, replicas):
+  strategy = request.getfixturevalue("mirrored2" if replicas == 2 else "one_device")
   # In stored order the two bad files of bird/ are examples 0 and 1, so the first global batch reads both.
   cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"], arch=arch, image_size=image_size,
                        batch_size=8, train_steps=2, shuffle_files=False, random_flip=True, latent_dim=16)
   with caplog.at_level(py_logging.WARNING):
-    metrics = train.run(cfg, mirrored2)
+    metrics = train.run(cfg, strategy)
   assert metrics["step"] == 2 and np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["g_loss"])
   saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert saved.num_classes == 3  # The three class folders (cdcgan32 conditions on them).
@@ -42,40 +37,41 @@ def test_architectures_train_on_a_folder_and_the_bad_files_are_reported(tmp_path
     assert any(path in line for line in reported), (path, reported)
 
 
-def test_resume_on_folder_data_is_exact(tmp_path, folder, mirrored2):
+@pytest.mark.slow
+def test_resume_on_folder_data_is_exact(tmp_path, folder, one_device):
   """A 4-step run equals a 2-step run resumed for 2 more, bit for bit (shuffled order, flips, a bad file)."""
   base = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"], arch="mlp", channels=3, batch_size=8,
                         train_steps=4, steps_per_loop=2, checkpoint_every=2, random_flip=True, latent_dim=16)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
-  train.run(straight, mirrored2)
+  train.run(straight, one_device)
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
-  train.run(dataclasses.replace(interrupted, train_steps=2), mirrored2)
-  assert tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(interrupted.workdir)).endswith("ckpt-2")
-  assert train.run(interrupted, mirrored2)["step"] == 4
-  a = _variables(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
-  b = _variables(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
+  helpers.interrupted_copy(straight.workdir, interrupted.workdir, 2)
+  assert train.run(interrupted, one_device)["step"] == 4
+  a = helpers.checkpoint_values(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
+  b = helpers.checkpoint_values(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
   assert a.keys() == b.keys()
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, mirrored2):
+@pytest.mark.slow
+def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, one_device):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   cfg = helpers.config(tmp_path, dataset="cifar10", arch="dcgan32", batch_size=8, train_steps=3, latent_dim=16)
   with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
-    metrics = train.run(cfg, mirrored2)
+    metrics = train.run(cfg, one_device)
   assert metrics["step"] == 3 and np.isfinite(metrics["d_loss"])
   saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert saved.num_classes == 10 and saved.dataset == "cifar10"
 
 
-def test_noskip_bad_images_mid_run_is_one_line_and_exit_2(tmp_path, folder, mirrored2, capsys):
+def test_noskip_bad_images_mid_run_is_one_line_and_exit_2(tmp_path, folder, one_device, capsys):
   """An undecodable file met by the input pipeline (not at start-up) still ends in one line naming it, exit 2."""
   from gan_dist import errors
   from gan_dist import main as main_lib
   cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"], arch="mlp", channels=3, batch_size=8,
                        train_steps=2, shuffle_files=False, skip_bad_images=False, latent_dim=16)
-  assert main_lib.run_cli(cfg, make_strategy=lambda _: mirrored2) == errors.EXIT_USAGE
+  assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: gan_dist.data: undecodable image file"), err
   assert "bird/corrupt.jpg" in err[0] or "bird/empty.png" in err[0]

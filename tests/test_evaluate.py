@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 from absl import flags
 import pytest
@@ -18,15 +17,15 @@ from gan_dist import evaluate
 from gan_dist import files
 from gan_dist import inference
 from gan_dist import workdir as workdir_lib
+from tests import subprocs
 from tests.eval import tiny_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_KEYS = {"fcd", "kid", "kid_std", "classifier_score", "precision", "recall", "label_accuracy", "label_accuracy/9"}
 
 
 @pytest.fixture(scope="module")
-def run_cfg(tmp_path_factory, mirrored2):
-  return tiny_run.shared_run(tmp_path_factory, mirrored2)
+def run_cfg(tmp_path_factory, one_device):
+  return tiny_run.shared_run(tmp_path_factory, one_device)  # The tool reads the workdir; replicas are not the point.
 
 
 def _flags(*argv) -> flags.FlagValues:
@@ -48,12 +47,12 @@ def test_all_evaluates_every_kept_step_as_single_step_evaluations_do(run_cfg):
   assert steps == [2, 4]
   together, evaluator = evaluate.evaluate_workdir(run_cfg.workdir, steps)
   assert [r["step"] for r in together] == steps
-  for result in together:
-    (alone,), _ = evaluate.evaluate_workdir(run_cfg.workdir, [result["step"]])
+  (step_2,), _ = evaluate.evaluate_workdir(run_cfg.workdir, [2])
+  (latest,), _ = evaluate.evaluate_workdir(run_cfg.workdir)  # Step 4 alone, as the default (latest) step.
+  assert latest["step"] == 4
+  for alone, result in zip((step_2, latest), together):
     assert alone["step"] == result["step"] and set(alone["metrics"]) >= MAIN_KEYS
     assert alone["metrics"] == pytest.approx(result["metrics"], rel=1e-6, abs=1e-9), result["step"]
-  (latest,), _ = evaluate.evaluate_workdir(run_cfg.workdir)
-  assert latest["step"] == 4 and latest["metrics"] == pytest.approx(together[-1]["metrics"], rel=1e-6, abs=1e-9)
   # The two checkpoints are different generators: the comparison above compares something.
   assert together[0]["metrics"]["fcd"] != together[1]["metrics"]["fcd"]
   assert set(evaluator.floors) >= MAIN_KEYS and evaluator.num == run_cfg.eval_num
@@ -125,18 +124,27 @@ def test_write_csv_leaves_missing_metrics_empty(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_command_line_matches_the_library_and_fails_in_one_line(run_cfg, tmp_path):
+def test_the_command_line_matches_the_library(run_cfg, tmp_path):
+  """The real entry point (its bad input: test_the_command_line_fails_in_one_line, in this process)."""
   workdir = _copy(run_cfg, tmp_path)
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.evaluate", f"--workdir={workdir}", "--all"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([subprocs.PYTHON, "-m", "gan_dist.evaluate", f"--workdir={workdir}", "--all"],
+                        cwd=subprocs.REPO, env=subprocs.env(tmp_path), capture_output=True, text=True,
+                        timeout=subprocs.WATCHDOG_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout[proc.stdout.index("{"):])
   together, _ = evaluate.evaluate_workdir(workdir, [2, 4])
   assert [e["step"] for e in report["evaluations"]] == [2, 4]
   for printed, computed in zip(report["evaluations"], together):
     assert printed["metrics"] == pytest.approx(computed["metrics"], rel=1e-6, abs=1e-9)
-  bad = subprocess.run([sys.executable, "-m", "gan_dist.evaluate", f"--workdir={workdir}", "--step=3"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert bad.returncode == errors.EXIT_USAGE and bad.stdout == ""
-  assert bad.stderr.strip().splitlines()[-1].startswith("error: no checkpoint at step 3 in ")
-  assert "Traceback" not in bad.stderr
+
+
+def test_the_command_line_fails_in_one_line(run_cfg, monkeypatch, capsys):
+  """What `python -m gan_dist.evaluate --step=3` does once started (cli.run: cli.guard(evaluate.main)), in this
+  process: exit code 2, one line on stderr, nothing on stdout."""
+  fv = _flags(f"--workdir={run_cfg.workdir}", "--step=3")
+  monkeypatch.setattr(cli, "FLAGS", fv)
+  assert cli.guard(evaluate.main)(["evaluate"]) == errors.EXIT_USAGE
+  out, err = capsys.readouterr()
+  assert out == ""
+  assert err.strip().splitlines()[-1].startswith("error: no checkpoint at step 3 in ")
+  assert len([l for l in err.splitlines() if l.startswith("error: ")]) == 1 and "Traceback" not in err

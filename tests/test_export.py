@@ -1,8 +1,9 @@
-"""`python -m gan_dist.export`: its flags, default paths, and the command itself (the formats: test_exporter.py)."""
+"""`python -m gan_dist.export`: its flags, default paths, and the command itself (the formats: test_exporter.py).
+
+Bad inputs run in this process through what the entry point runs once started (cli.parse_flags, then
+cli.guard(export.main)); one test starts the real command."""
 
 import os
-import subprocess
-import sys
 
 from absl import flags
 import keras
@@ -12,9 +13,9 @@ from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import export
 from gan_dist import exporter
+from tests import helpers
+from tests import subprocs
 from tests.serve import workdirs
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flags(*argv) -> flags.FlagValues:
@@ -47,18 +48,26 @@ def test_main_exports_to_the_default_path(tmp_path, tmp_path_factory, monkeypatc
   assert exporter.read_facts(str(tmp_path / "sm"))["step"] == 1
 
 
-@pytest.mark.slow
-def test_command_line_export_and_one_line_errors(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("argv", [["--workdir=W", "--format=onnx"], ["WORKDIR", "--format=keras", "--out=G.h5"],
+                                  ["--workdir=MISSING"], ["--workdir=W", "stray"]])
+def test_bad_input_is_one_line_and_exit_2(argv, tmp_path, tmp_path_factory, monkeypatch, capsys):
   workdir = workdirs.trained("conditional", tmp_path_factory)
-  proc = subprocess.run([sys.executable, "-m", "gan_dist.export", f"--workdir={workdir}", f"--out={tmp_path / 'e'}"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  argv = [f"--workdir={workdir}" if a == "WORKDIR" else a.replace("MISSING", str(tmp_path / "missing"))
+          for a in argv]
+  monkeypatch.chdir(tmp_path)
+  code, err = helpers.tool_command(export, argv, monkeypatch, capsys)
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err[-2000:])
+  assert os.listdir(tmp_path) == []  # Nothing written (no G.h5, no half export).
+
+
+@pytest.mark.slow
+def test_command_line_exports(tmp_path, tmp_path_factory):
+  """The real entry point (its bad inputs: test_bad_input_is_one_line_and_exit_2, in this process)."""
+  workdir = workdirs.trained("conditional", tmp_path_factory)
+  rc, out = subprocs.run([subprocs.PYTHON, "-m", "gan_dist.export", f"--workdir={workdir}", f"--out={tmp_path / 'e'}"],
+                         tmp_path / "export.log", subprocs.env(tmp_path), timeout=300)
+  assert rc == 0, subprocs.tail(out)
+  assert f"to {tmp_path / 'e'}" in out
   assert exporter.read_facts(str(tmp_path / "e"))["arch"] == "cgan_mlp"
   assert (tmp_path / "e" / "saved_model.pb").exists()
-  for args in (["--workdir=W", "--format=onnx"], [f"--workdir={workdir}", "--format=keras", "--out=G.h5"],
-               [f"--workdir={tmp_path / 'missing'}"]):
-    proc = subprocess.run([sys.executable, "-m", "gan_dist.export", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=180)
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
-  assert not os.path.exists(tmp_path / "G.h5")

@@ -17,7 +17,6 @@ from gan_dist import exporter
 from gan_dist import files
 from gan_dist import inference
 from gan_dist import sampling
-from gan_dist.models import layers as gan_layers
 from tests.serve import workdirs
 
 # Run here without gan_dist: `python -S` skips site-packages' .pth files (where an editable install of gan_dist
@@ -150,20 +149,6 @@ def test_exports_hold_the_ema_generator_and_the_facts(exported):
   assert not [p for p in folder.rglob(f"*{files.TMP_SUFFIX}")]
   with pytest.raises(FileNotFoundError, match="gan_dist.json not found"):
     exporter.read_facts(str(folder))
-
-
-def test_exports_use_a_float32_copy_of_keras_own_layers():
-  # A mixed-precision model with a gan_dist layer subclass: the copy computes in float32 with Keras' own classes.
-  inputs = keras.Input((4,))
-  x = keras.layers.Dense(3, dtype="mixed_float16")(inputs)
-  x = gan_layers.Dropout(0.5, dtype="mixed_float16")(x)
-  model = keras.Model(inputs, keras.layers.BatchNormalization(synchronized=True, dtype="mixed_float16")(x))
-  copy = inference.float32_copy(model)
-  assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
-  assert all(type(layer).__module__.startswith("keras.") for layer in copy.layers)
-  x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
-  assert copy(x).dtype == tf.float32
-  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
 
 
 @pytest.mark.parametrize("fmt, out, problem", [

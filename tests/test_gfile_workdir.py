@@ -6,6 +6,7 @@ import dataclasses
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from gan_dist import exporter
@@ -16,6 +17,7 @@ from gan_dist import sampling
 from gan_dist import summaries
 from gan_dist import train
 from tests import helpers
+from tests.serve import workdirs
 
 
 def _copy_tree_to_ram(local: str, remote: str) -> None:
@@ -26,14 +28,30 @@ def _copy_tree_to_ram(local: str, remote: str) -> None:
       tf.io.gfile.copy(f"{directory}/{name}", f"{target}/{name}", overwrite=True)
 
 
-def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, mirrored2):
+def test_a_trained_workdir_on_ram_filesystem_loads_and_samples_there(tmp_path_factory):
+  """The fast tier's share: a trained workdir copied to ram:// is opened and sampled from there."""
+  root = "ram://gan_dist_fast"
+  _copy_tree_to_ram(workdirs.trained("unconditional", tmp_path_factory), f"{root}/workdir")
+  run = inference.load(f"{root}/workdir")
+  assert run.step == 1 and run.cfg.arch == "mlp"
+  arrays = sample_lib.sample(run, 4, seed=1)
+  sample_lib.write_npz(f"{root}/out/samples.npz", arrays)
+  with tf.io.gfile.GFile(f"{root}/out/samples.npz", "rb") as f:
+    np.testing.assert_array_equal(np.load(io.BytesIO(f.read()))["images"], arrays["images"])
+  summaries.write_png(f"{root}/out/grid.png", sample_lib.grid_image(run, 4, 1, None, arrays["images"]))
+  assert tf.io.gfile.exists(f"{root}/out/grid.png")
+
+
+@pytest.mark.slow
+def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, one_device):
   root = "ram://gan_dist_e2e"
   _copy_tree_to_ram(helpers.make_idx_dir(str(tmp_path / "idx"), num=64), f"{root}/data")
   workdir = f"{root}/workdir"
-  cfg = helpers.config(tmp_path, arch="dcgan", data_dir=f"{root}/data", workdir=workdir, train_steps=2,
+  # The smallest model on one replica: what is tested is where every file goes, not the network or the replicas.
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=f"{root}/data", workdir=workdir, train_steps=2,
                        checkpoint_every=2, sample_every=2, summary_every=1, ema_decay=0.9, latent_dim=16)
 
-  assert train.run(cfg, mirrored2)["step"] == 2
+  assert train.run(cfg, one_device)["step"] == 2
   assert tf.io.gfile.exists(f"{workdir}/flags.txt")
   assert tf.io.gfile.exists(f"{workdir}/checkpoints/ckpt-2.index")
   assert tf.io.gfile.exists(f"{workdir}/samples/step_00000002.png")
@@ -41,7 +59,7 @@ def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, mirrore
 
   # Resume: the same command with more steps continues from the ram:// checkpoint.
   cfg = dataclasses.replace(cfg, train_steps=4)
-  assert train.run(cfg, mirrored2)["step"] == 4
+  assert train.run(cfg, one_device)["step"] == 4
   assert tf.io.gfile.exists(f"{workdir}/checkpoints/ckpt-4.index")
   assert tf.io.gfile.exists(f"{workdir}/flags_latest.txt")
 

@@ -19,8 +19,8 @@ from tests.eval import tiny_run
 
 
 @pytest.fixture(scope="module")
-def run_cfg(tmp_path_factory, mirrored2):
-  return tiny_run.shared_run(tmp_path_factory, mirrored2)
+def run_cfg(tmp_path_factory, one_device):
+  return tiny_run.shared_run(tmp_path_factory, one_device)
 
 
 def _image(path):

@@ -62,14 +62,21 @@ def strategy(mirrored2):
 
 
 @pytest.fixture(scope="module")
-def float16_run(tmp_path_factory, strategy):
-  """A mixed_float16 dcgan state on 2 replicas and its traced train function (shared: tracing is the slow part)."""
-  cfg = helpers.config(tmp_path_factory.mktemp("fp16"), precision="mixed_float16", batch_size=BATCH)
+def float16_state(tmp_path_factory, strategy):
+  """A mixed_float16 mlp state on 2 replicas (the loss scaling is the same for every architecture, and the mlp
+  traces fastest)."""
+  cfg = helpers.config(tmp_path_factory.mktemp("fp16"), arch="mlp", precision="mixed_float16", batch_size=BATCH)
   state = state_lib.create_state(cfg, strategy)
-  train = train_step_lib.make_train_step(cfg, strategy, state)
   # The run's policy applied to its models only: nothing built afterwards inherits mixed_float16.
   assert keras.config.dtype_policy().name == "float32"
-  yield cfg, strategy, state, train
+  return cfg, strategy, state
+
+
+@pytest.fixture(scope="module")
+def float16_run(float16_state):
+  """`float16_state` and its traced train function (shared: tracing is the slow part)."""
+  cfg, strategy_, state = float16_state
+  yield cfg, strategy_, state, train_step_lib.make_train_step(cfg, strategy_, state)
 
 
 def _set_scales(state, g, d):
@@ -81,6 +88,7 @@ def _counts(state):
   return {k: int(v) for k, v in precision.skipped_steps(state).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overflowing", ["g", "d"])
 def test_float16_overflow_skips_that_network_and_halves_its_scale(float16_run, overflowing):
   _, strategy_, state, train = float16_run
@@ -112,6 +120,7 @@ def test_float16_overflow_skips_that_network_and_halves_its_scale(float16_run, o
   assert np.isfinite(float(metrics["d_loss"])) and np.isfinite(float(metrics["g_loss"]))
 
 
+@pytest.mark.slow
 def test_float16_nonfinite_on_one_replica_skips_on_all(float16_run):
   _, strategy_, state, train = float16_run
   _set_scales(state, 2.0**10, 2.0**10)
@@ -130,6 +139,7 @@ def test_float16_nonfinite_on_one_replica_skips_on_all(float16_run):
   assert _counts(state)["skipped_steps/g"] == skipped_before["skipped_steps/g"]
 
 
+@pytest.mark.slow
 def test_float16_steps_are_finite_and_outputs_float32(float16_run):
   _, strategy_, state, train = float16_run
   _set_scales(state, 2.0**15, 2.0**15)
@@ -148,8 +158,8 @@ def test_float16_steps_are_finite_and_outputs_float32(float16_run):
   assert gan.discriminator(images, training=False).dtype == tf.float32
 
 
-def test_float16_checkpoint_restores_loss_scales(float16_run, tmp_path):
-  cfg, strategy_, state, _ = float16_run
+def test_float16_checkpoint_restores_loss_scales(float16_state, tmp_path):
+  cfg, strategy_, state = float16_state
   _set_scales(state, 2.0**7, 2.0**21)
   state.d_optimizer.step_counter.assign(17)
   skipped = _counts(state)
@@ -166,8 +176,10 @@ def test_float16_checkpoint_restores_loss_scales(float16_run, tmp_path):
   assert _counts(fresh) == skipped
 
 
-def test_bfloat16_step_is_finite_without_loss_scaling(strategy, tmp_path):
-  cfg = helpers.config(tmp_path, precision="mixed_bfloat16", batch_size=BATCH)
+@pytest.mark.slow
+def test_bfloat16_step_is_finite_without_loss_scaling(one_device, tmp_path):
+  strategy = one_device  # Not about replicas: one traces in half the time.
+  cfg = helpers.config(tmp_path, arch="mlp", precision="mixed_bfloat16", batch_size=BATCH)
   state = state_lib.create_state(cfg, strategy)
   assert keras.config.dtype_policy().name == "float32"  # Only the run's models compute in bfloat16.
   assert not isinstance(state.g_optimizer, keras.optimizers.LossScaleOptimizer)

@@ -15,8 +15,11 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import data
 from gan_dist import workdir as workdir_lib
 from gan_dist import errors
+from gan_dist import models
+from gan_dist import preflight
 from gan_dist import state as state_lib
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
@@ -47,13 +50,14 @@ def _signal_during_call(monkeypatch, call: int, signum=signal.SIGTERM, delay_s=0
   return calls
 
 
-def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, mirrored2, monkeypatch):
+@pytest.mark.slow
+def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=200, steps_per_loop=40,
                        checkpoint_every=1000, summary_every=1000)
   _signal_during_call(monkeypatch, call=2)
   previous = signal.getsignal(signal.SIGTERM)
   with pytest.raises(errors.Preempted) as raised:
-    train.run(cfg, mirrored2)
+    train.run(cfg, one_device)
   assert raised.value.step == 80  # The chunk of steps 41-80 was running: it is finished, then saved.
   assert raised.value.exit_code == errors.EXIT_PREEMPTED == 75
   assert "SIGTERM received: saved a checkpoint at step 80" in str(raised.value)
@@ -61,18 +65,19 @@ def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, mirrore
   ckpt = os.path.join(cfg.workdir, "checkpoints")
   assert tf.train.latest_checkpoint(ckpt).endswith("ckpt-80")
   monkeypatch.undo()
-  assert train.run(cfg, mirrored2)["step"] == 200  # The same command continues to --train_steps exactly.
+  assert train.run(cfg, one_device)["step"] == 200  # The same command continues to --train_steps exactly.
   assert int(tf.train.load_variable(os.path.join(ckpt, "ckpt-200"), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 200
 
 
-def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_path, idx_dir, mirrored2):
+@pytest.mark.slow
+def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_path, idx_dir, one_device):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2,
                        summary_every=2)
-  train.run(cfg, mirrored2)
+  train.run(cfg, one_device)
   # Resumed with absurd learning rates (allowed on resume): the weights blow up to inf/NaN within a chunk.
   blown = dataclasses.replace(cfg, train_steps=20, g_lr=1e38, d_lr=1e38)
   with pytest.raises(errors.DivergedError) as raised:
-    train.run(blown, mirrored2)
+    train.run(blown, one_device)
   message = str(raised.value)
   assert raised.value.exit_code == errors.EXIT_DIVERGED
   assert "became non-finite between step 5 and step 6" in message, message
@@ -86,35 +91,69 @@ def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_
       assert np.isfinite(value).all(), name
 
 
-def test_summaries_are_window_means_and_log_the_time_split(tmp_path, idx_dir, mirrored2):
+def test_summaries_are_window_means_and_log_the_time_split(tmp_path, idx_dir, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=6, steps_per_loop=1, summary_every=3,
                        sample_every=3, checkpoint_every=3)
-  metrics = train.run(cfg, mirrored2)
+  per_step = _record_chunks(monkeypatch)
+  metrics = train.run(cfg, one_device)
   assert metrics["step"] == 6
   for name in ("time/train", "time/checkpoints", "time/samples", "time/eval", "time/summaries"):
     assert 0.0 <= metrics[name] <= 1.0, name
   assert metrics["time/train"] > 0 and metrics["time/checkpoints"] > 0
   assert abs(sum(metrics[f"time/{n}"] for n in train._Window.ACTIVITIES) - 1.0) < 1e-6  # pylint: disable=protected-access
-  # The logged d_loss is the mean of the window's 3 steps: the TensorBoard value at step 6 equals it.
-  events = glob.glob(os.path.join(cfg.workdir, "tensorboard", "events.*"))
-  logged = [v.simple_value or tf.make_ndarray(v.tensor) for path in events
-            for e in tf.compat.v1.train.summary_iterator(path) if e.step == 6
-            for v in e.summary.value if v.tag == "d_loss"]
-  assert logged and float(logged[0]) == pytest.approx(metrics["d_loss"], rel=1e-6)
+  # What the trainer wrote to TensorBoard at steps 3 and 6 is the mean of the train step's own per-step values of
+  # steps 1-3 and 4-6 (each call ran one step), not the last step's value nor a mean over the whole run.
+  assert [r.steps for r in per_step] == [1] * 6
+  logged = _scalars(cfg.workdir, "d_loss")
+  for window in ((1, 2, 3), (4, 5, 6)):
+    values = [per_step[s - 1].sums["d_loss"] for s in window]
+    assert np.std(values) > 1e-3  # The steps differ, so a wrong window would be seen.
+    assert logged[window[-1]] == pytest.approx(np.mean(values), rel=1e-6, abs=1e-7), window
+    assert logged[window[-1]] != pytest.approx(values[-1], rel=1e-4)
+  assert metrics["d_loss"] == pytest.approx(logged[6], rel=1e-6)
 
 
-def test_profile_steps_write_a_trace(tmp_path, idx_dir, mirrored2):
+def _record_chunks(monkeypatch):
+  """Makes the trainer's train step record every ChunkResult it returns (in call order)."""
+  real = train_step_lib.make_train_step
+  results = []
+
+  def make(*args, **kwargs):
+    step = real(*args, **kwargs)
+
+    def wrapped(iterator, num_steps, stop=lambda: False):
+      results.append(step(iterator, num_steps, stop))
+      return results[-1]
+    return wrapped
+
+  monkeypatch.setattr(train_step_lib, "make_train_step", make)
+  return results
+
+
+def _scalars(workdir, tag):
+  """{step: value} of the TensorBoard scalar `tag` the run wrote."""
+  found = {}
+  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[event.step] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+  return found
+
+
+def test_profile_steps_write_a_trace(tmp_path, idx_dir, one_device):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=4, steps_per_loop=4, summary_every=4,
                        profile_steps="2,3")
-  train.run(cfg, mirrored2)
+  train.run(cfg, one_device)
   assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
 
 
-def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, mirrored2):
+def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, one_device):
+  # No training needed: the state's variables are what save_best writes (train.run calls it after an evaluation,
+  # see tests/eval/test_evaluator.py).
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
-  train.run(cfg, mirrored2)
-  state = state_lib.create_state(cfg, mirrored2, 10)
-  checkpointer = checkpoint_lib.Checkpointer(cfg, state, mirrored2)
+  state = state_lib.create_state(cfg, one_device, 10)
+  checkpointer = checkpoint_lib.Checkpointer(cfg, state, one_device)
   assert checkpointer.save_best(2, "fcd", 5.0) is not None
   assert checkpointer.save_best(3, "fcd", 7.0) is None  # Worse: the best stays.
   assert checkpoint_lib.read_best(cfg.workdir)["step"] == 2
@@ -124,10 +163,23 @@ def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, mirrored2):
   assert len(glob.glob(os.path.join(workdir_lib.best_dir(cfg.workdir), "*.index"))) == 1
 
 
-def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, idx_dir, mirrored2):
+@pytest.mark.slow
+def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, idx_dir, one_device):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=1)
-  train.run(cfg, mirrored2)
+  train.run(cfg, one_device)
   saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert (saved.image_size, saved.channels) == (28, 1)  # The resolved shape, not 0.
-  assert train.run(dataclasses.replace(cfg, train_steps=2, image_size=28, channels=1), mirrored2)["step"] == 2
-  assert train.run(dataclasses.replace(cfg, train_steps=3), mirrored2)["step"] == 3
+  # Spelled out, the native shape is what the workdir holds (the check a resume runs before restoring), and it
+  # builds the same variables; another size is refused by the same check.
+  spelled = dataclasses.replace(cfg, train_steps=2, image_size=28, channels=1)
+  spelled = preflight.resolve_config(spelled, data.open_source(spelled))  # As train.run does first.
+  preflight.check_workdir(spelled)
+  with pytest.raises(errors.UserError, match=r"--image_size \(workdir has 28, this run 32\)"):
+    preflight.check_workdir(dataclasses.replace(spelled, image_size=32))
+  native, spelled_gan = models.build(cfg, 0), models.build(spelled, 0)
+  assert tuple(native.image_shape) == tuple(spelled_gan.image_shape) == (28, 28, 1)
+  for network in ("generator", "discriminator"):
+    assert [w.shape for w in getattr(native, network).weights] == \
+        [w.shape for w in getattr(spelled_gan, network).weights], network
+  # Left at 0 on a workdir whose flags.txt says 28: the real resume restores and continues.
+  assert train.run(dataclasses.replace(cfg, train_steps=2), one_device)["step"] == 2

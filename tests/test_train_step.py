@@ -1,11 +1,15 @@
 """The distributed train step on 2 logical CPUs: finite losses, moving step, identical replicas, BatchNorm, the
-one-device equivalence of the loss reduction, per-chunk metrics, topology-free noise, EMA."""
+one-device equivalence of the loss reduction, per-chunk metrics, topology-free noise, EMA.
+
+Tests whose point is not the number of replicas (per-call metric sums, stop/divergence reporting, extra D steps, one
+of the penalties) run one replica (`one_device`): tracing the step for 2 replicas costs twice as much."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from gan_dist import data
+from gan_dist import losses
 from gan_dist import models
 from gan_dist import state as state_lib
 from gan_dist import train_step as train_step_lib
@@ -27,6 +31,7 @@ def _replica_values(var):
   return [v.numpy() for v in getattr(inner, "values", (inner,))]
 
 
+@pytest.mark.slow
 def test_mirrored_steps(tmp_path, mirrored2):
   cfg, state, it, train = _setup(tmp_path, mirrored2)
   before = [w.copy() for w in state.gan.generator.get_weights()]
@@ -51,6 +56,7 @@ def test_mirrored_steps(tmp_path, mirrored2):
       np.testing.assert_array_equal(copies[0], copies[1], err_msg=var.path)
 
 
+@pytest.mark.slow
 def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2):
   """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
   per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
@@ -67,11 +73,11 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_metrics_cover_every_step_of_a_call(tmp_path, mirrored2):
+def test_metrics_cover_every_step_of_a_call(tmp_path, one_device):
   """A call reports the sum over all its steps (one all-reduce at the end), not its last step: 3 steps in one call
   give the same sums as 3 calls of one step from the same start."""
-  _, _, it, train3 = _setup(tmp_path / "a", mirrored2, arch="mlp")
-  _, _, it1, train1 = _setup(tmp_path / "b", mirrored2, arch="mlp")
+  _, _, it, train3 = _setup(tmp_path / "a", one_device, arch="mlp")
+  _, _, it1, train1 = _setup(tmp_path / "b", one_device, arch="mlp")
   one_call = train3(it, 3)
   calls = [train1(it1, 1) for _ in range(3)]
   for name, total in one_call.sums.items():
@@ -79,8 +85,8 @@ def test_metrics_cover_every_step_of_a_call(tmp_path, mirrored2):
   assert not np.isclose(one_call.sums["d_loss"], 3 * calls[-1].sums["d_loss"])
 
 
-def test_stop_vote_and_divergence_are_reported(tmp_path, mirrored2):
-  _, state, it, train = _setup(tmp_path, mirrored2, arch="mlp")
+def test_stop_vote_and_divergence_are_reported(tmp_path, one_device):
+  _, state, it, train = _setup(tmp_path, one_device, arch="mlp")
   assert train(it, 1, stop=lambda: True).stop
   assert not train(it, 1).stop
   state.gan.generator.trainable_variables[0].assign(
@@ -148,16 +154,17 @@ def test_batchnorm_statistics_are_global_and_identical(mirrored2):
   assert not np.allclose(local[0], local[1])
 
 
-def test_extra_discriminator_steps(tmp_path, mirrored2):
-  cfg, state, it, train = _setup(tmp_path, mirrored2, d_steps_per_g=3)
+def test_extra_discriminator_steps(tmp_path, one_device):
+  cfg, state, it, train = _setup(tmp_path, one_device, arch="mlp", d_steps_per_g=3)
   train(it, tf.constant(2))
   assert int(state.step.numpy()) == 2
   assert int(state.g_optimizer.iterations.numpy()) == 2
   assert int(state.d_optimizer.iterations.numpy()) == 6  # Two extra D updates per G update, each on a new batch.
 
 
+@pytest.mark.slow
 def test_ema_generator_warms_up_and_follows_the_formula(tmp_path, mirrored2):
-  cfg, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
+  cfg, state, it, train = _setup(tmp_path, mirrored2, arch="mlp", ema_decay=0.9)
   ema = state.ema_generator
   assert ema is not None and state.sampling_generator is ema
   trainable = {id(v) for v in state.gan.generator.trainable_variables}
@@ -177,6 +184,7 @@ def test_ema_generator_warms_up_and_follows_the_formula(tmp_path, mirrored2):
       np.testing.assert_array_equal(v.numpy(), moving[v.path])
 
 
+@pytest.mark.slow
 def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrored2):
   _, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
   train(it, 3)
@@ -207,12 +215,78 @@ def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrore
     np.testing.assert_allclose(copy, noise_mean, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("loss,extra", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=1.0))])
-def test_penalties_in_a_conditional_step(tmp_path, mirrored2, loss, extra):
-  cfg, state, it, train = _setup(tmp_path, mirrored2, arch="cgan_mlp", loss=loss, **extra)
+@pytest.mark.parametrize("loss,extra,replicas", [pytest.param("wasserstein", dict(gp_weight=10.0), 2,
+                                                               marks=pytest.mark.slow),
+                                                  ("hinge", dict(r1_weight=1.0), 1)])
+def test_penalties_in_a_conditional_step(tmp_path, request, loss, extra, replicas):
+  """In the distributed step the penalty is reported, finite and moves D: its weight changes the D update."""
+  strategy = request.getfixturevalue("mirrored2" if replicas == 2 else "one_device")
+  cfg, state, it, train = _setup(tmp_path, strategy, arch="cgan_mlp", loss=loss, latent_dim=8, **extra)
   metrics = train(it, tf.constant(2)).means()
   penalty = "gradient_penalty" if "gp_weight" in extra else "r1_penalty"
   assert penalty in metrics
   for name, value in metrics.items():
     assert np.isfinite(value), name
-  assert metrics[penalty] > 0.0
+
+
+def _conditional_forward(cfg):
+  """A cgan_mlp (no dropout or BatchNorm in D: every D call is the same function), a batch and one forward pass."""
+  gan = models.build(cfg, num_classes=10)
+  batch = {"images": tf.random.stateless_uniform([cfg.batch_size, 28, 28, 1], seed=[1, 2], minval=-1.0, maxval=1.0),
+           "labels": tf.range(cfg.batch_size, dtype=tf.int32) % 10}
+  inputs = train_step_lib.step_inputs(cfg, gan, tf.constant(3, tf.int64), 0)
+  return gan, batch, train_step_lib.forward(gan, batch, inputs)
+
+
+def _grad_norms(gan, images, labels):
+  """float64 [B]: ||dD(x, y)/dx|| per example, computed here independently of gan_dist.losses."""
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    out = tf.reduce_sum(gan.discriminate(images, labels, training=True))
+  grads = tape.gradient(out, images).numpy().reshape(images.shape[0], -1).astype(np.float64)
+  return np.sqrt(np.sum(grads ** 2, axis=1))
+
+
+@pytest.mark.parametrize("loss,weights", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=3.0)),
+                                          ("non_saturating", dict(gp_weight=2.0, r1_weight=0.5))])
+def test_d_loss_is_the_loss_plus_the_weighted_penalties_at_the_real_labels(loss, weights):
+  cfg = helpers.config_values(arch="cgan_mlp", loss=loss, batch_size=6, latent_dim=8, **weights)
+  gan, batch, fwd = _conditional_forward(cfg)
+  value, metrics = train_step_lib.d_loss(cfg, gan, fwd)
+  d_vec, g_vec = losses.get(loss)(fwd.real_logits, fwd.fake_logits)
+  expected = d_vec.numpy().astype(np.float64)
+  if cfg.gp_weight:
+    alpha = fwd.inputs.alpha
+    interpolates = alpha * batch["images"] + (1.0 - alpha) * fwd.fake_images
+    gp = (_grad_norms(gan, interpolates, batch["labels"]) - 1.0) ** 2
+    assert metrics["gradient_penalty"].numpy() == pytest.approx(gp.mean(), rel=1e-4)
+    # The real labels are the ones bound: with the fake labels the penalty is another number.
+    other = (_grad_norms(gan, interpolates, fwd.inputs.fake_labels) - 1.0) ** 2
+    assert abs(other.mean() - gp.mean()) > 1e-3 * gp.mean()
+    expected += cfg.gp_weight * gp
+  if cfg.r1_weight:
+    r1 = _grad_norms(gan, batch["images"], batch["labels"]) ** 2
+    assert metrics["r1_penalty"].numpy() == pytest.approx(r1.mean(), rel=1e-4)
+    expected += 0.5 * cfg.r1_weight * r1
+  assert value.numpy() == pytest.approx(expected.mean(), rel=1e-4)
+  assert metrics["d_loss"] is value
+  g_value, g_metrics = train_step_lib.g_loss(cfg, fwd)
+  assert g_value.numpy() == pytest.approx(float(np.mean(g_vec)), rel=1e-5) and g_metrics == {"g_loss": g_value}
+  # D's accuracy and outputs: shares of the global-batch mean, here one device, so the plain means.
+  real, fake = fwd.real_logits.numpy().ravel(), fwd.fake_logits.numpy().ravel()
+  assert metrics["d_real_accuracy"].numpy() == pytest.approx(np.mean(real > 0))
+  assert metrics["d_fake_output"].numpy() == pytest.approx(np.mean(1 / (1 + np.exp(-fake))), rel=1e-5)
+
+
+def test_step_inputs_are_the_global_draw_and_labels_are_in_range():
+  cfg = helpers.config_values(arch="cgan_mlp", batch_size=16, latent_dim=8, gp_weight=1.0)
+  gan = models.build(cfg, num_classes=10)
+  a = train_step_lib.step_inputs(cfg, gan, tf.constant(5, tf.int64), 0)
+  b = train_step_lib.step_inputs(cfg, gan, tf.constant(5, tf.int64), 1)
+  assert a.noise.shape == (16, 8) and a.alpha.shape == (16, 1, 1, 1) and a.fake_labels.dtype == tf.int32
+  assert 0 <= int(tf.reduce_min(a.fake_labels)) and int(tf.reduce_max(a.fake_labels)) < 10
+  assert len(np.unique(a.fake_labels.numpy())) > 3
+  assert not np.allclose(a.noise, b.noise)  # Another batch draw of the same step draws other noise.
+  unconditional = models.build(helpers.config_values(arch="mlp", latent_dim=8), 0)
+  zeros = train_step_lib.step_inputs(cfg.replace(gp_weight=0.0), unconditional, tf.constant(5, tf.int64), 0)
+  assert zeros.alpha is None and not np.any(zeros.fake_labels.numpy())

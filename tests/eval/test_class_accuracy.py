@@ -8,6 +8,7 @@ from gan_dist import cli
 from gan_dist import errors
 from gan_dist import models
 from gan_dist import sampling
+from gan_dist import train
 from gan_dist.eval import class_accuracy
 from gan_dist.eval import features
 from tests import helpers
@@ -36,8 +37,9 @@ def test_per_class_accuracy_counts_what_the_network_calls_each_requested_class()
   np.testing.assert_allclose(accuracy, (predicted == labels).reshape(10, 3).mean(1))
 
 
-def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, mirrored2, capsys):
-  cfg = tiny_run.shared_run(tmp_path_factory, mirrored2)
+@pytest.mark.slow
+def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_device, capsys):
+  cfg = tiny_run.shared_run(tmp_path_factory, one_device)
   argv = (f"--workdir={cfg.workdir}", "--step=2", "--num_per_class=2")
   assert class_accuracy.main([], _flags(*argv)) == errors.EXIT_OK
   out = capsys.readouterr().out
@@ -45,7 +47,10 @@ def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, mirrore
   assert all(f"  class {k}: " in out for k in range(10)) and "  mean: " in out
 
 
-def test_an_unconditional_workdir_is_refused(tmp_path, mirrored2):
-  cfg = tiny_run.train_tiny(tmp_path, mirrored2, arch="mlp")
+def test_an_unconditional_workdir_is_refused(tmp_path, one_device):
+  # One step is a complete unconditional workdir (flags.txt and a checkpoint): the refusal is about the model.
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
+                       train_steps=1, eval_cache_dir=str(tmp_path / "cache"))
+  train.run(cfg, one_device)
   with pytest.raises(errors.UserError, match="--arch=mlp is not conditional"):
     class_accuracy.main([], _flags(f"--workdir={cfg.workdir}"))

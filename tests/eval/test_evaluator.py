@@ -42,6 +42,7 @@ def _check_ranges(found, num_classes=10):
       assert 0.0 <= value <= 1.0, name
 
 
+@pytest.mark.slow
 def test_one_and_two_replicas_give_the_same_metrics(tmp_path, mirrored2):
   one = tf.distribute.OneDeviceStrategy("/cpu:0")
   results = []
@@ -143,11 +144,11 @@ def test_inception_weights_from_a_file_give_fid_and_inception_score(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp_path, mirrored2):
+def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp_path, one_device):
   cfg = helpers.config(tmp_path, arch="cgan_mlp", data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
                        eval_cache_dir=str(tmp_path / "cache"), eval_num=40, eval_every=2, train_steps=4,
                        checkpoint_every=4, summary_every=2)
-  train.run(cfg, mirrored2)
+  train.run(cfg, one_device)
   scalars = figures.read_scalars(f"{cfg.workdir}/tensorboard")
   assert sorted(step for step, _ in scalars["eval/fcd"]) == [2, 4]
   assert "eval/label_accuracy/9" in scalars and "eval_floor/fcd" in scalars and "time/eval" in scalars

@@ -39,6 +39,7 @@ def test_network_shapes_for_each_image_size():
     assert model.dtype_policy.name == "float32"
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_cached_and_keyed_by_shape(tmp_path, monkeypatch):
   cfg = _idx_config(tmp_path)
   first = features.load_or_train(cfg, (28, 28, 1))

@@ -1,6 +1,8 @@
 """Launch files that cannot run here (Slurm, Kubernetes) checked offline: command lines, YAML and TF_CONFIG.
 
-Each script runs as a subprocess with a faked environment and a timeout; none of them starts TensorFlow.
+Each script runs as a subprocess with a faked environment (no GPU visible) and a timeout; none of them starts
+TensorFlow. Those tests are marked slow, as every test that starts a process is; the ones that only read a template
+are the fast tier. launch/local.sh: tests/launch/test_local_sh.py.
 """
 
 import json
@@ -22,6 +24,7 @@ TIMEOUT_S = 30  # These scripts only build command lines; anything slower is a h
 def _run(cmd, env=None, **kwargs):
   """Runs `cmd` from the repo root with `env` added to a clean environment; kills it after TIMEOUT_S."""
   full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
+  full_env["CUDA_VISIBLE_DEVICES"] = ""  # No test process sees a GPU it does not mean to use.
   full_env.update(env or {})
   return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs)
 
@@ -34,6 +37,7 @@ def _slurm_dry_run(args, **env):
               env=dict(DRY_RUN="1", SLURM_SUBMIT_DIR=REPO, **env))
 
 
+@pytest.mark.slow
 def test_slurm_builds_srun_command_from_slurm_environment():
   result = _slurm_dry_run(["--flagfile=configs/dcgan.cfg", "--workdir=/shared/runs/dcgan", "--batch_size=1024"],
                           SLURM_JOB_NUM_NODES="4", SLURM_GPUS_PER_NODE="a100:8", PYTHON="/venv/bin/python")
@@ -49,6 +53,7 @@ def test_slurm_builds_srun_command_from_slurm_environment():
       "--batch_size=1024", "--strategy=multi_worker_mirrored", "--cluster=slurm"]
 
 
+@pytest.mark.slow
 def test_slurm_without_gpus_and_quoting():
   result = _slurm_dry_run(["--workdir", "/shared/my runs/x"], SLURM_JOB_NUM_NODES="2")
   assert result.returncode == 0, result.stderr
@@ -58,6 +63,7 @@ def test_slurm_without_gpus_and_quoting():
   assert cmd[-4:] == ["--workdir", "/shared/my runs/x", "--strategy=multi_worker_mirrored", "--cluster=slurm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,env,message", [
     (["--flagfile=configs/dcgan.cfg"], dict(SLURM_JOB_NUM_NODES="2"), "--workdir"),
     (["--workdir=/tmp/run"], dict(SLURM_JOB_NUM_NODES="2"), "node-local"),
@@ -103,6 +109,7 @@ def test_k8s_templates_are_valid_yaml(name):
   assert docs and all({"apiVersion", "kind", "metadata", "spec"} <= set(d) for d in docs)
 
 
+@pytest.mark.slow
 def test_k8s_job_and_service():
   docs = _rendered()
   job = docs["Job", "dcgan-a"]
@@ -129,6 +136,7 @@ def test_k8s_job_and_service():
   assert {p["containerPort"] for p in container["ports"]} == {p["port"] for p in service["spec"]["ports"]}
 
 
+@pytest.mark.slow
 def test_k8s_pod_script_builds_tf_config_for_each_index(tmp_path):
   """Runs the container's own script with bash, a fake `python` recording what it was started with."""
   container = _rendered()["Job", "dcgan-a"]["spec"]["template"]["spec"]["containers"][0]
@@ -153,6 +161,7 @@ def test_k8s_pod_script_builds_tf_config_for_each_index(tmp_path):
                                "--strategy=multi_worker_mirrored", "--cluster=tf_config", "--workdir=/runs/dcgan"]
 
 
+@pytest.mark.slow
 def test_k8s_tensorboard():
   docs = _rendered()
   deployment = docs["Deployment", "dcgan-a-tensorboard"]
@@ -165,6 +174,7 @@ def test_k8s_tensorboard():
   assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     (dict(IMAGE=""), "set IMAGE"),
     (dict(WORKDIR="/data/x"), "under /runs"),
@@ -182,6 +192,7 @@ def test_k8s_render_refuses_bad_parameters(override, message):
 # ----------------------------------------------------------------------------------------------------- TensorBoard
 
 
+@pytest.mark.slow
 def test_tensorboard_script(tmp_path):
   result = _run([os.path.join(LAUNCH, "tensorboard.sh"), str(tmp_path)], env=dict(DRY_RUN="1", PORT="6123"))
   assert result.returncode == 0, result.stderr

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import subprocs
 from tests.serve import workdirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,8 +37,7 @@ def _missing_browser():
   return missing
 
 
-@pytest.fixture
-def browser(tmp_path):
+def _require_browser():
   missing = _missing_browser()
   if missing:
     message = (f"browser test needs {', '.join(missing)}: apt-get install chromium chromium-driver (.ci/run "
@@ -45,6 +45,11 @@ def browser(tmp_path):
     if os.environ.get("CI"):
       pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def browser(tmp_path):
+  _require_browser()
   from selenium import webdriver  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
   options = webdriver.ChromeOptions()
@@ -61,21 +66,29 @@ def browser(tmp_path):
 
 
 @pytest.fixture
-def server_url(tmp_path, tmp_path_factory):
-  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir; yields its URL; stops it."""
+def server(tmp_path, tmp_path_factory):
+  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir; yields a function that waits for its URL
+  and returns it (the browser starts meanwhile: ask for this fixture first); stops it."""
+  _require_browser()  # Before training and starting anything.
   workdir = os.environ.get("GAN_DIST_DEMO_WORKDIR") or workdirs.trained("conditional", tmp_path_factory)
   with open(tmp_path / "server.log", "wb") as log:
     process = subprocess.Popen([sys.executable, "-m", "gan_dist.serve", f"--workdir={workdir}", "--port=0"],
-                               stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+                               stdout=subprocess.PIPE, stderr=log, cwd=REPO, env=subprocs.env())
+  found = []
+
+  def url():
+    if not found:
+      deadline, output = time.time() + 180, b""
+      while not found and time.time() < deadline and process.poll() is None:
+        if select.select([process.stdout], [], [], 1.0)[0]:
+          line = process.stdout.readline()
+          output += line
+          if b" at http://" in line:
+            found.append(line.split(b" at ")[1].split()[0].decode())
+      assert found, f"server did not start: {output!r} {(tmp_path / 'server.log').read_text()[-2000:]}"
+    return found[0]
+
   try:
-    url, deadline, output = None, time.time() + 180, b""
-    while url is None and time.time() < deadline and process.poll() is None:
-      if select.select([process.stdout], [], [], 1.0)[0]:
-        line = process.stdout.readline()
-        output += line
-        if b" at http://" in line:
-          url = line.split(b" at ")[1].split()[0].decode()
-    assert url, f"server did not start: {output!r} {(tmp_path / 'server.log').read_text()[-2000:]}"
     yield url
   finally:
     process.terminate()
@@ -99,7 +112,8 @@ def _not_blank(png: bytes) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_pick_a_class_and_new_samples(browser, server_url, tmp_path):
+def test_pick_a_class_and_new_samples(server, browser, tmp_path):
+  server_url = server()
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top
   browser.get(server_url)

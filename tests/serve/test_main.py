@@ -2,8 +2,6 @@
 
 import importlib
 import socket
-import subprocess
-import sys
 
 from absl import flags
 import pytest
@@ -11,6 +9,8 @@ import pytest
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import errors
+from tests import helpers
+from tests import subprocs
 from tests.serve import workdirs
 
 serve_main = importlib.import_module("gan_dist.serve.__main__")
@@ -63,10 +63,18 @@ def test_a_port_in_use_is_a_user_error(monkeypatch, tmp_path_factory):
       serve_main.main([])
 
 
+@pytest.mark.parametrize("argv", [[], ["--port=70000"], ["--saved_model=TMP"], ["stray"]])
+def test_command_line_errors_are_one_line_and_exit_2(argv, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  code, err = helpers.tool_command(serve_main, [a.replace("TMP", str(tmp_path)) for a in argv], monkeypatch, capsys)
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err[-2000:])
+
+
 @pytest.mark.slow
-def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
-  for args in ([], ["--port=70000"], [f"--saved_model={tmp_path}"]):
-    proc = subprocess.run([sys.executable, "-m", "gan_dist.serve", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=180)
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+def test_real_command_line_refuses_in_one_line_and_exit_2(tmp_path):
+  """The real entry point once (it serves in tests/serve/test_browser.py, skipped without a browser)."""
+  rc, out = subprocs.run([subprocs.PYTHON, "-m", "gan_dist.serve", f"--saved_model={tmp_path}"],
+                         tmp_path / "serve.log", subprocs.env(tmp_path), timeout=180)
+  assert rc == 2 and len(subprocs.error_lines(out)) == 1 and "Traceback" not in out, out[-2000:]
+  assert "saved_model.pb not found" in subprocs.last_error(out)

@@ -1,0 +1,228 @@
+"""launch/local.sh without TensorFlow: fake workers (a PYTHON that is not gan_dist) show what each worker is started
+with, and how the launcher reacts to a failing worker, to SIGTERM and Ctrl-C, to a second signal and to workers that
+outlive its grace period, exactly as its header documents. Real workers under local.sh: tests/test_multiworker.py.
+
+Every run is a subprocess in its own session under a watchdog (tests/subprocs.py).
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+
+import pytest
+
+from tests import subprocs
+
+pytestmark = pytest.mark.slow  # Every test here starts local.sh and its workers.
+
+FAKE_TIMEOUT_S = 60  # These runs take seconds; a minute means a hang.
+
+
+def _fake_python(tmp_path, body):
+  """An interpreter for local.sh's PYTHON: runs local.sh's port-picking script, otherwise `body` (a worker, with
+  `index` its worker index)."""
+  path = tmp_path / "fake_python"
+  path.write_text(f"#!{sys.executable}\nimport json, os, signal, sys, time\n"
+                  "if sys.argv[1] == '-':\n  sys.argv.pop(0)\n  exec(sys.stdin.read())\n  sys.exit()\n"
+                  "index = json.loads(os.environ['TF_CONFIG'])['task']['index']\n" + body)
+  path.chmod(0o755)
+  return str(path)
+
+
+def _fake_gpus(tmp_path, count):
+  """A PATH with an nvidia-smi that lists `count` GPUs."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir(exist_ok=True)
+  smi = bin_dir / "nvidia-smi"
+  smi.write_text("#!/bin/sh\n" + "".join(f"echo {i}\n" for i in range(count)))
+  smi.chmod(0o755)
+  return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def _run(tmp_path, args, **environ):
+  """Runs local.sh with `args` (a PYTHON etc. in `environ`) to its end; returns (exit status, output)."""
+  return subprocs.run(["bash", subprocs.LOCAL_SH, *map(str, args)], tmp_path / "local.out",
+                      subprocs.env(tmp_path, **environ), timeout=FAKE_TIMEOUT_S)
+
+
+def test_local_sh_usage(tmp_path):
+  rc, out = _run(tmp_path, [])
+  assert rc == 2 and "usage:" in out
+  rc, out = _run(tmp_path, ["two", "--train_steps=1"])
+  assert rc == 2 and "usage:" in out
+
+
+def test_local_sh_environment_of_each_worker(tmp_path):
+  """What each worker is started with, where its output goes, and GPUS_PER_WORKER."""
+  python = _fake_python(tmp_path, "print('argv', json.dumps(sys.argv[1:]))\n"
+                                  "print('tf_config', os.environ['TF_CONFIG'])\n"
+                                  "print('cuda', os.environ.get('CUDA_VISIBLE_DEVICES'))\n")
+  workdir = tmp_path / "workdir"
+  rc, out = _run(tmp_path, [3, "--flagfile=x.cfg", "--workdir", workdir], PYTHON=python, GPUS_PER_WORKER=2,
+                 PATH=_fake_gpus(tmp_path, 6), CUDA_VISIBLE_DEVICES=None)
+  assert rc == 0, out
+  configs = []
+  for i in range(3):
+    lines = (workdir / "logs" / f"worker_{i}.log").read_text().splitlines()
+    # The launcher's own flags come last, where a flagfile or argument cannot override them.
+    assert f"[worker {i}] argv " + json.dumps(["-m", "gan_dist.main", "--flagfile=x.cfg", "--workdir", str(workdir),
+                                               "--strategy=multi_worker_mirrored", "--cluster=tf_config"]) in out
+    tf_config = json.loads(next(l for l in lines if l.startswith("tf_config ")).split(" ", 1)[1])
+    assert tf_config["task"] == {"type": "worker", "index": i}
+    configs.append(tf_config["cluster"])
+    assert f"cuda {2 * i},{2 * i + 1}" in lines
+  workers = configs[0]["worker"]
+  assert configs == [configs[0]] * 3 and len(set(workers)) == 3
+  assert all(w.startswith("localhost:") for w in workers)
+
+
+@pytest.mark.parametrize("on_sigterm", ["exits", "runs_on"])
+def test_local_sh_failing_worker_stops_the_others(tmp_path, on_sigterm):
+  """Worker 1 exits with status 3 while worker 0 would run for 10 minutes: local.sh stops worker 0 and exits 3,
+  naming worker 1. "runs_on": worker 0 ignores SIGTERM, as a gan_dist worker blocked in a collective with its dead
+  peer does (its handler only runs when the collective returns): local.sh kills it after its grace (FAILED_GRACE_S,
+  3 s here, 10 by default)."""
+  ignore = "signal.signal(signal.SIGTERM, lambda *_: print('worker 0 ignores SIGTERM', flush=True))\n"
+  python = _fake_python(tmp_path, (ignore if on_sigterm == "runs_on" else "") +
+                        "print('started', flush=True)\nif index == 1:\n  time.sleep(1)\n  sys.exit(3)\n"
+                        "time.sleep(600)\n")
+  started = time.monotonic()
+  grace = dict(FAILED_GRACE_S=3) if on_sigterm == "runs_on" else {}  # "exits": the default 10 s, never waited.
+  rc, out = _run(tmp_path, [2], PYTHON=python, **grace)
+  elapsed = time.monotonic() - started
+  assert rc == 3, out
+  assert "local.sh: worker 1 (pid" in out and "failed with exit status 3; stopping the other workers" in out
+  assert "local.sh: FAILED: worker 1 exited with status 3" in out
+  if on_sigterm == "runs_on":
+    assert "[worker 0] worker 0 ignores SIGTERM" in out and 3 <= elapsed < 20, (elapsed, out)
+  else:
+    assert elapsed < 10, (elapsed, out)
+  subprocs.assert_gone([subprocs.worker_pids(out)[0]])
+
+
+def _cuda_of_each_worker(tmp_path, num_workers, **environ):
+  python = _fake_python(tmp_path, "print('cuda', repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n")
+  rc, out = _run(tmp_path, [num_workers, f"--workdir={tmp_path / 'w'}"], PYTHON=python, **environ)
+  return rc, out, {int(i): v for i, v in re.findall(r"\[worker (\d+)\] cuda (\S+)", out)}
+
+
+def test_local_sh_shares_the_gpus_between_workers(tmp_path):
+  """With GPUs and no GPUS_PER_WORKER each worker gets its share; impossible requests are refused."""
+  unset = dict(CUDA_VISIBLE_DEVICES=None)
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 4), **unset)
+  assert rc == 0 and cuda == {0: "'0,1'", 1: "'2,3'"}, out
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="3,5,6")  # Only the visible ones count.
+  assert rc == 0 and cuda == {0: "'3'", 1: "'5'"}, out
+  assert "do not split evenly" in out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 3, PATH=_fake_gpus(tmp_path, 2), **unset)
+  assert rc == 2 and "3 workers but only 2 GPU(s)" in out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 4), GPUS_PER_WORKER=3, **unset)
+  assert rc == 2 and "needs 6 GPUs; this machine has 4" in out
+  # No GPU: every worker on the CPU, with the environment it had (nothing set; or the empty list the tests use).
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 0), **unset)
+  assert rc == 0 and cuda == {0: "None", 1: "None"}, out
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="")
+  assert rc == 0 and cuda == {0: "''", 1: "''"}, out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 0), GPUS_PER_WORKER=1, **unset)
+  assert rc == 2 and "no GPU" in out
+
+
+def test_local_sh_keeps_logs_local_for_a_remote_workdir(tmp_path):
+  python = _fake_python(tmp_path, "print('hello')\n")
+  rc, out = _run(tmp_path, [2, "--workdir=gs://bucket/run"], PYTHON=python)
+  assert rc == 0, out
+  log_dir = re.search(r"logs in (\S+)", out).group(1)
+  assert not log_dir.startswith("gs:") and os.path.exists(os.path.join(log_dir, "worker_1.log"))
+  assert not os.path.exists(os.path.join(subprocs.REPO, "gs:"))
+
+
+# ------------------------------------------------------------------------------------------------------- signals
+
+# A worker that reports every SIGTERM/SIGINT it gets; "save" exits 75 on the first one (as gan_dist does after its
+# checkpoint), "ignore" runs on (a worker stuck in a long step or a hung collective).
+_SIGNAL_WORKER = """
+def on_signal(signum, frame):
+  print(f"worker {index} got {signal.Signals(signum).name}", flush=True)
+  if MODE == "save":
+    time.sleep(0.3)  # Its checkpoint; the last lines must still reach the log.
+    print(f"worker {index} saved", flush=True)
+    sys.exit(75)
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+print(f"worker {index} ready", flush=True)
+while True:
+  time.sleep(0.05)
+"""
+
+
+def _start_signal_workers(tmp_path, mode, **environ):
+  python = _fake_python(tmp_path, f"MODE = {mode!r}\n" + _SIGNAL_WORKER)
+  proc = subprocs.Proc(["bash", subprocs.LOCAL_SH, "2", f"--workdir={tmp_path / 'w'}"], tmp_path / "local.out",
+                       subprocs.env(tmp_path, PYTHON=python, **environ))
+  for i in range(2):
+    proc.wait_for_text(f"[worker {i}] worker {i} ready", timeout=FAKE_TIMEOUT_S)
+  return proc
+
+
+def _send(proc, sig):
+  """SIGTERM to local.sh (a scheduler, `kill`); SIGINT to its whole process group, as Ctrl-C in a terminal does."""
+  if sig == signal.SIGINT:
+    os.killpg(proc.pid, sig)
+  else:
+    proc.signal(sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl_c"])
+def test_local_sh_passes_the_signal_on_and_exits_75_when_every_worker_saved(tmp_path, sig):
+  with _start_signal_workers(tmp_path, "save") as proc:
+    _send(proc, sig)
+    assert proc.wait(FAKE_TIMEOUT_S) == 75, proc.output()
+    out = proc.output()
+    pids = subprocs.worker_pids(out)
+  short = sig.name[3:]
+  assert f"local.sh: {short}: asking every worker to save a checkpoint and exit" in out
+  for i in range(2):
+    # Each worker got the same signal, once; its last lines (after the signal) still reached the output and its
+    # log: the log pipes outlive a Ctrl-C.
+    assert out.count(f"[worker {i}] worker {i} got ") == 1 and f"[worker {i}] worker {i} got {sig.name}" in out
+    assert f"[worker {i}] worker {i} saved" in out
+    assert f"worker {i} saved" in (tmp_path / "w" / "logs" / f"worker_{i}.log").read_text()
+    assert f"local.sh: worker {i} saved a checkpoint and stopped (exit 75)" in out
+  assert f"local.sh: all 2 worker(s) saved a checkpoint after {short}; rerun the same command to continue" in out
+  subprocs.assert_gone(pids.values())
+
+
+@pytest.mark.parametrize("first,second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT),
+                                          (signal.SIGTERM, signal.SIGINT)], ids=["term_term", "ctrl_c_twice",
+                                                                                 "term_ctrl_c"])
+def test_local_sh_second_signal_kills_the_workers_at_once(tmp_path, first, second):
+  """Workers that do not exit on the first signal: a second one kills them without waiting for the grace period
+  (GRACE_S, here 10 minutes), and local.sh exits 130."""
+  with _start_signal_workers(tmp_path, "ignore", GRACE_S=600) as proc:
+    _send(proc, first)
+    for i in range(2):
+      proc.wait_for_text(f"[worker {i}] worker {i} got {first.name}", timeout=FAKE_TIMEOUT_S)
+    sent = time.monotonic()
+    _send(proc, second)
+    assert proc.wait(FAKE_TIMEOUT_S) == 130, proc.output()
+    elapsed = time.monotonic() - sent
+    out = proc.output()
+  assert f"local.sh: {second.name[3:]} again; killing all workers without waiting for their checkpoint" in out
+  assert elapsed < 10, elapsed  # local.sh reacts within its 0.5 s poll; SIGKILL needs no grace.
+  subprocs.assert_gone(subprocs.worker_pids(out).values())
+
+
+def test_local_sh_kills_workers_still_running_after_the_grace_period(tmp_path):
+  with _start_signal_workers(tmp_path, "ignore", GRACE_S=2) as proc:
+    proc.signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert proc.wait(FAKE_TIMEOUT_S) == 130, proc.output()
+    elapsed = time.monotonic() - sent
+    out = proc.output()
+  assert "local.sh: workers still running 2s after TERM; killing them" in out
+  assert all(f"[worker {i}] worker {i} got SIGTERM" in out for i in range(2))
+  assert 2 <= elapsed < 10, elapsed
+  subprocs.assert_gone(subprocs.worker_pids(out).values())

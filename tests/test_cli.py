@@ -1,0 +1,82 @@
+"""Command-line plumbing: flag problems and gan_dist's own errors are one line with their exit code."""
+
+from absl import flags
+import pytest
+
+from gan_dist import cli
+from gan_dist import config as config_lib
+from gan_dist import errors
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  config_lib.define_flags(fv)
+  cli.parse_flags(["gan_dist", *argv], fv)
+  return config_lib.from_flag_values(fv)
+
+
+def _one_line_error(stderr: str) -> str:
+  lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+  return lines[0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bogus=1"], "Unknown command line flag 'bogus'"),
+    (["--loss=wgan"], "flag --loss=wgan: value should be one of"),
+    (["--ema_decay=1.0"], "flag --ema_decay=1.0: must be in [0, 1)"),
+    (["--ema_decay=-0.5"], "flag --ema_decay=-0.5: must be in [0, 1)"),
+    (["--channels=2"], "flag --channels=2: must be one of 0, 1, 3"),
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
+    (["--flagfile=FLAGFILE_NOT_A_FLAG"], "unexpected argument 'batch_size 64': flags are --name=value"),
+    (["--flagfile=FLAGFILE_SPACE"], "Unknown command line flag 'batch_size 64'"),
+    (["--flagfile=/nonexistent/x.cfg"], "Unable to open flagfile"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_bad_flags_and_flagfiles_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+  (tmp_path / "not_a_flag.cfg").write_text("--arch=dcgan\nbatch_size 64\n")
+  (tmp_path / "space.cfg").write_text("--arch=dcgan\n--batch_size 64\n")
+  argv = [a.replace("FLAGFILE_NOT_A_FLAG", str(tmp_path / "not_a_flag.cfg"))
+          .replace("FLAGFILE_SPACE", str(tmp_path / "space.cfg")) for a in argv]
+  with pytest.raises(SystemExit) as exited:
+    _parse(argv)
+  assert exited.value.code == errors.EXIT_USAGE
+  assert message in _one_line_error(capsys.readouterr().err)
+
+
+def test_fail_prints_one_line_and_returns_the_code(capsys):
+  assert cli.fail("two\nlines  and   spaces", errors.EXIT_CORRUPT) == errors.EXIT_CORRUPT
+  assert capsys.readouterr().err == "error: two lines and spaces\n"
+
+
+@pytest.mark.parametrize("raised,code", [
+    (errors.UserError("bad --data_dir"), errors.EXIT_USAGE),
+    (errors.CorruptCheckpointError("damaged"), errors.EXIT_CORRUPT),
+    (errors.Preempted(7, "SIGTERM"), errors.EXIT_PREEMPTED),
+    (FileNotFoundError("no such file: x"), errors.EXIT_USAGE),
+])
+def test_guard_turns_gan_dists_errors_into_their_exit_code(capsys, raised, code):
+  def main(argv):
+    raise raised
+
+  assert cli.guard(main)(["tool"]) == code
+  assert _one_line_error(capsys.readouterr().err)
+
+
+def test_guard_lets_other_errors_keep_their_traceback_and_passes_results_through():
+  def broken(argv):
+    raise ValueError("a bug")
+
+  with pytest.raises(ValueError, match="a bug"):
+    cli.guard(broken)(["tool"])
+  assert cli.guard(lambda argv: 3)(["tool"]) == 3
+
+
+def test_tool_flags_and_config_flags_are_defined_together(monkeypatch):
+  fv = flags.FlagValues()
+  monkeypatch.setattr(cli, "FLAGS", fv)
+  cli.define_config_flags()
+  cli.define_config_flags()  # Idempotent: a tool may be defined after the trainer's flags.
+  flags.DEFINE_integer("answer", 0, "A tool's own flag.", flag_values=fv)
+  cli.parse_flags(["tool", "--workdir=/tmp/x", "--answer=3"])
+  assert (fv.answer, cli.config_from_flags().workdir, cli.verbose()) == (3, "/tmp/x", False)

@@ -1,0 +1,62 @@
+"""inference.py: a trained workdir opened in one place, the generator it samples with, its float32 copy and facts."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_dist import errors
+from gan_dist import inference
+from gan_dist import sampling
+from gan_dist.models import layers as gan_layers
+from tests.serve import workdirs
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+  return inference.load(workdirs.trained("conditional", tmp_path_factory))
+
+
+def test_load_restores_the_run_and_samples_with_the_ema_generator(conditional):
+  run = conditional
+  assert run.step == 1 and run.path.endswith("ckpt-1")
+  assert run.cfg.arch == "cgan_mlp" and run.cfg.workdir.endswith("workdir")
+  assert run.generator is run.state.ema_generator and run.describe() == "EMA generator, step 1"
+  images = run.sample(12, seed=3)
+  assert images.shape == (12, 28, 28, 1) and images.dtype == np.float32
+  assert -1.0 <= images.min() < images.max() <= 1.0 and images.std() > 0.01
+  # Image i of seed s is the same whatever the number drawn, and is what the EMA generator makes of its inputs.
+  np.testing.assert_array_equal(run.sample(4, seed=3), images[:4])
+  z, y = sampling.inputs(12, run.gan.latent_dim, run.gan.num_classes, 3)
+  direct = run.gan.generate(tf.constant(z), tf.constant(y), generator=run.state.ema_generator)
+  np.testing.assert_allclose(images, np.asarray(direct, np.float32), atol=1e-6)
+
+
+def test_load_with_overrides_and_a_missing_step(conditional, tmp_path_factory):
+  workdir = workdirs.trained("conditional", tmp_path_factory)
+  assert inference.load(workdir, step=1, eval_num=8).cfg.eval_num == 8
+  with pytest.raises(errors.UserError, match="No checkpoint at step 7"):
+    inference.load(workdir, step=7)
+
+
+def test_facts_describe_the_generator(conditional):
+  facts = inference.facts(conditional)
+  assert facts == dict(arch="cgan_mlp", dataset="mnist", step=1, ema=True, ema_decay=0.9, image_shape=[28, 28, 1],
+                       conditional=True, num_classes=10, latent_dim=workdirs.LATENT_DIM,
+                       train_precision="mixed_float16")
+
+
+def test_float32_copy_uses_keras_own_layers_in_float32():
+  # A mixed-precision model with a gan_dist layer subclass: the copy computes in float32 with Keras' own classes.
+  inputs = keras.Input((4,))
+  x = keras.layers.Dense(3, dtype="mixed_float16")(inputs)
+  x = gan_layers.Dropout(0.5, dtype="mixed_float16")(x)
+  model = keras.Model(inputs, keras.layers.BatchNormalization(synchronized=True, dtype="mixed_float16")(x))
+  copy = inference.float32_copy(model)
+  assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
+  assert all(type(layer).__module__.startswith("keras.") for layer in copy.layers)
+  assert not any(getattr(layer, "synchronized", False) for layer in copy.layers)
+  x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
+  assert copy(x).dtype == tf.float32
+  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
+  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)

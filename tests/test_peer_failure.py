@@ -1,0 +1,105 @@
+"""A failed peer in a multi-worker run with no launcher watching (as under Slurm or Kubernetes): a dead or frozen
+peer, workers started with different flags (README "When things go wrong", exit codes 5 and 2). How launch/local.sh
+stops the other workers when one fails: tests/launch/test_local_sh.py.
+
+Two MultiWorkerMirroredStrategy workers on localhost started by hand (TF_CONFIG), each in its own session under a
+watchdog (tests/subprocs.py), training the MLP GAN of tests/test_multiworker.py on one CPU thread each.
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+import tensorflow as tf
+
+from tests import helpers
+from tests import subprocs
+
+pytestmark = pytest.mark.slow  # Every test here starts a cluster.
+
+# The smallest heartbeat timeout gan_dist allows (config.py): the frozen peer's wait is pure wall time.
+PEER_TIMEOUT_S = 5
+
+# The MLP GAN (quick steps) on the 64-image IDX fixture: checkpoints every 2 steps, summaries, a sample grid at the end.
+TRAIN_FLAGS = ["--flagfile=configs/mlp_gan.cfg", "--batch_size=16", "--steps_per_loop=2", "--summary_every=2",
+               "--checkpoint_every=2", "--sample_every=1000", "--num_samples=4"]
+
+
+def _start_workers(tmp_path, args_of_worker, log_prefix=""):
+  """Starts one `python -m gan_dist.main` per entry of `args_of_worker` with a TF_CONFIG of localhost ports, each in
+  its own session and logging to tmp_path/<log_prefix>worker_<i>.log; returns the subprocs.Proc objects."""
+  socks = [socket.socket() for _ in args_of_worker]
+  for sock in socks:
+    sock.bind(("localhost", 0))
+  hosts = [f"localhost:{sock.getsockname()[1]}" for sock in socks]
+  for sock in socks:
+    sock.close()
+  return [subprocs.Proc(subprocs.main_cmd(*args, "--strategy=multi_worker_mirrored"),
+                        tmp_path / f"{log_prefix}worker_{i}.log", subprocs.env(tmp_path, TF_CONFIG=json.dumps(
+                            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})))
+          for i, args in enumerate(args_of_worker)]
+
+
+def _reap(procs):
+  for proc in procs:
+    subprocs.kill_group(proc.pid, signal.SIGCONT)
+    proc.kill()
+
+
+@pytest.mark.parametrize("victim,how", [(1, signal.SIGKILL), (0, signal.SIGSTOP)], ids=["worker1_killed",
+                                                                                        "chief_frozen"])
+def test_survivor_of_a_dead_or_frozen_peer_exits_by_itself(tmp_path, victim, how):
+  """No launcher watching (as under Slurm or Kubernetes): when a worker dies, or freezes with its sockets open, the
+  other exits within 60 s with exit code 5 and an error naming the cause; relaunched, the cluster resumes."""
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  workdir = str(tmp_path / "workdir")
+  flags = TRAIN_FLAGS + [f"--data_dir={data_dir}", f"--workdir={workdir}", "--train_steps=100000",
+                         f"--peer_timeout_s={PEER_TIMEOUT_S}"]
+  procs = _start_workers(tmp_path, [flags, flags])
+  survivor = procs[1 - victim]
+  try:
+    for proc in procs:  # Both wrote their checkpoint (the chief's files are complete): training, not start-up.
+      proc.wait_for_text("Saved checkpoint")
+    procs[victim].signal(how)
+    hit = time.monotonic()
+    rc = survivor.wait(60)
+    elapsed = time.monotonic() - hit
+    log = survivor.output()
+    assert rc == 5, subprocs.tail(log)
+    assert elapsed < 60
+    line = subprocs.last_error(log)
+    assert line.startswith("error: peer failure: ") and (f"worker {victim}" in line), line
+  finally:
+    _reap(procs)
+  if how != signal.SIGSTOP:
+    return
+  # Relaunched, the cluster continues from the last checkpoint both workers saved.
+  latest = int(tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).rsplit("-", 1)[1])
+  flags = [f for f in flags if not f.startswith("--train_steps")] + [f"--train_steps={latest + 2}"]
+  procs = _start_workers(tmp_path, [flags, flags], log_prefix="relaunch_")
+  try:
+    for proc in procs:
+      assert proc.wait() == 0, subprocs.tail(proc.output())
+      log = proc.output()
+      assert f"at step {latest}" in log and f"Done at step {latest + 2}" in log
+  finally:
+    _reap(procs)
+
+
+def test_workers_with_different_flags_are_refused_before_writing(tmp_path):
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  workdir = tmp_path / "workdir"
+  flags = TRAIN_FLAGS + [f"--data_dir={data_dir}", f"--workdir={workdir}", "--train_steps=4"]
+  procs = _start_workers(tmp_path, [flags, flags + ["--g_lr=3e-4"]])
+  try:
+    for i, proc in enumerate(procs):
+      assert proc.wait() == 2, subprocs.tail(proc.output())
+      line = subprocs.last_error(proc.output())
+      assert "the workers were started with different flags: --g_lr" in line, line
+      assert f"--g_lr={0.0002 if i == 0 else 0.0003}" in line
+  finally:
+    _reap(procs)
+  assert not workdir.exists()

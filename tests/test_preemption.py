@@ -1,0 +1,138 @@
+"""SIGTERM and Ctrl-C (README "When things go wrong", gan_dist/preemption.py): the first is a request to save and exit
+75, and the same command continues; a second Ctrl-C stops at once without saving.
+
+The handlers themselves are tested in this process (fast); the command line in subprocesses (slow), each under a
+watchdog (tests/subprocs.py). A multi-worker run stopped by a SIGTERM to one worker only is in test_multiworker.py,
+launch/local.sh's forwarding and escalation in tests/launch/test_local_sh.py.
+"""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+import tensorflow as tf
+
+from gan_dist import preemption
+from tests import helpers
+from tests import subprocs
+
+SAVED = re.compile(r"^error: (SIGTERM|SIGINT) received: saved a checkpoint at step (\d+) on every worker", re.M)
+
+
+@pytest.fixture
+def main_thread():
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signal handlers are installed by the main thread only")
+
+
+# ------------------------------------------------------------------------------------------------ in-process tests
+
+
+def test_first_signal_is_a_request_and_further_sigterms_are_ignored(main_thread):
+  before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+  with preemption.StopRequest() as stop:
+    assert not stop.requested
+    signal.raise_signal(signal.SIGTERM)
+    assert stop.requested and stop.signal_name == "SIGTERM"
+    signal.raise_signal(signal.SIGTERM)  # Launchers may repeat it: still only a request, the save must go on.
+    assert stop.signal_name == "SIGTERM"
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # Handlers restored.
+
+
+def test_second_ctrl_c_raises_keyboard_interrupt(main_thread):
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.StopRequest() as stop:
+    signal.raise_signal(signal.SIGINT)
+    assert stop.requested and stop.signal_name == "SIGINT"
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_two_ctrl_c_within_one_chunk_count_as_two(main_thread):
+  """While TensorFlow runs a chunk, Python runs the handler once for several deliveries of one signal; the C-level
+  handler writes one byte per delivery to the wakeup pipe, so the second Ctrl-C is still seen as a second one."""
+  with preemption.StopRequest() as stop:
+    os.write(stop._wakeup[1], bytes([int(signal.SIGINT)]))  # pylint: disable=protected-access  (a delivery whose
+    with pytest.raises(KeyboardInterrupt):                  # Python handler was merged into the next one)
+      signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_after_a_sigterm_stops_at_once(main_thread):
+  with preemption.StopRequest() as stop:
+    signal.raise_signal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+    assert stop.signal_name == "SIGTERM"
+
+
+# ------------------------------------------------------------------------------------------- through the command
+
+
+def _command(data_dir, workdir):
+  # The MLP GAN on one device: fast steps, no periodic checkpoints (only the stop's); after each chunk of 20 steps a
+  # summary line and a sample grid of 10,000 images (over a second; see the test).
+  return subprocs.main_cmd("--flagfile=configs/mlp_gan.cfg", "--strategy=one_device", f"--data_dir={data_dir}",
+                           f"--workdir={workdir}", "--batch_size=16", "--steps_per_loop=20", "--summary_every=20",
+                           "--checkpoint_every=100000", "--sample_every=20", "--num_samples=10000",
+                           "--train_steps=100000")
+
+
+def _trained(proc, after: int = 0):
+  """Waits until the run logged a summary line of a step after `after` (it traced and trains)."""
+  proc.wait_until(lambda: any(int(s) > after for s in re.findall(r"step (\d+)/100000 ", proc.output())),
+                  f"a summary after step {after}")
+
+
+def _latest_step(workdir):
+  latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+  return int(latest.rsplit("-", 1)[1]) if latest else None
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_75_then_in_the_resumed_run_a_second_ctrl_c_stops_without_saving(tmp_path):
+  """Ctrl-C (SIGINT to the terminal's process group): the run saves the step it reached, says so in one line and
+  exits 75. The same command resumes from that checkpoint; there, Ctrl-C twice (the second once the log showed the
+  first): it stops at once, by SIGINT, with one line and saving nothing.
+
+  The first Ctrl-C is seen (and logged) when the chunk of steps in flight returns; the checkpoint is written after
+  that chunk's summary and sample grid. A large grid (10,000 images, every chunk) keeps that interval over a second
+  on any machine, so the second Ctrl-C, sent when the log shows the first one, arrives before the save for certain.
+  (SIGTERM to a worker: test_multiworker.py; the handlers' rules: the tests above.)
+  """
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  workdir = tmp_path / "W"
+  cmd = _command(data_dir, workdir)
+  environ = subprocs.env(tmp_path)
+  with subprocs.Proc(cmd, tmp_path / "first.log", environ) as proc:
+    _trained(proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait() == 75, subprocs.tail(proc.output())
+    out = proc.output()
+  # One line says what happened, no traceback; the checkpoint of that step is the latest.
+  assert len(subprocs.error_lines(out)) == 1 and "Traceback" not in out, subprocs.tail(out)
+  found = SAVED.search(out)
+  assert found and found.group(1) == "SIGINT", subprocs.tail(out)
+  saved = int(found.group(2))
+  assert saved > 0 and _latest_step(workdir) == saved
+
+  with subprocs.Proc(cmd, tmp_path / "second.log", environ) as proc:
+    _trained(proc, after=saved)
+    assert f"Resumed from {workdir}/checkpoints/ckpt-{saved} at step {saved}" in proc.output()
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait_for_text("SIGINT received: finishing the current steps", poll_s=0.002)
+    os.killpg(proc.pid, signal.SIGINT)
+    second = time.monotonic()
+    rc = proc.wait()
+    out = proc.output()
+  assert rc == -signal.SIGINT, subprocs.tail(out)  # Death by SIGINT, as an interrupted program ends (130 in a shell).
+  assert subprocs.error_lines(out) == ["error: interrupted: stopped at once without saving this step; the last "
+                                       "checkpoint is kept and the same command resumes from it"], subprocs.tail(out)
+  assert "Traceback" not in out and not SAVED.search(out) and "Saved checkpoint" not in out, subprocs.tail(out)
+  assert _latest_step(workdir) == saved
+  assert not [n for n in os.listdir(workdir / "checkpoints") if n.startswith("ckpt-") and not n.startswith(
+      f"ckpt-{saved}.")], os.listdir(workdir / "checkpoints")
+  assert time.monotonic() - second < 60

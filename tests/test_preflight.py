@@ -1,0 +1,60 @@
+"""The checks before a run writes anything, one by one (tests/test_main.py runs them through the CLI's entry)."""
+
+import os
+
+import pytest
+
+from gan_dist import errors
+from gan_dist import preflight
+from gan_dist import state as state_lib
+from gan_dist import workdir as workdir_lib
+from tests import helpers
+
+
+def test_check_config_names_the_known_architectures_and_profile_range_parses(tmp_path):
+  with pytest.raises(errors.UserError, match=r"unknown --arch='nope'; known architectures: .*dcgan.*mlp"):
+    preflight.check_config(helpers.config(tmp_path, arch="nope"))
+  assert preflight.profile_range(helpers.config(tmp_path, profile_steps="")) is None
+  assert preflight.profile_range(helpers.config(tmp_path, profile_steps="3,7")) == (3, 7)
+  for bad in ("7,3", "0,2", "5", "a,b"):
+    with pytest.raises(errors.UserError, match="must be FIRST,LAST"):
+      preflight.profile_range(helpers.config(tmp_path, profile_steps=bad))
+
+
+def test_the_global_batch_must_split_over_the_replicas(tmp_path, mirrored2):
+  preflight.check_replicas(helpers.config(tmp_path, batch_size=8), mirrored2)
+  with pytest.raises(errors.UserError, match=r"--batch_size=7 does not split evenly over the 2 replicas.*"
+                                             r"--batch_size=6"):
+    preflight.check_replicas(helpers.config(tmp_path, batch_size=7), mirrored2)
+
+
+class _Source:
+  name, num_classes = "fixture", 10
+
+
+def test_resolve_config_takes_the_classes_from_the_data(tmp_path):
+  assert preflight.resolve_config(helpers.config(tmp_path), _Source()).num_classes == 10
+  assert preflight.resolve_config(helpers.config(tmp_path, num_classes=12), _Source()).num_classes == 12
+  with pytest.raises(errors.UserError, match="--num_classes=4 is below the 10 classes of fixture"):
+    preflight.resolve_config(helpers.config(tmp_path, num_classes=4), _Source())
+
+
+def test_check_workdir_compares_flags_txt_and_writes_nothing(tmp_path):
+  cfg = helpers.config(tmp_path, arch="mlp")
+  preflight.check_workdir(cfg)  # A workdir that does not exist yet is fine...
+  assert not os.path.exists(cfg.workdir)  # ...and is not created by the check.
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(cfg.workdir))
+  preflight.check_workdir(cfg.replace(train_steps=50))
+  with pytest.raises(errors.UserError, match=r"another model configuration: --arch \(workdir has 'mlp'"):
+    preflight.check_workdir(cfg.replace(arch="dcgan"))
+  (tmp_path / "file").write_text("")
+  with pytest.raises(errors.UserError, match="is a file, not a directory"):
+    preflight.check_workdir(cfg.replace(workdir=str(tmp_path / "file" / "run")))
+
+
+def test_check_model_refuses_a_class_filter_for_a_conditional_model(tmp_path, one_device):
+  cfg = helpers.config(tmp_path, arch="cgan_mlp", latent_dim=8, class_filter=3)
+  state = state_lib.create_state(cfg, one_device, 10)
+  with pytest.raises(errors.UserError, match="--class_filter=3 keeps one class, but --arch=cgan_mlp is conditional"):
+    preflight.check_model(cfg, state)
+  preflight.check_model(cfg.replace(class_filter=-1), state)

@@ -1,0 +1,29 @@
+"""A run directory's layout and its flags.txt."""
+
+import pytest
+
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import workdir as workdir_lib
+
+
+def test_paths_of_a_run_directory():
+  assert workdir_lib.flags_path("gs://b/run/") == "gs://b/run/flags.txt"
+  assert workdir_lib.checkpoint_dir("W") == "W/checkpoints"
+  assert workdir_lib.best_dir("W") == "W/checkpoints/best"
+  assert workdir_lib.tensorboard_dir("W") == "W/tensorboard"
+  assert workdir_lib.sample_grid_path("W", 120) == "W/samples/step_00000120.png"
+
+
+@pytest.mark.parametrize("root", ["local", "ram://gan_dist_test_workdir"])
+def test_flags_txt_roundtrip(tmp_path, root):
+  base = str(tmp_path) if root == "local" else root
+  cfg = config_lib.make_config(arch="dcgan", batch_size=32, sync_batchnorm=False, g_lr=3e-4, workdir=base)
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(base))
+  assert workdir_lib.read_run_config(base) == cfg
+  assert workdir_lib.read_run_config(base, batch_size=8).batch_size == 8
+
+
+def test_a_directory_without_flags_txt_is_not_a_workdir(tmp_path):
+  with pytest.raises(errors.UserError, match="flags.txt not found: is this a gan_dist workdir"):
+    workdir_lib.read_run_config(str(tmp_path))
