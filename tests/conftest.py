@@ -4,7 +4,6 @@ The CPU must be split before TensorFlow initialises its devices, hence here, at 
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a GPU host the tests (and the processes they start, which inherit this) run on the CPU: a test that means to use
@@ -53,10 +52,6 @@ def one_device():
   """OneDeviceStrategy on the first logical CPU: for tests whose point is not the number of replicas (tracing one
   replica takes half the time of two)."""
   return tf.distribute.OneDeviceStrategy(tf.config.list_logical_devices("CPU")[0].name)
-
-
-def python_cmd():
-  return [sys.executable]
 
 
 # The longest files, first: with two test processes (pytest-xdist, --dist=loadfile) a long file started last would

@@ -20,22 +20,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import subprocs
 from tests.helpers import make_idx_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 
 
-def _env() -> dict:
-  env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-  env.update(PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", CUDA_VISIBLE_DEVICES="")
-  return env
-
-
 def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
   """Runs benchmarks/<script> with `args` from the repo root; kills its process group after `timeout` seconds."""
   command = [sys.executable, os.path.join("benchmarks", script), *args]
-  proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  proc = subprocess.Popen(command, cwd=REPO, env=subprocs.env(PYTHONPATH=REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           start_new_session=True)
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
