@@ -45,6 +45,12 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 grace_s=${GRACE_S:-120}
 failed_grace_s=${FAILED_GRACE_S:-10}
+for setting in "GRACE_S=$grace_s" "FAILED_GRACE_S=$failed_grace_s"; do
+  if [[ ! "${setting#*=}" =~ ^[0-9]+$ ]]; then
+    echo "local.sh: $setting is not a whole number of seconds" >&2
+    exit 2
+  fi
+done
 gpus_per_worker=${GPUS_PER_WORKER:-}
 if [[ -n "$gpus_per_worker" && ! "$gpus_per_worker" =~ ^[1-9][0-9]*$ ]]; then
   echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker is not a positive integer" >&2

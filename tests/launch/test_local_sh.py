@@ -55,6 +55,14 @@ def test_local_sh_usage(tmp_path):
   assert rc == 2 and "usage:" in out
 
 
+@pytest.mark.parametrize("setting", [dict(GRACE_S="2m"), dict(FAILED_GRACE_S="-1")])
+def test_local_sh_refuses_a_grace_that_is_not_whole_seconds(tmp_path, setting):
+  rc, out = _run(tmp_path, [2, f"--workdir={tmp_path / 'w'}"], **setting)
+  (name, value), = setting.items()
+  assert rc == 2 and out.strip() == f"local.sh: {name}={value} is not a whole number of seconds", out
+  assert not (tmp_path / "w").exists()
+
+
 def test_local_sh_environment_of_each_worker(tmp_path):
   """What each worker is started with, where its output goes, and GPUS_PER_WORKER."""
   python = _fake_python(tmp_path, "print('argv', json.dumps(sys.argv[1:]))\n"
