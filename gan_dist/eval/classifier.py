@@ -1,12 +1,13 @@
 """Train the feature network of a dataset ahead of evaluation, and print its test accuracy and checksum.
 
   python -m gan_dist.eval.classifier --dataset=mnist --data_dir=../shared/data/mnist [--image_shape=28,28,1]
-      [--out=DIR] [--eval_cache_dir=DIR]
+      [--out=DIR] [--eval_cache_dir=DIR] [--steps=N]
 
-trains the network (`gan_dist.eval.features`: architecture, fixed procedure, cache) on the train split, prints its
-test accuracy and the checksum of its weights, and writes it to --out (default: where evaluation looks for it,
-`<eval_cache_dir>/classifier/<key>/`), so later evaluations load it instead of training it. Bad input (no labels, a
-malformed --image_shape, a missing --data_dir) is one line `error: ...` and exit code 2.
+trains the network (`gan_dist.eval.features`: architecture, fixed procedure, cache; supervised on greyscale labelled
+data, contrastive on colour or unlabelled data) on the train split, prints its test accuracy (and, contrastive, its
+view-match accuracy) and the checksum of its weights, and writes it to --out (default: where evaluation looks for
+it, `<eval_cache_dir>/classifier/<key>/`), so later evaluations load it instead of training it. Bad input (too few
+images, a malformed --image_shape, a missing --data_dir) is one line `error: ...` and exit code 2.
 """
 
 from typing import Optional, Tuple
@@ -23,6 +24,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   """Flags of this CLI, on top of the Config's (it reads --dataset, --data_dir and --eval_cache_dir)."""
   flags.DEFINE_string("image_shape", "", "H,W,C the network takes, e.g. 64,64,3 for --arch=dcgan64 (default: the "
                       "dataset's own shape).", flag_values=fv)
+  flags.DEFINE_integer("steps", 0, "Contrastive procedure only (colour or unlabelled data): optimizer steps "
+                       "(0: the procedure's own; another value gives a network of another cache key, which "
+                       "evaluation does not use).", lower_bound=0, flag_values=fv)
   flags.DEFINE_string("out", "", "Directory to write weights.npz and info.json to (default: the evaluation cache "
                       "entry, <eval_cache_dir>/classifier/<key>, which evaluation then loads).", flag_values=fv)
 
@@ -53,14 +57,16 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS if fv is None else fv
   cfg = cli.config_from_flags(fv)
-  train_source, test_source = features_lib.labelled_splits(cfg)
+  train_source, test_source = features_lib.training_splits(cfg)
   image_shape = parse_image_shape(fv.image_shape, train_source)
-  net = features_lib.train_net(cfg, image_shape, train_source, test_source)
+  net = features_lib.train_net(cfg, image_shape, train_source, test_source, steps=fv.steps or None)
   out = fv.out.rstrip("/") or features_lib.net_dir(cfg, net.key)
   features_lib.save(net, out)
   print(f"Feature network {net.key} ({train_source.name}; {train_source.num_examples} train, "
         f"{test_source.num_examples} test examples)")
-  print(f"test accuracy: {net.test_accuracy:.4f}")
+  print(f"test accuracy: {features_lib.format_accuracy(net.test_accuracy)}")
+  if "view_match_accuracy" in net.info:
+    print(f"view-match accuracy: {net.info['view_match_accuracy']:.4f}")
   print(f"checksum: {net.checksum}")
   print(f"written to: {out}")
   return errors.EXIT_OK

@@ -102,11 +102,10 @@ class Evaluator:
     num: samples per evaluation (--eval_num).
     floors: the metrics of `num` real test images against the reference (label_accuracy: the classifier's
       accuracy on them), i.e. the best a generator can be expected to score with this many samples.
-    feature_net: the classifier's `features.FeatureNet` (test accuracy, checksum), or None without labels.
+    feature_net: the dataset's `features.FeatureNet` (supervised or contrastive; test accuracy, checksum).
 
   Raises:
-    errors.UserError: no feature network is possible (no labels and no --inception_weights), or a conditional
-      model on data without labels.
+    errors.UserError: a conditional model on data without labels, or too few images.
   """
 
   def __init__(self, cfg, strategy: tf.distribute.Strategy, gan):
@@ -119,24 +118,18 @@ class Evaluator:
     reference_set = features_lib.spread_subset(train, self.num, salt=1)
     floor_set = features_lib.spread_subset(test, self.num, salt=2)
     self.extractors: List[_Extractor] = []
-    self.feature_net = None
-    if train.num_classes >= 2:
-      self.feature_net = features_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
-      with strategy.scope():
-        replicated = features_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
-      replicated.set_weights(self.feature_net.model.get_weights())
-      self.extractors.append(_Extractor("classifier", replicated, f"classifier-{self.feature_net.checksum}",
-                                        full=True))
+    if gan.conditional and train.num_classes < 2:
+      raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
+    self.feature_net = features_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
+    with strategy.scope():
+      replicated = features_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
+    replicated.set_weights(self.feature_net.model.get_weights())
+    self.extractors.append(_Extractor("classifier", replicated, f"classifier-{self.feature_net.checksum}", full=True))
     if cfg.inception_weights:
       checksum = inception_lib.weights_checksum(cfg.inception_weights)
       with strategy.scope():
         replicated = inception_lib.build(cfg.inception_weights, image_shape)
       self.extractors.append(_Extractor("inception", replicated, f"inception-{checksum}", full=False))
-    if not self.extractors:
-      raise errors.UserError(f"--dataset={cfg.dataset} has no class labels to train a feature network on; pass "
-                             "--inception_weights=PATH for Inception features, or --eval_every=0")
-    if gan.conditional and self.feature_net is None:
-      raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
 
     floors: Dict[str, float] = {}
     for extractor in self.extractors:

@@ -1,4 +1,4 @@
-"""The feature network of a dataset: one small CNN per labelled dataset and image shape, trained by gan_dist itself.
+"""The feature network of a dataset: one small CNN per dataset and image shape, trained by gan_dist itself.
 
   net = features.load_or_train(cfg, (28, 28, 1))     # from --eval_cache_dir, or trained once and cached
   f, logits, labels = features.predict(net.model, source, (28, 28, 1))
@@ -11,10 +11,17 @@ Network, for images [B, H, W, C] in [-1, 1] at the generator's image shape:
   [Conv2D 3x3 same, ReLU, MaxPool 2] with 32, 64 filters, then 128 filters while the side is above 8
   (28 -> 14 -> 7; 32 -> 16 -> 8; 64 -> 32 -> 16 -> 8) -> Flatten -> Dense 128 ReLU = features -> Dropout 0.5
   -> Dense K = logits. Always float32 (a run's mixed-precision policy is not inherited).
-Procedure (PROCEDURE): Adam(1e-3), batch 128, EPOCHS epochs of the train split in an order drawn from
-  RandomState(seed + epoch), weights initialised from `seed` (0); the last partial batch of an epoch is dropped;
-  images are read and made into the image shape by the data layer, as for training. A dataset without a test split
-  (a folder) holds out a fixed random 10% as its test split.
+Procedure, by `kind(image_shape, num_classes)`:
+  "supervised" (greyscale images with at least 2 classes, e.g. MNIST; PROCEDURE): Adam(1e-3), batch 128, EPOCHS
+  epochs of the train split in an order drawn from RandomState(seed + epoch); the logits learn the labels.
+  "contrastive" (colour images, or no classes; CONTRASTIVE_PROCEDURE): `eval.contrastive`'s SimCLR loss on two
+  augmented views of each image, plus the label cross-entropy where there are >= 2 classes; Adam(1e-3), batch
+  CONTRASTIVE_BATCH, CONTRASTIVE_STEPS steps, epochs in orders drawn from RandomState(seed + epoch). A classifier
+  of a small colour folder tells its classes apart by colour and layout and scores textures as real; the contrastive
+  features describe each image (see `eval.contrastive`). Without classes, the logits are one constant class.
+  Both: weights initialised from `seed` (0); the last partial batch of an epoch is dropped; images are read and made
+  into the image shape by the data layer, as for training. A dataset without a test split (a folder) holds out a
+  fixed random 10% as its test split.
 
 Cache (`cache_root(cfg)`, i.e. --eval_cache_dir): `classifier/<key>/weights.npz` and `info.json`, info written last
 (its presence means the entry is complete; both through `files.write_atomic`, so processes filling the same cache
@@ -31,6 +38,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from typing import Callable, Optional, Tuple
@@ -43,6 +51,7 @@ import tensorflow as tf
 from gan_dist import data
 from gan_dist import errors
 from gan_dist import files
+from gan_dist.eval import contrastive
 
 # Bump when the network or the procedure changes: cached networks of another version are not reused.
 PROCEDURE_VERSION = 1
@@ -52,12 +61,27 @@ LEARNING_RATE = 1e-3
 FEATURE_DIM = 128
 PROCEDURE = dict(version=PROCEDURE_VERSION, epochs=EPOCHS, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
                  feature_dim=FEATURE_DIM)
+CONTRASTIVE_VERSION = 1
+# 300 steps of 128 images (256 views): ~3 minutes at 64x64x3 on a 2-core CPU; the figures of `benchmarks/
+# feature_check.py` (broken sample sets against real ones) were measured with these.
+CONTRASTIVE_STEPS = 300
+CONTRASTIVE_BATCH = 128
+CONTRASTIVE_PROCEDURE = dict(kind="contrastive", version=CONTRASTIVE_VERSION, steps=CONTRASTIVE_STEPS,
+                             batch_size=CONTRASTIVE_BATCH, learning_rate=LEARNING_RATE, feature_dim=FEATURE_DIM,
+                             temperature=contrastive.TEMPERATURE, projection_dim=contrastive.PROJECTION_DIM)
+# Test images of the view-match accuracy (`contrastive.view_match_accuracy`) written to info.json.
+VIEW_MATCH_IMAGES = 500
 # Share of a train split held out as the test split when the dataset has no test split of its own.
 HOLDOUT_FRACTION = 0.1
 # Images per forward pass when predicting (bounds memory only; results do not depend on it).
 PREDICT_BATCH = 500
 
 ImageShape = Tuple[int, int, int]
+
+
+def kind(image_shape: ImageShape, num_classes: int) -> str:
+  """"supervised" for greyscale images with >= 2 classes, else "contrastive" (see the module docstring)."""
+  return "supervised" if int(image_shape[-1]) == 1 and num_classes >= 2 else "contrastive"
 
 
 @dataclasses.dataclass
@@ -181,24 +205,29 @@ def splits(cfg, apply_class_filter: bool = False) -> Tuple[data.DataSource, data
   return train, test
 
 
-def labelled_splits(cfg) -> Tuple[data.DataSource, data.DataSource]:
-  """`splits(cfg)`, checking that there are classes to learn.
+def training_splits(cfg) -> Tuple[data.DataSource, data.DataSource]:
+  """`splits(cfg)` with at least one example in each.
 
   Raises:
-    errors.UserError: the dataset has fewer than 2 classes (nothing to train a classifier on).
+    errors.UserError: the dataset is too small to hold out a test split.
   """
   train, test = splits(cfg)
-  if train.num_classes < 2:
-    raise errors.UserError(f"--dataset={cfg.dataset} has no class labels to train a feature network on; pass "
-                           "--inception_weights=PATH for Inception features, or --eval_every=0")
+  if train.num_examples < 2:
+    raise errors.UserError(f"--dataset={cfg.dataset} has {train.num_examples + test.num_examples} example(s): too "
+                           "few to train a feature network on")
   return train, test
 
 
 def cache_key(name: str, image_shape: ImageShape, train_source: data.DataSource,
-              max_examples: Optional[int] = None) -> str:
-  """E.g. "mnist-28x28x1-0123456789ab-v1"; `max_examples` (tests) adds "-first<N>": such a network differs."""
+              max_examples: Optional[int] = None, steps: Optional[int] = None) -> str:
+  """E.g. "mnist-28x28x1-0123456789ab-v1", "faces-64x64x3-0123456789ab-contrastive-v1"; contrastive `steps` other
+  than CONTRASTIVE_STEPS add "-steps<N>", `max_examples` (tests) "-first<N>": such networks differ."""
   safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
-  key = f"{safe}-{'x'.join(str(int(d)) for d in image_shape)}-{data_hash(train_source)}-v{PROCEDURE_VERSION}"
+  version = (f"v{PROCEDURE_VERSION}" if kind(image_shape, train_source.num_classes) == "supervised" else
+             f"contrastive-v{CONTRASTIVE_VERSION}")
+  key = f"{safe}-{'x'.join(str(int(d)) for d in image_shape)}-{data_hash(train_source)}-{version}"
+  if version.startswith("contrastive") and steps and steps != CONTRASTIVE_STEPS:
+    key += f"-steps{int(steps)}"
   return key if max_examples is None else f"{key}-first{max_examples}"
 
 
@@ -253,7 +282,7 @@ def predict_images(model, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def train(train_source: data.DataSource, test_source: data.DataSource, image_shape: ImageShape, seed: int = 0,
           epochs: int = EPOCHS, max_examples: Optional[int] = None) -> Tuple[keras.Model, float]:
-  """Trains the network on `train_source` by the fixed procedure and returns (model, accuracy on `test_source`).
+  """Trains the network on `train_source` by the supervised procedure; returns (model, accuracy on `test_source`).
 
   Args:
     train_source, test_source: `data.DataSource`s with labels (examples labelled -1, i.e. without a class, are
@@ -286,33 +315,95 @@ def train(train_source: data.DataSource, test_source: data.DataSource, image_sha
     for batch in train_source.batches(_rows(order, batch_size), tuple(image_shape), batch_size).prefetch(2):
       loss = step(batch["images"], batch["labels"])
     logging.info("Feature network: epoch %d/%d, last loss %.4f", epoch + 1, epochs, float(loss))
+  return model, _accuracy(model, test_source, image_shape, max_examples)
+
+
+def _accuracy(model: keras.Model, test_source: data.DataSource, image_shape: ImageShape,
+              max_examples: Optional[int]) -> float:
   _, logits, test_labels = predict(model, test_source, image_shape, max_examples)
   has_class = test_labels >= 0
-  return model, float(np.mean(np.argmax(logits[has_class], -1) == test_labels[has_class]))
+  return float(np.mean(np.argmax(logits[has_class], -1) == test_labels[has_class])) if has_class.any() else math.nan
+
+
+def train_contrastive(train_source: data.DataSource, test_source: data.DataSource, image_shape: ImageShape,
+                      seed: int = 0, steps: int = CONTRASTIVE_STEPS, max_examples: Optional[int] = None
+                      ) -> Tuple[keras.Model, float, float]:
+  """Trains the network by the contrastive procedure; returns (model, label accuracy on `test_source` (NaN without
+  classes), view-match accuracy on up to VIEW_MATCH_IMAGES test images).
+
+  Args:
+    train_source, test_source: `data.DataSource`s, labelled or not (every example is trained on; those with a class
+      also train the logits when there are >= 2 classes).
+    image_shape: (H, W, C) the network takes.
+    seed: initial weights, augmentations and data order.
+    steps: optimizer steps.
+    max_examples: use at most the first this many examples of each split (tests).
+  """
+  num_classes = int(train_source.num_classes)
+  labelled = num_classes >= 2
+  model = build(image_shape, max(num_classes, 1), seed)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float32")
+  try:
+    head = contrastive.projection_head(FEATURE_DIM, seed)
+  finally:
+    keras.config.set_dtype_policy(previous)
+  optimizer = keras.optimizers.Adam(LEARNING_RATE)
+  optimizer.build(model.trainable_variables + head.trainable_variables)
+  count = min(train_source.num_examples, max_examples or train_source.num_examples)
+  indices, batch_size = contrastive.batch_plan(count, CONTRASTIVE_BATCH, steps, seed)
+  step = contrastive.make_step(model, head, optimizer, seed, labelled)
+  batches = train_source.batches(_rows(indices, batch_size), tuple(image_shape), batch_size).prefetch(2)
+  for index, batch in enumerate(batches):
+    losses = step(batch["images"], batch["labels"], tf.constant(index, tf.int64))
+    if index % 50 == 0 or index == steps - 1:
+      logging.info("Feature network: step %d/%d, contrastive loss %.4f, label loss %.4f", index + 1, steps,
+                   float(losses[0]), float(losses[1]))
+  accuracy = _accuracy(model, test_source, image_shape, max_examples) if labelled else math.nan
+  views = [b["images"].numpy() for b in data.eval_dataset(test_source, tuple(image_shape), PREDICT_BATCH,
+                                                           min(VIEW_MATCH_IMAGES, max_examples or VIEW_MATCH_IMAGES))]
+  return model, accuracy, contrastive.view_match_accuracy(model, np.concatenate(views), seed)
 
 
 def train_net(cfg, image_shape: ImageShape, train_source: Optional[data.DataSource] = None,
-              test_source: Optional[data.DataSource] = None, max_examples: Optional[int] = None) -> FeatureNet:
+              test_source: Optional[data.DataSource] = None, max_examples: Optional[int] = None,
+              steps: Optional[int] = None) -> FeatureNet:
   """Trains the network of `cfg`'s dataset at `image_shape` (no cache involved).
 
   Args:
     cfg: Config (dataset, data_dir).
     image_shape: (H, W, C).
-    train_source, test_source: `labelled_splits(cfg)` if already opened.
+    train_source, test_source: `training_splits(cfg)` if already opened.
     max_examples: tests only: train and test on the first this many examples (the key says so).
+    steps: contrastive steps instead of CONTRASTIVE_STEPS (the key says so; evaluation uses the default).
   """
   if train_source is None:
-    train_source, test_source = labelled_splits(cfg)
-  key = cache_key(cfg.dataset, image_shape, train_source, max_examples)
-  logging.info("Training the feature network %s on %d examples of %s", key,
+    train_source, test_source = training_splits(cfg)
+  key = cache_key(cfg.dataset, image_shape, train_source, max_examples, steps)
+  procedure_kind = kind(image_shape, train_source.num_classes)
+  logging.info("Training the %s feature network %s on %d examples of %s", procedure_kind, key,
                min(train_source.num_examples, max_examples or train_source.num_examples), train_source.name)
-  model, accuracy = train(train_source, test_source, image_shape, seed=0, max_examples=max_examples)
+  extra = {}
+  if procedure_kind == "supervised":
+    model, accuracy = train(train_source, test_source, image_shape, seed=0, max_examples=max_examples)
+    procedure = PROCEDURE
+  else:
+    model, accuracy, extra["view_match_accuracy"] = train_contrastive(
+        train_source, test_source, image_shape, seed=0, steps=steps or CONTRASTIVE_STEPS, max_examples=max_examples)
+    procedure = dict(CONTRASTIVE_PROCEDURE, steps=steps or CONTRASTIVE_STEPS)
   info = dict(key=key, dataset=cfg.dataset, data=train_source.name, image_shape=[int(d) for d in image_shape],
-              num_classes=int(train_source.num_classes), seed=0, test_accuracy=accuracy,
+              num_classes=max(int(train_source.num_classes), 1), seed=0,
+              test_accuracy=None if math.isnan(accuracy) else accuracy,
               test_examples=int(min(test_source.num_examples, max_examples or test_source.num_examples)),
-              checksum=checksum(model), procedure=PROCEDURE)
-  logging.info("Feature network %s: test accuracy %.4f, checksum %s", key, accuracy, info["checksum"])
+              checksum=checksum(model), procedure=procedure, **extra)
+  logging.info("Feature network %s: test accuracy %s, %schecksum %s", key, format_accuracy(info["test_accuracy"]),
+               f"view-match accuracy {format_accuracy(extra['view_match_accuracy'])}, " if extra else "", info["checksum"])
   return FeatureNet(model, key, info["num_classes"], tuple(image_shape), accuracy, info["checksum"], info)
+
+
+def format_accuracy(value: Optional[float]) -> str:
+  """An accuracy in [0, 1] as 4 decimals, or "n/a (no classes)" for None or NaN."""
+  return "n/a (no classes)" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def save(net: FeatureNet, directory: str) -> None:
@@ -340,12 +431,13 @@ def load(directory: str) -> Optional[FeatureNet]:
   if found != info["checksum"]:
     raise errors.UserError(f"{weights_path} does not match its info.json (checksum {found}, expected "
                            f"{info['checksum']}); delete {directory} so that it is trained again")
-  return FeatureNet(model, info["key"], info["num_classes"], tuple(info["image_shape"]), info["test_accuracy"],
-                    info["checksum"], info)
+  accuracy = math.nan if info["test_accuracy"] is None else info["test_accuracy"]
+  return FeatureNet(model, info["key"], info["num_classes"], tuple(info["image_shape"]), accuracy, info["checksum"],
+                    info)
 
 
 def load_or_train(cfg, image_shape: ImageShape, write: bool = True, max_examples: Optional[int] = None,
-                  agree: Callable[[bool], bool] = lambda found: found) -> FeatureNet:
+                  agree: Callable[[bool], bool] = lambda found: found, steps: Optional[int] = None) -> FeatureNet:
   """The feature network of `cfg`'s dataset at `image_shape`: from the cache, or trained (and cached if `write`).
 
   Args:
@@ -354,21 +446,22 @@ def load_or_train(cfg, image_shape: ImageShape, write: bool = True, max_examples
     write: whether this process may write the cache (multi-worker runs: the chief only; the others train the same
       network in memory if it is not there yet).
     max_examples: tests only: train on this many examples (the key then differs from a full network's).
+    steps: contrastive steps (see `train_net`).
     agree: called with whether the cache holds the network here; returns whether to load it (multi-worker runs:
       load only if every worker has it, so that all spend the same time and reach their next collective together).
 
   Raises:
-    errors.UserError: the dataset has no labels, or the cached entry is damaged.
+    errors.UserError: the dataset is too small, or the cached entry is damaged.
   """
-  train_source, test_source = labelled_splits(cfg)
-  key = cache_key(cfg.dataset, image_shape, train_source, max_examples)
+  train_source, test_source = training_splits(cfg)
+  key = cache_key(cfg.dataset, image_shape, train_source, max_examples, steps)
   directory = net_dir(cfg, key)
   net = load(directory) if agree(tf.io.gfile.exists(f"{directory}/info.json")) else None
   if net is not None:
-    logging.info("Feature network %s loaded from %s (test accuracy %.4f, checksum %s)", key, directory,
-                 net.test_accuracy, net.checksum)
+    logging.info("Feature network %s loaded from %s (test accuracy %s, checksum %s)", key, directory,
+                 format_accuracy(net.test_accuracy), net.checksum)
     return net
-  net = train_net(cfg, image_shape, train_source, test_source, max_examples)
+  net = train_net(cfg, image_shape, train_source, test_source, max_examples, steps)
   if write:
     save(net, directory)
   return net

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from tests import subprocs
+from tests import helpers
 from tests.helpers import make_idx_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -164,3 +165,20 @@ def test_tutorial_step_trains_both_networks():
   assert np.isfinite(float(gen_loss)) and np.isfinite(float(disc_loss)) and float(disc_loss) > 0
   after = generator.get_weights() + discriminator.get_weights()
   assert all(not np.array_equal(b, a) for b, a in zip(before, after))  # Both Adam updates applied.
+
+
+@pytest.mark.slow
+def test_feature_check(tmp_path):
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=60, bad=())  # 3 classes; 6 held out.
+  proc = _run("feature_check.py", f"--data_dir={folder['root']}", "--image_shape=16,16,3", "--num=6", "--steps=2",
+              f"--eval_cache_dir={tmp_path / 'cache'}", timeout=150)
+  reports = _json_lines(proc.stdout)
+  assert len(reports) == 1, proc.stdout
+  report = reports[0]
+  assert report["key"].endswith("-contrastive-v1-steps2") and report["num"] == 6 and report["cpu"]
+  assert list(report["sets"]) == ["real held-out", "noise", "flat", "checkerboards", "repeated"]
+  for name, found in report["sets"].items():
+    assert {"fcd", "kid", "precision", "recall", "classifier_score"} <= set(found), name
+    assert all(math.isfinite(v) for v in found.values()), (name, found)
+  assert "label_accuracy" in report["sets"]["real held-out"]  # The folder has classes.
+  assert "| set | fcd | kid | precision | recall | classifier_score | label_accuracy |" in proc.stdout

@@ -56,10 +56,11 @@ def test_main_writes_the_network_evaluation_then_loads(tmp_path, capsys, monkeyp
 def test_main_writes_to_out_at_the_shape_asked(tmp_path, capsys):
   idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=32)
   out = str(tmp_path / "net")
-  classifier.main([], _flags(f"--data_dir={idx}", f"--out={out}/", "--image_shape=32,32,3"))
-  assert f"written to: {out}" in capsys.readouterr().out
+  classifier.main([], _flags(f"--data_dir={idx}", f"--out={out}/", "--image_shape=32,32,3", "--steps=2"))
+  printed = capsys.readouterr().out
+  assert f"written to: {out}" in printed and "view-match accuracy: " in printed  # Colour: contrastive.
   net = features.load(out)
-  assert net.image_shape == (32, 32, 3) and "32x32x3" in net.key
+  assert net.image_shape == (32, 32, 3) and "32x32x3" in net.key and net.key.endswith("-contrastive-v1-steps2")
 
 
 @pytest.mark.slow

@@ -107,13 +107,20 @@ def test_label_metrics_name_every_class():
                                  "label_accuracy/2": 0.0})
 
 
-def test_unlabelled_data_without_inception_is_refused(tmp_path):
-  folder = helpers.make_image_folder(str(tmp_path / "images"), num=12, classes=(), bad=())
-  cfg = helpers.config(tmp_path, arch="mlp", dataset="folder", data_dir=folder["root"], eval_num=8,
+def test_unlabelled_colour_data_is_evaluated_with_contrastive_features(tmp_path, monkeypatch):
+  monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)  # The procedure's path, not its quality.
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=60, classes=(), bad=())  # 6 held out.
+  cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=folder["root"], eval_num=8,
                        eval_cache_dir=str(tmp_path / "cache"))
   gan = models.build(cfg, 0)
-  with pytest.raises(errors.UserError, match="no class labels to train a feature network on"):
-    evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  assert evaluator.feature_net.info["procedure"]["kind"] == "contrastive"
+  assert set(evaluator.floors) == KEYS
+  assert all(np.isfinite(v) for v in evaluator.floors.values())
+  conditional = helpers.config(tmp_path, arch="cdcgan32", dataset="folder", data_dir=folder["root"], eval_num=8,
+                               eval_cache_dir=str(tmp_path / "cache"))
+  with pytest.raises(errors.UserError, match="a conditional model needs a labelled dataset"):
+    evaluator_lib.Evaluator(conditional, tf.distribute.get_strategy(), models.build(conditional, 2))
 
 
 def test_bad_inception_weights_are_refused_before_building(tmp_path):

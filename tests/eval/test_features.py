@@ -55,8 +55,9 @@ def test_training_is_reproducible_cached_and_keyed_by_shape(tmp_path, monkeypatc
   images = np.random.RandomState(0).uniform(-1, 1, (3, 28, 28, 1)).astype(np.float32)
   np.testing.assert_array_equal(loaded.model(images)[1], first.model(images)[1])
   np.testing.assert_allclose(features.predict_images(loaded.model, images)[1], first.model(images)[1], rtol=1e-6)
-  other_shape = features.load_or_train(cfg, (32, 32, 3))
+  other_shape = features.load_or_train(cfg, (32, 32, 3), steps=2)  # Colour: the contrastive procedure.
   assert other_shape.key != first.key and "28x28x1" in first.key and "32x32x3" in other_shape.key
+  assert first.key.endswith("-v1") and other_shape.key.endswith("-contrastive-v1-steps2")
   # Another data set under the same name and path gets another key.
   helpers.make_idx_dir(str(tmp_path / "idx"), num=64, seed=1)
   assert features.load_or_train(cfg, (28, 28, 1)).key != first.key
@@ -128,11 +129,22 @@ def test_a_folder_holds_out_a_fixed_tenth_as_its_test_split(tmp_path):
   assert features.data_hash(other_train) != features.data_hash(train)
 
 
-def test_unlabelled_data_has_no_feature_network(tmp_path):
+def test_unlabelled_or_colour_data_gets_a_contrastive_network_and_greyscale_labels_a_classifier(tmp_path):
+  assert features.kind((28, 28, 1), 10) == "supervised"
+  assert features.kind((28, 28, 1), 0) == features.kind((32, 32, 3), 10) == "contrastive"
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=12, classes=(), bad=())
-  cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"])
-  with pytest.raises(errors.UserError, match="no class labels to train a feature network on"):
-    features.labelled_splits(cfg)
+  cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"], eval_cache_dir=str(tmp_path / "cache"))
+  net = features.load_or_train(cfg, (32, 32, 3), steps=2)
+  assert net.key.endswith("-contrastive-v1-steps2") and net.num_classes == 1 and np.isnan(net.test_accuracy)
+  assert net.info["procedure"]["kind"] == "contrastive" and net.info["procedure"]["steps"] == 2
+  assert net.info["test_accuracy"] is None and 0.0 <= net.info["view_match_accuracy"] <= 1.0
+  feats, logits = features.predict_images(net.model, np.zeros((3, 32, 32, 3), np.float32))
+  assert feats.shape == (3, features.FEATURE_DIM) and logits.shape == (3, 1)
+  again = features.load(features.net_dir(cfg, net.key))  # Cached, info.json's null accuracy read back as NaN.
+  assert again.checksum == net.checksum and np.isnan(again.test_accuracy)
+  single = helpers.make_image_folder(str(tmp_path / "single"), num=1, classes=(), bad=())
+  with pytest.raises(errors.UserError, match="too few to train a feature network on"):
+    features.training_splits(cfg.replace(data_dir=single["root"]))
 
 
 def test_cache_root_expands_the_home_directory():
@@ -146,7 +158,7 @@ def mnist_features(mnist_dir):
   """A network trained 1 epoch on 3,000 MNIST training images; its accuracy, features and logits on 3,000 test
   images (the first 3,000 of the test split: those its test accuracy is measured on), and those of noise."""
   cfg = helpers.config_values(data_dir=mnist_dir)
-  train, test = features.labelled_splits(cfg)
+  train, test = features.training_splits(cfg)
   model, accuracy = features.train(train, test, (28, 28, 1), epochs=1, max_examples=3000)
   feats, logits, labels = features.predict(model, test, (28, 28, 1), num=3000)
   noise = np.random.RandomState(0).uniform(-1, 1, (500, 28, 28, 1)).astype(np.float32)

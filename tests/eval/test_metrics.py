@@ -16,6 +16,22 @@ def test_frechet_distance_of_known_gaussians():
   assert d == pytest.approx((9 + 1 + 4 - 4) + (0 + 9 + 1 - 6))
 
 
+def test_frechet_distance_from_features_equals_the_covariance_formula():
+  # Fewer samples than features (Inception's 2048 features of a few hundred images: the case it is for), more, and
+  # unequal sets; each a different distribution so the trace term is not trivially that of identical sets.
+  rng = np.random.RandomState(2)
+  for n, m, dim in ((12, 20, 64), (40, 7, 32), (300, 200, 16)):
+    real = rng.standard_normal((n, dim)) @ rng.standard_normal((dim, dim)) * 0.3
+    fake = rng.standard_normal((m, dim)) * rng.uniform(0.5, 2.0, dim) + 0.2
+    expected = metrics.frechet_distance(*metrics.gaussian_stats(real), *metrics.gaussian_stats(fake))
+    assert expected > 1.0
+    # rel 1e-6: the covariance formula takes square roots of the round-off eigenvalues (~1e-14) of a rank-deficient
+    # matrix, ~1e-7 each; a wrong trace term is off by O(1).
+    assert metrics.frechet_distance_of_features(real, fake) == pytest.approx(expected, rel=1e-6)
+    assert metrics.fcd(real, fake) == pytest.approx(expected, rel=1e-6)
+  assert metrics.frechet_distance_of_features(real, real) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_fcd_kid_precision_recall_of_a_set_against_itself_and_against_a_shifted_set():
   rng = np.random.RandomState(0)
   real = rng.standard_normal((600, 8)).astype(np.float32)
