@@ -92,8 +92,8 @@ class Config:
                                "so a resumed run sees the same batches).")
   image_size: int = _field(0, "Height and width of the images the model makes and trains on (every source is "
                            "cropped per --crop and resized to it); 0: the architecture's native size (28 for the "
-                           "MNIST models, 32 for dcgan32, 64 for dcgan64). An architecture refuses a size it cannot "
-                           "make.", lower=0)
+                           "MNIST models, 32 for dcgan32 and resnet, 64 for dcgan64). An architecture refuses a size "
+                           "it cannot make.", lower=0)
   channels: int = _field(0, "Image channels: 1 (grayscale) or 3 (RGB); every source is converted (gray, gray+alpha, "
                          "RGB, RGBA, palette, 16-bit). 0: the architecture's native channels.", choices=(0, 1, 3))
   crop: str = _field("center", "Before resizing to --image_size: center (cut the largest centred square, keeping the "
@@ -110,6 +110,12 @@ class Config:
   # Model.
   arch: str = _field("dcgan", "Architecture: a module name under gan_dist/models/.")
   latent_dim: int = _field(100, "Size of the generator's noise vector.", lower=1)
+  g_channels: int = _field(32, "Base width ch of the ResNet generators (resnet, cresnet): their blocks have ch*8, "
+                           "ch*4, ch*2, ch channels going up to the image size.", lower=1)
+  d_channels: int = _field(32, "Base width ch of the ResNet discriminators (resnet, cresnet): their blocks have ch, "
+                           "ch*2, ch*4, ... channels going down to 4x4.", lower=1)
+  attention_resolution: int = _field(0, "ResNet architectures: a self-attention block in G and D at this resolution "
+                                     "(8, 16, ..., image size / 2); 0: none.", lower=0)
   sync_batchnorm: bool = _field(True, "BatchNormalization uses statistics of the global batch (all replicas) and "
                                 "keeps identical moving statistics on every replica.")
   # Objective and optimisation.
@@ -167,7 +173,7 @@ _BY_NAME: Dict[str, dataclasses.Field] = {f.name: f for f in FIELDS}
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
-                             "channels")
+                             "channels", "g_channels", "d_channels", "attention_resolution")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")

@@ -85,22 +85,44 @@ def load(workdir: str, step: Optional[int] = None, **overrides) -> Run:
 
 
 def float32_copy(generator: keras.Model) -> keras.Model:
-  """A float32 copy of `generator` (same weights) made of Keras' own layer classes only.
+  """A float32 copy of `generator` (same weights, inference mode) made of Keras' own layer classes only.
 
   gan_dist's layer subclasses (e.g. the replica-aware Dropout) become their Keras base class, which behaves the same
   in inference, so a saved copy loads where gan_dist is not installed. Mixed-precision layers compute in float32
-  (the variables already are float32), and BatchNorm is not synchronised (that matters only in training).
+  (the variables already are float32), and BatchNorm is not synchronised (that matters only in training). The
+  layers of the ResNet recipe become Keras layers computing what they compute in inference (their `export_call`):
+  a SpectralNormalization its wrapped layer with W / sigma (from the stored u) as kernel, a SelfAttention and a
+  ConditionalBatchNorm a small graph of Conv2D/Dense, Dot, Softmax, BatchNormalization, Rescaling, Multiply, Add,
+  a FanOut nothing (its input goes to every reader).
+
+  Args:
+    generator: a functional generator (float32 or mixed precision).
+
+  Returns:
+    The float32 Keras-only copy, with the same inputs and outputs ([B, H, W, C] images).
   """
+  copies = []  # (original layer, its copy) of the layers cloned one to one, whose weights are copied after.
+
   def clone(layer):
+    if hasattr(layer, "export_call"):
+      return layer  # Replaced by the Keras layers of its export_call (see `call`).
     keras_class = next(c for c in type(layer).__mro__ if c.__module__.split(".")[0] == "keras")
     layer_config = layer.get_config()
     layer_config["dtype"] = "float32"
     if "synchronized" in layer_config:
       layer_config["synchronized"] = False
-    return keras_class.from_config(layer_config)
+    copy = keras_class.from_config(layer_config)
+    copies.append((layer, copy))
+    return copy
 
-  copy = keras.models.clone_model(generator, clone_function=clone)
-  copy.set_weights(generator.get_weights())
+  def call(layer, *args, **kwargs):
+    if hasattr(layer, "export_call"):
+      return layer.export_call(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+  copy = keras.models.clone_model(generator, clone_function=clone, call_function=call)
+  for layer, layer_copy in copies:
+    layer_copy.set_weights(layer.get_weights())
   return copy
 
 

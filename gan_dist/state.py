@@ -13,6 +13,7 @@ import dataclasses
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from gan_dist import models
@@ -22,6 +23,9 @@ from gan_dist.models import layers as gan_layers
 # Noise vectors whose batch statistics become the EMA generator's BatchNorm moving statistics (see
 # `TrainState.prepare_ema`): enough for stable statistics, small enough for a 64x64 generator on a CPU.
 EMA_BATCHNORM_SAMPLES = 512
+# ...run through the generator this many at a time: one pass of 512 128x128 images with self-attention at 64x64
+# (configs/faces128.cfg) needed 19 GB; chunks of 64 keep the pass's memory that of a training batch.
+EMA_BATCHNORM_CHUNK = 64
 
 
 @dataclasses.dataclass
@@ -70,14 +74,20 @@ class TrainState:
     The EMA averages G's trainable weights only. BatchNorm's moving statistics are not weights: copying G's (or
     averaging them) gives statistics of other weights than the averaged ones, and the EMA generator then draws
     washed-out or saturated images. Instead, each use (sample grids, evaluation, every checkpoint) first runs the EMA
-    generator once in training mode on EMA_BATCHNORM_SAMPLES fixed noise vectors with momentum 0, which sets every
-    moving mean and variance to the batch statistics of exactly these weights (the "standing statistics" of
-    BigGAN). The noise is a function of --seed, so every worker computes the same statistics and a resumed run
+    generator in training mode on EMA_BATCHNORM_SAMPLES fixed noise vectors, EMA_BATCHNORM_CHUNK at a time with
+    momentum 0, and sets every moving mean and variance to the statistics of the union of the chunks (the mean of
+    the chunk means; the mean of the chunk variances plus the variance of the chunk means) under exactly these
+    weights: the "standing statistics" of BigGAN. Each chunk is normalised by its own statistics, as a training
+    batch is. The noise is a function of --seed, so every worker computes the same statistics and a resumed run
     saves the same checkpoint as an uninterrupted one. Call it in cross-replica context (outside strategy.run).
 
     A step that samples, evaluates and checkpoints calls it up to four times with the same weights: the statistics
     are re-estimated only when the EMA weights differ from those of the last estimate (a checksum of them), unless
     `force`.
+
+    Spectral normalisation: this training-mode pass leaves the EMA generator's power-iteration vectors u as they
+    are (they are G's, copied at each EMA update: `train_step.update_ema`), so that the pass changes BatchNorm
+    statistics only and a second call, forced or not, sets the same ones.
 
     Args:
       force: re-estimate even when the weights are those of the last estimate.
@@ -94,13 +104,14 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
            if isinstance(layer, keras.layers.BatchNormalization)]
   if not norms:
     return lambda force=False: None
+  spectral = gan_layers.spectral_normalization_layers(generator)
   noise = tf.random.stateless_normal([EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[seed, 0x5EED])
   labels = tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
                                        maxval=max(gan.num_classes, 1), dtype=tf.int32)
 
   @tf.function
-  def forward():
-    gan.generate(noise, labels, training=True, generator=generator)
+  def forward(z, y):
+    gan.generate(z, y, training=True, generator=generator)
 
   @tf.function
   def checksum():
@@ -114,15 +125,33 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
     current = checksum().numpy()
     if not force and last and (last[0] == current).all():
       return
-    # Keras' BatchNormalization reads `momentum` when it is traced: the function above is traced (once) with 0.
+    # Keras' BatchNormalization reads `momentum` when it is traced, SpectralNormalization `power_iterations`: the
+    # function above is traced (once) with 0 (statistics of this batch only; u not updated).
     momenta = [layer.momentum for layer in norms]
+    iterations = [layer.power_iterations for layer in spectral]
     for layer in norms:
       layer.momentum = 0.0
+    for layer in spectral:
+      layer.power_iterations = 0
+    sums = [[np.zeros(layer.moving_mean.shape, np.float64) for _ in range(2)] for layer in norms]
+    chunks = range(0, EMA_BATCHNORM_SAMPLES, EMA_BATCHNORM_CHUNK)
     try:
-      forward()
+      for start in chunks:
+        forward(noise[start:start + EMA_BATCHNORM_CHUNK], labels[start:start + EMA_BATCHNORM_CHUNK])
+        for (total, total_sq), layer in zip(sums, norms):
+          mean = np.asarray(layer.moving_mean.numpy(), np.float64)
+          total += mean
+          total_sq += np.asarray(layer.moving_variance.numpy(), np.float64) + mean * mean
+      for (total, total_sq), layer in zip(sums, norms):
+        mean = total / len(chunks)
+        # BatchNorm's statistics are float32 variables under every precision policy.
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(total_sq / len(chunks) - mean * mean, 0.0).astype(np.float32))
     finally:
       for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
+      for layer, n in zip(spectral, iterations):
+        layer.power_iterations = n
     last[:] = [current]
 
   return recalibrate

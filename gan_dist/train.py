@@ -122,6 +122,7 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   # flags.txt records the shape the architecture resolved (0 = native), so that resuming with the native size
   # spelled out, or left at 0, is the same run.
   cfg = cfg.replace(image_size=int(gan.image_shape[0]), channels=int(gan.image_shape[2]))
+  train_step_lib.check_jit_supported(cfg, strategy, gan)  # Here too: TrainStep checks it after flags.txt is written.
   preflight.check_workdir(cfg)
   preflight.check_model(cfg, state)
   checkpointer = checkpoint_lib.Checkpointer(cfg, state, strategy)

@@ -33,6 +33,7 @@ from gan_dist import losses
 from gan_dist import models
 from gan_dist import precision
 from gan_dist import state as state_lib
+from gan_dist.models import layers as gan_layers
 
 # Metric names in the order they are logged.
 BASE_METRICS = ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output")
@@ -50,7 +51,7 @@ def metric_names(cfg) -> tuple:
   return names
 
 
-def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
+def check_jit_supported(cfg, strategy: tf.distribute.Strategy, gan: Optional[models.Gan] = None) -> None:
   """Raises ValueError for XLA combinations TensorFlow cannot run, before anything is traced.
 
   XLA compiles each replica's forward and backward pass (`make_train_step`); the optimizer updates, which
@@ -59,10 +60,13 @@ def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
       BatchNormalization all-reduces inside the forward pass, and on non-GPU devices tf.distribute implements a
       replica-context all-reduce with merge_call, which a compiled function cannot contain (it fails at run time
       with "Trying to access resource ... located in device CPU:1 from device CPU:0").
+    * The same strategies on CPU devices with spectral normalisation (resnet, cresnet), for the same reason: its
+      power-iteration vectors are averaged over the replicas inside the forward pass (models.layers).
 
   Args:
     cfg: the Config (jit_compile, precision, strategy, sync_batchnorm).
     strategy: the strategy the step will run under.
+    gan: the models, when built (the check of spectral normalisation needs them).
 
   Raises:
     ValueError: the combination is known not to compile; the message says what to change.
@@ -77,6 +81,13 @@ def check_jit_supported(cfg, strategy: tf.distribute.Strategy) -> None:
         "BatchNormalization all-reduces inside the compiled forward pass, and on CPUs tf.distribute does that "
         "with merge_call, which XLA cannot compile. Use --nosync_batchnorm, --strategy=one_device, or drop "
         "--jit_compile.")
+  if (gan is not None and not on_gpus and strategy.num_replicas_in_sync > 1
+      and any(gan_layers.spectral_normalization_layers(m) for m in (gan.generator, gan.discriminator))):
+    raise errors.UserError(
+        f"--jit_compile with --strategy={cfg.strategy} on CPU devices cannot compile --arch={cfg.arch}: its "
+        "spectral normalisation averages its power-iteration vectors over the replicas inside the forward pass, "
+        "which tf.distribute does with merge_call on CPUs, which XLA cannot compile. Use --strategy=one_device, "
+        "or drop --jit_compile.")
 
 
 def step_seed(seed: int, step: tf.Tensor, draw, stream: int) -> tf.Tensor:
@@ -277,12 +288,18 @@ def update_ema(cfg: config_lib.Config, state: state_lib.TrainState) -> None:
   Warm-up: an average over the steps so far while there are few of them (TF's ExponentialMovingAverage with
   num_updates), so that early EMA samples are not dominated by the initial weights. Only trainable weights are
   averaged; BatchNorm statistics are re-estimated for the EMA weights when they are used (TrainState.prepare_ema).
+  The power-iteration vectors u of spectrally normalised layers are copied from G's: an average of unit vectors is
+  not one, and G's u, estimated over every step, is the best start for weights that follow G's (the EMA copy never
+  updates its own: see TrainState.prepare_ema).
   """
   updates = tf.cast(state.step, tf.float32)
   rate = tf.minimum(cfg.ema_decay, (1.0 + updates) / (10.0 + updates))
   # G's weights are identical on all replicas, and an assignment in cross-replica context reaches every copy.
   for ema_var, var in zip(state.ema_generator.trainable_variables, state.gan.generator.trainable_variables):
     ema_var.assign(rate * ema_var + (1.0 - rate) * var)
+  for ema_u, u in zip(gan_layers.power_iteration_vectors(state.ema_generator),
+                      gan_layers.power_iteration_vectors(state.gan.generator)):
+    ema_u.assign(u)
 
 
 class TrainStep:
@@ -299,7 +316,7 @@ class TrainStep:
   """
 
   def __init__(self, cfg: config_lib.Config, strategy: tf.distribute.Strategy, state: state_lib.TrainState):
-    check_jit_supported(cfg, strategy)
+    check_jit_supported(cfg, strategy, state.gan)
     self.names = metric_names(cfg)
     self._cfg, self._strategy, self._state = cfg, strategy, state
     with strategy.scope():

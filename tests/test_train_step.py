@@ -198,6 +198,11 @@ def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrore
   expected = tf.reduce_mean(dense(noise), axis=0).numpy()
   for copy in _replica_values(bn.moving_mean):
     np.testing.assert_allclose(copy, expected, rtol=1e-4, atol=1e-5)
+  # ...and its moving variance the variance over all of them, though they ran EMA_BATCHNORM_CHUNK at a time.
+  assert state_lib.EMA_BATCHNORM_SAMPLES // state_lib.EMA_BATCHNORM_CHUNK >= 2
+  expected_variance = tf.math.reduce_variance(dense(noise), axis=0).numpy()
+  for copy in _replica_values(bn.moving_variance):
+    np.testing.assert_allclose(copy, expected_variance, rtol=1e-4, atol=1e-5)
   again = [v.numpy().copy() for v in ema.non_trainable_variables]
   state.prepare_ema(force=True)  # Deterministic: the same weights give the same statistics.
   for a, b in zip(again, ema.non_trainable_variables):

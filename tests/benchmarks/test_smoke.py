@@ -182,3 +182,25 @@ def test_feature_check(tmp_path):
     assert all(math.isfinite(v) for v in found.values()), (name, found)
   assert "label_accuracy" in report["sets"]["real held-out"]  # The folder has classes.
   assert "| set | fcd | kid | precision | recall | classifier_score | label_accuracy |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_arch_ratio(tmp_path):
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=24, bad=())
+  proc = _run("arch_ratio.py", "--configs=configs/folder64.cfg,configs/faces64.cfg", f"--data_dir={folder['root']}",
+              "--batch_size=4", "--steps_per_loop=1", "--seconds=0.1", "--repeats=1",
+              # The script's code paths, not these architectures (tests/models/ has them): the MLP traces fastest.
+              "--config_flag=--arch=mlp", "--config_flag=--image_size=28", "--config_flag=--channels=1",
+              "--config_flag=--latent_dim=8", timeout=240)
+  reports = _json_lines(proc.stdout)
+  assert len(reports) == 1, proc.stdout
+  report = reports[0]
+  names = {f"{c} {s}" for c in ("folder64.cfg", "faces64.cfg") for s in ("one device", "2 replicas")}
+  assert set(report["images_per_s"]) == names and all(_positive(v) for v in report["images_per_s"].values())
+  ips = report["images_per_s"]
+  assert report["ratio_b_to_a"]["one device"] == pytest.approx(
+      ips["faces64.cfg one device"] / ips["folder64.cfg one device"], rel=0.02)
+  assert report["two_replicas_to_one_device"]["faces64.cfg"] == pytest.approx(
+      ips["faces64.cfg 2 replicas"] / ips["faces64.cfg one device"], rel=0.02)
+  assert report["batch_size"] == {"folder64.cfg": 4, "faces64.cfg": 4} and report["cpu"]
+  assert all(_positive(n) for n in report["trainable_parameters"].values())

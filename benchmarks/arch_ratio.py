@@ -1,0 +1,107 @@
+r"""Images per second of two training configurations, on one device and on 2 logical CPU replicas, in one process.
+
+Each configuration (a flagfile) is built twice in the same process: on one device (/cpu:0) and under
+MirroredStrategy over 2 logical CPU devices at the same global batch (the CPU split is made first, and a one-device
+strategy on one of the logical devices runs as an unsplit process does: the devices share one thread pool). The
+four train steps (`train_step.make_train_step`, fed by the trainer's own distributed dataset, --steps_per_loop steps
+per call, as `train.run` calls them) alternate for --repeats rounds of --seconds each and the medians are reported,
+so that a noisy machine slows all alike. Ratios are what to compare: B / A on each strategy, and 2 replicas / one
+device for each configuration.
+
+  python3 benchmarks/arch_ratio.py --configs=configs/folder64.cfg,configs/faces64.cfg --data_dir=FOLDER
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import tensorflow as tf
+
+from gan_dist import config as config_lib
+from gan_dist import data
+from gan_dist import preflight
+from gan_dist import state as state_lib
+from gan_dist import train_step as train_step_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B.")
+flags.DEFINE_string("data_dir", None, "An image folder.")
+flags.DEFINE_integer("batch_size", 0, "Global batch of every configuration (0: each flagfile's own).")
+flags.DEFINE_integer("steps_per_loop", 2, "Steps per call.")
+flags.DEFINE_float("seconds", 20.0, "Length of one timed round of each step.")
+flags.DEFINE_integer("repeats", 3, "Rounds; medians are reported.")
+flags.DEFINE_multi_string("config_flag", [], "Extra flags for every configuration (e.g. --config_flag=--precision=...)")
+
+
+def _cpu() -> str:
+  with open("/proc/cpuinfo") as f:
+    text = f.read()
+  model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown")
+  return f"{model} ({'AVX-512' if ' avx512f' in text else 'AVX2' if ' avx2' in text else 'no AVX2'}), " \
+         f"{os.cpu_count()} cores"
+
+
+def _timed(run_once, images_per_call, seconds):
+  calls, start = 0, time.perf_counter()
+  while True:
+    run_once()
+    calls += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds:
+      return calls * images_per_call / elapsed
+
+
+def _step(path, strategy, name):
+  extra = [f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []
+  cfg = config_lib.from_args([f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", "--workdir=/tmp/arch_ratio",
+                              f"--steps_per_loop={FLAGS.steps_per_loop}", *extra, *FLAGS.config_flag])
+  source = data.open_source(cfg)
+  cfg = preflight.resolve_config(cfg, source)
+  state = state_lib.create_state(cfg, strategy, cfg.num_classes)
+  iterator = iter(strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape)))
+  train = train_step_lib.make_train_step(cfg, strategy, state)
+  params = sum(int(tf.size(v)) for v in state.gan.generator.trainable_variables + state.gan.discriminator.trainable_variables)
+  return dict(name=name, cfg=cfg, run=lambda: train(iterator, cfg.steps_per_loop),
+              images=cfg.batch_size * cfg.d_steps_per_g * cfg.steps_per_loop, params=params)
+
+
+def main(argv):
+  del argv
+  tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                             [tf.config.LogicalDeviceConfiguration()] * 2)
+  one = tf.distribute.OneDeviceStrategy("/cpu:0")
+  two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  steps = [_step(path, strategy, f"{os.path.basename(path)} {label}") for path in FLAGS.configs
+           for strategy, label in ((one, "one device"), (two, "2 replicas"))]
+  for step in steps:  # Trace and warm up.
+    for _ in range(2):
+      step["run"]()
+  rounds = {s["name"]: [] for s in steps}
+  for _ in range(FLAGS.repeats):
+    for step in steps:
+      rounds[step["name"]].append(_timed(step["run"], step["images"], FLAGS.seconds))
+  ips = {name: statistics.median(values) for name, values in rounds.items()}
+  a, b = (os.path.basename(p) for p in FLAGS.configs)
+  result = dict(
+      images_per_s={k: round(v, 2) for k, v in ips.items()},
+      ratio_b_to_a={label: round(ips[f"{b} {label}"] / ips[f"{a} {label}"], 3)
+                    for label in ("one device", "2 replicas")},
+      two_replicas_to_one_device={c: round(ips[f"{c} 2 replicas"] / ips[f"{c} one device"], 3) for c in (a, b)},
+      batch_size={os.path.basename(p): s["cfg"].batch_size for p, s in zip(FLAGS.configs, steps[::2])},
+      trainable_parameters={os.path.basename(p): s["params"] for p, s in zip(FLAGS.configs, steps[::2])},
+      rounds={k: [round(v, 2) for v in vs] for k, vs in rounds.items()}, seconds=FLAGS.seconds, cpu=_cpu())
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("data_dir")
+  app.run(main)
