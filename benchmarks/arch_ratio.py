@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -31,6 +30,7 @@ from gan_dist import data
 from gan_dist import preflight
 from gan_dist import state as state_lib
 from gan_dist import train_step as train_step_lib
+import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B.")
@@ -48,16 +48,6 @@ def _cpu() -> str:
   model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown")
   return f"{model} ({'AVX-512' if ' avx512f' in text else 'AVX2' if ' avx2' in text else 'no AVX2'}), " \
          f"{os.cpu_count()} cores"
-
-
-def _timed(run_once, images_per_call, seconds):
-  calls, start = 0, time.perf_counter()
-  while True:
-    run_once()
-    calls += 1
-    elapsed = time.perf_counter() - start
-    if elapsed >= seconds:
-      return calls * images_per_call / elapsed
 
 
 def _step(path, strategy, name):
@@ -88,7 +78,7 @@ def main(argv):
   rounds = {s["name"]: [] for s in steps}
   for _ in range(FLAGS.repeats):
     for step in steps:
-      rounds[step["name"]].append(_timed(step["run"], step["images"], FLAGS.seconds))
+      rounds[step["name"]].append(throughput.timed(step["run"], step["images"], FLAGS.seconds))
   ips = {name: statistics.median(values) for name, values in rounds.items()}
   a, b = (os.path.basename(p) for p in FLAGS.configs)
   result = dict(

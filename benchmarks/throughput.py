@@ -103,7 +103,7 @@ def make_reference_step(cfg, source):
   return tf.function(lambda: step(images))
 
 
-def _timed(run_once, images_per_call, seconds):
+def timed(run_once, images_per_call, seconds):
   """Calls `run_once` (which blocks until its work is done) for about `seconds`; returns images/s."""
   calls = 0
   start = time.perf_counter()
@@ -145,8 +145,8 @@ def measure(cfg) -> dict:
 
   rounds = {"gan_dist": [], "reference": []}
   for _ in range(FLAGS.repeats):
-    rounds["gan_dist"].append(_timed(gan_dist_once, images_per_call, FLAGS.seconds))
-    rounds["reference"].append(_timed(reference_once, cfg.batch_size, FLAGS.seconds))
+    rounds["gan_dist"].append(timed(gan_dist_once, images_per_call, FLAGS.seconds))
+    rounds["reference"].append(timed(reference_once, cfg.batch_size, FLAGS.seconds))
   gan_dist_ips = statistics.median(rounds["gan_dist"])
   reference_ips = statistics.median(rounds["reference"])
   result = {
@@ -184,7 +184,7 @@ def measure_input_pipeline(cfg, strategy, dataset_fn) -> float:
   for _ in range(3):
     drain(iterator, num_steps).numpy()
   images_per_call = cfg.batch_size * cfg.steps_per_loop
-  return statistics.median(_timed(lambda: drain(iterator, num_steps).numpy(), images_per_call, FLAGS.seconds / 2)
+  return statistics.median(timed(lambda: drain(iterator, num_steps).numpy(), images_per_call, FLAGS.seconds / 2)
                            for _ in range(FLAGS.repeats))
 
 

@@ -12,6 +12,9 @@ import tensorflow as tf
 
 from gan_dist import cli
 from gan_dist import config as config_lib
+from gan_dist import data
+from gan_dist import state as state_lib
+from gan_dist import train_step as train_step_lib
 from gan_dist import workdir as workdir_lib
 
 
@@ -154,3 +157,17 @@ def tool_command(tool, argv, monkeypatch, capsys):
   except SystemExit as e:
     code = e.code
   return code or 0, capsys.readouterr().err
+
+
+def train_setup(cfg, strategy):
+  """(state, iterator, train step) of `cfg` on `strategy`, built as train.run builds them (no workdir written)."""
+  source = data.open_source(cfg)
+  state = state_lib.create_state(cfg, strategy, source.num_classes)
+  dataset = strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape))
+  return state, iter(dataset), train_step_lib.make_train_step(cfg, strategy, state)
+
+
+def replica_values(var):
+  """Per-replica copies of a (Keras-wrapped) mirrored variable."""
+  inner = getattr(var, "value", var)
+  return [v.numpy() for v in getattr(inner, "values", (inner,))]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan_dist import data
 from gan_dist import losses
 from gan_dist import models
 from gan_dist import state as state_lib
@@ -19,16 +18,10 @@ from tests import helpers
 def _setup(tmp_path, strategy, **overrides):
   d = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
   cfg = helpers.config(tmp_path, data_dir=d, **overrides)
-  source = data.open_source(cfg)
-  state = state_lib.create_state(cfg, strategy, source.num_classes)
-  dataset = strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape))
-  return cfg, state, iter(dataset), train_step_lib.make_train_step(cfg, strategy, state)
+  return (cfg, *helpers.train_setup(cfg, strategy))
 
 
-def _replica_values(var):
-  """Per-replica copies of a (Keras-wrapped) mirrored variable."""
-  inner = getattr(var, "value", var)
-  return [v.numpy() for v in getattr(inner, "values", (inner,))]
+_replica_values = helpers.replica_values
 
 
 @pytest.mark.slow

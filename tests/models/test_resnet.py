@@ -19,7 +19,6 @@ import tensorflow as tf
 # so that the rest of this test process runs as it would have.
 from tensorflow.python.framework import config as tf_config
 
-from gan_dist import data
 from gan_dist import errors
 from gan_dist import inference
 from gan_dist import main
@@ -200,15 +199,10 @@ def _setup(tmp_path, strategy, **overrides):
   values = dict(arch="cresnet", dataset="folder", data_dir=folder, g_channels=CH, d_channels=CH, latent_dim=LATENT)
   values.update(overrides)
   cfg = helpers.config(tmp_path, **values)
-  source = data.open_source(cfg)
-  state = state_lib.create_state(cfg, strategy, source.num_classes)
-  dataset = strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape))
-  return cfg, state, iter(dataset), train_step_lib.make_train_step(cfg, strategy, state)
+  return (cfg, *helpers.train_setup(cfg, strategy))
 
 
-def _replica_values(var):
-  inner = getattr(var, "value", var)
-  return [v.numpy() for v in getattr(inner, "values", (inner,))]
+_replica_values = helpers.replica_values
 
 
 @pytest.mark.slow
