@@ -46,6 +46,8 @@ def make_checkpoint(state) -> tf.train.Checkpoint:
                seed_states=state.seed_states())
   if state.ema_generator is not None:
     items["ema_generator"] = state.ema_generator
+  if state.augment_p is not None:
+    items["augment_p"] = state.augment_p
   return tf.train.Checkpoint(**items)
 
 

@@ -21,6 +21,16 @@ STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # The one list of loss names: `losses.py` defines a function of each name.
 LOSSES = ("non_saturating", "minimax", "least_squares", "hinge", "wasserstein")
+# Augmentation of D's inputs (`augment.py`): the modes, and the one list of transform names (a function each there).
+AUGMENT_MODES = ("none", "diffaug", "ada")
+AUGMENT_TRANSFORMS = ("brightness", "saturation", "contrast", "translation", "cutout", "flip", "rot90",
+                      "int_translation", "scale", "aniso", "hue")
+# Names that stand for several transforms in --augment_policy.
+AUGMENT_GROUPS = {"color": ("brightness", "saturation", "contrast")}
+# The policy of each mode when --augment_policy is empty: DiffAugment's "color,translation,cutout" (Zhao et al.
+# 2020), and ADA's "bgc" pipeline (Karras et al. 2020) without arbitrary rotation and fractional translation.
+DEFAULT_AUGMENT_POLICY = {"diffaug": "color,translation,cutout",
+                          "ada": "flip,rot90,int_translation,scale,aniso,brightness,contrast,hue,saturation"}
 
 
 def _field(default, help_text: str, *, lower=None, upper=None, choices: Optional[Sequence] = None,
@@ -123,6 +133,18 @@ class Config:
   gp_weight: float = _field(0.0, "Weight of the WGAN-GP gradient penalty (on interpolates of real and fake).",
                             lower=0.0)
   r1_weight: float = _field(0.0, "Weight of the R1 penalty (squared gradient norm of D on real images).", lower=0.0)
+  augment: str = _field("none", "Augment every image D sees, real and generated, in D's and G's updates, with "
+                        "differentiable transforms: diffaug (DiffAugment: every transform on every image) or ada "
+                        "(adaptive: each transform with probability p, which rises while D is over-confident on "
+                        "reals); see README 'Small folders'.", choices=AUGMENT_MODES)
+  augment_policy: str = _field("", "Comma-separated transforms (" + ", ".join(AUGMENT_TRANSFORMS) + "; color = "
+                               "brightness,saturation,contrast), applied in this order. Empty: diffaug "
+                               f"{DEFAULT_AUGMENT_POLICY['diffaug']}; ada {DEFAULT_AUGMENT_POLICY['ada']}.")
+  ada_target: float = _field(0.6, "ada: the target of r_t = E[sign(D(real))], D's over-confidence on reals; p rises "
+                             "while r_t is above it.", check=(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
+  ada_kimg: float = _field(100.0, "ada: thousands of real images over which p can move from 0 to 1 (ADA's speed; "
+                           "the paper's 500 suits runs of millions of images).", check=(lambda v: v > 0,
+                                                                                        "must be > 0"))
   d_steps_per_g: int = _field(1, "Discriminator updates per generator update; each takes a new batch.", lower=1)
   g_lr: float = _field(1e-4, "Generator Adam learning rate.", lower=0.0)
   d_lr: float = _field(1e-4, "Discriminator Adam learning rate.", lower=0.0)
@@ -173,7 +195,7 @@ _BY_NAME: Dict[str, dataclasses.Field] = {f.name: f for f in FIELDS}
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
-                             "channels", "g_channels", "d_channels", "attention_resolution")
+                             "channels", "g_channels", "d_channels", "attention_resolution", "augment")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")
@@ -218,7 +240,42 @@ def validate(cfg: Config) -> Config:
     problem = _problem(field, value)
     if problem:
       raise errors.UserError(f"--{field.name}={value!r}: {problem}")
+  _check_augment(cfg)
   return cfg
+
+
+def augment_policy(cfg: Config) -> Tuple[str, ...]:
+  """The transforms of `cfg`'s augmentation, groups expanded, in order; () without --augment."""
+  if cfg.augment == "none":
+    return ()
+  names = []
+  for name in (cfg.augment_policy or DEFAULT_AUGMENT_POLICY[cfg.augment]).split(","):
+    names.extend(AUGMENT_GROUPS.get(name.strip(), (name.strip(),)))
+  return tuple(names)
+
+
+def _check_augment(cfg: Config) -> None:
+  """The rules between the augmentation fields (each field's own were checked already)."""
+  defaults = Config()
+  if cfg.augment != "ada":
+    given = [f"--{n}={getattr(cfg, n)!r}" for n in ("ada_target", "ada_kimg")
+             if getattr(cfg, n) != getattr(defaults, n)]
+    if given:
+      raise errors.UserError(f"{', '.join(given)} set without --augment=ada (now --augment={cfg.augment})")
+  if cfg.augment == "none":
+    if cfg.augment_policy:
+      raise errors.UserError(f"--augment_policy={cfg.augment_policy!r} set with --augment=none; choose "
+                             "--augment=diffaug or --augment=ada")
+    return
+  known = set(AUGMENT_TRANSFORMS) | set(AUGMENT_GROUPS)
+  items = [n.strip() for n in cfg.augment_policy.split(",")] if cfg.augment_policy else []
+  unknown = [n for n in items if n not in known]
+  if unknown:
+    raise errors.UserError(f"--augment_policy={cfg.augment_policy!r}: unknown transform {unknown[0]!r}; known: "
+                           f"{', '.join(AUGMENT_TRANSFORMS)}, color")
+  names = augment_policy(cfg)
+  if len(set(names)) != len(names):
+    raise errors.UserError(f"--augment_policy={cfg.augment_policy!r} names a transform twice")
 
 
 def make_config(**values) -> Config:
@@ -316,7 +373,8 @@ def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
   """Returns a one-line message naming every field that differs in a way a resume cannot absorb, or None."""
   def shape(cfg, name):
     value = getattr(cfg, name)
-    return value > 0 if name == "ema_decay" else value  # Only whether an EMA exists shapes the checkpoint.
+    # Only whether an EMA exists, and whether ADA's p exists, shape the checkpoint.
+    return value > 0 if name == "ema_decay" else (value == "ada") if name == "augment" else value
 
   def diff(name):
     return f"--{name} (workdir has {getattr(saved, name)!r}, this run {getattr(current, name)!r})"

@@ -38,6 +38,8 @@ class TrainState:
     step: int64 scalar, generator steps done.
     ema_generator: a copy of the generator holding the EMA of its weights, or None.
     seed: the run's --seed (fixes the noise used to re-estimate the EMA generator's BatchNorm statistics).
+    augment_p: float32 scalar, ADA's augmentation probability (--augment=ada), or None. One value on every replica
+      and worker (assigned in cross-replica context from all-reduced statistics: `train_step`), checkpointed.
   """
 
   gan: models.Gan
@@ -46,6 +48,7 @@ class TrainState:
   step: tf.Variable
   ema_generator: Optional[keras.Model] = None
   seed: int = 0
+  augment_p: Optional[tf.Variable] = None
   _recalibrate: Optional[Callable[..., None]] = dataclasses.field(default=None, repr=False)
 
   @property
@@ -54,10 +57,11 @@ class TrainState:
     return self.ema_generator if self.ema_generator is not None else self.gan.generator
 
   def variables(self) -> list:
-    """Every variable of the models, the EMA copy and both optimizers, each once (what a checkpoint holds)."""
+    """Every variable of the models, the EMA copy, both optimizers and ADA's p, each once (what a checkpoint holds)."""
     found, seen = [], set()
     models_ = [self.gan.generator, self.gan.discriminator] + ([self.ema_generator] if self.ema_generator else [])
-    for v in [w for m in models_ for w in m.weights] + self.g_optimizer.variables + self.d_optimizer.variables:
+    extra = [self.augment_p] if self.augment_p is not None else []
+    for v in [w for m in models_ for w in m.weights] + self.g_optimizer.variables + self.d_optimizer.variables + extra:
       if id(v) not in seen:
         seen.add(id(v))
         found.append(v)
@@ -172,4 +176,8 @@ def create_state(cfg, strategy: tf.distribute.Strategy, num_classes: int = 0) ->
     if cfg.ema_decay > 0:
       ema_generator = keras.models.clone_model(gan.generator)
       ema_generator.set_weights(gan.generator.get_weights())
-  return TrainState(gan, g_optimizer, d_optimizer, step, ema_generator, seed=cfg.seed)
+    augment_p = None
+    if cfg.augment == "ada":
+      augment_p = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="augment_p",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  return TrainState(gan, g_optimizer, d_optimizer, step, ema_generator, seed=cfg.seed, augment_p=augment_p)

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
+from gan_dist import augment
 from gan_dist import config as config_lib
 from gan_dist import errors
 from gan_dist import losses
@@ -39,7 +40,7 @@ from gan_dist.models import layers as gan_layers
 BASE_METRICS = ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output")
 
 # Stateless streams of a step, folded into (seed, step) so that they never share numbers.
-_NOISE, _FAKE_LABELS, _ALPHA = 1, 2, 3
+_NOISE, _FAKE_LABELS, _ALPHA, _AUGMENT_REAL, _AUGMENT_FAKE = 1, 2, 3, 4, 5
 
 
 def metric_names(cfg) -> tuple:
@@ -48,6 +49,8 @@ def metric_names(cfg) -> tuple:
     names += ("gradient_penalty",)
   if cfg.r1_weight > 0:
     names += ("r1_penalty",)
+  if cfg.augment == "ada":
+    names += ("augment_p", "ada_rt")
   return names
 
 
@@ -142,11 +145,15 @@ class StepInputs:
     noise: float32 [b, latent_dim].
     fake_labels: int32 [b], the classes G is asked for (zeros for unconditional models, which ignore them).
     alpha: float32 [b, 1, 1, 1] interpolation weights of the gradient penalty, or None without --gp_weight.
+    real_seed, fake_seed: int64 [2], the stateless seeds of the augmentation of the real and of the generated batch
+      (drawn for the global batch; `augment.apply` takes this replica's rows).
   """
 
   noise: tf.Tensor
   fake_labels: tf.Tensor
   alpha: Optional[tf.Tensor]
+  real_seed: Optional[tf.Tensor] = None
+  fake_seed: Optional[tf.Tensor] = None
 
 
 def step_inputs(cfg: config_lib.Config, gan: models.Gan, step: tf.Tensor, draw: int) -> StepInputs:
@@ -159,7 +166,8 @@ def step_inputs(cfg: config_lib.Config, gan: models.Gan, step: tf.Tensor, draw: 
   alpha = None
   if cfg.gp_weight > 0:
     alpha = replica_rows(tf.random.stateless_uniform([batch, 1, 1, 1], seed=step_seed(cfg.seed, step, draw, _ALPHA)))
-  return StepInputs(replica_rows(noise), replica_rows(fake_labels), alpha)
+  return StepInputs(replica_rows(noise), replica_rows(fake_labels), alpha,
+                    step_seed(cfg.seed, step, draw, _AUGMENT_REAL), step_seed(cfg.seed, step, draw, _AUGMENT_FAKE))
 
 
 @dataclasses.dataclass
@@ -167,8 +175,9 @@ class Forward:
   """One forward pass of a replica: G's images and D's logits on the real and the generated batch.
 
   Attributes:
-    real_images, real_labels: the replica's data batch, float32 [b, H, W, C] and int32 [b].
-    fake_images: G's images [b, H, W, C] for `inputs`.
+    real_images, real_labels: D's real input, float32 [b, H, W, C] (the replica's data batch, augmented when
+      augmentation is on: the penalties differentiate D at the images it saw), and its labels, int32 [b].
+    fake_images: D's generated input [b, H, W, C]: G's images for `inputs`, augmented likewise.
     real_logits, fake_logits: float32 [b, 1].
     inputs: the StepInputs the fakes were made from.
   """
@@ -181,12 +190,29 @@ class Forward:
   inputs: StepInputs
 
 
-def forward(gan: models.Gan, batch: Dict[str, tf.Tensor], inputs: StepInputs) -> Forward:
-  """G makes a batch from `inputs`; D scores it and the data batch (both in training mode)."""
+Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def augmenter(cfg: config_lib.Config, state: state_lib.TrainState) -> Optional[Augmenter]:
+  """(images, seed) -> the images D sees under --augment (p = 1 for diffaug, ADA's p), or None without it."""
+  policy = config_lib.augment_policy(cfg)
+  if not policy:
+    return None
+  p = state.augment_p if cfg.augment == "ada" else 1.0
+  return lambda images, seed: augment.apply(images, policy, seed, p, cfg.batch_size, replica_rows)
+
+
+def forward(gan: models.Gan, batch: Dict[str, tf.Tensor], inputs: StepInputs,
+            augment_fn: Optional[Augmenter] = None) -> Forward:
+  """G makes a batch from `inputs`; D scores it and the data batch (both in training mode), each augmented by
+  `augment_fn` first when given (the generated batch in G's update too: G learns through the augmentation)."""
   fake = gan.generate(inputs.noise, inputs.fake_labels, training=True)
-  real_logits = gan.discriminate(batch["images"], batch["labels"], training=True)
+  real = batch["images"]
+  if augment_fn is not None:
+    real, fake = augment_fn(real, inputs.real_seed), augment_fn(fake, inputs.fake_seed)
+  real_logits = gan.discriminate(real, batch["labels"], training=True)
   fake_logits = gan.discriminate(fake, inputs.fake_labels, training=True)
-  return Forward(batch["images"], batch["labels"], fake, real_logits, fake_logits, inputs)
+  return Forward(real, batch["labels"], fake, real_logits, fake_logits, inputs)
 
 
 def global_mean(cfg: config_lib.Config, per_example: tf.Tensor) -> tf.Tensor:
@@ -235,7 +261,8 @@ def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, t
 def d_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, step, draw: int) -> List[tf.Tensor]:
   """The gradients of an extra discriminator update (--d_steps_per_g > 1), scaled under float16; no metrics."""
   with tf.GradientTape() as tape:
-    loss, _ = d_loss(cfg, state.gan, forward(state.gan, batch, step_inputs(cfg, state.gan, step, draw)))
+    fwd = forward(state.gan, batch, step_inputs(cfg, state.gan, step, draw), augmenter(cfg, state))
+    loss, _ = d_loss(cfg, state.gan, fwd)
     loss = precision.scale_loss(state.d_optimizer, loss)
   return tape.gradient(loss, state.gan.discriminator.trainable_variables)
 
@@ -245,10 +272,15 @@ def gd_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, ste
   """The tutorial step: one forward pass, two tapes; returns (G's gradients, D's gradients, metrics)."""
   gan = state.gan
   with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-    fwd = forward(gan, batch, step_inputs(cfg, gan, step, draw))
+    fwd = forward(gan, batch, step_inputs(cfg, gan, step, draw), augmenter(cfg, state))
     d_value, metrics = d_loss(cfg, gan, fwd)
     g_value, g_metrics = g_loss(cfg, fwd)
     metrics.update(g_metrics)
+    if cfg.augment == "ada":
+      # r_t = E[sign(D(real))] over the global batch (replicas' shares sum to it), ADA's over-confidence signal.
+      metrics["ada_rt"] = global_mean(cfg, tf.sign(tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])))
+      p = tf.cast(state.augment_p, tf.float32)
+      metrics["augment_p"] = global_mean(cfg, tf.fill(tf.shape(fwd.real_labels), p))
     g_value = precision.scale_loss(state.g_optimizer, g_value)
     d_value = precision.scale_loss(state.d_optimizer, d_value)
   return (g_tape.gradient(g_value, gan.generator.trainable_variables),
@@ -369,15 +401,23 @@ class TrainStep:
       d_grads_fn = tf.function(d_grads_fn, jit_compile=True)
       gd_grads_fn = tf.function(gd_grads_fn, jit_compile=True)
 
+    ada = cfg.augment == "ada"
+
     def one_replica(batches, step):
       metrics, nonfinite = replica_step(cfg, state, batches, step, d_grads_fn, gd_grads_fn)
       self._totals.assign_add(tf.stack([metrics[name] for name in self.names] + [nonfinite]))
+      return metrics["ada_rt"] if ada else tf.constant(0.0)
 
     @tf.function
     def run_steps(iterator, num_steps):
       for _ in tf.range(num_steps):
         batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
-        strategy.run(one_replica, args=(batches, state.step.read_value()))
+        r_t = strategy.run(one_replica, args=(batches, state.step.read_value()))
+        if ada:
+          # One p for every replica and worker: from the all-reduced r_t, assigned in cross-replica context.
+          r_t = strategy.reduce(tf.distribute.ReduceOp.SUM, r_t, axis=None)
+          state.augment_p.assign(augment.ada_update(state.augment_p, r_t, cfg.ada_target, cfg.ada_kimg,
+                                                    cfg.batch_size))
         state.step.assign_add(1)
         precision.count_attempt(state.g_optimizer)
         precision.count_attempt(state.d_optimizer, cfg.d_steps_per_g)

@@ -17,6 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
+# The switch --deterministic turns on: the `op_determinism` fixture turns it off again.
+from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
 
 from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
 
@@ -59,6 +61,16 @@ def one_device():
 _LONGEST_FIRST = ("test_smoke.py", "test_multiworker.py", "test_peer_failure.py", "test_crash_safety.py",
                   "test_main.py", "test_configs.py", "test_train_step.py", "test_evaluator.py", "test_data_train.py",
                   "test_train.py", "test_checkpoint.py", "test_evaluate.py", "test_preemption.py")
+
+
+@pytest.fixture
+def op_determinism():
+  """Turns op determinism (which --deterministic turns on for the process, with no public way back) off again
+  after the test, so that the rest of the test process runs as it would have."""
+  was = tf_config.is_op_determinism_enabled()
+  yield
+  if not was:
+    tf_config.disable_op_determinism()
 
 
 def pytest_collection_modifyitems(items):

@@ -168,6 +168,22 @@ def train_setup(cfg, strategy):
 
 
 def replica_values(var):
-  """Per-replica copies of a (Keras-wrapped) mirrored variable."""
+  """Per-replica copies of a mirrored variable (Keras-wrapped or a tf.Variable)."""
   inner = getattr(var, "value", var)
+  if callable(inner):  # tf.Variable.value is a method: the variable is the distributed one itself.
+    inner = var
   return [v.numpy() for v in getattr(inner, "values", (inner,))]
+
+
+FINGERPRINT = re.compile(r"Checkpoint step (\d+) fingerprint ([0-9a-f]+) \(worker (\d+)\)")
+
+
+def worker_fingerprints(workdir, step) -> dict:
+  """{worker: checkpoint fingerprint} logged at `step` in the worker logs that launch/local.sh kept in workdir/logs."""
+  found = {}
+  for name in sorted(os.listdir(os.path.join(workdir, "logs"))):
+    with open(os.path.join(workdir, "logs", name)) as f:
+      for m in FINGERPRINT.finditer(f.read()):
+        if int(m.group(1)) == step:
+          found[int(m.group(3))] = m.group(2)
+  return found

@@ -23,7 +23,6 @@ from gan_dist import workdir as workdir_lib
 from tests import helpers
 from tests import subprocs
 
-FINGERPRINT = re.compile(r"Checkpoint step (\d+) fingerprint ([0-9a-f]+) \(worker (\d+)\)")
 STOPPED = re.compile(r"\[worker (\d)\] error: (.+) received: saved a checkpoint at step (\d+) on every worker")
 
 
@@ -32,15 +31,7 @@ def _local(tmp_path, flags, log="local.out"):
   return subprocs.run(subprocs.local_sh_cmd(2, *flags), tmp_path / log, subprocs.env(tmp_path))
 
 
-def _fingerprints(workdir, step):
-  """{worker: fingerprint} logged at `step` in the worker logs that local.sh kept."""
-  found = {}
-  for name in sorted(os.listdir(os.path.join(workdir, "logs"))):
-    with open(os.path.join(workdir, "logs", name)) as f:
-      for m in FINGERPRINT.finditer(f.read()):
-        if int(m.group(1)) == step:
-          found[int(m.group(3))] = m.group(2)
-  return found
+_fingerprints = helpers.worker_fingerprints
 
 
 def _saved_counters(path):

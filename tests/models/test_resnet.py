@@ -15,8 +15,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-# The process-wide switch that --deterministic turns on has no public way back; the resume test turns it off again
-# so that the rest of this test process runs as it would have.
 from tensorflow.python.framework import config as tf_config
 
 from gan_dist import errors
@@ -226,15 +224,6 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, one_device, mi
     assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
   for a, b in zip(w1, w2):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-@pytest.fixture
-def op_determinism():
-  """Turns op determinism (which --deterministic turns on for the process) off again after the test."""
-  was = tf_config.is_op_determinism_enabled()
-  yield
-  if not was:
-    tf_config.disable_op_determinism()
 
 
 @pytest.mark.slow
