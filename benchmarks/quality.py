@@ -68,7 +68,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   fv.set_default("strategy", "one_device")
   fv.set_default("data_dir", os.path.join(REPO, "..", "shared", "data", "mnist"))
   flags.DEFINE_list("configs", list(DEFAULT_CONFIGS), "Flagfiles to train, and/or `reference` (the TF-tutorial loop "
-                    "with configs/dcgan.cfg's hyper-parameters).", flag_values=fv)
+                    "with configs/dcgan.cfg's hyper-parameters). A flagfile may carry flags of its own after '+' "
+                    "signs: configs/small64.cfg+--augment=none.", flag_values=fv)
   flags.DEFINE_float("minutes", 30.0, "Training wall time per config (evaluations not counted).", flag_values=fv)
   flags.DEFINE_float("every", 2.0, "Evaluate every this many minutes of training wall time (and at the end).",
                      flag_values=fv)
@@ -78,6 +79,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                             "the reference after configs/dcgan.cfg), e.g. --config_flag=--batch_size=16; repeat it "
                             "for several. For quick looks and smoke runs (with tiny --minutes, --num and data): the "
                             "figures then no longer reproduce README Results, which use none", flag_values=fv)
+  flags.DEFINE_boolean("parallel", False, "Train every config at the same time (each its own process, sharing the "
+                       "machine): the configs are compared under the same load, in a third of the time for three. "
+                       "Steps per minute then are those of a shared machine.", flag_values=fv)
   flags.DEFINE_string("out_dir", os.path.join(REPO, "runs", "quality"), "Where results.md, quality.jsonl and "
                       "fcd_vs_time.png are written.", flag_values=fv)
   flags.DEFINE_string("one", "", "Internal: run this config only, in this process, printing JSON lines.",
@@ -85,9 +89,11 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _config_for(path: str, extra=()) -> config_lib.Config:
-  """The Config of flagfile `path` with the benchmark's data, strategy and cache (parsed like main.py does)."""
+  """The Config of flagfile `path` (with its own '+' flags) with the benchmark's data, strategy and cache (parsed
+  like main.py does)."""
+  path, *own = path.split("+")
   return config_lib.from_args([
-      f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
+      f"--flagfile={path}", *own, f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
       f"--eval_cache_dir={FLAGS.eval_cache_dir}", f"--eval_num={FLAGS.num}", "--workdir=/tmp/gan_dist_quality",
       *extra, *FLAGS.config_flag])
 
@@ -110,7 +116,7 @@ class _Clock:
 
 
 def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lambda: None):
-  """Trains with `train_chunk() -> steps done` until --minutes of training time; evaluates every --every minutes.
+  """Trains with `train_chunk() -> (steps done, their metric means)` until --minutes of training time; evaluates every --every minutes.
 
   Returns the final record.
   """
@@ -119,8 +125,10 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
   floor = evaluator.floors
   record = {}
   start_wall = time.perf_counter()
+  last_metrics = {}
   while True:
-    step += clock.run(train_chunk)
+    done_steps, last_metrics = clock.run(train_chunk)
+    step += done_steps
     done = clock.seconds >= budget
     if clock.seconds >= next_eval or done:
       prepare()
@@ -128,6 +136,10 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
       record = {"config": name, "step": step, "train_minutes": round(clock.seconds / 60, 3),
                 "steps_per_sec": round(step / clock.seconds, 3), "fcd": metrics["fcd"], "fcd_floor": floor["fcd"],
                 "kid": metrics["kid"], "precision": metrics["precision"], "recall": metrics["recall"]}
+      if "memorization" in metrics:
+        record.update(memorization=metrics["memorization"], memorization_floor=floor["memorization"])
+      if "augment_p" in last_metrics:
+        record["augment_p"] = last_metrics["augment_p"]
       if "label_accuracy" in metrics:
         per_class = [metrics[f"label_accuracy/{k}"] for k in range(cfg.num_classes)]
         record.update(label_accuracy=metrics["label_accuracy"], label_accuracy_floor=floor["label_accuracy"],
@@ -158,8 +170,7 @@ def run_config(path: str) -> None:
   train = train_step_lib.make_train_step(cfg, strategy, state)
 
   def chunk():
-    train(iterator, cfg.steps_per_loop)
-    return cfg.steps_per_loop
+    return cfg.steps_per_loop, train(iterator, cfg.steps_per_loop).means()
 
   _evaluate_loop(os.path.relpath(path, REPO) if os.path.isabs(path) else path, cfg, chunk, evaluator,
                  lambda: state.sampling_generator, prepare=state.prepare_ema)
@@ -191,23 +202,25 @@ def run_reference() -> None:
     for _ in range(steps_per_chunk):
       loss = train_step(next(iterator))
     float(loss)  # Waits for the last step, as the tutorial's loop effectively does between epochs.
-    return steps_per_chunk
+    return steps_per_chunk, {}
 
   _evaluate_loop(REFERENCE, cfg, chunk, evaluator, lambda: generator)
 
 
 def table(finals: list) -> str:
   """Markdown: the README "Results" table."""
-  lines = ["| config | steps | training wall time | steps/s | FCD (floor) | label accuracy (floor; weakest class) |",
-           "| --- | --- | --- | --- | --- | --- |"]
+  lines = ["| config | steps | training wall time | steps/s | FCD (floor) | label accuracy (floor; weakest class) | "
+           "memorization (held-out real) |", "| --- | --- | --- | --- | --- | --- | --- |"]
   for r in finals:
     label = "-"
     if "label_accuracy" in r:
       label = (f"{100 * r['label_accuracy']:.1f}% ({100 * r['label_accuracy_floor']:.1f}%; class "
                f"{r['weakest_class']} {100 * r['weakest_class_accuracy']:.1f}%)")
     name = "TF-tutorial loop (dcgan.cfg hyper-parameters)" if r["config"] == REFERENCE else f"`{r['config']}`"
+    memorized = (f"{100 * r['memorization']:.1f}% ({100 * r['memorization_floor']:.1f}%)"
+                 if "memorization" in r else "-")
     lines.append(f"| {name} | {r['step']:,} | {r['train_minutes']:.1f} min | {r['steps_per_sec']:.2f} | "
-                 f"{r['fcd']:.2f} ({r['fcd_floor']:.2f}) | {label} |")
+                 f"{r['fcd']:.2f} ({r['fcd_floor']:.2f}) | {label} | {memorized} |")
   return "\n".join(lines)
 
 
@@ -242,6 +255,19 @@ def fcd_figure(records: list) -> bytes:
   return figures.to_png(fig)
 
 
+def _collect(config: str, proc: subprocess.Popen, records: list) -> None:
+  """Reads a config's JSON lines until its process ends (an error of it stops the benchmark)."""
+  out, _ = proc.communicate()
+  for line in out.splitlines():
+    if line.startswith("{"):
+      record = json.loads(line)
+      record["config"] = config
+      records.append(record)
+      print(line, flush=True)
+  if proc.returncode:
+    raise subprocess.CalledProcessError(proc.returncode, proc.args)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -249,22 +275,21 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     run_reference() if FLAGS.one == REFERENCE else run_config(FLAGS.one)
     return
-  passthrough = [f"--minutes={FLAGS.minutes}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
+  passthrough = [f"--minutes={FLAGS.minutes}", f"--parallel={FLAGS.parallel}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
                  f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
                  f"--strategy={FLAGS.strategy}", *[f"--config_flag={f}" for f in FLAGS.config_flag]]
-  records = []
+  records, procs = [], []
   for config in FLAGS.configs:
     path = config if config == REFERENCE else os.path.join(REPO, config) if not os.path.isabs(config) else config
-    if config != REFERENCE and not os.path.exists(path):
+    if config != REFERENCE and not os.path.exists(path.split("+")[0]):
       raise FileNotFoundError(f"--configs: {config} does not exist")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={path}", *passthrough], cwd=REPO,
-                          stdout=subprocess.PIPE, text=True, check=True)
-    for line in proc.stdout.splitlines():
-      if line.startswith("{"):
-        record = json.loads(line)
-        record["config"] = config
-        records.append(record)
-        print(line, flush=True)
+    procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), f"--one={path}", *passthrough],
+                                  cwd=REPO, stdout=subprocess.PIPE, text=True))
+    if not FLAGS.parallel:
+      _collect(config, procs[-1], records)
+  if FLAGS.parallel:
+    for config, proc in zip(FLAGS.configs, procs):
+      _collect(config, proc, records)
   finals = [r for r in records if r.get("final")]
   report = (f"Training wall time per config: {FLAGS.minutes:g} min; evaluation every {FLAGS.every:g} min on "
             f"{FLAGS.num} samples (not counted).\n\n{table(finals)}\n\n{time_table(records)}\n")

@@ -142,8 +142,9 @@ class Config:
                                f"{DEFAULT_AUGMENT_POLICY['diffaug']}; ada {DEFAULT_AUGMENT_POLICY['ada']}.")
   ada_target: float = _field(0.6, "ada: the target of r_t = E[sign(D(real))], D's over-confidence on reals; p rises "
                              "while r_t is above it.", check=(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
-  ada_kimg: float = _field(100.0, "ada: thousands of real images over which p can move from 0 to 1 (ADA's speed; "
-                           "the paper's 500 suits runs of millions of images).", check=(lambda v: v > 0,
+  ada_kimg: float = _field(20.0, "ada: thousands of real images over which p can move from 0 to 1 (ADA's speed: "
+                           "a small folder is memorised within a few hundred steps, so p must be able to rise as "
+                           "fast; the paper's 500 suits runs of millions of images).", check=(lambda v: v > 0,
                                                                                         "must be > 0"))
   d_steps_per_g: int = _field(1, "Discriminator updates per generator update; each takes a new batch.", lower=1)
   g_lr: float = _field(1e-4, "Generator Adam learning rate.", lower=0.0)
@@ -176,6 +177,11 @@ class Config:
                            lower=0)
   eval_num: int = _field(10000, "Generated images per evaluation, and real images of each split for the reference "
                          "statistics and the real-data floor.", lower=4)
+  eval_data_dir: str = _field("", "A folder of held-out images (same classes, never trained on) to evaluate against: "
+                              "the reference statistics come from it, the floor is the training images' score "
+                              "against it (what copying the training set scores), and 'memorization' is reported: "
+                              "the share of samples nearer to a training image than to any held-out one (real "
+                              "held-out images: about 0.5). Empty: the training data's own splits.")
   eval_cache_dir: str = _field("~/.cache/gan_dist", "Where evaluation caches its feature networks (one per dataset "
                                "and image shape) and real-data features; any TensorFlow filesystem, ~ expanded. Only "
                                "the chief writes it.")

@@ -117,6 +117,14 @@ class Evaluator:
     train, test = features_lib.splits(cfg, apply_class_filter=True)
     reference_set = features_lib.spread_subset(train, self.num, salt=1)
     floor_set = features_lib.spread_subset(test, self.num, salt=2)
+    if cfg.eval_data_dir:
+      # Held-out images: the reference; the training images (all of them, not a split) are scored as the floor.
+      # (open_source applies --class_filter.)
+      held_out = data.open_source(cfg.replace(dataset="folder", data_dir=cfg.eval_data_dir))
+      trained = data.open_source(cfg)
+      reference_set = features_lib.spread_subset(held_out, self.num, salt=1)
+      floor_set = features_lib.spread_subset(trained, self.num, salt=2)
+    self._memorization = None  # (training-image features, held-out features) with --eval_data_dir.
     self.extractors: List[_Extractor] = []
     if gan.conditional and train.num_classes < 2:
       raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
@@ -140,6 +148,10 @@ class Evaluator:
       floors.update(extractor.reference.compare(test_features, test_logits))
       if extractor.name == "classifier" and gan.conditional:
         floors.update(label_metrics(test_logits, test_labels, gan.num_classes))
+      if extractor.name == "classifier" and cfg.eval_data_dir:
+        self._memorization = (test_features, ref_features)
+        floors["memorization"] = metrics_lib.memorization(ref_features, test_features, ref_features,
+                                                          leave_one_out=True)
     self.floors = {k: float(v) for k, v in floors.items()}
     self._functions = {}
     logging.info("Evaluator ready (%d samples per evaluation); real-data floor: %s", self.num,
@@ -219,6 +231,8 @@ class Evaluator:
       found.update(extractor.reference.compare(features, logits))
       if extractor.name == "classifier" and self.gan.conditional:
         found.update(label_metrics(logits, labels, self.gan.num_classes))
+      if extractor.name == "classifier" and self._memorization is not None:
+        found["memorization"] = metrics_lib.memorization(features, *self._memorization)
     names = sorted(found)
     values = np.array([found[n] for n in names], np.float64)
     if self._multi_worker:

@@ -126,6 +126,21 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.maximum(d, 0.0)
 
 
+def memorization(queries: np.ndarray, train: np.ndarray, held_out: np.ndarray, leave_one_out: bool = False) -> float:
+  """Share of `queries` [N, F] whose nearest `train` [T, F] point is nearer than their nearest `held_out` [M, F]
+  point. Samples of a model that does not copy its training set score what real held-out images score (about
+  T / (T + M)); copies score near 1.
+
+  Args:
+    leave_one_out: the queries are `held_out` itself: each one's own row is left out of its held-out neighbours.
+  """
+  to_train = _squared_distances(queries, train).min(axis=1)
+  to_held_out = _squared_distances(queries, held_out)
+  if leave_one_out:
+    np.fill_diagonal(to_held_out, np.inf)
+  return float(np.mean(to_train < to_held_out.min(axis=1)))
+
+
 def knn_radii(features: np.ndarray, k: int = PR_NEIGHBOURS) -> np.ndarray:
   """float32 [N]: squared distance of every point to its k-th nearest other point of the same set."""
   x = np.asarray(features, np.float32)

@@ -125,11 +125,14 @@ def test_input_pipeline(tmp_path):
 def test_quality(tmp_path):
   out_dir = tmp_path / "out"
   proc = _run("quality.py", f"--data_dir={_idx_dir(tmp_path)}", f"--eval_cache_dir={tmp_path / 'cache'}",
-              f"--out_dir={out_dir}", "--configs=configs/mlp_gan.cfg,reference", "--minutes=0.001", "--every=0.001",
-              "--num=64", "--config_flag=--batch_size=16", "--config_flag=--steps_per_loop=1", timeout=240)
+              f"--out_dir={out_dir}", "--configs=configs/mlp_gan.cfg+--augment=ada,reference", "--parallel",
+              "--minutes=0.001", "--every=0.001", "--num=64", "--config_flag=--batch_size=16",
+              "--config_flag=--steps_per_loop=1", timeout=240)
   records = _json_lines(proc.stdout)
+  name = "configs/mlp_gan.cfg+--augment=ada"  # A flagfile with a flag of its own, both trained at once.
   assert [(r["config"], bool(r.get("final"))) for r in records] == [
-      ("configs/mlp_gan.cfg", False), ("configs/mlp_gan.cfg", True), ("reference", False), ("reference", True)]
+      (name, False), (name, True), ("reference", False), ("reference", True)]
+  assert records[0]["augment_p"] == 0.0 and "augment_p" not in records[2]  # The p of ADA's first step.
   for record in records:
     assert record["step"] == 1  # One chunk of one step: past --minutes at once.
     for key in ("train_minutes", "steps_per_sec", "fcd", "fcd_floor", "kid"):
@@ -140,7 +143,7 @@ def test_quality(tmp_path):
   results = (out_dir / "results.md").read_text()
   assert results in proc.stdout
   assert "| config | steps | training wall time | steps/s | FCD (floor) |" in results
-  assert "| `configs/mlp_gan.cfg` | 1 | " in results
+  assert f"| `{name}` | 1 | " in results
   assert "| TF-tutorial loop (dcgan.cfg hyper-parameters) | 1 | " in results
   assert _json_lines((out_dir / "quality.jsonl").read_text()) == records
   png = (out_dir / "fcd_vs_time.png").read_bytes()

@@ -17,6 +17,7 @@ from gan_dist import train
 from gan_dist.eval import evaluator as evaluator_lib
 from gan_dist.eval import features
 from gan_dist.eval import inception
+from gan_dist.eval import metrics as metrics_lib
 from tests import helpers
 
 KEYS = {"fcd", "kid", "kid_std", "classifier_score", "precision", "recall"}
@@ -164,3 +165,27 @@ def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp
   assert best["metric"] == "fcd" and best["value"] == pytest.approx(min(fcd.values()), rel=1e-5)
   assert fcd[best["step"]] == pytest.approx(best["value"], rel=1e-5)
   assert tf.io.gfile.exists(best["checkpoint"] + ".index")
+
+
+def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path, monkeypatch):
+  """--eval_data_dir: the reference is the held-out folder, the floor the training images scored against it, and
+  'memorization' (generated images nearer to a training image than to any held-out one) is in every evaluation;
+  the floor's memorization is that of the held-out images themselves (leave-one-out)."""
+  monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)
+  trained = helpers.make_image_folder(str(tmp_path / "train"), num=40, classes=("a", "b"), bad=())["root"]
+  held_out = helpers.make_image_folder(str(tmp_path / "held_out"), num=30, classes=("a", "b"), bad=(),
+                                       seed=1)["root"]
+  cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=trained, eval_data_dir=held_out,
+                       eval_num=16, eval_cache_dir=str(tmp_path / "cache"))
+  gan = models.build(cfg, 0)
+  evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  assert set(evaluator.floors) == KEYS | {"memorization"}
+  train_features, held_out_features = evaluator._memorization  # pylint: disable=protected-access
+  assert len(train_features) == len(held_out_features) == 16
+  assert evaluator.floors["memorization"] == metrics_lib.memorization(held_out_features, train_features,
+                                                                      held_out_features, leave_one_out=True)
+  found = evaluator(gan.generator)
+  assert set(found) == KEYS | {"memorization"} and 0.0 <= found["memorization"] <= 1.0
+  # Without it: the training data's own splits, no memorization.
+  plain = evaluator_lib.Evaluator(cfg.replace(eval_data_dir=""), tf.distribute.get_strategy(), gan)
+  assert set(plain.floors) == KEYS and plain.floors["fcd"] != evaluator.floors["fcd"]

@@ -108,3 +108,15 @@ def test_reference_compares_like_the_functions_and_keeps_only_fid_and_is_when_no
   partial = metrics.Reference(real, full=False).compare(fake, logits)
   assert set(partial) == {"fid", "inception_score"} and partial["fid"] == pytest.approx(found["fcd"])
   assert partial["inception_score"] == pytest.approx(metrics.classifier_score(logits, splits=10))
+
+
+def test_memorization_counts_samples_nearer_to_training_images_than_to_held_out_ones():
+  rng = np.random.RandomState(0)
+  train, held_out = rng.randn(200, 8), rng.randn(200, 8)
+  copies = train[:100] + 1e-3 * rng.randn(100, 8)
+  assert metrics.memorization(copies, train, held_out) == 1.0
+  assert metrics.memorization(held_out[:50] + 1e-3, train, held_out) == 0.0
+  fresh = rng.randn(2000, 8)  # Samples of the distribution, not of the sets: about T / (T + M).
+  assert 0.45 < metrics.memorization(fresh, train, held_out) < 0.55
+  # Held-out images themselves, each without its own row: about T / (T + M - 1), not 0.
+  assert 0.4 < metrics.memorization(held_out, train, held_out, leave_one_out=True) < 0.6
