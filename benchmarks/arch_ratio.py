@@ -9,6 +9,8 @@ so that a noisy machine slows all alike. Ratios are what to compare: B / A on ea
 device for each configuration.
 
   python3 benchmarks/arch_ratio.py --configs=configs/folder64.cfg,configs/faces64.cfg --data_dir=FOLDER
+  # The cost of augmentation (README "Small folders"):
+  python3 benchmarks/arch_ratio.py --configs=configs/small64.cfg+--augment=none,configs/small64.cfg --data_dir=FOLDER
 """
 
 import json
@@ -33,7 +35,8 @@ from gan_dist import train_step as train_step_lib
 import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B.")
+flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B (each may carry "
+                  "flags of its own after '+' signs: configs/small64.cfg+--augment=none).")
 flags.DEFINE_string("data_dir", None, "An image folder.")
 flags.DEFINE_integer("batch_size", 0, "Global batch of every configuration (0: each flagfile's own).")
 flags.DEFINE_integer("steps_per_loop", 2, "Steps per call.")
@@ -52,7 +55,7 @@ def _cpu() -> str:
 
 def _step(path, strategy, name):
   extra = [f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []
-  cfg = config_lib.from_args([f"--flagfile={path}", f"--data_dir={FLAGS.data_dir}", "--workdir=/tmp/arch_ratio",
+  cfg = config_lib.from_args([*throughput.config_args(path), f"--data_dir={FLAGS.data_dir}", "--workdir=/tmp/arch_ratio",
                               f"--steps_per_loop={FLAGS.steps_per_loop}", *extra, *FLAGS.config_flag])
   source = data.open_source(cfg)
   cfg = preflight.resolve_config(cfg, source)

@@ -52,6 +52,7 @@ from gan_dist import state as state_lib
 from gan_dist import strategy as strategy_lib
 from gan_dist import train_step as train_step_lib
 from gan_dist.eval import evaluator as evaluator_lib
+import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py, beside this script)
 
 FLAGS = cli.FLAGS
@@ -91,9 +92,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 def _config_for(path: str, extra=()) -> config_lib.Config:
   """The Config of flagfile `path` (with its own '+' flags) with the benchmark's data, strategy and cache (parsed
   like main.py does)."""
-  path, *own = path.split("+")
   return config_lib.from_args([
-      f"--flagfile={path}", *own, f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
+      *throughput.config_args(path), f"--data_dir={FLAGS.data_dir}", f"--strategy={FLAGS.strategy}",
       f"--eval_cache_dir={FLAGS.eval_cache_dir}", f"--eval_num={FLAGS.num}", "--workdir=/tmp/gan_dist_quality",
       *extra, *FLAGS.config_flag])
 

@@ -103,6 +103,13 @@ def make_reference_step(cfg, source):
   return tf.function(lambda: step(images))
 
 
+def config_args(entry: str) -> list:
+  """The flags of a benchmark's config entry: a flagfile, optionally followed by flags of its own after '+' signs
+  (`configs/small64.cfg+--augment=none` -> ["--flagfile=configs/small64.cfg", "--augment=none"])."""
+  path, *own = entry.split("+")
+  return [f"--flagfile={path}", *own]
+
+
 def timed(run_once, images_per_call, seconds):
   """Calls `run_once` (which blocks until its work is done) for about `seconds`; returns images/s."""
   calls = 0

@@ -164,6 +164,28 @@ def comparison_figure(real: np.ndarray, fake: np.ndarray, rows: Optional[int] = 
   return to_png(fig)
 
 
+def augmentation_figure(rows: Sequence[Tuple[str, np.ndarray]], title: str = "") -> bytes:
+  """PNG: one row of images per entry of `rows` [(label, [N, H, W, C] uint8 or float in [-1, 1])], labelled on
+  the left (e.g. the same real images augmented at rising p)."""
+  plt = pyplot()
+  first = sampling.image_grid(rows[0][1], rows=1)
+  width = 10.0
+  height = width * first.shape[0] / first.shape[1] * len(rows) + 0.6
+  fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), squeeze=False)
+  for ax, (label, images) in zip(axes[:, 0], rows):
+    grid = sampling.image_grid(images, rows=1)
+    gray = grid.shape[-1] == 1
+    ax.imshow(grid[..., 0] if gray else grid, cmap="gray" if gray else None, vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return to_png(fig)
+
+
 def sample_grid_paths(workdir: str) -> List[Tuple[int, str]]:
   """[(step, path)] of the training sample grids `<workdir>/samples/step_*.png`, by step."""
   found = []

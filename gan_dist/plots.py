@@ -8,19 +8,24 @@ writes into --out_dir (default W/plots):
   real_vs_generated.png   training images beside generated ones (one row per class for conditional models);
   progress.gif            the saved sample grids W/samples/step_*.png in step order, captioned with the step;
   interpolation.png       latent interpolation: each row walks on the great circle between two noise vectors
-                          (a fixed class per row for conditional models).
+                          (a fixed class per row for conditional models);
+  augmentation.png        runs with --augment: the same training images as D sees them at rising p (--augment_p;
+                          the draws are fixed, so a transform applied at some p is applied at every higher p).
 The figures themselves are drawn by `figures`; every file is written atomically through `files`, so W may be gs://.
 --data_dir replaces the run's own (the training images moved).
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
+from gan_dist import augment
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import data
+from gan_dist import errors
 from gan_dist import figures
 from gan_dist import files
 from gan_dist import inference
@@ -30,12 +35,15 @@ from gan_dist import summaries
 from gan_dist import workdir as workdir_lib
 
 COMPARISON_IMAGES = 100
+AUGMENTATION_IMAGES = 10
 
 
 def define_flags(fv: flags.FlagValues) -> None:
   """The flags of `python -m gan_dist.plots`, besides the Config's (it reads --workdir, and --data_dir if given)."""
   flags.DEFINE_string("out_dir", "", "Where to write the figures (default: <workdir>/plots).", flag_values=fv)
   flags.DEFINE_integer("step", None, "Checkpoint for the generated figures (default: the latest).", flag_values=fv)
+  flags.DEFINE_list("augment_p", ["0", "0.2", "0.5", "0.8", "1"], "Values of p of augmentation.png (runs with "
+                    "--augment).", flag_values=fv)
 
 
 def real_grid_images(cfg: config_lib.Config, gan: models.Gan, num: int) -> Tuple[np.ndarray, Optional[int]]:
@@ -60,7 +68,23 @@ def real_grid_images(cfg: config_lib.Config, gan: models.Gan, num: int) -> Tuple
   return sampling.to_uint8(images).numpy(), rows
 
 
-def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_dir: str = "") -> Dict[str, str]:
+def augmentation_rows(cfg: config_lib.Config, p_values: Sequence[float], num: int = AUGMENTATION_IMAGES
+                      ) -> List[Tuple[str, np.ndarray]]:
+  """[(label, uint8 [num, H, W, C])]: `num` training images (spread over the data) as D sees them under `cfg`'s
+  augmentation at each p of `p_values`, drawn with one fixed seed (the draws of step 0)."""
+  source = data.open_source(cfg)
+  keep = np.linspace(0, source.num_examples - 1, min(num, source.num_examples)).astype(np.int64)
+  subset = source.filtered(np.unique(keep), source.name)
+  shape = (cfg.image_size, cfg.image_size, cfg.channels)
+  images = np.concatenate([b["images"].numpy() for b in data.eval_dataset(subset, shape, 256)])
+  policy = config_lib.augment_policy(cfg)
+  seed = tf.constant([cfg.seed, 0], tf.int64)
+  return [(f"p = {p:g}", sampling.to_uint8(augment.apply(images, policy, seed, p, len(images))).numpy())
+          for p in p_values]
+
+
+def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_dir: str = "",
+              augment_p: Sequence[float] = (0.0, 0.2, 0.5, 0.8, 1.0)) -> Dict[str, str]:
   """Writes every figure of `workdir` into `out_dir` (default W/plots).
 
   Figures whose input is missing (no event files, no sample grids) are skipped with a message on stdout; the
@@ -71,6 +95,7 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
     out_dir: where the figures go; "" for `<workdir>/plots`.
     step: the checkpoint of the generated figures; None: the latest.
     data_dir: the training data, if not where the run read it ("" for the run's --data_dir).
+    augment_p: the values of p of augmentation.png.
 
   Returns:
     {figure name: path} of the files written.
@@ -91,6 +116,12 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
     files.write_atomic(written["progress"], figures.progress_gif([(at, files.read_bytes(path)) for at, path in grids]))
   else:
     print(f"No sample grids in {workdir_lib.samples_dir(workdir)}: progress.gif skipped")
+  cfg = workdir_lib.read_run_config(workdir, **({"data_dir": data_dir} if data_dir else {}))
+  if cfg.augment != "none":
+    written["augmentation"] = f"{out_dir}/augmentation.png"
+    policy = ",".join(config_lib.augment_policy(cfg))
+    files.write_atomic(written["augmentation"], figures.augmentation_figure(
+        augmentation_rows(cfg, augment_p), title=f"--augment={cfg.augment}: {policy}"))
 
   run = inference.load(workdir, step, **({"data_dir": data_dir} if data_dir else {}))
   gan, generate_fn = run.gan, run.generate_fn()
@@ -110,7 +141,13 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
 def main(argv) -> None:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS
-  written = write_all(fv.workdir, fv.out_dir, fv.step, fv.data_dir if fv["data_dir"].present else "")
+  try:
+    p_values = [float(p) for p in fv.augment_p]
+  except ValueError:
+    p_values = [-1.0]
+  if not all(0.0 <= p <= 1.0 for p in p_values):
+    raise errors.UserError(f"--augment_p={','.join(fv.augment_p)}: values of p must be numbers in [0, 1]")
+  written = write_all(fv.workdir, fv.out_dir, fv.step, fv.data_dir if fv["data_dir"].present else "", p_values)
   for name, path in written.items():
     print(f"{name}: {path}")
 

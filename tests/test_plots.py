@@ -10,11 +10,14 @@ import pytest
 
 from gan_dist import cli
 from gan_dist import config as config_lib
+from gan_dist import data
 from gan_dist import errors
 from gan_dist import figures
 from gan_dist import files
 from gan_dist import inference
 from gan_dist import plots
+from gan_dist import sampling
+from tests import helpers
 from tests.eval import tiny_run
 
 
@@ -77,3 +80,26 @@ def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monke
     assert f"{name}: {tmp_path / 'figs'}/" in out
   assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
       "interpolation.png", "losses.png", "progress.gif", "real_vs_generated.png"]
+
+
+def test_augmentation_rows_show_the_same_images_at_rising_p(tmp_path):
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=12, bad=())["root"]
+  cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder, image_size=32, channels=3, augment="ada")
+  rows = plots.augmentation_rows(cfg, [0.0, 0.5, 1.0], num=6)
+  assert [label for label, _ in rows] == ["p = 0", "p = 0.5", "p = 1"]
+  assert all(images.shape == (6, 32, 32, 3) and images.dtype == np.uint8 for _, images in rows)
+  # p = 0: the training images as the data pipeline gives them (every sixth of the folder, in order).
+  source = data.open_source(cfg)
+  keep = source.filtered(np.unique(np.linspace(0, 11, 6).astype(np.int64)), "")
+  plain = np.concatenate([b["images"].numpy() for b in data.eval_dataset(keep, (32, 32, 3), 64)])
+  np.testing.assert_array_equal(rows[0][1], sampling.to_uint8(plain).numpy())
+  changed = lambda images: (np.abs(images.astype(int) - rows[0][1].astype(int)).reshape(6, -1).max(1) > 0).sum()
+  assert changed(rows[2][1]) == 6 and changed(rows[1][1]) >= 1
+  png = figures.augmentation_figure(rows, title="ada")
+  assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_bad_augment_p_is_refused(run_cfg, monkeypatch):
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={run_cfg.workdir}", "--augment_p=0,2"))
+  with pytest.raises(errors.UserError, match=r"--augment_p=0,2: values of p must be numbers in \[0, 1\]"):
+    plots.main(["plots"])

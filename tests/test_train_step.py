@@ -50,13 +50,15 @@ def test_mirrored_steps(tmp_path, mirrored2):
 
 
 @pytest.mark.slow
-def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2):
+@pytest.mark.parametrize("augment", ["none", "diffaug"])
+def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2, augment):
   """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
   per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
-  global batch, and noise drawn for the global batch then split (mlp: BatchNorm in G, no dropout)."""
+  global batch, and noise (and augmentation) drawn for the global batch then split (mlp: BatchNorm in G, no
+  dropout)."""
   weights = []
   for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), mirrored2):
-    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8)
+    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8, augment=augment)
     result = train(it, 2)
     weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights()))
   (m1, g1, d1), (m2, g2, d2) = weights
