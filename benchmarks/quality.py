@@ -245,7 +245,9 @@ def fcd_figure(records: list) -> bytes:
     points = [(r["train_minutes"], r["fcd"]) for r in records if r["config"] == name and not r.get("final")]
     ax.plot(*zip(*points), marker="o", label=name)
   floor = records[0]["fcd_floor"]
-  ax.axhline(floor, linestyle="--", color="gray", label=f"real test images ({floor:.2f})")
+  # With --eval_data_dir the floor is the training images scored against the held-out ones.
+  what = "training images vs held-out" if "memorization" in records[0] else "real test images"
+  ax.axhline(floor, linestyle="--", color="gray", label=f"{what} ({floor:.2f})")
   ax.set_yscale("log")
   ax.set_xlabel("training wall time (minutes, this CPU)")
   ax.set_ylabel("FCD (log scale, lower is better)")

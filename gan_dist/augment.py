@@ -13,7 +13,8 @@ Randomness: the parameters of example i of a batch are drawn for the whole globa
 
 Probability: each transform is applied to each example independently with probability p (ADA's p, a scalar
 tensor; DiffAugment is p = 1). Where it is not applied the example passes through unchanged, bit for bit (a
-select, not an identity transform), so p = 0 is exactly no augmentation.
+select, or an exact identity matrix), so p = 0 is exactly no augmentation. Consecutive scalings and mirrored
+shifts (int_translation, scale, aniso) are composed into one resampling.
 """
 
 import math
@@ -162,27 +163,68 @@ def rot90(images, draws: _Draws, apply):
   return _select(apply, out, images)
 
 
-def int_translation(images, draws: _Draws, apply):
-  """Shifts by whole pixels, up to 1/8 of the size each way, the image mirrored at its borders (ADA's xint)."""
+def _int_translation_params(images, draws: _Draws):
   height, width = images.shape[1], images.shape[2]
   shift_y = tf.round(draws.uniform(-INT_TRANSLATION_RATIO, INT_TRANSLATION_RATIO) * height)
   shift_x = tf.round(draws.uniform(-INT_TRANSLATION_RATIO, INT_TRANSLATION_RATIO) * width)
   ones = tf.ones_like(shift_y)
-  return _select(apply, _resample(images, ones, ones, shift_y, shift_x, reflect=True), images)
+  return ones, ones, shift_y, shift_x
+
+
+def _scale_params(images, draws: _Draws):
+  del images
+  factor = tf.pow(2.0, draws.normal(SCALE_STD))
+  zeros = tf.zeros_like(factor)
+  return factor, factor, zeros, zeros
+
+
+def _aniso_params(images, draws: _Draws):
+  del images
+  factor = tf.pow(2.0, draws.normal(SCALE_STD))
+  zeros = tf.zeros_like(factor)
+  return 1.0 / factor, factor, zeros, zeros
+
+
+# The transforms that scale and shift with mirrored borders: consecutive ones in a policy are composed into one
+# resampling (one interpolation, as ADA composes its geometric transforms into one matrix).
+_MIRRORED_AFFINE = {"int_translation": _int_translation_params, "scale": _scale_params, "aniso": _aniso_params}
+
+
+def _composed_resample(images, steps) -> tf.Tensor:
+  """Applies affine maps in order, each where its `apply` [b] holds, as one resampling with mirrored borders.
+
+  Args:
+    images: [b, H, W, C].
+    steps: [(apply [b] bool, (scale_y, scale_x, shift_y, shift_x) float32 [b] each)], in the order applied.
+
+  An output pixel u reads f_1(f_2(...f_k(u))) with f_i(u) = (u - c) / s_i + c - t_i; composed, that is again
+  (u - c) / s + c - t with s = s_1 ... s_k and t = t_1 + t_2 / s_1 + t_3 / (s_1 s_2) + ... An example none of
+  whose maps applies gets s = 1, t = 0: the identity matrix, which reproduces it exactly.
+  """
+  ones = tf.ones_like(steps[0][0], tf.float32)
+  scale_y = scale_x = ones
+  shift_y = shift_x = 0.0 * ones
+  for apply, (sy, sx, ty, tx) in steps:
+    sy, sx = tf.where(apply, sy, 1.0), tf.where(apply, sx, 1.0)
+    ty, tx = tf.where(apply, ty, 0.0), tf.where(apply, tx, 0.0)
+    shift_y, shift_x = shift_y + ty / scale_y, shift_x + tx / scale_x
+    scale_y, scale_x = scale_y * sy, scale_x * sx
+  return _resample(images, scale_y, scale_x, shift_y, shift_x, reflect=True)
+
+
+def int_translation(images, draws: _Draws, apply):
+  """Shifts by whole pixels, up to 1/8 of the size each way, the image mirrored at its borders (ADA's xint)."""
+  return _composed_resample(images, [(apply, _int_translation_params(images, draws))])
 
 
 def scale(images, draws: _Draws, apply):
   """Scales both axes by 2^N(0, 0.2) about the centre, bilinear, mirrored borders (ADA's isotropic scaling)."""
-  factor = tf.pow(2.0, draws.normal(SCALE_STD))
-  zeros = tf.zeros_like(factor)
-  return _select(apply, _resample(images, factor, factor, zeros, zeros, reflect=True), images)
+  return _composed_resample(images, [(apply, _scale_params(images, draws))])
 
 
 def aniso(images, draws: _Draws, apply):
   """Scales x by s = 2^N(0, 0.2) and y by 1/s (ADA's anisotropic scaling)."""
-  factor = tf.pow(2.0, draws.normal(SCALE_STD))
-  zeros = tf.zeros_like(factor)
-  return _select(apply, _resample(images, 1.0 / factor, factor, zeros, zeros, reflect=True), images)
+  return _composed_resample(images, [(apply, _aniso_params(images, draws))])
 
 
 def hue(images, draws: _Draws, apply):
@@ -221,10 +263,18 @@ def apply(images: tf.Tensor, policy: Sequence[str], seed: tf.Tensor, p, global_b
   """
   images = tf.cast(images, tf.float32)
   p = tf.cast(p, tf.float32)
+  pending = []  # Consecutive mirrored affine transforms, resampled together.
   for index, name in enumerate(policy):
     draws = _Draws(tf.random.experimental.stateless_fold_in(seed, index), global_batch, rows)
     applied = draws.uniform() < p
+    if name in _MIRRORED_AFFINE:
+      pending.append((applied, _MIRRORED_AFFINE[name](images, draws)))
+      continue
+    if pending:
+      images, pending = _composed_resample(images, pending), []
     images = TRANSFORMS[name](images, draws, applied)
+  if pending:
+    images = _composed_resample(images, pending)
   return images
 
 

@@ -118,7 +118,9 @@ class Config:
                                "DIR/<name>/<config>/<version>. Empty: <TFDS data dir>/gan_dist_array_record. Never the "
                                "workdir.")
   # Model.
-  arch: str = _field("dcgan", "Architecture: a module name under gan_dist/models/.")
+  arch: str = _field("dcgan", "Architecture: a module name under gan_dist/models/, or the dotted path of a module "
+                     "of your own defining build(cfg, num_classes) -> gan_dist.models.Gan (importable from the "
+                     "working directory or PYTHONPATH; see examples/custom_arch).")
   latent_dim: int = _field(100, "Size of the generator's noise vector.", lower=1)
   g_channels: int = _field(32, "Base width ch of the ResNet generators (resnet, cresnet): their blocks have ch*8, "
                            "ch*4, ch*2, ch channels going up to the image size.", lower=1)
@@ -205,6 +207,13 @@ CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")
+# Fields that do not change what a run learns or how it is scored (where and how it runs, how often it logs and
+# saves, where caches are): left out of TensorBoard's HParams table (`hparams`).
+NOT_HPARAMS = ("workdir", "strategy", "num_cpu_replicas", "cluster", "worker_hosts", "task_index", "communication",
+               "peer_timeout_s", "cluster_start_timeout_s", "deterministic", "resume_step",
+               "allow_data_position_change", "profile_steps", "skip_bad_images", "data_cache_dir", "steps_per_loop",
+               "checkpoint_every", "max_to_keep", "keep_checkpoint_every_n_hours", "summary_every", "sample_every",
+               "num_samples", "eval_every", "eval_cache_dir")
 # Fields that legitimately differ between the workers of one run.
 PER_WORKER_FIELDS = ("task_index",)
 
@@ -394,6 +403,11 @@ def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
     return (f"resuming {current.workdir} with {'; '.join(position)} would change which examples every later step "
             "reads; pass the workdir's values, or --allow_data_position_change if the change is meant")
   return None
+
+
+def hparams(cfg: Config) -> Dict[str, Any]:
+  """{field: value} of every field that shapes the result of a run (all but NOT_HPARAMS), for TensorBoard."""
+  return {name: getattr(cfg, name) for name in NAMES if name not in NOT_HPARAMS}
 
 
 def differing_fields(a: Config, b: Config) -> List[str]:

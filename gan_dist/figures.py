@@ -13,6 +13,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tensorboard.plugins.hparams import plugin_data_pb2
 import tensorflow as tf
 
 from gan_dist import errors
@@ -72,6 +73,25 @@ def read_scalars(logdir: str) -> Scalars:
           continue
         found.setdefault(value.tag, {})[int(event.step)] = number
   return {tag: sorted(points.items()) for tag, points in found.items()}
+
+
+def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str]]:
+  """(the run's HParams {name: value}, the metric tags of its HParams layout), as TensorBoard's HParams dashboard
+  reads them from the event files directly under `logdir` (the last ones written win)."""
+  values: Dict[str, object] = {}
+  metrics: List[str] = []
+  for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
+    for record in tf.data.TFRecordDataset(path):
+      for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+        if value.metadata.plugin_data.plugin_name != "hparams":
+          continue
+        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+        if content.HasField("session_start_info"):
+          values = {name: getattr(v, v.WhichOneof("kind"))
+                    for name, v in content.session_start_info.hparams.items()}
+        if content.HasField("experiment"):
+          metrics = [info.name.tag for info in content.experiment.metric_infos]
+  return values, metrics
 
 
 def _event_file_order(path: str) -> Tuple[int, int, str]:

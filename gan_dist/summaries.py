@@ -1,8 +1,9 @@
 """TensorBoard scalars and images, and PNG files. Only the chief writes; other workers get no-ops."""
 
-from typing import Dict
+from typing import Any, Dict, Sequence
 
 import numpy as np
+from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
 from gan_dist import files
@@ -31,6 +32,16 @@ class Writer:
     with self._writer.as_default(step=step):
       for name, value in values.items():
         tf.summary.scalar(name, value)
+
+  def hparams(self, values: Dict[str, Any], metrics: Sequence[str]) -> None:
+    """Writes the run's HParams (TensorBoard's HParams dashboard: one row per run, `values` as columns) and the
+    experiment's layout: these hparams and the scalar tags `metrics` as its metric columns."""
+    if not self.enabled:
+      return
+    with self._writer.as_default(step=0):
+      hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in values],
+                                 metrics=[hparams_api.Metric(tag) for tag in metrics])
+      hparams_api.hparams(values)
 
   def image(self, step: int, name: str, grid: np.ndarray) -> None:
     """Writes a uint8 [H, W, C] image."""

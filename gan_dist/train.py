@@ -8,6 +8,7 @@
       every summary_every:  window means + log line with images/s, ETA and where the time went   (chief)
       every sample_every:   fixed-noise grid -> TensorBoard + PNG                                (chief)
       every eval_every:     FCD, KID, ... of the (EMA) generator on every replica -> TensorBoard  (all workers)
+                            (and the last and best FCD as the run's HParams metrics)
       every checkpoint_every, or when any worker got SIGTERM/SIGINT: save              (all workers)
       after an evaluation with a new lowest FCD: also save it into checkpoints/best/   (all workers)
       stop requested: exit 75 after the save
@@ -34,6 +35,10 @@ from gan_dist import summaries
 from gan_dist import train_step as train_step_lib
 from gan_dist import workdir as workdir_lib
 from gan_dist.eval import evaluator as evaluator_lib
+
+# The metric columns of TensorBoard's HParams table (scalar tags; the hparams/ ones are written at each evaluation).
+HPARAM_METRICS = ("hparams/fcd_best", "hparams/fcd_last", "hparams/label_accuracy_last", "hparams/memorization_last",
+                  "d_loss", "g_loss")
 
 
 def write_flags(cfg: config_lib.Config, is_chief: bool) -> None:
@@ -147,6 +152,9 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   iterator = iter(dataset)
   train = train_step_lib.make_train_step(cfg, strategy, state)
   writer = summaries.Writer(workdir_lib.tensorboard_dir(cfg.workdir), enabled=is_chief)
+  writer.hparams(config_lib.hparams(cfg), HPARAM_METRICS)
+  best = checkpoint_lib.read_best(cfg.workdir) if is_chief else None
+  best_fcd = best["value"] if best and best["metric"] == "fcd" else float("inf")
   grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed)
   generate_fn = sampling.make_generate_fn(state.sampling_generator, gan)
   images_per_step = cfg.batch_size * cfg.d_steps_per_g
@@ -194,6 +202,10 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
           state.prepare_ema()
           scores = evaluator(state.sampling_generator, step)
           writer.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+          best_fcd = min(best_fcd, scores["fcd"]) if np.isfinite(scores["fcd"]) else best_fcd
+          writer.scalars(step, {"hparams/fcd_last": scores["fcd"], "hparams/fcd_best": best_fcd,
+                                **{f"hparams/{k}_last": scores[k] for k in ("label_accuracy", "memorization")
+                                   if k in scores}})
 
       if _due(step, cfg.checkpoint_every, cfg) or result.stop:
         with _Timer(window, "checkpoints"):

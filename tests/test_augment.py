@@ -94,7 +94,8 @@ def test_resampling_moves_pixels_exactly():
   same = augment._resample(x, ones, ones, zeros, zeros, reflect=True).numpy()  # pylint: disable=protected-access
   np.testing.assert_array_equal(same, x.numpy())
   # Scaling by 2 about the centre: the centre pixels of the output interpolate the middle of the input.
-  double = augment._resample(x, 2 * ones, 2 * ones, zeros, zeros, reflect=True).numpy()  # pylint: disable=protected-access
+  double = augment._resample(  # pylint: disable=protected-access
+      x, 2 * ones, 2 * ones, zeros, zeros, reflect=True).numpy()
   c = (H - 1) / 2.0
   src = (np.arange(H) - c) / 2 + c
   lo = np.floor(src).astype(int)
@@ -234,3 +235,20 @@ def test_bad_augmentation_flags_are_refused_by_the_flag_rules(argv, message):
   verbosity), and make_config and flags.txt apply the same rules."""
   with pytest.raises(errors.UserError, match=re.escape(message)):
     config_lib.from_args(["--flagfile=configs/mlp_gan.cfg", *argv])
+
+
+def test_consecutive_scalings_and_shifts_are_one_resampling_of_the_composed_map():
+  """Scale by 2 then shift by (2, 3): one interpolation at the composed coordinates, equal to the two steps where
+  the shift reads inside the image; examples whose maps do not apply come out bitwise unchanged."""
+  x = _images()
+  ones, zeros = tf.ones([B]), tf.zeros([B])
+  everywhere, nowhere = tf.ones([B], tf.bool), tf.zeros([B], tf.bool)
+  double, shift = (2 * ones, 2 * ones, zeros, zeros), (ones, ones, 2 * ones, 3 * ones)
+  compose, resample = augment._composed_resample, augment._resample  # pylint: disable=protected-access
+  composed = compose(x, [(everywhere, double), (everywhere, shift)]).numpy()
+  steps = resample(resample(x, *double, reflect=True), *shift, reflect=True).numpy()
+  np.testing.assert_allclose(composed[:, 2:, 3:], steps[:, 2:, 3:], atol=1e-5)
+  half = tf.range(B) < B // 2
+  mixed = compose(x, [(half, double), (nowhere, shift)]).numpy()
+  np.testing.assert_array_equal(mixed[B // 2:], x.numpy()[B // 2:])
+  np.testing.assert_allclose(mixed[:B // 2], resample(x, *double, reflect=True).numpy()[:B // 2], atol=1e-6)

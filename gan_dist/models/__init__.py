@@ -1,4 +1,6 @@
-"""Architecture registry: `--arch=NAME` imports `gan_dist.models.NAME` and calls its `build(cfg, num_classes)`.
+"""Architecture registry: `--arch=NAME` imports `gan_dist.models.NAME` and calls its `build(cfg, num_classes)`;
+`--arch=package.module` (a dotted path, importable from the working directory or PYTHONPATH) does the same with a
+module of the user's own.
 
 Adding an architecture is adding one file here that defines `build(cfg, num_classes) -> Gan` (see `dcgan.py`).
 """
@@ -71,17 +73,41 @@ def available() -> list:
                 if m.name not in _NOT_ARCHS and not m.name.startswith("_"))
 
 
+def module_of(arch: str):
+  """The module of `--arch=arch`: gan_dist.models.<arch> for a name, the module itself for a dotted path.
+
+  Raises:
+    errors.UserError: one line: an unknown name (listing the known ones), a dotted path that does not import
+      (with the import's own error), or a module without a callable `build`.
+  """
+  if "." not in arch:
+    if arch not in available():
+      raise errors.UserError(f"unknown --arch={arch!r}; known architectures: {', '.join(available())}, or a "
+                             "dotted module path of your own (package.module defining build(cfg, num_classes))")
+    return importlib.import_module(f"{__name__}.{arch}")
+  try:
+    module = importlib.import_module(arch)
+  except Exception as e:  # pylint: disable=broad-except  (a user's module may fail in any way when imported)
+    detail = " ".join(str(e).split()) or type(e).__name__
+    raise errors.UserError(f"--arch={arch}: the module does not import ({type(e).__name__}: {detail}); it must be "
+                           "importable from the working directory or PYTHONPATH") from None
+  if not callable(getattr(module, "build", None)):
+    raise errors.UserError(f"--arch={arch}: {module.__file__} defines no build(cfg, num_classes) -> "
+                           "gan_dist.models.Gan")
+  return module
+
+
 def build(cfg, num_classes: int = 0) -> Gan:
   """Builds `cfg.arch`. Call inside `strategy.scope()` so the variables are distributed.
 
   Raises:
-    errors.UserError: unknown architecture (the message lists the known ones), or a conditional model without
-      classes.
+    errors.UserError: unknown architecture (see `module_of`), a custom build that returns something else than a
+      Gan of Keras models, or a conditional model without classes.
   """
-  if cfg.arch not in available():
-    raise errors.UserError(f"unknown --arch={cfg.arch!r}; known architectures: {', '.join(available())}")
-  module = importlib.import_module(f"{__name__}.{cfg.arch}")
-  gan = module.build(cfg, num_classes)
+  gan = module_of(cfg.arch).build(cfg, num_classes)
+  if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
+    raise errors.UserError(f"--arch={cfg.arch}: build(cfg, num_classes) returned {type(gan).__name__}, not a "
+                           "gan_dist.models.Gan of two Keras models")
   if gan.conditional and gan.num_classes < 2:
     raise errors.UserError(f"--arch={cfg.arch} is conditional and needs labels with at least 2 classes, "
                            f"got num_classes={gan.num_classes}")

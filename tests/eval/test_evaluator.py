@@ -9,11 +9,13 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import config as config_lib
 from gan_dist import errors
 from gan_dist import figures
 from gan_dist import files
 from gan_dist import models
 from gan_dist import train
+from gan_dist import workdir as workdir_lib
 from gan_dist.eval import evaluator as evaluator_lib
 from gan_dist.eval import features
 from gan_dist.eval import inception
@@ -165,6 +167,16 @@ def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp
   assert best["metric"] == "fcd" and best["value"] == pytest.approx(min(fcd.values()), rel=1e-5)
   assert fcd[best["step"]] == pytest.approx(best["value"], rel=1e-5)
   assert tf.io.gfile.exists(best["checkpoint"] + ".index")
+  # TensorBoard's HParams table: every field that shapes the result, and the last and best FCD as metrics.
+  values, metrics = figures.read_hparams(f"{cfg.workdir}/tensorboard")
+  resolved = workdir_lib.read_run_config(cfg.workdir)  # num_classes, image shape: what the run resolved.
+  assert values == {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                    for k, v in config_lib.hparams(resolved).items()}
+  assert values["arch"] == "cgan_mlp" and values["batch_size"] == 8 and "workdir" not in values
+  assert metrics == list(train.HPARAM_METRICS)
+  assert dict(scalars["hparams/fcd_last"]) == pytest.approx(fcd, rel=1e-6)
+  assert scalars["hparams/fcd_best"][-1][1] == pytest.approx(min(fcd.values()), rel=1e-6)
+  assert [s for s, _ in scalars["hparams/label_accuracy_last"]] == [2, 4]
 
 
 def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path, monkeypatch):
