@@ -18,8 +18,10 @@ next run starts. Restoring reads every tensor of the checkpoint first (TensorFlo
 a truncated or damaged checkpoint is reported with the newest one that restores, never trained on.
 """
 
+import errno
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -49,6 +51,22 @@ def make_checkpoint(state) -> tf.train.Checkpoint:
   if state.augment_p is not None:
     items["augment_p"] = state.augment_p
   return tf.train.Checkpoint(**items)
+
+
+def _is_out_of_space(error: Exception) -> bool:
+  """Whether a failed write ran out of disk space (TensorFlow reports ENOSPC as ResourceExhaustedError; Python as
+  OSError with errno ENOSPC or EDQUOT)."""
+  if isinstance(error, OSError):
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+  message = str(error).lower()
+  return "no space" in message or "quota" in message
+
+
+def _remove(path: str) -> None:
+  if tf.io.gfile.isdir(path):
+    tf.io.gfile.rmtree(path)
+  elif tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
 
 
 def fingerprint(path: str) -> str:
@@ -220,15 +238,10 @@ class Checkpointer:
     return (f"checkpoint {path} is damaged ({problem}) and no older checkpoint in {self.directory} restores; "
             "start over with a new --workdir")
 
-  def clean_leftovers(self) -> None:
-    """Removes what a killed run left behind (chief only, after every check passed, before the first write).
-
-    `ckpt-N_temp/` directories of interrupted saves, temporary index files, checkpoints missing some of their files
-    (an interrupted deletion of an old checkpoint) and gan_dist's own temporary files in the workdir. With
-    --resume_step, newer checkpoints are dropped from the index so that the resumed run's saves become the latest.
-    """
-    if not self.is_chief:
-      return
+  def leftovers(self) -> List[str]:
+    """What a killed run or a failed save left behind: `ckpt-N_temp/` directories of interrupted saves, temporary
+    index files, checkpoints missing some of their files (an interrupted deletion of an old checkpoint) and
+    gan_dist's own temporary files in the workdir. Reads only."""
     leftovers = []
     for directory in (self.cfg.workdir, self.directory, workdir_lib.samples_dir(self.cfg.workdir),
                       workdir_lib.best_dir(self.cfg.workdir)):
@@ -243,12 +256,27 @@ class Checkpointer:
     for step, names in _files_by_step(self.directory).items():
       if step not in listed and not _complete(names):
         leftovers += [f"{self.directory}/{n}" for n in names]
-    for path in leftovers:
-      logging.warning("Removing %s, left by an interrupted run", path)
+    return leftovers
+
+  def leftover_bytes(self) -> int:
+    """Bytes that `clean_leftovers` will free (counted as free space by the start-up space check)."""
+    total = 0
+    for path in self.leftovers():
       if tf.io.gfile.isdir(path):
-        tf.io.gfile.rmtree(path)
-      else:
-        tf.io.gfile.remove(path)
+        total += sum(tf.io.gfile.stat(f"{root}/{name}").length for root, _, names in tf.io.gfile.walk(path)
+                     for name in names)
+      elif tf.io.gfile.exists(path):
+        total += tf.io.gfile.stat(path).length
+    return total
+
+  def clean_leftovers(self) -> None:
+    """Removes `leftovers()` (chief only, after every check passed, before the first write). With --resume_step,
+    newer checkpoints are dropped from the index so that the resumed run's saves become the latest."""
+    if not self.is_chief:
+      return
+    for path in self.leftovers():
+      logging.warning("Removing %s, left by an interrupted run or a failed save", path)
+      _remove(path)
     if self._superseded:
       keep = [self.path(s) for s in sorted(set(self._listed()) - set(self._superseded))]
       logging.warning("--resume_step=%d: checkpoints of steps %s are no longer listed; this run's saves replace them",
@@ -257,11 +285,35 @@ class Checkpointer:
                                                  all_model_checkpoint_paths=keep)
       self._manager = None
 
+  def _disk_full(self, error: Exception, step: int, directory: str) -> errors.DiskFullError:
+    """The one-line error of a save of `step` into `directory` that ran out of space, after removing its files."""
+    for path in [f"{directory}/{n}" for n in tf.io.gfile.listdir(directory) if n.rstrip("/").endswith("_temp")
+                 or re.match(rf"^(ckpt|best)-{step}\.", n)]:
+      if path.rstrip("/").endswith("_temp") or directory != self.directory or step not in self._listed():
+        _remove(path.rstrip("/"))
+    size = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in self.state.variables())
+    where = directory
+    if files.is_local(directory):
+      mount = os.path.abspath(directory)
+      while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+      where = f"{mount} (holding {directory}; {shutil.disk_usage(directory).free / 2**20:.1f} MiB free)"
+    latest = tf.train.latest_checkpoint(self.directory)
+    kept = f"the last checkpoint, {latest}, is intact" if latest else "no earlier checkpoint exists"
+    return errors.DiskFullError(
+        f"no space left to save the checkpoint of step {step} ({size / 2**20:.1f} MiB) on the filesystem {where} "
+        f"({type(error).__name__}); {kept}. Free some space and rerun the same command to resume")
+
   def save(self, step: int) -> str:
     """Saves at `step` (all workers must call this together). Returns the chief's checkpoint path."""
     self.state.prepare_ema()
     if self.is_chief:
-      path = self.manager.save(checkpoint_number=step)
+      try:
+        path = self.manager.save(checkpoint_number=step)
+      except (tf.errors.ResourceExhaustedError, OSError) as e:
+        if not _is_out_of_space(e):
+          raise
+        raise self._disk_full(e, step, self.directory) from None
       self._log_fingerprint(step, path)
       return path
     # A non-chief worker's save is needed for its collectives, not its files: they go to a private directory (two
@@ -282,10 +334,16 @@ class Checkpointer:
       return None
     self.state.prepare_ema()
     if self.is_chief:
-      path = tf.train.CheckpointManager(self.checkpoint, workdir_lib.best_dir(self.cfg.workdir), max_to_keep=1,
-                                        checkpoint_name="best").save(checkpoint_number=step)
-      files.write_atomic(_best_info_path(self.cfg.workdir),
-                         json.dumps({"step": step, "metric": metric, "value": value, "checkpoint": path}))
+      best_dir = workdir_lib.best_dir(self.cfg.workdir)
+      try:
+        path = tf.train.CheckpointManager(self.checkpoint, best_dir, max_to_keep=1,
+                                          checkpoint_name="best").save(checkpoint_number=step)
+        files.write_atomic(_best_info_path(self.cfg.workdir),
+                           json.dumps({"step": step, "metric": metric, "value": value, "checkpoint": path}))
+      except (tf.errors.ResourceExhaustedError, OSError) as e:
+        if not _is_out_of_space(e):
+          raise
+        raise self._disk_full(e, step, best_dir) from None
       logging.info("New best %s %.4f at step %d: %s", metric, value, step, path)
       return path
     tmp = tempfile.mkdtemp(prefix="gan_dist_worker_best_")

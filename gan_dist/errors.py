@@ -12,6 +12,9 @@ Exit codes of `python -m gan_dist.main` (also in README "When things go wrong"):
                         restores and the --resume_step flag that resumes from it.
   5   EXIT_PEER         another worker of a multi-worker run died, froze or could not be reached; relaunch the
                         whole cluster to resume from the last checkpoint.
+  74  EXIT_DISK_FULL    a checkpoint could not be saved: its filesystem is full. The message names the filesystem,
+                        the space the checkpoint needs and the last checkpoint, which is intact; free space and rerun
+                        the same command to resume from it (74 is EX_IOERR of sysexits.h).
   75  EXIT_PREEMPTED    SIGTERM or SIGINT: every worker saved a checkpoint at the same step; rerun the same command
                         to continue (75 is EX_TEMPFAIL of sysexits.h: "try again later").
 """
@@ -21,6 +24,7 @@ EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_CORRUPT = 4
 EXIT_PEER = 5
+EXIT_DISK_FULL = 74
 EXIT_PREEMPTED = 75
 
 
@@ -55,6 +59,12 @@ class PeerFailureError(GanDistError):
   """A collective failed because another worker died, froze or became unreachable."""
 
   exit_code = EXIT_PEER
+
+
+class DiskFullError(GanDistError):
+  """A save failed for lack of space; the previous checkpoint is intact and the failed save's files are removed."""
+
+  exit_code = EXIT_DISK_FULL
 
 
 class Preempted(GanDistError):

@@ -88,8 +88,13 @@ def check_workdir(cfg: config_lib.Config) -> None:
                              "permissions); use a writable --workdir")
 
 
-def check_model(cfg: config_lib.Config, state) -> None:
-  """Checks that need the built model: the class filter's meaning, and room for the checkpoints it makes."""
+def check_model(cfg: config_lib.Config, state, reclaimable_bytes: int = 0) -> None:
+  """Checks that need the built model: the class filter's meaning, and room for the checkpoints it makes.
+
+  Args:
+    reclaimable_bytes: what the run will delete before its first write (the leftovers of a killed run or of a save
+      that ran out of space, `Checkpointer.leftover_bytes`): counted as free.
+  """
   if state.gan.conditional and cfg.class_filter >= 0:
     raise errors.UserError(f"--class_filter={cfg.class_filter} keeps one class, but --arch={cfg.arch} is "
                            "conditional and learns from all of them; drop --class_filter or use an "
@@ -97,7 +102,7 @@ def check_model(cfg: config_lib.Config, state) -> None:
   if not files.is_local(cfg.workdir):
     return
   size = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in state.variables())
-  free = shutil.disk_usage(files.existing_ancestor(cfg.workdir)).free
+  free = shutil.disk_usage(files.existing_ancestor(cfg.workdir)).free + reclaimable_bytes
   needed = 2 * size + DISK_MARGIN_BYTES  # The new checkpoint is complete before an old one is deleted.
   if free < needed:
     raise errors.UserError(f"--workdir={cfg.workdir}: its filesystem has {free / 2**20:.1f} MiB free, but a "

@@ -129,8 +129,8 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   cfg = cfg.replace(image_size=int(gan.image_shape[0]), channels=int(gan.image_shape[2]))
   train_step_lib.check_jit_supported(cfg, strategy, gan)  # Here too: TrainStep checks it after flags.txt is written.
   preflight.check_workdir(cfg)
-  preflight.check_model(cfg, state)
   checkpointer = checkpoint_lib.Checkpointer(cfg, state, strategy)
+  preflight.check_model(cfg, state, reclaimable_bytes=checkpointer.leftover_bytes() if is_chief else 0)
   step = checkpointer.restore()
   strategy_lib.check_workers_agree(strategy, cfg, step)
   evaluator = None

@@ -4,6 +4,8 @@
 #
 # Usage:
 #   launch/tensorboard.sh WORKDIR          then open http://localhost:6006
+#   launch/tensorboard.sh runs/            a folder of workdirs: every run side by side, and the HParams tab's
+#                                          table and parallel coordinates of their configurations and metrics
 #   PORT=6007 HOST=0.0.0.0 launch/tensorboard.sh /shared/runs/dcgan    (reachable from other machines)
 #
 # Environment:
@@ -18,7 +20,9 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 logdir="${1%/}/tensorboard"
-if [[ ! -d "$logdir" ]]; then
+if [[ ! -d "$logdir" && -d "$1" && -n "$(find "$1" -mindepth 2 -maxdepth 2 -name tensorboard -type d -print -quit)" ]]; then
+  logdir="${1%/}"  # A folder of runs: TensorBoard names each run by its path below it.
+elif [[ ! -d "$logdir" ]]; then
   # A run that has not logged yet: TensorBoard picks the events up once the chief writes them.
   echo "tensorboard.sh: $logdir does not exist yet (has the run started?); serving it anyway" >&2
 fi

@@ -200,3 +200,9 @@ def test_tensorboard_script(tmp_path):
   assert cmd[cmd.index("--logdir") + 1] == str(tmp_path / "tensorboard")
   assert cmd[cmd.index("--port") + 1] == "6123"
   assert _run([os.path.join(LAUNCH, "tensorboard.sh")]).returncode == 2
+  # A folder of workdirs: all of them side by side.
+  for name in ("a", "b"):
+    os.makedirs(tmp_path / "runs" / name / "tensorboard")
+  result = _run([os.path.join(LAUNCH, "tensorboard.sh"), str(tmp_path / "runs")], env=dict(DRY_RUN="1"))
+  cmd = shlex.split(result.stdout)
+  assert result.returncode == 0 and cmd[cmd.index("--logdir") + 1] == str(tmp_path / "runs"), result.stderr
