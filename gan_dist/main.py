@@ -9,24 +9,18 @@ anything else is a bug or an environment problem and keeps its full traceback.
 from absl import logging
 import tensorflow as tf
 
+from gan_dist import api
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import data
 from gan_dist import errors
-from gan_dist import preflight
 from gan_dist import strategy as strategy_lib
-from gan_dist import train
 
 
 def run_cli(cfg: config_lib.Config, make_strategy=strategy_lib.make, verbose: bool = False) -> int:
   """Runs a training job for `cfg`; returns the process exit code (see errors.py). Used by `main` and tests."""
   try:
-    preflight.check_config(cfg)
-    if cfg.deterministic:
-      tf.config.experimental.enable_op_determinism()
-    # Before any other TensorFlow op: splitting the CPU into logical devices must come first.
-    strategy = make_strategy(cfg)
-    metrics = train.run(cfg, strategy)
+    metrics = api.fit(cfg, make_strategy)
   except errors.GanDistError as e:
     return cli.fail(e, e.exit_code, verbose)
   except tf.errors.OpError as e:
