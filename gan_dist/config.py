@@ -89,7 +89,8 @@ class Config:
                               "<workdir>/tensorboard (chief only), e.g. 100,110. Empty: no profiling.")
   # Data.
   dataset: str = _field("mnist", "Image dataset: 'folder' (the image files below --data_dir, class subfolders as "
-                        "labels) or a TensorFlow Datasets name (mnist, fashion_mnist, cifar10, celeb_a, ...), read by "
+                        "labels; a pack of python -m gan_dist.pack is recognised), 'packed' (such a pack) or a "
+                        "TensorFlow Datasets name (mnist, fashion_mnist, cifar10, celeb_a, ...), read by "
                         "random access from --data_dir.")
   data_dir: str = _field("", "The folder of images (--dataset=folder), a TFDS data dir, or, for mnist and "
                          "fashion_mnist, a folder holding their four IDX .gz files (read directly, offline). Empty: "

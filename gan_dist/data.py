@@ -35,12 +35,15 @@ from gan_dist.datasets import images as _images
 from gan_dist.datasets.base import DataError, DataSource
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
 from gan_dist.datasets.folder import FolderSource, open_folder
+from gan_dist.datasets import packed as _packed
+from gan_dist.datasets.packed import PackedSource, is_pack, open_packed, write_pack
 from gan_dist.datasets.idx import IDX_DATASETS, IDX_FILES, IdxSource, find_idx_files, load_idx, read_idx
 from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
-__all__ = ["DataError", "DataSource", "FolderSource", "IdxSource", "TfdsSource", "IDX_FILES", "BAD_IMAGE_ERROR",
-           "open_source", "bad_image_message", "steps_per_epoch", "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess",
-           "read_idx", "load_idx", "find_idx_files"]
+__all__ = ["DataError", "DataSource", "FolderSource", "PackedSource", "IdxSource", "TfdsSource", "IDX_FILES",
+           "BAD_IMAGE_ERROR", "open_source", "bad_image_message", "steps_per_epoch", "make_dataset_fn", "eval_dataset",
+           "global_batch_indices", "preprocess", "read_idx", "load_idx", "find_idx_files", "write_pack", "SHARD_SIZE"]
+SHARD_SIZE = _packed.SHARD_SIZE
 
 # Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
 _FLIP_SALT = 0x5F11
@@ -60,7 +63,9 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     DataError: a one-line message naming the problem and the fix.
   """
   split = split or cfg.split
-  if cfg.dataset == "folder":
+  if cfg.dataset == "packed" or (cfg.dataset == "folder" and is_pack(cfg.data_dir)):
+    source = open_packed(cfg.data_dir, cfg.crop, cfg.skip_bad_images, cfg.data_cache_dir)
+  elif cfg.dataset == "folder":
     source = open_folder(cfg.data_dir, cfg.crop, cfg.skip_bad_images)
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
     source = load_idx(cfg.data_dir, split, cfg.crop)

@@ -155,6 +155,10 @@ class FolderSource(DataSource):
     return FolderSource(self.root, [self.path(i) for i in keep], self.labels[keep], self.class_names, self.crop,
                         self.skip_bad, name)
 
+  def _file_bytes(self, paths: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """The encoded bytes (tf.string scalar) of example `index` (in the graph); a pack reads them from its shards."""
+    return tf.io.read_file(paths[index])
+
   def _report(self, index, substitute) -> np.int64:
     """Logs the first replacement of each bad file (called from the pipeline through tf.py_function)."""
     path, other = self.path(int(index)), self.path(int(substitute))
@@ -174,7 +178,7 @@ class FolderSource(DataSource):
     min_side = max(image_shape[0], image_shape[1])
 
     def load(index):
-      image = images_lib.decode(tf.io.read_file(paths[index]), min_side=min_side)
+      image = images_lib.decode(self._file_bytes(paths, index), min_side=min_side)
       return index, images_lib.transform(image, image_shape, self.crop)
 
     def substitute(index, attempt):

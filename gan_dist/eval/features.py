@@ -192,7 +192,7 @@ def splits(cfg, apply_class_filter: bool = False) -> Tuple[data.DataSource, data
   full = cfg.replace(class_filter=-1)
   train = data.open_source(full, "train")
   test = None
-  if cfg.dataset != "folder":  # A folder is one split, whatever the split asked for.
+  if cfg.dataset not in ("folder", "packed"):  # A folder (or its pack) is one split, whatever the split asked for.
     try:
       test = data.open_source(full, "test")
     except data.DataError:

@@ -1,0 +1,207 @@
+"""--dataset=packed: an image folder packed once into ArrayRecord shards (`python -m gan_dist.pack`).
+
+Millions of small files on a network filesystem or a bucket make listing and opening them the bottleneck; a pack
+holds the folder's encoded image files, unchanged, in a few ArrayRecord shards read by random access, with the
+labels, class names, the files' relative paths and a manifest. A packed folder trains exactly as the folder does:
+the same examples in the same order (its sorted paths), decoded by the same graph (bad files get the same
+substitutes), so a run from the folder and from its pack are identical.
+
+Layout of a pack directory:
+  shard-00000-of-00004.array_record ...   the files' bytes, example i in shard i // shard_size
+  manifest.json                           written last: format, source, paths, labels, class names, shards (file,
+                                          first example, count, bytes, sha256); its presence marks the pack complete
+  plan.json                               only while packing: what is being packed (an interrupted packing with the
+                                          same plan resumes at the first missing shard; another plan restarts)
+Shards are written locally, then copied through tf.io.gfile (any TensorFlow filesystem); reading a remote pack
+copies each shard once into a local cache directory (ArrayRecord reads local files).
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from typing import Callable, List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from gan_dist import files
+from gan_dist.datasets.base import DataError
+from gan_dist.datasets.folder import FolderSource, list_images
+
+FORMAT = "gan_dist-pack-v1"
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+SHARD_SIZE = 10000
+
+
+def _array_record():
+  # The module of the array_record package (a TFDS dependency) that holds its reader and writer.
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  return array_record_module
+
+
+def is_pack(directory: str) -> bool:
+  """Whether `directory` holds a complete pack."""
+  return bool(directory) and tf.io.gfile.exists(f"{directory.rstrip('/')}/{MANIFEST}")
+
+
+def _shard_name(index: int, count: int) -> str:
+  return f"shard-{index:05d}-of-{count:05d}.array_record"
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
+               progress: Callable[[str], None] = logging.info) -> dict:
+  """Packs the image folder `folder` into `out` (see the module docstring); returns the manifest.
+
+  Resumable: an interrupted packing of the same folder listing continues at its first missing shard; a different
+  listing (files added or removed) starts over; a complete pack of the same listing is left as it is.
+
+  Raises:
+    DataError: the folder has no images, or `out` holds something else than a pack.
+  """
+  out = out.rstrip("/")
+  paths, labels, class_names = list_images(folder)
+  if not paths:
+    raise DataError(f"--data_dir={folder} holds no images to pack")
+  root = folder.rstrip("/")
+  relative = [p[len(root) + 1:] for p in paths]
+  count = -(-len(paths) // shard_size)
+  plan = dict(format=FORMAT, source=root, num_examples=len(paths), class_names=list(class_names),
+              paths=relative, labels=[int(v) for v in labels], shard_size=shard_size,
+              shards=[dict(file=_shard_name(i, count), first=i * shard_size,
+                           count=min(shard_size, len(paths) - i * shard_size)) for i in range(count)])
+  plan_text = json.dumps(plan, sort_keys=True)
+  if is_pack(out):
+    manifest = json.loads(files.read_text(f"{out}/{MANIFEST}"))
+    if all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names", "shard_size")):
+      progress(f"{out} already holds this pack ({len(paths)} images); nothing to do")
+      return manifest
+    raise DataError(f"--out={out} holds a pack of another listing; remove it or choose another --out")
+  if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
+    raise DataError(f"--out={out} exists and is not a pack being written; choose an empty or new directory")
+  tf.io.gfile.makedirs(out)
+  if tf.io.gfile.exists(f"{out}/{PLAN}") and files.read_text(f"{out}/{PLAN}") != plan_text:
+    progress(f"{out} holds an interrupted packing of another listing: starting over")
+    for name in tf.io.gfile.listdir(out):
+      tf.io.gfile.remove(f"{out}/{name}")
+  files.write_atomic(f"{out}/{PLAN}", plan_text)
+  writer_module = _array_record()
+  shards = []
+  for shard in plan["shards"]:
+    target = f"{out}/{shard['file']}"
+    if not tf.io.gfile.exists(target):
+      staging = os.path.join(tempfile.mkdtemp(prefix="gan_dist_pack_"), shard["file"])
+      writer = writer_module.ArrayRecordWriter(staging, "group_size:1")
+      for path in paths[shard["first"]:shard["first"] + shard["count"]]:
+        with tf.io.gfile.GFile(path, "rb") as f:
+          writer.write(f.read())
+      writer.close()
+      # Complete shards only ever have their final name: a kill leaves a temporary file that the next run ignores.
+      tf.io.gfile.copy(staging, f"{target}{files.TMP_SUFFIX}", overwrite=True)
+      tf.io.gfile.rename(f"{target}{files.TMP_SUFFIX}", target, overwrite=True)
+      tf.io.gfile.rmtree(os.path.dirname(staging))
+      progress(f"wrote {target} ({shard['count']} images)")
+    shards.append(dict(shard, bytes=tf.io.gfile.stat(target).length, sha256=_sha256(target)))
+  for name in tf.io.gfile.listdir(out):
+    if name.endswith(files.TMP_SUFFIX):
+      tf.io.gfile.remove(f"{out}/{name}")
+  manifest = dict(plan, shards=shards)
+  files.write_atomic(f"{out}/{MANIFEST}", json.dumps(manifest))  # Last: marks the pack complete.
+  tf.io.gfile.remove(f"{out}/{PLAN}")
+  return manifest
+
+
+class PackedSource(FolderSource):
+  """A pack's examples: a FolderSource whose file bytes come from the shards (same order, decoding, labels)."""
+
+  def __init__(self, pack: str, manifest: dict, records: np.ndarray, crop: str = "center", skip_bad: bool = True,
+               name: str = "", cache_dir: str = ""):
+    paths = [f"{pack}/{manifest['paths'][i]}" for i in records]  # Named by pack and original path, for messages.
+    super().__init__(pack, paths, np.asarray(manifest["labels"], np.int32)[records], manifest["class_names"], crop,
+                     skip_bad, name or f"packed image folder {pack}")
+    self.pack, self.manifest, self._records, self._cache_dir = pack, manifest, records, cache_dir
+    self._firsts = np.asarray([s["first"] for s in manifest["shards"]], np.int64)
+    self._readers: List[Optional[object]] = [None] * len(manifest["shards"])
+    self._reader_lock = threading.Lock()
+
+  def filtered(self, keep: np.ndarray, name: str) -> "PackedSource":
+    return PackedSource(self.pack, self.manifest, self._records[keep], self.crop, self.skip_bad, name,
+                        self._cache_dir)
+
+  def _reader(self, shard: int):
+    with self._reader_lock:
+      if self._readers[shard] is None:
+        path = f"{self.pack}/{self.manifest['shards'][shard]['file']}"
+        if not files.is_local(path):
+          path = _local_copy(path, self._cache_dir)
+        self._readers[shard] = _array_record().ArrayRecordReader(path, "readahead_buffer_size:0")
+      return self._readers[shard]
+
+  def _read(self, record: np.int64) -> bytes:
+    """The bytes of pack record `record` (runs in tf.numpy_function)."""
+    shard = int(np.searchsorted(self._firsts, record, side="right") - 1)
+    return self._reader(shard).read([int(record - self._firsts[shard])])[0]
+
+  def _file_bytes(self, paths, index):
+    record = tf.gather(tf.constant(self._records, tf.int64), index)
+    data = tf.numpy_function(self._read, [record], tf.string, stateful=False)
+    data.set_shape([])
+    return data
+
+
+def _local_copy(path: str, cache_dir: str) -> str:
+  """A local copy of a remote shard, made once (keyed by its path) under `cache_dir` or the temporary directory."""
+  key = hashlib.sha256(path.encode()).hexdigest()[:16]
+  local = os.path.join(cache_dir or tempfile.gettempdir(), "gan_dist_packs", f"{key}-{os.path.basename(path)}")
+  if not os.path.exists(local):
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tf.io.gfile.copy(path, f"{local}{files.TMP_SUFFIX}", overwrite=True)
+    os.replace(f"{local}{files.TMP_SUFFIX}", local)
+  return local
+
+
+def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_dir: str = "") -> PackedSource:
+  """Opens a complete pack, checking every shard's record count (a truncated or damaged shard is named).
+
+  Raises:
+    DataError: not a complete pack, or a damaged shard.
+  """
+  pack = pack.rstrip("/")
+  if not is_pack(pack):
+    what = "an interrupted packing (rerun python -m gan_dist.pack to finish it)" if tf.io.gfile.exists(
+        f"{pack}/{PLAN}") else "not a pack (no manifest.json)"
+    raise DataError(f"--data_dir={pack} is {what}")
+  manifest = json.loads(files.read_text(f"{pack}/{MANIFEST}"))
+  if manifest.get("format") != FORMAT:
+    raise DataError(f"--data_dir={pack}: unknown pack format {manifest.get('format')!r} (this version reads {FORMAT})")
+  source = PackedSource(pack, manifest, np.arange(manifest["num_examples"], dtype=np.int64), crop, skip_bad,
+                        cache_dir=cache_dir)
+  for index, shard in enumerate(manifest["shards"]):
+    path = f"{pack}/{shard['file']}"
+    problem = None
+    if not tf.io.gfile.exists(path):
+      problem = "it is missing"
+    elif tf.io.gfile.stat(path).length != shard["bytes"]:
+      problem = f"it has {tf.io.gfile.stat(path).length} bytes, the manifest says {shard['bytes']}"
+    else:
+      try:
+        found = source._reader(index).num_records()  # pylint: disable=protected-access
+      except Exception as e:  # pylint: disable=broad-except  (the reader's own errors: a damaged file)
+        found, problem = -1, f"it cannot be read ({' '.join(str(e).split())[:200]})"
+      if problem is None and found != shard["count"]:
+        problem = f"it holds {found} records, the manifest says {shard['count']}"
+    if problem:
+      raise DataError(f"pack shard {path} is damaged: {problem}; pack the folder again (python -m gan_dist.pack)")
+  logging.info("Opened pack %s: %d images in %d shard(s)", pack, manifest["num_examples"], len(manifest["shards"]))
+  return source

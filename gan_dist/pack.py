@@ -1,0 +1,38 @@
+"""Packs an image folder into ArrayRecord shards for clusters and buckets (data.write_pack; datasets/packed.py).
+
+  python -m gan_dist.pack --data_dir=FOLDER --out=DIR [--shard_size=10000]
+  python -m gan_dist.main --dataset=packed --data_dir=DIR ...     (or --dataset=folder: a pack is recognised)
+
+Rerunning an interrupted packing resumes it (same folder listing) or starts over (another listing); a complete pack
+of the same listing is left as it is.
+"""
+
+from absl import flags
+
+from gan_dist import cli
+from gan_dist import data
+from gan_dist import errors
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags of `python -m gan_dist.pack`, besides the Config's (of which it reads --data_dir)."""
+  flags.DEFINE_string("out", "", "The pack directory to write (any TensorFlow filesystem).", flag_values=fv)
+  flags.DEFINE_integer("shard_size", data.SHARD_SIZE, "Images per shard.", lower_bound=1, flag_values=fv)
+
+
+def main(argv) -> None:
+  del argv  # cli.parse_flags refused positional arguments.
+  fv = cli.FLAGS
+  if not fv.data_dir or not fv.out:
+    raise errors.UserError("python -m gan_dist.pack needs --data_dir=FOLDER and --out=DIR")
+  manifest = data.write_pack(fv.data_dir, fv.out, fv.shard_size, progress=print)
+  print(f"Packed {manifest['num_examples']} images of {fv.data_dir} ({len(manifest['class_names'])} classes) into "
+        f"{len(manifest['shards'])} shard(s) in {fv.out.rstrip('/')}")
+
+
+def run():
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,119 @@
+"""python -m gan_dist.pack and --dataset=packed: a pack trains exactly as its folder, packing resumes or restarts,
+a damaged shard is named in one line."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gan_dist import data
+from gan_dist import errors
+from gan_dist import main
+from gan_dist import pack
+from gan_dist import train
+from tests import helpers
+
+
+@pytest.fixture
+def folder(tmp_path):
+  # Mixed sizes, modes and formats, three classes, two bad files (substituted by index, in both).
+  return helpers.make_image_folder(str(tmp_path / "images"), num=40)["root"]
+
+
+def test_pack_holds_the_folder_in_order_and_is_recognised(tmp_path, folder, monkeypatch, capsys):
+  out = str(tmp_path / "pack")
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={out}", "--shard_size=7"], monkeypatch,
+                                   capsys)
+  assert code == 0, err
+  manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+  assert [s["count"] for s in manifest["shards"]] == [7] * 6
+  assert sorted(os.listdir(out)) == sorted(["manifest.json"] + [s["file"] for s in manifest["shards"]])
+  folder_source = data.open_source(helpers.config(tmp_path, dataset="folder", data_dir=folder))
+  for cfg in (helpers.config(tmp_path, dataset="packed", data_dir=out),
+              helpers.config(tmp_path, dataset="folder", data_dir=out)):  # Recognised as a pack.
+    packed = data.open_source(cfg)
+    assert isinstance(packed, data.PackedSource)
+    assert packed.num_examples == folder_source.num_examples == 42
+    np.testing.assert_array_equal(packed.example_labels(), folder_source.example_labels())
+    assert packed.class_names == folder_source.class_names
+  # Packing again: nothing to do.
+  messages = []
+  assert data.write_pack(folder, out, shard_size=7, progress=messages.append) == manifest
+  assert messages == [f"{out} already holds this pack (42 images); nothing to do"]
+
+
+@pytest.mark.slow
+def test_a_run_from_the_pack_equals_the_run_from_its_folder(tmp_path, folder, one_device):
+  out = str(tmp_path / "pack")
+  data.write_pack(folder, out, shard_size=9)
+  base = helpers.config(tmp_path, dataset="folder", data_dir=folder, arch="mlp", channels=3, latent_dim=8,
+                        strategy="one_device", train_steps=3, random_flip=True, checkpoint_every=3)
+  runs = []
+  for name, overrides in (("folder", {}), ("pack", dict(dataset="packed", data_dir=out))):
+    cfg = dataclasses.replace(base, workdir=str(tmp_path / name), **overrides)
+    train.run(cfg, one_device)
+    runs.append(helpers.checkpoint_values(os.path.join(cfg.workdir, "checkpoints", "ckpt-3")))
+  assert runs[0].keys() == runs[1].keys()
+  for name in runs[0]:  # The same examples, flips and substitutes of the bad files, decoded by the same graph.
+    np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
+
+
+def test_interrupted_packing_resumes_and_another_listing_starts_over(tmp_path, folder):
+  out = str(tmp_path / "pack")
+  written = []
+
+  def killed_after_two(message):
+    written.append(message)
+    if len(written) == 2:
+      raise KeyboardInterrupt  # A kill in the middle of packing.
+
+  with pytest.raises(KeyboardInterrupt):
+    data.write_pack(folder, out, shard_size=7, progress=killed_after_two)
+  assert sorted(os.listdir(out)) == ["plan.json", "shard-00000-of-00006.array_record",
+                                     "shard-00001-of-00006.array_record"]
+  with pytest.raises(errors.UserError, match="is an interrupted packing"):
+    data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out))
+  messages = []
+  data.write_pack(folder, out, shard_size=7, progress=messages.append)
+  assert len([m for m in messages if m.startswith("wrote")]) == 4  # Only the missing shards.
+  assert data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out)).num_examples == 42
+
+  # Interrupted again, then the folder changes: the next packing starts over.
+  other = str(tmp_path / "pack2")
+  written.clear()
+  with pytest.raises(KeyboardInterrupt):
+    data.write_pack(folder, other, shard_size=7, progress=killed_after_two)
+  helpers.make_image_folder(os.path.join(folder, "bird", "extra"), num=3, classes=(), bad=(), seed=5)
+  messages = []
+  data.write_pack(folder, other, shard_size=7, progress=messages.append)
+  assert messages[0].endswith("holds an interrupted packing of another listing: starting over")
+  assert data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=other)).num_examples == 45
+
+
+def test_a_damaged_shard_is_one_line_and_exit_2(tmp_path, folder, one_device, capsys):
+  out = str(tmp_path / "pack")
+  data.write_pack(folder, out, shard_size=7)
+  shard = os.path.join(out, "shard-00002-of-00006.array_record")
+  with open(shard, "r+b") as f:
+    f.truncate(100)
+  with pytest.raises(errors.UserError, match=rf"pack shard {shard} is damaged: it has 100 bytes"):
+    data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out))
+  cfg = helpers.config(tmp_path, dataset="packed", data_dir=out, strategy="one_device")
+  assert main.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
+  err = capsys.readouterr().err
+  assert [line for line in err.splitlines() if line.startswith("error:")] == [
+      f"error: pack shard {shard} is damaged: it has 100 bytes, the manifest says "
+      f"{json.load(open(os.path.join(out, 'manifest.json')))['shards'][2]['bytes']}; pack the folder again "
+      "(python -m gan_dist.pack)"]
+  assert not os.path.exists(cfg.workdir)
+
+
+def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}"], monkeypatch, capsys)
+  assert code == 2 and "needs --data_dir=FOLDER and --out=DIR" in err
+  (tmp_path / "busy").mkdir()
+  (tmp_path / "busy" / "notes.txt").write_text("mine")
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={tmp_path / 'busy'}"], monkeypatch, capsys)
+  assert code == 2 and "exists and is not a pack being written" in err
