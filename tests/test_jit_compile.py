@@ -30,7 +30,8 @@ def test_jit_compile_trains_on_one_device_and_on_two_replicas_without_sync_batch
 
   monkeypatch.setattr(tf, "function", spy)
   runs = {"one_device": (one_device, dict(strategy="one_device")),
-          "mirrored": (mirrored2, dict(strategy="mirrored", num_cpu_replicas=2, sync_batchnorm=False))}
+          # ADA's augmentation (and its replica-identical p) inside the compiled per-replica step.
+          "mirrored": (mirrored2, dict(strategy="mirrored", num_cpu_replicas=2, sync_batchnorm=False, augment="ada"))}
   for name, (strategy, overrides) in runs.items():
     del compiled[:]
     cfg = helpers.config(tmp_path, workdir=str(tmp_path / name), arch="mlp", data_dir=data_dir, jit_compile=True,
