@@ -78,3 +78,16 @@ def pytest_collection_modifyitems(items):
     name = os.path.basename(str(item.fspath))
     return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
   items.sort(key=rank)  # Stable: the order within a file and among the other files is kept.
+
+
+_CLUSTER_ENV = ("TF_CONFIG", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_PROCID")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_cluster_environment():
+  """Fails the test that leaves a cluster description in os.environ: every later in-process run in that test process
+  would then see itself as one of several workers and refuse to start (a failure far from its cause)."""
+  before = {k: os.environ.get(k) for k in _CLUSTER_ENV}
+  yield
+  after = {k: os.environ.get(k) for k in _CLUSTER_ENV}
+  assert after == before, f"the test changed the cluster environment: {before} -> {after}"

@@ -103,7 +103,10 @@ def test_slurm_cluster_becomes_tf_config():
 
 
 def test_cluster_from_hosts_and_errors(monkeypatch):
-  monkeypatch.delenv("TF_CONFIG", raising=False)
+  # _cluster_resolver writes os.environ itself: setting first makes monkeypatch remove its value afterwards (a
+  # leaked two-worker TF_CONFIG makes every later in-process run in this worker refuse to start).
+  monkeypatch.setenv("TF_CONFIG", "")
+  monkeypatch.delenv("TF_CONFIG")
   cfg = config_lib.make_config(strategy="multi_worker_mirrored", cluster="hosts", worker_hosts="h1:5,h2:6",
                               task_index=1)
   resolver = strategy_lib._cluster_resolver(cfg)  # pylint: disable=protected-access
