@@ -1,4 +1,4 @@
-r"""Input pipeline at scale: memory and throughput of --dataset=folder on 10,000 and 100,000 64x64 JPEGs.
+r"""Input pipeline at scale: memory and throughput of --dataset=folder (and of its pack) on 10,000 and 100,000 JPEGs.
 
 In one run:
   1. writes 100,000 64x64 JPEGs (smooth random blobs, about 2 KB each, like small photos) into a temporary folder,
@@ -8,13 +8,16 @@ In one run:
      `data.open_source`, builds the trainer's pipeline (`data.make_dataset_fn`, batch --batch_size, 64x64x3,
      --random_flip, shuffled) and drains it for --seconds after a warm-up; reports images/s and the process's peak
      RSS (and its RSS before the pipeline existed, so the pipeline's own share is visible);
-  3. in another subprocess, times the dcgan64 train step (`train_step.make_train_step`, one device, float32) at the
+  3. with --pack, packs each size's folder (`python -m gan_dist.pack`'s `data.write_pack`, timed) and measures the
+     pack the same way (--dataset=packed): start-up (listing and opening), images/s and peak RSS, folder vs pack;
+  4. in another subprocess, times the dcgan64 train step (`train_step.make_train_step`, one device, float32) at the
      same batch on a constant batch: the images/s training consumes on this machine.
 Prints one JSON object, then a short summary. Targets: peak RSS(100k) <= 1.2 x peak RSS(10k), and pipeline images/s
 >= 3 x step images/s at each size.
 
   python3 benchmarks/input_pipeline.py                     # about 5-10 minutes on 2 cores, ~300 MB of disk
   python3 benchmarks/input_pipeline.py --sizes=2000,20000 --seconds=10   # quicker look
+  python3 benchmarks/input_pipeline.py --sizes=100000 --pack               # folder vs pack on 100,000 images
   python3 benchmarks/input_pipeline.py --sizes=8,32 --per_folder=16 --seconds=0.5 --step_calls=1 --batch_size=8
                                                            # smoke run in seconds (figures meaningless)
 """
@@ -64,6 +67,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_string("child", "", "Internal: 'pipeline' or 'step', run in a subprocess.", flag_values=fv)
   flags.DEFINE_string("child_data_dir", "", "Internal: the folder a 'pipeline' child reads.", flag_values=fv)
+  flags.DEFINE_string("child_dataset", "folder", "Internal: --dataset of a 'pipeline' child.", flag_values=fv)
+  flags.DEFINE_boolean("pack", False, "Also pack each size's folder and measure the pack beside it.", flag_values=fv)
 
 
 IMAGE_SIZE = 64
@@ -99,7 +104,7 @@ def child_pipeline() -> dict:
   """Drains the folder pipeline (--batch_size is gan_dist's flag, default 256); returns images/s and memory figures."""
   tf.constant(0)  # Initialise the runtime before the baseline.
   baseline = _rss_mb()
-  cfg = config_lib.make_config(dataset="folder", data_dir=FLAGS.child_data_dir, batch_size=FLAGS.batch_size,
+  cfg = config_lib.make_config(dataset=FLAGS.child_dataset, data_dir=FLAGS.child_data_dir, batch_size=FLAGS.batch_size,
                                random_flip=True, image_size=IMAGE_SIZE, channels=3)
   start = time.perf_counter()
   source = data.open_source(cfg)
@@ -198,9 +203,19 @@ def main(argv):
   load_before = os.getloadavg()
   try:
     write_s = write_images(images, sizes[-1], FLAGS.per_folder)
-    results = {}
+    results, packed = {}, {}
     for size in sizes:
-      results[size] = _run_child("--child=pipeline", f"--child_data_dir={_view(base, images, size, sizes[-1])}")
+      view = _view(base, images, size, sizes[-1])
+      results[size] = _run_child("--child=pipeline", f"--child_data_dir={view}")
+      if FLAGS.pack:
+        pack_dir = os.path.join(base, "packs", str(size))
+        start = time.perf_counter()
+        data.write_pack(view, pack_dir, progress=lambda message: None)
+        pack_s = time.perf_counter() - start
+        packed[size] = _run_child("--child=pipeline", f"--child_data_dir={pack_dir}", "--child_dataset=packed")
+        packed[size]["pack_s"] = round(pack_s, 1)
+        packed[size]["pack_mb"] = round(sum(os.path.getsize(os.path.join(pack_dir, f))
+                                            for f in os.listdir(pack_dir)) / 2**20, 1)
     step = _run_child("--child=step")
   finally:
     if not FLAGS.dir and not FLAGS.keep:
@@ -220,6 +235,12 @@ def main(argv):
                   "load_average_after": [round(x, 2) for x in os.getloadavg()]},
       "write_images_s": round(write_s, 1),
   }
+  if packed:
+    report["packed"] = {str(k): v for k, v in packed.items()}
+    report["pack_to_folder"] = {str(k): {"open_s": f"{v['open_s']} vs {results[k]['open_s']}",
+                                         "images_per_s_ratio": round(v["images_per_s"] / results[k]["images_per_s"], 2),
+                                         "peak_rss_ratio": round(v["peak_rss_mb"] / results[k]["peak_rss_mb"], 2)}
+                                for k, v in packed.items()}
   print(json.dumps(report))
   print(f"\nPeak RSS: {small['peak_rss_mb']:.0f} MB for {sizes[0]:,} images, {large['peak_rss_mb']:.0f} MB for "
         f"{sizes[-1]:,} ({report['peak_rss_ratio_largest_to_smallest']:.2f}x; target <= 1.2x). Pipeline's own "
@@ -229,6 +250,12 @@ def main(argv):
         f"batch {FLAGS.batch_size}) vs {step['images_per_s']:.0f} images/s consumed by the dcgan64 step "
         f"({step['seconds_per_step']:.2f} s per step): "
         + ", ".join(f"{r:.1f}x" for r in report["pipeline_to_step_ratio"].values()) + " (target >= 3x).")
+  for size, v in packed.items():
+    f = results[size]
+    print(f"Folder vs pack, {size:,} images: start-up (listing and opening) {f['open_s']:.2f} s vs "
+          f"{v['open_s']:.2f} s; "
+          f"{f['images_per_s']:.0f} vs {v['images_per_s']:.0f} images/s; peak RSS {f['peak_rss_mb']:.0f} vs "
+          f"{v['peak_rss_mb']:.0f} MB (packing took {v['pack_s']:.0f} s, {v['pack_mb']:.0f} MB of shards).")
   print(f"Machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (other jobs share it).")
 

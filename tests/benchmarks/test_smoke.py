@@ -31,8 +31,8 @@ BENCHMARKS = os.path.join(REPO, "benchmarks")
 def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
   """Runs benchmarks/<script> with `args` from the repo root; kills its process group after `timeout` seconds."""
   command = [sys.executable, os.path.join("benchmarks", script), *args]
-  proc = subprocess.Popen(command, cwd=REPO, env=subprocs.env(PYTHONPATH=REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)
+  proc = subprocess.Popen(command, cwd=REPO, env=subprocs.env(PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -91,13 +91,16 @@ def test_input_pipeline(tmp_path):
   images = tmp_path / "images"
   # Two sizes: 8 images (below --per_folder: a view of linked files) and 32 (the whole tree of two folders).
   proc = _run("input_pipeline.py", "--sizes=8,32", "--per_folder=16", f"--dir={images}", "--seconds=0.2",
-              "--step_calls=1", "--batch_size=8", timeout=180)
+              "--step_calls=1", "--batch_size=8", "--pack", timeout=180)
   reports = _json_lines(proc.stdout)
   assert len(reports) == 1, proc.stdout
   report = reports[0]
   assert set(report) == {"sizes", "peak_rss_ratio_largest_to_smallest", "step", "pipeline_to_step_ratio", "targets",
-                         "machine", "write_images_s"}
-  assert set(report["sizes"]) == {"8", "32"}
+                         "machine", "write_images_s", "packed", "pack_to_folder"}
+  assert set(report["sizes"]) == set(report["packed"]) == {"8", "32"}
+  # The pack holds the folder's examples: the same count, read at some rate.
+  assert all(report["packed"][k]["num_examples"] == report["sizes"][k]["num_examples"] == int(k) for k in ("8", "32"))
+  assert all(report["packed"][k]["images_per_s"] > 0 for k in ("8", "32"))
   for size, figures in report["sizes"].items():
     assert figures["num_examples"] == int(size)
     assert figures["bad_files"] == 0

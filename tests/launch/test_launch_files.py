@@ -83,6 +83,7 @@ def test_slurm_sbatch_header():
   assert "--ntasks-per-node=1" in directives
   assert any(d.startswith("--gpus-per-node=") for d in directives)
   assert any(d.startswith("--signal=TERM@") for d in directives)  # Time to save before the time limit.
+  assert "--requeue" in directives and "--open-mode=append" in directives  # It requeues itself, one log for all.
 
 
 # ------------------------------------------------------------------------------------------------------ Kubernetes

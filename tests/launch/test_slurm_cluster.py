@@ -1,0 +1,100 @@
+"""launch/slurm.sbatch on a real Slurm cluster: SIGTERM wherever it lands saves, requeues and resumes.
+
+Needs a running Slurm (`bash ../shared/slurm/start.sh`: Debian's slurm-wlm, one node); skipped without one. A fake
+srun cannot show what matters here: which processes Slurm signals (`scancel --signal=TERM` reaches the tasks,
+`--batch` the batch shell, `--full` the batch shell, srun and the tasks; preemption and a plain scancel are the
+latter), and that an srun which receives SIGTERM kills its tasks at once.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import conftest
+
+pytestmark = pytest.mark.slow
+
+SBATCH = os.path.join(conftest.REPO, "launch", "slurm.sbatch")
+# Where the signal goes: scancel's options.
+TARGETS = {"tasks": [], "batch_shell": ["--batch"], "whole_job": ["--full"]}
+WAIT_S = 240  # Per phase; the test ends its jobs whatever happens (finally: scancel).
+
+
+def _slurm_running() -> bool:
+  if not shutil.which("sbatch") or not shutil.which("sinfo"):
+    return False
+  try:
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15, check=False).returncode == 0
+  except subprocess.TimeoutExpired:
+    return False
+
+
+def _wait_for(log, pattern, what, after=0):
+  """Returns the first match of `pattern` in `log` at or after character `after`, waiting up to WAIT_S."""
+  deadline = time.monotonic() + WAIT_S
+  while time.monotonic() < deadline:
+    text = open(log).read() if os.path.exists(log) else ""
+    match = re.compile(pattern).search(text, after)
+    if match:
+      return match
+    time.sleep(1)
+  raise AssertionError(f"no {what} in {WAIT_S} s; the job's log:\n{text[-4000:]}")
+
+
+def _job_field(job_id, field):
+  out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+  return re.search(rf"\b{field}=(\S+)", out).group(1)
+
+
+@pytest.mark.skipif(not _slurm_running(), reason="no Slurm cluster: start one with bash ../shared/slurm/start.sh")
+def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tmp_path, mnist_dir):
+  """For each target: SIGTERM -> every task saves step S1 and exits 75 -> the script requeues its job -> the job
+  reruns, resumes from S1 and trains on -> SIGTERM again -> saves S2 > S1 -> MAX_REQUEUES=1 makes that final."""
+  jobs = {}
+  try:
+    for target in TARGETS:
+      workdir, log = tmp_path / target, tmp_path / f"{target}.log"
+      env = dict(os.environ, PYTHON=sys.executable, MAX_REQUEUES="1")
+      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{target}", f"--output={log}", "--nodes=1",
+                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=15", SBATCH,
+                 "--flagfile=configs/mlp_gan.cfg", f"--data_dir={mnist_dir}", f"--workdir={workdir}",
+                 "--train_steps=10000000", "--steps_per_loop=10", "--summary_every=20", "--sample_every=10000000",
+                 "--checkpoint_every=10000000"]
+      submitted = subprocess.run(command, cwd=conftest.REPO, env=env, capture_output=True, text=True, check=True)
+      jobs[target] = (submitted.stdout.strip().split(";")[0], str(log), workdir)
+
+    saved = {}
+    for target, (job_id, log, workdir) in jobs.items():
+      _wait_for(log, r"step \d+/10000000 ", "training progress")
+      subprocess.run(["scancel", "--signal=TERM", *TARGETS[target], job_id], check=True)
+    for target, (job_id, log, workdir) in jobs.items():
+      match = _wait_for(log, r"saved a checkpoint at step (\d+) on every worker", "checkpoint at SIGTERM")
+      saved[target] = int(match.group(1))
+      _wait_for(log, rf"requeueing job {job_id} \(requeue 1 of 1\)", "requeue")
+      assert "forcing job termination" not in open(log).read()  # srun never got the signal.
+      assert os.path.exists(workdir / "checkpoints" / f"ckpt-{saved[target]}.index")
+    for target, (job_id, log, workdir) in jobs.items():
+      # Slurm holds a requeued job for its credentials' lifetime (about 2 minutes): let it start now.
+      deadline = time.monotonic() + 60
+      while _job_field(job_id, "JobState") != "PENDING" and time.monotonic() < deadline:
+        time.sleep(1)
+      subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    for target, (job_id, log, workdir) in jobs.items():
+      resumed = _wait_for(log, rf"Resumed from \S*ckpt-{saved[target]} at step {saved[target]}", "resume")
+      progress = _wait_for(log, rf"step (\d+)/10000000 ", "training after the resume", after=resumed.end())
+      assert int(progress.group(1)) > saved[target]
+      subprocess.run(["scancel", "--signal=TERM", *TARGETS[target], job_id], check=True)
+    for target, (job_id, log, workdir) in jobs.items():
+      _wait_for(log, r"MAX_REQUEUES=1 reached", "the final stop")
+      second = [int(s) for s in re.findall(r"saved a checkpoint at step (\d+) on every worker", open(log).read())]
+      assert len(second) == 2 and second[1] > second[0] == saved[target], (target, second)
+      assert os.path.exists(workdir / "checkpoints" / f"ckpt-{second[1]}.index")
+      assert _job_field(job_id, "Restarts") == "1"
+  finally:
+    for job_id, _, _ in jobs.values():
+      subprocess.run(["scancel", job_id], check=False)
