@@ -95,7 +95,7 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
   """
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=60)
   workdir, straight = tmp_path / "workdir", tmp_path / "straight"
-  # The quick-start flagfile says --strategy=one_device: the launcher's own flags must still win.
+  # A flagfile that says --strategy=one_device: the launcher's own flags must still win.
   flags = ["--flagfile=configs/dcgan_cpu_quick.cfg", "--dataset=folder", f"--data_dir={folder['root']}",
            "--arch=mlp", "--channels=1", "--latent_dim=16", "--batch_size=8", "--random_flip", "--seed=3",
            "--deterministic", "--steps_per_loop=2", "--summary_every=2", "--checkpoint_every=2",
