@@ -40,9 +40,22 @@ def split_cpu(num_replicas: int) -> None:
                        f"devices (it is set in strategy.make, the first thing main does): {e}") from None
 
 
-# First port of the workers' gRPC servers under Slurm (the next ones go to further tasks on the same node); the
-# same as SlurmClusterResolver's.
+# The workers' gRPC ports under Slurm. Jobs that share a node (several small jobs, or one per GPU) must not take
+# the same port, so each job gets its own block of SLURM_PORTS_PER_JOB ports, chosen by its job id (a requeued job
+# keeps its id, and so its ports); the tasks of a job on one node take consecutive ports of the block. Without a job
+# id (a step started by hand), SlurmClusterResolver's 8888. Blocks stay below Linux's ephemeral range (32768).
 SLURM_PORT_BASE = 8888
+SLURM_JOB_PORT_BASE = 10000
+SLURM_PORTS_PER_JOB = 32
+SLURM_PORT_BLOCKS = 700
+
+
+def slurm_port_base(env) -> int:
+  """The first gRPC port of this Slurm job's tasks on each node (see SLURM_JOB_PORT_BASE)."""
+  job = env.get("SLURM_JOB_ID", "")
+  if not job.isdigit():
+    return SLURM_PORT_BASE
+  return SLURM_JOB_PORT_BASE + (int(job) % SLURM_PORT_BLOCKS) * SLURM_PORTS_PER_JOB
 
 
 def _slurm_tf_config(env=None) -> dict:
@@ -66,9 +79,12 @@ def _slurm_tf_config(env=None) -> dict:
     raise ValueError(f"--cluster=slurm: {e.args[0]} is not set; start gan_dist with srun inside an allocation "
                      "(see launch/slurm.sbatch)") from None
   # Block distribution (Slurm's default): the first node's tasks get the first ranks, and so on.
-  workers, hosts = [], []
+  workers, hosts, base = [], [], slurm_port_base(env)
+  if max(tasks_per_node) > SLURM_PORTS_PER_JOB:
+    raise ValueError(f"--cluster=slurm: {max(tasks_per_node)} tasks on one node; at most {SLURM_PORTS_PER_JOB} "
+                     "(one task per node with all its GPUs is what launch/slurm.sbatch runs)")
   for node, count in zip(nodes, tasks_per_node):
-    workers += [f"{node}:{SLURM_PORT_BASE + local}" for local in range(count)]
+    workers += [f"{node}:{base + local}" for local in range(count)]
     hosts += [node] * count
   num_tasks = int(env.get("SLURM_STEP_NUM_TASKS", len(workers)))
   if len(workers) != num_tasks or not 0 <= rank < num_tasks:

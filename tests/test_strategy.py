@@ -94,6 +94,15 @@ def test_slurm_cluster_becomes_tf_config():
   assert slurm_tf_config(env) == {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 2}}
   one_per_node = dict(SLURM_PROCID="0", SLURM_STEP_NODELIST="gpu[07-08]", SLURM_STEP_TASKS_PER_NODE="1(x2)")
   assert slurm_tf_config(one_per_node)["cluster"] == {"worker": ["gpu07:8888", "gpu08:8888"]}
+  # Two jobs on one node take different ports; a requeued job (same id) the same ones.
+  job_a, job_b = dict(one_per_node, SLURM_JOB_ID="41"), dict(one_per_node, SLURM_JOB_ID="42")
+  assert slurm_tf_config(job_a)["cluster"] == {"worker": ["gpu07:11312", "gpu08:11312"]}
+  assert slurm_tf_config(job_b)["cluster"] == {"worker": ["gpu07:11344", "gpu08:11344"]}
+  ports = {strategy_lib.slurm_port_base({"SLURM_JOB_ID": str(j)}) for j in range(strategy_lib.SLURM_PORT_BLOCKS)}
+  assert len(ports) == strategy_lib.SLURM_PORT_BLOCKS and max(ports) + strategy_lib.SLURM_PORTS_PER_JOB <= 32768
+  with pytest.raises(ValueError, match="33 tasks on one node"):
+    slurm_tf_config(dict(one_per_node, SLURM_STEP_NODELIST="gpu07", SLURM_STEP_TASKS_PER_NODE="33",
+                         SLURM_STEP_NUM_TASKS="33"))
   with pytest.raises(ValueError, match="distribution=block"):
     slurm_tf_config(dict(env, SLURMD_NODENAME="gpu07"))
   with pytest.raises(ValueError, match="SLURM_STEP_NUM_TASKS=3"):
