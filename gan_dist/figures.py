@@ -75,11 +75,13 @@ def read_scalars(logdir: str) -> Scalars:
   return {tag: sorted(points.items()) for tag, points in found.items()}
 
 
-def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str]]:
-  """(the run's HParams {name: value}, the metric tags of its HParams layout), as TensorBoard's HParams dashboard
-  reads them from the event files directly under `logdir` (the last ones written win)."""
+def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str], str]:
+  """(the run's HParams {name: value}, the metric tags of its HParams layout, the run's name in the table), as
+  TensorBoard's HParams dashboard reads them from the event files directly under `logdir` (the last ones written
+  win)."""
   values: Dict[str, object] = {}
   metrics: List[str] = []
+  name = ""
   for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
     for record in tf.data.TFRecordDataset(path):
       for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
@@ -87,11 +89,12 @@ def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str]]:
           continue
         content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
         if content.HasField("session_start_info"):
-          values = {name: getattr(v, v.WhichOneof("kind"))
-                    for name, v in content.session_start_info.hparams.items()}
+          values = {key: getattr(v, v.WhichOneof("kind"))
+                    for key, v in content.session_start_info.hparams.items()}
+          name = content.session_start_info.group_name
         if content.HasField("experiment"):
           metrics = [info.name.tag for info in content.experiment.metric_infos]
-  return values, metrics
+  return values, metrics, name
 
 
 def _event_file_order(path: str) -> Tuple[int, int, str]:

@@ -33,15 +33,16 @@ class Writer:
       for name, value in values.items():
         tf.summary.scalar(name, value)
 
-  def hparams(self, values: Dict[str, Any], metrics: Sequence[str]) -> None:
-    """Writes the run's HParams (TensorBoard's HParams dashboard: one row per run, `values` as columns) and the
-    experiment's layout: these hparams and the scalar tags `metrics` as its metric columns."""
+  def hparams(self, values: Dict[str, Any], metrics: Sequence[str], trial_id: str = "") -> None:
+    """Writes the run's HParams (TensorBoard's HParams dashboard: one row per run, `values` as columns, named
+    `trial_id`, else a hash of the values) and the experiment's layout: these hparams and the scalar tags `metrics`
+    as its metric columns."""
     if not self.enabled:
       return
     with self._writer.as_default(step=0):
       hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in values],
                                  metrics=[hparams_api.Metric(tag) for tag in metrics])
-      hparams_api.hparams(values)
+      hparams_api.hparams(values, trial_id=trial_id or None)
 
   def image(self, step: int, name: str, grid: np.ndarray) -> None:
     """Writes a uint8 [H, W, C] image."""

@@ -168,7 +168,8 @@ def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp
   assert fcd[best["step"]] == pytest.approx(best["value"], rel=1e-5)
   assert tf.io.gfile.exists(best["checkpoint"] + ".index")
   # TensorBoard's HParams table: every field that shapes the result, and the last and best FCD as metrics.
-  values, metrics = figures.read_hparams(f"{cfg.workdir}/tensorboard")
+  values, metrics, name = figures.read_hparams(f"{cfg.workdir}/tensorboard")
+  assert name == os.path.basename(cfg.workdir)  # The run's row is named by its workdir.
   resolved = workdir_lib.read_run_config(cfg.workdir)  # num_classes, image shape: what the run resolved.
   assert values == {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                     for k, v in config_lib.hparams(resolved).items()}
