@@ -210,3 +210,29 @@ def test_arch_ratio(tmp_path):
       ips["faces64.cfg 2 replicas"] / ips["faces64.cfg one device"], rel=0.02)
   assert report["batch_size"] == {"folder64.cfg": 4, "faces64.cfg": 4} and report["cpu"]
   assert all(_positive(n) for n in report["trainable_parameters"].values())
+
+
+def test_trace_ops_sums_compute_thread_events_by_op_type(tmp_path):
+  spec = importlib.util.spec_from_file_location("benchmark_trace_ops", os.path.join(BENCHMARKS, "trace_ops.py"))
+  trace_ops = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(trace_ops)
+  space = trace_ops.xplane_pb2.XSpace()
+  plane = space.planes.add(name="/host:CPU")
+  plane.event_metadata[1].name = "d/conv/Conv2D:_MklNativeConv2D"
+  plane.event_metadata[2].name = "g/mul:Mul"
+  compute = plane.lines.add(name="tf_Compute/1", timestamp_ns=1000)
+  compute.events.add(metadata_id=1, offset_ps=0, duration_ps=3 * 10**9)  # 3 ms.
+  compute.events.add(metadata_id=1, offset_ps=4 * 10**9, duration_ps=10**9)
+  compute.events.add(metadata_id=2, offset_ps=5 * 10**9, duration_ps=2 * 10**9)  # Ends at 7 ms.
+  other = plane.lines.add(name="tf_data_iterator_get_next/1", timestamp_ns=1000)
+  other.events.add(metadata_id=2, offset_ps=0, duration_ps=50 * 10**9)  # Not a compute thread: not counted.
+  ms, count, span = trace_ops.op_times(space)
+  assert ms == pytest.approx({"_MklNativeConv2D": 4.0, "Mul": 2.0}) and count == {"_MklNativeConv2D": 2, "Mul": 1}
+  assert span == pytest.approx(7.0)
+  path = tmp_path / "run" / "tensorboard" / "plugins" / "profile" / "2026_01_01"
+  path.mkdir(parents=True)
+  (path / "vm.xplane.pb").write_bytes(space.SerializeToString())
+  report = trace_ops.table(trace_ops.op_times(trace_ops.read(str(tmp_path / "run"))),
+                           (dict(ms, Mul=5.0), dict(count, Mul=2), 14.0))
+  assert "7 ms -> 14 ms (2.00x)" in report and "| Mul | 2 (1) | 5 (2) | +3 |" in report
+  assert report.index("| Mul |") < report.index("| _MklNativeConv2D |")  # Largest change first.
