@@ -16,10 +16,15 @@ import os
 import sys
 from typing import Dict, Tuple
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-direct-tensorflow-import
+
+from gan_dist import cli  # pylint: disable=g-import-not-at-top
 
 HOST_PLANE = "/host:CPU"
 COMPUTE_LINE = "tf_Compute"  # The executor's op threads; other host lines are tf.data, Python and the runtime.
@@ -31,7 +36,7 @@ def trace_path(path: str) -> str:
     return path
   found = sorted(tf.io.gfile.glob(f"{path.rstrip('/')}/tensorboard/plugins/profile/*/*.xplane.pb"))
   if not found:
-    raise SystemExit(f"error: no profiler trace under {path}/tensorboard/plugins/profile (run with --profile_steps)")
+    sys.exit(cli.fail(f"no profiler trace under {path}/tensorboard/plugins/profile (run with --profile_steps)"))
   return found[-1]
 
 
@@ -39,7 +44,7 @@ def op_times(space: xplane_pb2.XSpace) -> Tuple[Dict[str, float], Dict[str, int]
   """({op type: CPU milliseconds}, {op type: events}, wall milliseconds from the first to the last event)."""
   plane = next((p for p in space.planes if p.name == HOST_PLANE), None)
   if plane is None:
-    raise SystemExit(f"error: the trace has no {HOST_PLANE} plane")
+    sys.exit(cli.fail(f"the trace has no {HOST_PLANE} plane"))
   ms, count = collections.Counter(), collections.Counter()
   first, last = float("inf"), float("-inf")
   for line in plane.lines:
@@ -76,7 +81,7 @@ def table(a, b, rows: int = 15) -> str:
 
 def main(argv):
   if len(argv) != 2:
-    raise SystemExit("usage: trace_ops.py WORKDIR_OR_XPLANE_A WORKDIR_OR_XPLANE_B")
+    sys.exit(cli.fail("usage: trace_ops.py WORKDIR_OR_XPLANE_A WORKDIR_OR_XPLANE_B"))
   print(table(op_times(read(argv[0])), op_times(read(argv[1]))))
 
 

@@ -14,10 +14,15 @@ import sys
 import time
 import urllib.request
 
-from selenium import webdriver
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if HERE not in sys.path:
+  sys.path.insert(0, HERE)
+
+from selenium import webdriver  # pylint: disable=g-import-not-at-top
 from selenium.webdriver.chrome.service import Service
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from gan_dist import cli  # pylint: disable=g-import-not-at-top
+
 DEFAULT_SHOW = "arch,batch_size,g_lr,d_lr,ema_decay,loss,train_steps"
 # Every paper-checkbox of the page, through the shadow roots of TensorBoard's Polymer dashboard.
 FIND_CHECKBOXES = """
@@ -43,7 +48,7 @@ def main(argv):
   args = [a for a in argv if not a.startswith("--show=")]
   show = next((a.split("=", 1)[1] for a in argv if a.startswith("--show=")), DEFAULT_SHOW).split(",")
   if not args:
-    sys.exit("usage: hparams_screenshot.py RUNS_DIR [OUT.png] [--show=NAME,...]")
+    sys.exit(cli.fail("usage: hparams_screenshot.py RUNS_DIR [OUT.png] [--show=NAME,...]"))
   runs, out = args[0], args[1] if len(args) > 1 else os.path.join(HERE, "docs", "hparams.png")
   port = _free_port()
   server = subprocess.Popen([os.path.join(HERE, "launch", "tensorboard.sh"), runs], env=dict(os.environ, PORT=str(port)),

@@ -236,3 +236,6 @@ def test_trace_ops_sums_compute_thread_events_by_op_type(tmp_path):
                            (dict(ms, Mul=5.0), dict(count, Mul=2), 14.0))
   assert "7 ms -> 14 ms (2.00x)" in report and "| Mul | 2 (1) | 5 (2) | +3 |" in report
   assert report.index("| Mul |") < report.index("| _MklNativeConv2D |")  # Largest change first.
+  with pytest.raises(SystemExit) as missing:  # A workdir without a trace: one line, exit 2.
+    trace_ops.read(str(tmp_path / "no_trace"))
+  assert missing.value.code == 2
