@@ -10,9 +10,10 @@ For each config (and `reference`, the plain TF-tutorial loop), in its own subpro
     benchmarks/throughput.py) with configs/dcgan.cfg's hyper-parameters (batch 256, Adam 1e-4, non-saturating loss)
     fed the tutorial's input pipeline (shuffled MNIST training images, batches of 256): a plain @tf.function step on
     one device, no distribution, no EMA.
-No checkpoints, summaries or sample grids are written (the clock measures training only). Each config prints JSON
-lines; at the end the parent prints and writes (into --out_dir) the README table (results.md), every evaluation
-(quality.jsonl), and FCD against training minutes for all configs (fcd_vs_time.png).
+No checkpoints or summaries are written, only the final samples (the clock measures training only). Each config
+prints JSON lines; at the end the parent prints and writes (into --out_dir) the README table (results.md), every evaluation
+(quality.jsonl), FCD against training minutes for all configs (fcd_vs_time.png), and every config's final samples
+side by side (samples.png; each config's grid alone in samples_<config>.png).
 
   python3 benchmarks/quality.py                       # README "Results": 4 configs x 30 minutes (about 2.5 hours)
   python3 benchmarks/quality.py --minutes=1 --every=0.5 --num=2000 --configs=configs/mlp_gan.cfg,reference
@@ -24,6 +25,7 @@ lines; at the end the parent prints and writes (into --out_dir) the README table
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -48,8 +50,10 @@ from gan_dist import files
 from gan_dist import models
 from gan_dist import precision
 from gan_dist import preflight
+from gan_dist import sampling
 from gan_dist import state as state_lib
 from gan_dist import strategy as strategy_lib
+from gan_dist import summaries
 from gan_dist import train_step as train_step_lib
 from gan_dist.eval import evaluator as evaluator_lib
 import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
@@ -57,6 +61,7 @@ import tutorial  # pylint: disable=g-import-not-at-top  (benchmarks/tutorial.py,
 
 FLAGS = cli.FLAGS
 REFERENCE = "reference"
+SAMPLES_PER_GRID = 64  # 8x8 unconditional; conditional: 64 // classes per class, one row each.
 DEFAULT_CONFIGS = ("configs/dcgan_cpu_quick.cfg", "configs/mlp_gan.cfg", "configs/cdcgan_fast.cfg", REFERENCE)
 
 
@@ -115,10 +120,21 @@ class _Clock:
     return out
 
 
-def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lambda: None):
+def _write_samples(name: str, cfg: config_lib.Config, gan: models.Gan, generator) -> str:
+  """Writes the final samples of `generator` (one row per class if conditional, else 8x8) to --out_dir; returns
+  the PNG's path."""
+  z, y, rows = sampling.class_rows(SAMPLES_PER_GRID, gan.latent_dim, gan.num_classes, cfg.seed)
+  images = sampling.generate(sampling.make_generate_fn(generator, gan), z, y)
+  slug = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(name).replace(".cfg", "")).strip("_")
+  path = os.path.join(FLAGS.out_dir, f"samples_{slug}.png")
+  summaries.write_png(path, sampling.image_grid(images, rows=rows or None))
+  return path
+
+
+def _evaluate_loop(name, cfg, train_chunk, evaluator, gan, generator_fn, prepare=lambda: None):
   """Trains with `train_chunk() -> (steps done, their metric means)` until --minutes of training time; evaluates every --every minutes.
 
-  Returns the final record.
+  Returns the final record; the final samples go to --out_dir (`_write_samples`).
   """
   clock, step, budget, every = _Clock(), 0, FLAGS.minutes * 60, FLAGS.every * 60
   next_eval = every
@@ -152,6 +168,7 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, generator_fn, prepare=lamb
     if done:
       break
   record["final"] = True
+  record["samples"] = _write_samples(name, cfg, gan, generator_fn())
   record["wall_minutes_with_evals"] = round((time.perf_counter() - start_wall) / 60, 2)
   _emit(record)
   return record
@@ -172,7 +189,7 @@ def run_config(path: str) -> None:
   def chunk():
     return cfg.steps_per_loop, train(iterator, cfg.steps_per_loop).means()
 
-  _evaluate_loop(os.path.relpath(path, REPO) if os.path.isabs(path) else path, cfg, chunk, evaluator,
+  _evaluate_loop(os.path.relpath(path, REPO) if os.path.isabs(path) else path, cfg, chunk, evaluator, state.gan,
                  lambda: state.sampling_generator, prepare=state.prepare_ema)
 
 
@@ -204,7 +221,7 @@ def run_reference() -> None:
     float(loss)  # Waits for the last step, as the tutorial's loop effectively does between epochs.
     return steps_per_chunk, {}
 
-  _evaluate_loop(REFERENCE, cfg, chunk, evaluator, lambda: generator)
+  _evaluate_loop(REFERENCE, cfg, chunk, evaluator, gan, lambda: generator)
 
 
 def table(finals: list) -> str:
@@ -257,6 +274,15 @@ def fcd_figure(records: list) -> bytes:
   return figures.to_png(fig)
 
 
+def samples_figure(finals: list) -> bytes:
+  """PNG: the final sample grid of every config side by side, titled with its config, steps and FCD."""
+  panels = []
+  for r in finals:
+    grid = tf.io.decode_png(tf.io.read_file(r["samples"])).numpy()
+    panels.append((f"{r['config']}\n{r['step']:,} steps, {r['train_minutes']:.0f} min, FCD {r['fcd']:.1f}", grid))
+  return figures.grids_figure(panels)
+
+
 def _collect(config: str, proc: subprocess.Popen, records: list) -> None:
   """Reads a config's JSON lines until its process ends (an error of it stops the benchmark)."""
   out, _ = proc.communicate()
@@ -279,7 +305,7 @@ def main(argv):
     return
   passthrough = [f"--minutes={FLAGS.minutes}", f"--parallel={FLAGS.parallel}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
                  f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
-                 f"--strategy={FLAGS.strategy}", *[f"--config_flag={f}" for f in FLAGS.config_flag]]
+                 f"--strategy={FLAGS.strategy}", f"--out_dir={FLAGS.out_dir}", *[f"--config_flag={f}" for f in FLAGS.config_flag]]
   records, procs = [], []
   for config in FLAGS.configs:
     path = config if config == REFERENCE else os.path.join(REPO, config) if not os.path.isabs(config) else config
@@ -298,8 +324,9 @@ def main(argv):
   files.write_atomic(os.path.join(FLAGS.out_dir, "results.md"), report)
   files.write_atomic(os.path.join(FLAGS.out_dir, "quality.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
   files.write_atomic(os.path.join(FLAGS.out_dir, "fcd_vs_time.png"), fcd_figure(records))
+  files.write_atomic(os.path.join(FLAGS.out_dir, "samples.png"), samples_figure(finals))
   print(report)
-  print(f"Wrote {FLAGS.out_dir}/results.md, quality.jsonl and fcd_vs_time.png")
+  print(f"Wrote {FLAGS.out_dir}/results.md, quality.jsonl, fcd_vs_time.png and samples.png")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,10 @@ class Config:
   gp_weight: float = _field(0.0, "Weight of the WGAN-GP gradient penalty (on interpolates of real and fake).",
                             lower=0.0)
   r1_weight: float = _field(0.0, "Weight of the R1 penalty (squared gradient norm of D on real images).", lower=0.0)
+  class_loss_weight: float = _field(0.0, "Conditional models with a class head (cresnet): weight of an auxiliary "
+                                    "classifier on D's features (AC-GAN, Odena et al. 2017): D learns the class of "
+                                    "real images, G to make images classified as the class asked. 0: off (the "
+                                    "projection alone).", lower=0.0)
   augment: str = _field("none", "Augment every image D sees, real and generated, in D's and G's updates, with "
                         "differentiable transforms: diffaug (DiffAugment: every transform on every image) or ada "
                         "(adaptive: each transform with probability p, which rises while D is over-confident on "
@@ -204,7 +208,8 @@ _BY_NAME: Dict[str, dataclasses.Field] = {f.name: f for f in FIELDS}
 
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
-                             "channels", "g_channels", "d_channels", "attention_resolution", "augment")
+                             "channels", "g_channels", "d_channels", "attention_resolution", "augment",
+                             "class_loss_weight")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")
@@ -389,8 +394,10 @@ def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
   """Returns a one-line message naming every field that differs in a way a resume cannot absorb, or None."""
   def shape(cfg, name):
     value = getattr(cfg, name)
-    # Only whether an EMA exists, and whether ADA's p exists, shape the checkpoint.
-    return value > 0 if name == "ema_decay" else (value == "ada") if name == "augment" else value
+    # Only whether an EMA exists, whether ADA's p exists and whether D has a class head shape the checkpoint.
+    if name in ("ema_decay", "class_loss_weight"):
+      return value > 0
+    return (value == "ada") if name == "augment" else value
 
   def diff(name):
     return f"--{name} (workdir has {getattr(saved, name)!r}, this run {getattr(current, name)!r})"

@@ -172,14 +172,24 @@ def comparison_figure(real: np.ndarray, fake: np.ndarray, rows: Optional[int] = 
     rows: rows of both grids (e.g. one per class); None: near-square.
     title: the figure's title.
   """
+  return grids_figure([("real (training data)", sampling.image_grid(real, rows=rows)),
+                       ("generated", sampling.image_grid(fake, rows=rows))], title)
+
+
+def grids_figure(panels: Sequence[Tuple[str, np.ndarray]], title: str = "") -> bytes:
+  """PNG: image grids side by side, each titled (e.g. the final samples of several configs).
+
+  Args:
+    panels: [(title, uint8 grid [H, W, C])], C 1 or 3.
+    title: the figure's title.
+  """
   plt = pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
-  for ax, images, name in ((axes[0], real, "real (training data)"), (axes[1], fake, "generated")):
-    grid = sampling.image_grid(images, rows=rows)
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.3), squeeze=False)
+  for ax, (name, grid) in zip(axes[0], panels):
     gray = grid.shape[-1] == 1
     ax.imshow(grid[..., 0] if gray else grid, cmap="gray" if gray else None, vmin=0, vmax=255,
               interpolation="nearest")
-    ax.set_title(name)
+    ax.set_title(name, fontsize=10)
     ax.axis("off")
   if title:
     fig.suptitle(title, fontsize=9)

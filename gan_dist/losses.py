@@ -3,6 +3,7 @@
 Every loss maps discriminator logits to per-example vectors:
   loss_fn(real_logits [B, 1], fake_logits [B, 1]) -> (d_loss [B], g_loss [B]).
 Penalties take the discriminator as a function of images so that labels can be bound by the caller.
+The auxiliary classifier's loss maps class logits and labels to a per-example vector too.
 """
 
 from typing import Callable, Tuple
@@ -99,3 +100,9 @@ def r1_penalty(discriminator_fn, real: tf.Tensor) -> tf.Tensor:
     [B] per-example squared gradient norm.
   """
   return _squared_grad_norm(discriminator_fn, real)
+
+
+def class_cross_entropy(labels: tf.Tensor, class_logits: tf.Tensor) -> tf.Tensor:
+  """AC-GAN's auxiliary classifier loss: cross-entropy of int labels [B] under class logits [B, K] -> [B]."""
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                        logits=tf.cast(class_logits, tf.float32))

@@ -49,6 +49,8 @@ def metric_names(cfg) -> tuple:
     names += ("gradient_penalty",)
   if cfg.r1_weight > 0:
     names += ("r1_penalty",)
+  if cfg.class_loss_weight > 0:
+    names += ("d_class_loss", "d_class_accuracy", "g_class_loss", "g_class_accuracy")
   if cfg.augment == "ada":
     names += ("augment_p", "ada_rt")
   return names
@@ -180,6 +182,7 @@ class Forward:
     fake_images: D's generated input [b, H, W, C]: G's images for `inputs`, augmented likewise.
     real_logits, fake_logits: float32 [b, 1].
     inputs: the StepInputs the fakes were made from.
+    real_class_logits, fake_class_logits: float32 [b, K] from D's class head (the same pass), None without one.
   """
 
   real_images: tf.Tensor
@@ -188,6 +191,8 @@ class Forward:
   real_logits: tf.Tensor
   fake_logits: tf.Tensor
   inputs: StepInputs
+  real_class_logits: Optional[tf.Tensor] = None
+  fake_class_logits: Optional[tf.Tensor] = None
 
 
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -210,9 +215,9 @@ def forward(gan: models.Gan, batch: Dict[str, tf.Tensor], inputs: StepInputs,
   real = batch["images"]
   if augment_fn is not None:
     real, fake = augment_fn(real, inputs.real_seed), augment_fn(fake, inputs.fake_seed)
-  real_logits = gan.discriminate(real, batch["labels"], training=True)
-  fake_logits = gan.discriminate(fake, inputs.fake_labels, training=True)
-  return Forward(real, batch["labels"], fake, real_logits, fake_logits, inputs)
+  real_logits, real_classes = gan.discriminate_with_classes(real, batch["labels"], training=True)
+  fake_logits, fake_classes = gan.discriminate_with_classes(fake, inputs.fake_labels, training=True)
+  return Forward(real, batch["labels"], fake, real_logits, fake_logits, inputs, real_classes, fake_classes)
 
 
 def global_mean(cfg: config_lib.Config, per_example: tf.Tensor) -> tf.Tensor:
@@ -225,7 +230,8 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
 
   Returns:
     (scalar loss, {"d_loss", "d_real_accuracy", "d_fake_accuracy", "d_real_output", "d_fake_output"[,
-    "gradient_penalty"][, "r1_penalty"]}), every metric a share of its global-batch mean.
+    "gradient_penalty"][, "r1_penalty"][, "d_class_loss", "d_class_accuracy"]}), every metric a share of its
+    global-batch mean.
   """
   per_example, _ = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
   metrics = {}
@@ -242,6 +248,12 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
     r1 = losses.r1_penalty(d_of, fwd.real_images)
     metrics["r1_penalty"] = global_mean(cfg, r1)
     per_example += 0.5 * cfg.r1_weight * r1
+  if cfg.class_loss_weight > 0:
+    # Real images only (as in TAC-GAN and StudioGAN's ACGAN): a classifier also fitted to G's early images would
+    # reward G for being classifiable rather than for looking like the class.
+    ce, correct = _class_terms(fwd.real_labels, fwd.real_class_logits)
+    metrics.update(d_class_loss=global_mean(cfg, ce), d_class_accuracy=global_mean(cfg, correct))
+    per_example += cfg.class_loss_weight * ce
   real = tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])
   fake = tf.reshape(tf.cast(fwd.fake_logits, tf.float32), [-1])
   loss = global_mean(cfg, per_example)
@@ -251,11 +263,24 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
   return loss, metrics
 
 
+def _class_terms(labels: tf.Tensor, class_logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(cross-entropy [b], 1.0 where the class head picks `labels` else 0.0 [b]) of the auxiliary classifier."""
+  correct = tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+  return losses.class_cross_entropy(labels, class_logits), tf.cast(correct, tf.float32)
+
+
 def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-  """G's loss (this replica's share of the global mean) and its metric {"g_loss"}."""
+  """G's loss (this replica's share of the global mean) and its metrics {"g_loss"[, "g_class_loss",
+  "g_class_accuracy"]}: with --class_loss_weight, G is also scored by D's class head on the classes it was asked."""
   _, per_example = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
+  metrics = {}
+  if cfg.class_loss_weight > 0:
+    ce, correct = _class_terms(fwd.inputs.fake_labels, fwd.fake_class_logits)
+    metrics.update(g_class_loss=global_mean(cfg, ce), g_class_accuracy=global_mean(cfg, correct))
+    per_example += cfg.class_loss_weight * ce
   loss = global_mean(cfg, per_example)
-  return loss, {"g_loss": loss}
+  metrics["g_loss"] = loss
+  return loss, metrics
 
 
 def d_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, step, draw: int) -> List[tf.Tensor]:

@@ -81,6 +81,10 @@ def test_resume_compatibility_rules():
   assert config_lib.check_resume_compatible(saved, saved.replace(g_lr=1.0, train_steps=7)) is None
   message = config_lib.check_resume_compatible(saved, saved.replace(ema_decay=0.0, arch="mlp"))
   assert "--ema_decay" in message and "--arch" in message
+  # A class head (any weight > 0) is part of D's checkpoint; its weight alone is not.
+  with_head = saved.replace(class_loss_weight=1.0)
+  assert config_lib.check_resume_compatible(with_head, with_head.replace(class_loss_weight=0.5)) is None
+  assert "--class_loss_weight (workdir has 1.0" in config_lib.check_resume_compatible(with_head, saved)
   # The data position: refused unless the change is meant.
   for change in (dict(batch_size=64), dict(d_steps_per_g=2)):
     message = config_lib.check_resume_compatible(saved, saved.replace(**change))

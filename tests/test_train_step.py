@@ -278,6 +278,40 @@ def test_d_loss_is_the_loss_plus_the_weighted_penalties_at_the_real_labels(loss,
   assert metrics["d_fake_output"].numpy() == pytest.approx(np.mean(1 / (1 + np.exp(-fake))), rel=1e-5)
 
 
+def _softmax_cross_entropy(labels, logits):
+  """float64 [B], computed here with NumPy."""
+  logits = np.asarray(logits, np.float64)
+  shifted = logits - logits.max(axis=1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+  return -log_probs[np.arange(len(labels)), np.asarray(labels)]
+
+
+def test_class_loss_adds_the_weighted_cross_entropy_of_real_labels_to_d_and_of_asked_labels_to_g():
+  """--class_loss_weight: D's loss + w * CE(D's class head on the reals, their labels); G's loss + w * CE(on the
+  fakes, the labels G was asked for); accuracies the fractions of argmax hits."""
+  cfg = helpers.config_values(arch="cresnet", loss="hinge", batch_size=6, latent_dim=8, g_channels=4, d_channels=4,
+                              image_size=32, class_loss_weight=0.7)
+  gan = models.build(cfg, num_classes=3)
+  batch = {"images": tf.random.stateless_uniform([6, 32, 32, 3], seed=[1, 2], minval=-1.0, maxval=1.0),
+           "labels": tf.range(6, dtype=tf.int32) % 3}
+  fwd = train_step_lib.forward(gan, batch, train_step_lib.step_inputs(cfg, gan, tf.constant(3, tf.int64), 0))
+  d_vec, g_vec = losses.get("hinge")(fwd.real_logits, fwd.fake_logits)
+  real_ce = _softmax_cross_entropy(batch["labels"].numpy(), fwd.real_class_logits)
+  fake_labels = fwd.inputs.fake_labels.numpy()
+  fake_ce = _softmax_cross_entropy(fake_labels, fwd.fake_class_logits)
+  value, metrics = train_step_lib.d_loss(cfg, gan, fwd)
+  assert value.numpy() == pytest.approx(np.mean(d_vec.numpy() + 0.7 * real_ce), rel=1e-5)
+  assert metrics["d_class_loss"].numpy() == pytest.approx(real_ce.mean(), rel=1e-5)
+  hits = np.argmax(fwd.real_class_logits.numpy(), axis=1) == batch["labels"].numpy()
+  assert metrics["d_class_accuracy"].numpy() == pytest.approx(hits.mean())
+  g_value, g_metrics = train_step_lib.g_loss(cfg, fwd)
+  assert g_value.numpy() == pytest.approx(np.mean(g_vec.numpy() + 0.7 * fake_ce), rel=1e-5)
+  assert g_metrics["g_class_loss"].numpy() == pytest.approx(fake_ce.mean(), rel=1e-5)
+  hits = np.argmax(fwd.fake_class_logits.numpy(), axis=1) == fake_labels
+  assert g_metrics["g_class_accuracy"].numpy() == pytest.approx(hits.mean())
+  assert abs(value.numpy() - np.mean(d_vec.numpy())) > 0.1  # The term is there, not a rounding.
+
+
 def test_step_inputs_are_the_global_draw_and_labels_are_in_range():
   cfg = helpers.config_values(arch="cgan_mlp", batch_size=16, latent_dim=8, gp_weight=1.0)
   gan = models.build(cfg, num_classes=10)

@@ -25,11 +25,13 @@ class Gan:
   Attributes:
     generator: maps noise [B, latent_dim] (and one-hot labels [B, num_classes] if conditional) to images
       [B, H, W, C] in [-1, 1], float32.
-    discriminator: maps images [B, H, W, C] (and one-hot labels if conditional) to logits [B, 1], float32.
+    discriminator: maps images [B, H, W, C] (and one-hot labels if conditional) to logits [B, 1], float32; with
+      a class head, to [B, 1 + num_classes]: the logit, then class logits (an auxiliary classifier's).
     conditional: whether both networks take labels.
     image_shape: (H, W, C) of generated and training images.
     latent_dim: size of the noise vector.
     num_classes: number of label classes (0 for unconditional models).
+    class_head: whether the discriminator also outputs class logits (for --class_loss_weight).
   """
 
   generator: keras.Model
@@ -38,6 +40,7 @@ class Gan:
   image_shape: Tuple[int, int, int]
   latent_dim: int
   num_classes: int = 0
+  class_head: bool = False
 
   def _inputs(self, first, labels):
     """The model inputs for `first` (noise or images) and int labels [B]: one-hot labels only when conditional."""
@@ -64,7 +67,14 @@ class Gan:
 
   def discriminate(self, images, labels=None, training: bool = False):
     """Logits float32 [B, 1] for images [B, H, W, C] in [-1, 1] (and int labels [B] when conditional)."""
-    return self.discriminator(self._inputs(images, labels), training=training)
+    return self.discriminate_with_classes(images, labels, training)[0]
+
+  def discriminate_with_classes(self, images, labels=None, training: bool = False):
+    """(logits float32 [B, 1], class logits float32 [B, num_classes] or None without a class head): one pass."""
+    out = self.discriminator(self._inputs(images, labels), training=training)
+    if not self.class_head:
+      return out, None
+    return out[:, :1], out[:, 1:]
 
 
 def available() -> list:
@@ -102,7 +112,8 @@ def build(cfg, num_classes: int = 0) -> Gan:
 
   Raises:
     errors.UserError: unknown architecture (see `module_of`), a custom build that returns something else than a
-      Gan of Keras models, or a conditional model without classes.
+      Gan of Keras models, a conditional model without classes, or --class_loss_weight for a model without a class
+      head.
   """
   gan = module_of(cfg.arch).build(cfg, num_classes)
   if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
@@ -111,6 +122,9 @@ def build(cfg, num_classes: int = 0) -> Gan:
   if gan.conditional and gan.num_classes < 2:
     raise errors.UserError(f"--arch={cfg.arch} is conditional and needs labels with at least 2 classes, "
                            f"got num_classes={gan.num_classes}")
+  if cfg.class_loss_weight > 0 and not gan.class_head:
+    raise errors.UserError(f"--class_loss_weight={cfg.class_loss_weight:g} needs a discriminator with a class head "
+                           f"(--arch=cresnet); --arch={cfg.arch} has none")
   return gan
 
 

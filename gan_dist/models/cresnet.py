@@ -11,8 +11,10 @@ Generator: [noise [B, latent_dim], one-hot [B, K]]. e = one-hot @ E, a shared cl
 Discriminator: resnet's discriminator features h [B, w]; logit = SN Dense 1(h) + <SN embed(y), h>, the projection,
   with embed a bias-free spectrally normalised Dense of the one-hot label: the same [K, w] matrix (and the same
   spectral norm) as SNGAN's SN EmbedID on int labels, fed with the one-hot labels the Gan interface passes.
+  With --class_loss_weight > 0 D also has a class head, SN Dense K(h) (AC-GAN's auxiliary classifier on the same
+  features; PD-GAN + AC as in StudioGAN): the output is [B, 1 + K], the logit then the class logits.
 Parameters: resnet's, plus in G 128*K (embedding) and 2*128*c per conditional BatchNorm of width c (its own
-  scale and offset gone: -2*c), and in D K*w (projection). Non-trainable: resnet's, plus one u per SN Dense.
+  scale and offset gone: -2*c), and in D K*w (projection) and (w + 1)*K with the class head. Non-trainable: resnet's, plus one u per SN Dense.
 Image shape and widths: as resnet (--image_size 32/64/128, --g_channels, --d_channels, --attention_resolution).
 """
 
@@ -39,16 +41,19 @@ def make_generator(cfg, num_classes: int, shape) -> keras.Model:
 
 
 def make_discriminator(cfg, num_classes: int, shape) -> keras.Model:
-  """[images [B, H, W, C], one-hot [B, num_classes]] -> [B, 1] logits."""
+  """[images [B, H, W, C], one-hot [B, num_classes]] -> [B, 1] logits ([B, 1 + num_classes] with the class head)."""
   images = keras.Input(shape, name="images")
   onehot = keras.Input((num_classes,), name="onehot")
   features = resnet.discriminator_features(cfg, images)
   projection = layers.Dot(axes=1)([sn_dense(features.shape[-1], use_bias=False)(onehot), features])
   logits = layers.Add()([sn_dense(1)(features), projection])
+  if cfg.class_loss_weight > 0:
+    logits = layers.Concatenate()([logits, sn_dense(num_classes)(features)])
   return keras.Model([images, onehot], float32_logits(logits), name="discriminator")
 
 
 def build(cfg, num_classes: int = 0) -> Gan:
   shape = resnet.image_shape(cfg)
   return Gan(make_generator(cfg, num_classes, shape), make_discriminator(cfg, num_classes, shape),
-             conditional=True, image_shape=shape, latent_dim=cfg.latent_dim, num_classes=num_classes)
+             conditional=True, image_shape=shape, latent_dim=cfg.latent_dim, num_classes=num_classes,
+             class_head=cfg.class_loss_weight > 0)

@@ -151,7 +151,14 @@ def test_quality(tmp_path):
   assert _json_lines((out_dir / "quality.jsonl").read_text()) == records
   png = (out_dir / "fcd_vs_time.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) > 1000
-  assert f"Wrote {out_dir}/results.md, quality.jsonl and fcd_vs_time.png" in proc.stdout
+  # Each config's final samples as a grid (mlp_gan: 28x28x1, 8x8 images), and all of them side by side.
+  finals = [r for r in records if r.get("final")]
+  assert [os.path.basename(r["samples"]) for r in finals] == ["samples_mlp_gan_augment_ada.png",
+                                                               "samples_reference.png"]
+  grid = tf.io.decode_png(tf.io.read_file(finals[0]["samples"])).numpy()
+  assert grid.shape == (8 * 28, 8 * 28, 1) and grid.std() > 0
+  assert (out_dir / "samples.png").read_bytes().startswith(b"\x89PNG")
+  assert f"Wrote {out_dir}/results.md, quality.jsonl, fcd_vs_time.png and samples.png" in proc.stdout
 
 
 @pytest.mark.slow

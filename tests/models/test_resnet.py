@@ -148,7 +148,30 @@ def test_the_labels_reach_both_conditional_networks():
   assert len(cbns) == 6 and all(layer.synchronized for layer in cbns)
 
 
+def test_class_head_outputs_class_logits_from_the_same_pass():
+  """--class_loss_weight > 0: cresnet's D gains an SN Dense K on its features ((w + 1) * K weights, a u of K),
+  `discriminate` still gives [B, 1], and `discriminate_with_classes` the same logit and [B, K] class logits."""
+  plain = models.build(_cfg(arch="cresnet", image_size=32), K)
+  gan = models.build(_cfg(arch="cresnet", image_size=32, class_loss_weight=1.0), K)
+  assert gan.class_head and not plain.class_head
+  w = CH * 4  # D's feature width at 32x32 (blocks of ch, 2ch, 4ch).
+  d, d0 = gan.discriminator, plain.discriminator
+  assert _count(d.trainable_variables) - _count(d0.trainable_variables) == (w + 1) * K
+  assert _count(d.non_trainable_variables) - _count(d0.non_trainable_variables) == K
+  images = tf.random.stateless_uniform([4, 32, 32, 3], seed=[7, 8], minval=-1.0, maxval=1.0)
+  labels = tf.constant([0, 1, 2, 0])
+  logits, classes = gan.discriminate_with_classes(images, labels)
+  assert logits.shape == (4, 1) and classes.shape == (4, K) and classes.dtype == tf.float32
+  np.testing.assert_array_equal(gan.discriminate(images, labels), logits)
+  # The class logits do not depend on the label D is given (the projection does): a classifier of the image.
+  _, other = gan.discriminate_with_classes(images, tf.constant([2, 2, 1, 1]))
+  np.testing.assert_allclose(classes, other, rtol=1e-5, atol=1e-6)
+  assert plain.discriminate_with_classes(images, labels)[1] is None
+
+
 @pytest.mark.parametrize("overrides,message", [
+    (dict(class_loss_weight=1.0), "--class_loss_weight=1 needs a discriminator with a class head (--arch=cresnet); "
+     "--arch=resnet has none"),
     (dict(image_size=48), "--arch=resnet makes 32x32 or 64x64 or 128x128 images with 1 or 3 channel(s), not 48x48x3"),
     (dict(image_size=256), "not 256x256x3"),
     (dict(attention_resolution=32), "--attention_resolution=32: --arch=resnet at 32x32 can put self-attention at 8, "
@@ -165,6 +188,7 @@ def test_refused_sizes_and_resolutions(overrides, message):
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(attention_resolution=64), "--attention_resolution=64: --arch=resnet at 32x32"),
+    (dict(class_loss_weight=0.5), "--class_loss_weight=0.5 needs a discriminator with a class head"),
     (dict(strategy="mirrored", jit_compile=True, sync_batchnorm=False), "cannot compile --arch=resnet"),
 ])
 def test_refused_runs_write_nothing(tmp_path, one_device, mirrored2, capsys, overrides, message):
@@ -205,12 +229,12 @@ _replica_values = helpers.replica_values
 
 @pytest.mark.slow
 def test_one_device_and_two_replicas_take_the_same_step(tmp_path, one_device, mirrored2):
-  """cresnet with attention, synchronised conditional BatchNorm and spectral normalisation: one step on 2 replicas
-  updates every weight and u vector as one device does on the same global batch, and u is the same on both
-  replicas."""
+  """cresnet with attention, synchronised conditional BatchNorm, spectral normalisation and the class head: one step
+  on 2 replicas updates every weight and u vector as one device does on the same global batch, and u is the same on
+  both replicas."""
   found = []
   for strategy in (one_device, mirrored2):
-    _, state, it, train = _setup(tmp_path / str(len(found)), strategy, attention_resolution=8)
+    _, state, it, train = _setup(tmp_path / str(len(found)), strategy, attention_resolution=8, class_loss_weight=1.0)
     result = train(it, 1)
     assert not result.diverged
     for model in (state.gan.generator, state.gan.discriminator):
@@ -220,6 +244,7 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, one_device, mi
         np.testing.assert_array_equal(copies[0], copies[-1])
     found.append((result.means(), state.gan.generator.get_weights() + state.gan.discriminator.get_weights()))
   (m1, w1), (m2, w2) = found
+  assert {"d_class_loss", "g_class_accuracy"} <= set(m1)
   for name in m1:
     assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
   for a, b in zip(w1, w2):
