@@ -11,9 +11,9 @@ For each config (and `reference`, the plain TF-tutorial loop), in its own subpro
     fed the tutorial's input pipeline (shuffled MNIST training images, batches of 256): a plain @tf.function step on
     one device, no distribution, no EMA.
 No checkpoints or summaries are written, only the final samples (the clock measures training only). Each config
-prints JSON lines; at the end the parent prints and writes (into --out_dir) the README table (results.md), every evaluation
-(quality.jsonl), FCD against training minutes for all configs (fcd_vs_time.png), and every config's final samples
-side by side (samples.png; each config's grid alone in samples_<config>.png).
+prints JSON lines; at the end the parent prints and writes (into --out_dir) the README table (results.md), every
+evaluation (quality.jsonl), FCD against training minutes for all configs (fcd_vs_time.png), and every config's
+final samples side by side (samples.png; each config's grid alone in samples_<config>.png).
 
   python3 benchmarks/quality.py                       # README "Results": 4 configs x 30 minutes (about 2.5 hours)
   python3 benchmarks/quality.py --minutes=1 --every=0.5 --num=2000 --configs=configs/mlp_gan.cfg,reference
@@ -127,7 +127,7 @@ def _write_samples(name: str, cfg: config_lib.Config, gan: models.Gan, generator
   images = sampling.generate(sampling.make_generate_fn(generator, gan), z, y)
   slug = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(name).replace(".cfg", "")).strip("_")
   path = os.path.join(FLAGS.out_dir, f"samples_{slug}.png")
-  summaries.write_png(path, sampling.image_grid(images, rows=rows or None))
+  summaries.write_png(path, sampling.image_grid(images, rows=rows))
   return path
 
 
@@ -305,7 +305,8 @@ def main(argv):
     return
   passthrough = [f"--minutes={FLAGS.minutes}", f"--parallel={FLAGS.parallel}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
                  f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
-                 f"--strategy={FLAGS.strategy}", f"--out_dir={FLAGS.out_dir}", *[f"--config_flag={f}" for f in FLAGS.config_flag]]
+                 f"--strategy={FLAGS.strategy}", f"--out_dir={FLAGS.out_dir}",
+                 *[f"--config_flag={f}" for f in FLAGS.config_flag]]
   records, procs = [], []
   for config in FLAGS.configs:
     path = config if config == REFERENCE else os.path.join(REPO, config) if not os.path.isabs(config) else config

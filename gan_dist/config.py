@@ -139,8 +139,8 @@ class Config:
   class_loss_weight: float = _field(0.0, "Conditional models with a class head (cresnet): weight of an auxiliary "
                                     "classifier on D's features (AC-GAN, Odena et al. 2017): D learns the class of "
                                     "real images, G to make images classified as the class asked. 0: off (the "
-                                    "projection alone). Watch for collapse within a class (README 'Colour images')"
-                                    ".", lower=0.0)
+                                    "projection alone). Watch for collapse within a class (README 'Colour "
+                                    "images').", lower=0.0)
   augment: str = _field("none", "Augment every image D sees, real and generated, in D's and G's updates, with "
                         "differentiable transforms: diffaug (DiffAugment: every transform on every image) or ada "
                         "(adaptive: each transform with probability p, which rises while D is over-confident on "

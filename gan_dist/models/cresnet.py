@@ -14,7 +14,8 @@ Discriminator: resnet's discriminator features h [B, w]; logit = SN Dense 1(h) +
   With --class_loss_weight > 0 D also has a class head, SN Dense K(h) (AC-GAN's auxiliary classifier on the same
   features; PD-GAN + AC as in StudioGAN): the output is [B, 1 + K], the logit then the class logits.
 Parameters: resnet's, plus in G 128*K (embedding) and 2*128*c per conditional BatchNorm of width c (its own
-  scale and offset gone: -2*c), and in D K*w (projection) and (w + 1)*K with the class head. Non-trainable: resnet's, plus one u per SN Dense.
+  scale and offset gone: -2*c), and in D K*w (projection) and (w + 1)*K with the class head. Non-trainable:
+  resnet's, plus one u per SN Dense.
 Image shape and widths: as resnet (--image_size 32/64/128, --g_channels, --d_channels, --attention_resolution).
 """
 
