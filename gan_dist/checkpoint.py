@@ -146,6 +146,11 @@ class Checkpointer:
                         keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours or None)
     self._manager = None
     self._superseded = []
+    # The best so far, read once, before any step: every worker reads the same file then (the chief can only write
+    # it after a step, which needs every worker). save_best decides from this copy, never from the file, which the
+    # chief rewrites while the other workers may not have reached that decision yet: a worker that read the newer
+    # file skipped a save the chief made, and its save counter, hence its checkpoints, differed from the chief's.
+    self._best = read_best(cfg.workdir)
 
   @property
   def manager(self) -> tf.train.CheckpointManager:
@@ -326,13 +331,20 @@ class Checkpointer:
       shutil.rmtree(tmp, ignore_errors=True)
     return self.path(step)
 
+  @property
+  def best(self) -> Optional[dict]:
+    """{"step", "metric", "value"[, "checkpoint"]} of the run's best checkpoint so far, or None."""
+    return self._best
+
   def save_best(self, step: int, metric: str, value: float) -> Optional[str]:
     """Keeps this checkpoint in `<workdir>/checkpoints/best/` with `best.json` if `value` (lower is better) beats the
-    best so far. All workers call it with the same value (save has collectives); returns the chief's path or None."""
-    best = read_best(self.cfg.workdir)
+    best so far. All workers call it with the same value and decide alike (save has collectives, and every save
+    counts in the saved save counter); returns the chief's path or None."""
+    best = self._best
     if best is not None and best.get("metric") == metric and best["value"] <= value:
       return None
     self.state.prepare_ema()
+    path = None
     if self.is_chief:
       best_dir = workdir_lib.best_dir(self.cfg.workdir)
       try:
@@ -345,13 +357,14 @@ class Checkpointer:
           raise
         raise self._disk_full(e, step, best_dir) from None
       logging.info("New best %s %.4f at step %d: %s", metric, value, step, path)
-      return path
-    tmp = tempfile.mkdtemp(prefix="gan_dist_worker_best_")
-    try:
-      tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
-    finally:
-      shutil.rmtree(tmp, ignore_errors=True)
-    return None
+    else:
+      tmp = tempfile.mkdtemp(prefix="gan_dist_worker_best_")
+      try:
+        tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
+      finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    self._best = {"step": step, "metric": metric, "value": value, **({"checkpoint": path} if path else {})}
+    return path
 
   def _log_fingerprint(self, step: int, path: str) -> None:
     if self.task_type is None:

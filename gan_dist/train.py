@@ -154,7 +154,7 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   writer = summaries.Writer(workdir_lib.tensorboard_dir(cfg.workdir), enabled=is_chief)
   # The workdir's last component names the run's row in the HParams table (a gs:// path too).
   writer.hparams(config_lib.hparams(cfg), HPARAM_METRICS, trial_id=cfg.workdir.rstrip("/").rsplit("/", 1)[-1])
-  best = checkpoint_lib.read_best(cfg.workdir) if is_chief else None
+  best = checkpointer.best
   best_fcd = best["value"] if best and best["metric"] == "fcd" else float("inf")
   grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed)
   generate_fn = sampling.make_generate_fn(state.sampling_generator, gan)

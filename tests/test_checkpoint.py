@@ -1,6 +1,7 @@
 """Checkpoint save and resume: an interrupted run continues exactly as an uninterrupted one."""
 
 import dataclasses
+import glob
 import os
 import shutil
 
@@ -11,7 +12,9 @@ import tensorflow as tf
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import errors
 from gan_dist import files
+from gan_dist import state as state_lib
 from gan_dist import train
+from gan_dist import workdir as workdir_lib
 from tests import helpers
 
 
@@ -155,3 +158,34 @@ def test_fingerprint_sees_every_value(tmp_path):
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "b"))) == first
   v.assign([1.0, 2.0000002])
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "c"))) != first
+
+
+def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, one_device):
+  # No training needed: the state's variables are what save_best writes (train.run calls it after an evaluation,
+  # see tests/eval/test_evaluator.py).
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
+  state = state_lib.create_state(cfg, one_device, 10)
+  checkpointer = checkpoint_lib.Checkpointer(cfg, state, one_device)
+  assert checkpointer.save_best(2, "fcd", 5.0) is not None
+  assert checkpointer.save_best(3, "fcd", 7.0) is None  # Worse: the best stays.
+  assert checkpoint_lib.read_best(cfg.workdir)["step"] == 2
+  assert checkpointer.save_best(4, "fcd", 1.5) is not None
+  best = checkpoint_lib.read_best(cfg.workdir)
+  assert (best["step"], best["value"]) == (4, 1.5) and tf.io.gfile.exists(best["checkpoint"] + ".index")
+  assert len(glob.glob(os.path.join(workdir_lib.best_dir(cfg.workdir), "*.index"))) == 1
+
+def test_best_is_decided_from_what_every_worker_saw_not_from_the_file_the_chief_rewrites(tmp_path, idx_dir,
+                                                                                        one_device):
+  """The chief rewrites best.json while the other workers may not yet have decided whether to save: a worker that
+  read the chief's newer file skipped a save the chief made, so its save counter (in every later checkpoint)
+  differed from the chief's. The decision must come from the best of this run's own earlier calls."""
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
+  checkpointer = checkpoint_lib.Checkpointer(cfg, state_lib.create_state(cfg, one_device, 10), one_device)
+  assert checkpointer.save_best(2, "fcd", 5.0) is not None
+  # What a worker finds when the chief got ahead: best.json already names step 4's lower value.
+  info = os.path.join(workdir_lib.best_dir(cfg.workdir), "best.json")
+  files.write_atomic(info, '{"step": 4, "metric": "fcd", "value": 3.0, "checkpoint": "x"}')
+  assert checkpointer.save_best(4, "fcd", 3.0) is not None
+  assert checkpointer.best["step"] == 4 and int(checkpointer.checkpoint.save_counter) == 2
+  # A new Checkpointer (a resumed run) starts from the file.
+  assert checkpoint_lib.Checkpointer(cfg, checkpointer.state, one_device).best["value"] == 3.0

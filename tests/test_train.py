@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import data
 from gan_dist import workdir as workdir_lib
 from gan_dist import errors
 from gan_dist import models
 from gan_dist import preflight
-from gan_dist import state as state_lib
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
 from tests import helpers
@@ -146,21 +144,6 @@ def test_profile_steps_write_a_trace(tmp_path, idx_dir, one_device):
                        profile_steps="2,3")
   train.run(cfg, one_device)
   assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
-
-
-def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, one_device):
-  # No training needed: the state's variables are what save_best writes (train.run calls it after an evaluation,
-  # see tests/eval/test_evaluator.py).
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
-  state = state_lib.create_state(cfg, one_device, 10)
-  checkpointer = checkpoint_lib.Checkpointer(cfg, state, one_device)
-  assert checkpointer.save_best(2, "fcd", 5.0) is not None
-  assert checkpointer.save_best(3, "fcd", 7.0) is None  # Worse: the best stays.
-  assert checkpoint_lib.read_best(cfg.workdir)["step"] == 2
-  assert checkpointer.save_best(4, "fcd", 1.5) is not None
-  best = checkpoint_lib.read_best(cfg.workdir)
-  assert (best["step"], best["value"]) == (4, 1.5) and tf.io.gfile.exists(best["checkpoint"] + ".index")
-  assert len(glob.glob(os.path.join(workdir_lib.best_dir(cfg.workdir), "*.index"))) == 1
 
 
 @pytest.mark.slow
