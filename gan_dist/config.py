@@ -141,6 +141,11 @@ class Config:
                                     "real images, G to make images classified as the class asked. 0: off (the "
                                     "projection alone). Watch for collapse within a class (README 'Colour "
                                     "images').", lower=0.0)
+  mode_seeking_weight: float = _field(0.0, "Weight of MSGAN's mode-seeking term in G's loss (Mao et al. 2019), "
+                                      "against collapse within a class: the fake labels come in pairs (examples 2k "
+                                      "and 2k+1 share one) and G is penalised by 1 / (mean|G(z1) - G(z2)| / "
+                                      "mean|z1 - z2| + 1e-5) for each pair. Needs an even batch per replica. 0: "
+                                      "off.", lower=0.0)
   augment: str = _field("none", "Augment every image D sees, real and generated, in D's and G's updates, with "
                         "differentiable transforms: diffaug (DiffAugment: every transform on every image) or ada "
                         "(adaptive: each transform with probability p, which rises while D is over-confident on "

@@ -106,3 +106,28 @@ def class_cross_entropy(labels: tf.Tensor, class_logits: tf.Tensor) -> tf.Tensor
   """AC-GAN's auxiliary classifier loss: cross-entropy of int labels [B] under class logits [B, K] -> [B]."""
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
                                                         logits=tf.cast(class_logits, tf.float32))
+
+
+MODE_SEEKING_EPSILON = 1e-5  # MSGAN's: bounds the term where two images coincide.
+
+
+def mode_seeking(images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+  """MSGAN's mode-seeking term (Mao et al. 2019) for G, per example, on pairs of rows (2k, 2k+1) of one label.
+
+  For pair k: 1 / (mean|x_2k - x_2k+1| / mean|z_2k - z_2k+1| + 1e-5), the inverse of how far apart two noises put
+  their images; both examples of the pair carry it, so the batch mean is the mean over pairs. It is large where G
+  ignores its noise (collapse within a class) and small where it does not.
+
+  Args:
+    images: G's images [B, H, W, C] (B even; rows 2k and 2k+1 made for one label).
+    noise: their noise [B, latent_dim].
+
+  Returns:
+    float32 [B].
+  """
+  def pair_distance(x):
+    x = tf.reshape(tf.cast(x, tf.float32), [-1, 2, tf.reduce_prod(tf.shape(x)[1:])])
+    return tf.reduce_mean(tf.abs(x[:, 0] - x[:, 1]), axis=-1)  # [B / 2]
+
+  term = 1.0 / (pair_distance(images) / pair_distance(noise) + MODE_SEEKING_EPSILON)
+  return tf.repeat(term, 2)

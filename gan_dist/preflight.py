@@ -2,7 +2,7 @@
 
 In the order the trainer calls them:
   check_config(cfg)             needs nothing (first thing main does): architecture name, --profile_steps
-  check_replicas(cfg, strategy) the global batch splits evenly over the replicas
+  check_replicas(cfg, strategy) the global batch splits evenly over the replicas (in pairs for --mode_seeking_weight)
   resolve_config(cfg, source)   what the data decides (num_classes)
   check_workdir(cfg)            flags.txt agrees with this run (resume), the workdir is writable
   check_model(cfg, state)       --class_filter means something for this model, room for two checkpoints
@@ -54,6 +54,11 @@ def check_replicas(cfg: config_lib.Config, strategy: tf.distribute.Strategy) -> 
     raise errors.UserError(f"--batch_size={cfg.batch_size} does not split evenly over the {replicas} replicas of "
                            f"--strategy={cfg.strategy}; use a multiple of {replicas}, e.g. "
                            f"--batch_size={max(replicas, cfg.batch_size // replicas * replicas)}")
+  per_replica = cfg.batch_size // replicas
+  if cfg.mode_seeking_weight > 0 and per_replica % 2:
+    raise errors.UserError(f"--mode_seeking_weight needs an even batch on each replica (pairs of one label); "
+                           f"--batch_size={cfg.batch_size} gives {per_replica} on each of the {replicas} replicas: "
+                           f"use --batch_size={2 * replicas * max(1, per_replica // 2)}")
 
 
 def resolve_config(cfg: config_lib.Config, source) -> config_lib.Config:

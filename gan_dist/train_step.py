@@ -51,6 +51,8 @@ def metric_names(cfg) -> tuple:
     names += ("r1_penalty",)
   if cfg.class_loss_weight > 0:
     names += ("d_class_loss", "d_class_accuracy", "g_class_loss", "g_class_accuracy")
+  if cfg.mode_seeking_weight > 0:
+    names += ("g_mode_seeking",)
   if cfg.augment == "ada":
     names += ("augment_p", "ada_rt")
   return names
@@ -163,8 +165,12 @@ def step_inputs(cfg: config_lib.Config, gan: models.Gan, step: tf.Tensor, draw: 
   batch from (--seed, step, draw), and returns this replica's rows."""
   batch = cfg.batch_size
   noise = tf.random.stateless_normal([batch, gan.latent_dim], seed=step_seed(cfg.seed, step, draw, _NOISE))
-  fake_labels = tf.random.stateless_uniform([batch], seed=step_seed(cfg.seed, step, draw, _FAKE_LABELS), minval=0,
+  pairs = cfg.mode_seeking_weight > 0  # Examples 2k and 2k+1 share a label: a pair never spans two replicas.
+  fake_labels = tf.random.stateless_uniform([batch // 2 if pairs else batch],
+                                            seed=step_seed(cfg.seed, step, draw, _FAKE_LABELS), minval=0,
                                             maxval=max(gan.num_classes, 1), dtype=tf.int32)
+  if pairs:
+    fake_labels = tf.repeat(fake_labels, 2)
   alpha = None
   if cfg.gp_weight > 0:
     alpha = replica_rows(tf.random.stateless_uniform([batch, 1, 1, 1], seed=step_seed(cfg.seed, step, draw, _ALPHA)))
@@ -177,6 +183,7 @@ class Forward:
   """One forward pass of a replica: G's images and D's logits on the real and the generated batch.
 
   Attributes:
+    generated: G's images [b, H, W, C] before any augmentation.
     real_images, real_labels: D's real input, float32 [b, H, W, C] (the replica's data batch, augmented when
       augmentation is on: the penalties differentiate D at the images it saw), and its labels, int32 [b].
     fake_images: D's generated input [b, H, W, C]: G's images for `inputs`, augmented likewise.
@@ -193,6 +200,7 @@ class Forward:
   inputs: StepInputs
   real_class_logits: Optional[tf.Tensor] = None
   fake_class_logits: Optional[tf.Tensor] = None
+  generated: Optional[tf.Tensor] = None
 
 
 Augmenter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -211,13 +219,14 @@ def forward(gan: models.Gan, batch: Dict[str, tf.Tensor], inputs: StepInputs,
             augment_fn: Optional[Augmenter] = None) -> Forward:
   """G makes a batch from `inputs`; D scores it and the data batch (both in training mode), each augmented by
   `augment_fn` first when given (the generated batch in G's update too: G learns through the augmentation)."""
-  fake = gan.generate(inputs.noise, inputs.fake_labels, training=True)
-  real = batch["images"]
+  generated = gan.generate(inputs.noise, inputs.fake_labels, training=True)
+  real, fake = batch["images"], generated
   if augment_fn is not None:
     real, fake = augment_fn(real, inputs.real_seed), augment_fn(fake, inputs.fake_seed)
   real_logits, real_classes = gan.discriminate_with_classes(real, batch["labels"], training=True)
   fake_logits, fake_classes = gan.discriminate_with_classes(fake, inputs.fake_labels, training=True)
-  return Forward(real, batch["labels"], fake, real_logits, fake_logits, inputs, real_classes, fake_classes)
+  return Forward(real, batch["labels"], fake, real_logits, fake_logits, inputs, real_classes, fake_classes,
+                 generated)
 
 
 def global_mean(cfg: config_lib.Config, per_example: tf.Tensor) -> tf.Tensor:
@@ -271,13 +280,18 @@ def _class_terms(labels: tf.Tensor, class_logits: tf.Tensor) -> Tuple[tf.Tensor,
 
 def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
   """G's loss (this replica's share of the global mean) and its metrics {"g_loss"[, "g_class_loss",
-  "g_class_accuracy"]}: with --class_loss_weight, G is also scored by D's class head on the classes it was asked."""
+  "g_class_accuracy"][, "g_mode_seeking"]}: with --class_loss_weight, G is also scored by D's class head on the
+  classes it was asked; with --mode_seeking_weight, G is penalised where two noises of one label give close images."""
   _, per_example = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
   metrics = {}
   if cfg.class_loss_weight > 0:
     ce, correct = _class_terms(fwd.inputs.fake_labels, fwd.fake_class_logits)
     metrics.update(g_class_loss=global_mean(cfg, ce), g_class_accuracy=global_mean(cfg, correct))
     per_example += cfg.class_loss_weight * ce
+  if cfg.mode_seeking_weight > 0:
+    ms = losses.mode_seeking(fwd.generated, fwd.inputs.noise)
+    metrics["g_mode_seeking"] = global_mean(cfg, ms)
+    per_example += cfg.mode_seeking_weight * ms
   loss = global_mean(cfg, per_example)
   metrics["g_loss"] = loss
   return loss, metrics

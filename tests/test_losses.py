@@ -84,3 +84,12 @@ def test_r1_penalty_of_a_linear_discriminator():
   real = _images(6)
   r1 = losses.r1_penalty(lambda x: tf.reduce_sum(tf.square(x), axis=[1, 2, 3])[:, None], real)
   np.testing.assert_allclose(r1.numpy(), 4.0 * np.sum(real.numpy().reshape(3, -1) ** 2, axis=1), rtol=1e-5)
+
+
+def test_mode_seeking_is_large_for_a_collapsed_pair_and_shared_by_both_rows():
+  z = tf.constant([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0], [2.0, 2.0]])  # mean|z1 - z2|: 1.5 and 2.
+  same = tf.zeros([2, 4, 4, 3])
+  apart = tf.concat([tf.zeros([1, 4, 4, 3]), tf.fill([1, 4, 4, 3], 0.6)], 0)  # mean|x1 - x2| = 0.6.
+  found = losses.mode_seeking(tf.concat([same, apart], 0), z).numpy()
+  np.testing.assert_allclose(found, [1e5, 1e5, 1 / (0.3 + 1e-5), 1 / (0.3 + 1e-5)], rtol=1e-5)
+  assert found.dtype == np.float32

@@ -26,6 +26,11 @@ def test_the_global_batch_must_split_over_the_replicas(tmp_path, mirrored2):
   with pytest.raises(errors.UserError, match=r"--batch_size=7 does not split evenly over the 2 replicas.*"
                                              r"--batch_size=6"):
     preflight.check_replicas(helpers.config(tmp_path, batch_size=7), mirrored2)
+  # --mode_seeking_weight pairs rows 2k and 2k+1: each replica's rows must hold whole pairs.
+  preflight.check_replicas(helpers.config(tmp_path, batch_size=8, mode_seeking_weight=1.0), mirrored2)
+  with pytest.raises(errors.UserError, match=r"--mode_seeking_weight needs an even batch on each replica.*"
+                                             r"--batch_size=6 gives 3 on each of the 2 replicas: use --batch_size=4"):
+    preflight.check_replicas(helpers.config(tmp_path, batch_size=6, mode_seeking_weight=1.0), mirrored2)
 
 
 class _Source:

@@ -50,15 +50,16 @@ def test_mirrored_steps(tmp_path, mirrored2):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("augment", ["none", "diffaug"])
-def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2, augment):
+@pytest.mark.parametrize("variant", [{}, {"augment": "diffaug", "mode_seeking_weight": 1.0}],
+                         ids=["none", "diffaug_and_mode_seeking"])
+def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2, variant):
   """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
   per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
   global batch, and noise (and augmentation) drawn for the global batch then split (mlp: BatchNorm in G, no
-  dropout)."""
+  dropout); with --mode_seeking_weight, each replica's rows hold whole pairs."""
   weights = []
   for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), mirrored2):
-    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8, augment=augment)
+    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8, **variant)
     result = train(it, 2)
     weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights()))
   (m1, g1, d1), (m2, g2, d2) = weights
@@ -310,6 +311,31 @@ def test_class_loss_adds_the_weighted_cross_entropy_of_real_labels_to_d_and_of_a
   hits = np.argmax(fwd.fake_class_logits.numpy(), axis=1) == fake_labels
   assert g_metrics["g_class_accuracy"].numpy() == pytest.approx(hits.mean())
   assert abs(value.numpy() - np.mean(d_vec.numpy())) > 0.1  # The term is there, not a rounding.
+
+
+def test_mode_seeking_pairs_the_fake_labels_and_adds_the_weighted_msgan_term_to_g_only():
+  """--mode_seeking_weight: rows 2k and 2k+1 ask for one label; G's loss + w * 1 / (mean|x1 - x2| / mean|z1 - z2|
+  + 1e-5) per pair (NumPy here), D's loss unchanged."""
+  cfg = helpers.config_values(arch="cresnet", loss="hinge", batch_size=8, latent_dim=8, g_channels=4, d_channels=4,
+                              image_size=32, mode_seeking_weight=0.5)
+  gan = models.build(cfg, num_classes=3)
+  inputs = train_step_lib.step_inputs(cfg, gan, tf.constant(3, tf.int64), 0)
+  labels = inputs.fake_labels.numpy()
+  assert labels.shape == (8,) and (labels[0::2] == labels[1::2]).all() and len(set(labels)) > 1
+  batch = {"images": tf.random.stateless_uniform([8, 32, 32, 3], seed=[1, 2], minval=-1.0, maxval=1.0),
+           "labels": tf.range(8, dtype=tf.int32) % 3}
+  fwd = train_step_lib.forward(gan, batch, inputs)
+  d_vec, g_vec = losses.get("hinge")(fwd.real_logits, fwd.fake_logits)
+  x = fwd.generated.numpy().reshape(4, 2, -1).astype(np.float64)
+  z = inputs.noise.numpy().reshape(4, 2, -1).astype(np.float64)
+  term = 1.0 / (np.abs(x[:, 0] - x[:, 1]).mean(1) / np.abs(z[:, 0] - z[:, 1]).mean(1) + 1e-5)
+  g_value, g_metrics = train_step_lib.g_loss(cfg, fwd)
+  assert g_value.numpy() == pytest.approx(np.mean(g_vec.numpy()) + 0.5 * term.mean(), rel=1e-5)
+  assert g_metrics["g_mode_seeking"].numpy() == pytest.approx(term.mean(), rel=1e-5)
+  assert 0.5 * term.mean() > 0.01  # The term is there, not a rounding.
+  d_value, _ = train_step_lib.d_loss(cfg, gan, fwd)
+  assert d_value.numpy() == pytest.approx(np.mean(d_vec.numpy()), rel=1e-6)
+  assert "g_mode_seeking" in train_step_lib.metric_names(cfg)
 
 
 def test_step_inputs_are_the_global_draw_and_labels_are_in_range():
