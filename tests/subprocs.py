@@ -97,6 +97,14 @@ def worker_pids(output: str) -> Dict[int, int]:
   return {int(i): int(pid) for i, pid in WORKER_PID.findall(output)}
 
 
+def _default_signals() -> None:
+  """In the child: SIGINT and SIGTERM back to their default action. A suite started in the background of a script
+  (`pytest ... &`) runs with SIGINT ignored, which exec'd children inherit and bash can then not trap: local.sh
+  would be tested as a process that cannot get Ctrl-C."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Proc:
   """A subprocess in its own session, its output (stdout and stderr) going to `log`.
 
@@ -107,7 +115,7 @@ class Proc:
     self.cmd, self.log = [str(c) for c in cmd], str(log)
     with open(self.log, "w") as out:
       self.popen = subprocess.Popen(self.cmd, cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_signals)
     self.pid = self.popen.pid
 
   def __enter__(self) -> "Proc":
