@@ -333,7 +333,8 @@ class Checkpointer:
 
   @property
   def best(self) -> Optional[dict]:
-    """{"step", "metric", "value"[, "checkpoint"]} of the run's best checkpoint so far, or None."""
+    """{"step", "metric", "value", "checkpoint"} of the run's best checkpoint so far (its path None on workers
+    other than the chief, which keep no copy), or None."""
     return self._best
 
   def save_best(self, step: int, metric: str, value: float) -> Optional[str]:
@@ -363,7 +364,7 @@ class Checkpointer:
         tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save(checkpoint_number=step)
       finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    self._best = {"step": step, "metric": metric, "value": value, **({"checkpoint": path} if path else {})}
+    self._best = {"step": step, "metric": metric, "value": value, "checkpoint": path}
     return path
 
   def _log_fingerprint(self, step: int, path: str) -> None:
