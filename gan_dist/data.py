@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist.datasets import images as _images
-from gan_dist.datasets.base import DataError, DataSource
+from gan_dist.datasets.base import DataError, DataSource, graph_fn
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
 from gan_dist.datasets.folder import FolderSource, open_folder
 from gan_dist.datasets import packed as _packed
@@ -42,7 +42,8 @@ from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
 __all__ = ["DataError", "DataSource", "FolderSource", "PackedSource", "IdxSource", "TfdsSource", "IDX_FILES",
            "BAD_IMAGE_ERROR", "open_source", "bad_image_message", "steps_per_epoch", "make_dataset_fn", "eval_dataset",
-           "global_batch_indices", "preprocess", "read_idx", "load_idx", "find_idx_files", "write_pack", "SHARD_SIZE"]
+           "global_batch_indices", "preprocess", "read_idx", "load_idx", "find_idx_files", "write_pack", "SHARD_SIZE",
+           "graph_fn"]
 SHARD_SIZE = _packed.SHARD_SIZE
 
 # Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
@@ -125,7 +126,7 @@ def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_
     return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:per_epoch * global_batch], [per_epoch, global_batch]))
 
   first_epoch = start_batch // per_epoch
-  return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches)
+  return (tf.data.Dataset.range(first_epoch, 2**62).flat_map(graph_fn(epoch_batches))
           .skip(start_batch - first_epoch * per_epoch))
 
 
@@ -136,7 +137,7 @@ def _sequential_batch_indices(num_examples: int, global_batch: int, start_batch:
     raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}; "
                     "lower --batch_size or add data")
   return tf.data.Dataset.range(start_batch, 2**62).map(
-      lambda b: (b % per_epoch) * global_batch + tf.range(global_batch, dtype=tf.int64))
+      graph_fn(lambda b: (b % per_epoch) * global_batch + tf.range(global_batch, dtype=tf.int64)))
 
 
 def _flips(seed: int, batch: tf.Tensor, global_batch: int) -> tf.Tensor:
@@ -193,7 +194,7 @@ def make_dataset_fn(cfg, source: DataSource, image_shape: Tuple[int, int, int],
       return (tf.reshape(idx[start:start + per_pipeline], shape),
               tf.reshape(flips[start:start + per_pipeline], shape))
 
-    rows = tf.data.Dataset.zip(numbers, indices).map(this_worker).unbatch()
+    rows = tf.data.Dataset.zip(numbers, indices).map(graph_fn(this_worker)).unbatch()
     return _options(source.batches(rows, image_shape, per_replica)).prefetch(tf.data.AUTOTUNE)
 
   return dataset_fn
@@ -213,5 +214,5 @@ def eval_dataset(source: DataSource, image_shape: Tuple[int, int, int], batch_si
     Dataset of {"images": float32 [b, H, W, C] in [-1, 1], "labels": int32 [b]}.
   """
   count = source.num_examples if num is None else min(int(num), source.num_examples)
-  rows = tf.data.Dataset.range(count).batch(batch_size).map(lambda i: (i, tf.zeros_like(i, tf.bool)))
+  rows = tf.data.Dataset.range(count).batch(batch_size).map(graph_fn(lambda i: (i, tf.zeros_like(i, tf.bool))))
   return _options(source.batches(rows, tuple(int(d) for d in image_shape), batch_size)).prefetch(tf.data.AUTOTUNE)

@@ -80,6 +80,7 @@ def load(workdir: str, step: Optional[int] = None, **overrides) -> Run:
   cfg = workdir_lib.read_run_config(workdir, **overrides)
   state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
   path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
+  state.ema_restored()  # Every checkpoint holds the EMA generator's statistics for its weights.
   logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
   return Run(cfg, state, path)
 

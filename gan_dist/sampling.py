@@ -78,7 +78,7 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 def make_generate_fn(generator, gan) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """A tf.function (noise float32 [b, latent_dim], labels int32 [b]) -> images [b, H, W, C] in [-1, 1] of
   `generator` (e.g. `state.sampling_generator`) in inference mode; traced once per batch shape."""
-  @tf.function
+  @tf.function(autograph=False)
   def run(z, y):
     return gan.generate(z, y, generator=generator)
   return run

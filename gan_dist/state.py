@@ -102,22 +102,33 @@ class TrainState:
       self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
     self._recalibrate(force)
 
+  def ema_restored(self) -> None:
+    """Records that the EMA generator's BatchNorm statistics are already those of its weights: they were restored
+    from a checkpoint, and `checkpoint.Checkpointer` saves only after `prepare_ema`. Its next `prepare_ema` then
+    re-estimates nothing until the weights change (loading a run for sampling, export or serving skips the
+    EMA_BATCHNORM_SAMPLES forward passes: seconds on a CPU for a mixed-precision generator)."""
+    if self.ema_generator is None:
+      return
+    if self._recalibrate is None:
+      self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
+    self._recalibrate(assume_current=True)
+
 
 def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[..., None]:
   norms = [layer for layer in generator._flatten_layers(include_self=False)  # pylint: disable=protected-access
            if isinstance(layer, keras.layers.BatchNormalization)]
   if not norms:
-    return lambda force=False: None
+    return lambda force=False, assume_current=False: None
   spectral = gan_layers.spectral_normalization_layers(generator)
   noise = tf.random.stateless_normal([EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[seed, 0x5EED])
   labels = tf.random.stateless_uniform([EMA_BATCHNORM_SAMPLES], seed=[seed, 0x1AB], minval=0,
                                        maxval=max(gan.num_classes, 1), dtype=tf.int32)
 
-  @tf.function
+  @tf.function(autograph=False)
   def forward(z, y):
     gan.generate(z, y, training=True, generator=generator)
 
-  @tf.function
+  @tf.function(autograph=False)
   def checksum():
     # Sums and sums of squares in float64: any update of the weights changes them (EMA updates move every weight).
     parts = [tf.cast(v.value, tf.float64) for v in generator.trainable_variables]
@@ -125,8 +136,11 @@ def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> C
 
   last = []  # The checksum of the weights the statistics were last estimated for.
 
-  def recalibrate(force=False):
+  def recalibrate(force=False, assume_current=False):
     current = checksum().numpy()
+    if assume_current:
+      last[:] = [current]
+      return
     if not force and last and (last[0] == current).all():
       return
     # Keras' BatchNormalization reads `momentum` when it is traced, SpectralNormalization `power_iterations`: the

@@ -274,7 +274,7 @@ def gather_rows(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarr
   """All workers' `local` vectors, one row per replica: float64 [num_replicas, len(local)] (a collective)."""
   value = tf.constant(local[None, :])
 
-  @tf.function
+  @tf.function(autograph=False)
   def gather():
     return strategy.gather(strategy.run(lambda: tf.identity(value)), axis=0)
 

@@ -18,6 +18,11 @@ A call runs `num_steps` steps inside one tf.function with no host round trip. Ea
 locally; after the steps, one all-reduce of a single vector carries every metric, the count of non-finite losses,
 whether any weight became non-finite, and the workers' votes to stop (a SIGTERM seen by any of them), so that all
 workers take the same decision after the same step.
+
+Like every tf.function of gan_dist, the step is traced with autograph=False: its branches and loops are Python
+decisions on the config, and the one graph loop is a `tf.while_loop`. A Python `if` on a tensor then fails at
+tracing instead of becoming a silent `tf.cond`, and start-up skips autograph's source conversion of some forty
+functions (seconds of every run's and every test's start: WORKSPACE.md).
 """
 
 import dataclasses
@@ -424,7 +429,7 @@ class TrainStep:
       finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in watched])
       return tf.concat([totals, [1.0 - tf.cast(finite, tf.float32), stop]], axis=0)
 
-    @tf.function
+    @tf.function(autograph=False)
     def finish(stop):
       return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(local_vector, args=(stop,)), axis=None)
 
@@ -437,8 +442,8 @@ class TrainStep:
     if cfg.jit_compile:
       # XLA compiles the per-replica forward and backward pass, nearly all of the work. The updates stay outside:
       # they all-reduce gradients and LossScaleOptimizer merges replicas in a cond, which XLA cannot hold on CPUs.
-      d_grads_fn = tf.function(d_grads_fn, jit_compile=True)
-      gd_grads_fn = tf.function(gd_grads_fn, jit_compile=True)
+      d_grads_fn = tf.function(d_grads_fn, jit_compile=True, autograph=False)
+      gd_grads_fn = tf.function(gd_grads_fn, jit_compile=True, autograph=False)
 
     ada = cfg.augment == "ada"
 
@@ -447,21 +452,27 @@ class TrainStep:
       self._totals.assign_add(tf.stack([metrics[name] for name in self.names] + [nonfinite]))
       return metrics["ada_rt"] if ada else tf.constant(0.0)
 
-    @tf.function
+    def one_step(iterator):
+      batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
+      r_t = strategy.run(one_replica, args=(batches, state.step.read_value()))
+      if ada:
+        # One p for every replica and worker: from the all-reduced r_t, assigned in cross-replica context.
+        r_t = strategy.reduce(tf.distribute.ReduceOp.SUM, r_t, axis=None)
+        state.augment_p.assign(augment.ada_update(state.augment_p, r_t, cfg.ada_target, cfg.ada_kimg,
+                                                  cfg.batch_size))
+      state.step.assign_add(1)
+      precision.count_attempt(state.g_optimizer)
+      precision.count_attempt(state.d_optimizer, cfg.d_steps_per_g)
+      if state.ema_generator is not None:
+        update_ema(cfg, state)
+
+    # The loop is written as the graph loop it is: without autograph (see the module docstring).
+    @tf.function(autograph=False)
     def run_steps(iterator, num_steps):
-      for _ in tf.range(num_steps):
-        batches = tuple(next(iterator) for _ in range(cfg.d_steps_per_g))
-        r_t = strategy.run(one_replica, args=(batches, state.step.read_value()))
-        if ada:
-          # One p for every replica and worker: from the all-reduced r_t, assigned in cross-replica context.
-          r_t = strategy.reduce(tf.distribute.ReduceOp.SUM, r_t, axis=None)
-          state.augment_p.assign(augment.ada_update(state.augment_p, r_t, cfg.ada_target, cfg.ada_kimg,
-                                                    cfg.batch_size))
-        state.step.assign_add(1)
-        precision.count_attempt(state.g_optimizer)
-        precision.count_attempt(state.d_optimizer, cfg.d_steps_per_g)
-        if state.ema_generator is not None:
-          update_ema(cfg, state)
+      def body(i):
+        one_step(iterator)
+        return i + 1
+      tf.while_loop(lambda i: i < num_steps, body, [tf.constant(0, tf.int32)])
 
     return run_steps
 

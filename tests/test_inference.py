@@ -35,6 +35,23 @@ def test_load_restores_the_run_and_samples_with_the_ema_generator(conditional):
   np.testing.assert_allclose(images, np.asarray(direct, np.float32), atol=1e-6)
 
 
+def test_load_uses_the_restored_ema_statistics_which_are_those_of_the_ema_weights(tmp_path_factory):
+  """The checkpoint's EMA BatchNorm statistics were estimated for its weights before the save: loading uses them as
+  they are (no re-estimation), and a forced re-estimation gives them back."""
+  run = inference.load(workdirs.trained("conditional", tmp_path_factory))
+  norms = [layer for layer in run.state.ema_generator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+  restored = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+  assert norms and all(mean.any() for mean, _ in restored)
+  for layer in norms:
+    layer.moving_mean.assign(layer.moving_mean + 1.0)  # A re-estimation would overwrite this.
+  assert run.generator is run.state.ema_generator
+  np.testing.assert_array_equal(norms[0].moving_mean.numpy(), restored[0][0] + 1.0)
+  run.state.prepare_ema(force=True)
+  for layer, (mean, variance) in zip(norms, restored):
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-5, atol=1e-6)
+
+
 def test_load_with_overrides_and_a_missing_step(conditional, tmp_path_factory):
   workdir = workdirs.trained("conditional", tmp_path_factory)
   assert inference.load(workdir, step=1, eval_num=8).cfg.eval_num == 8

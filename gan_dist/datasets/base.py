@@ -7,6 +7,12 @@ import tensorflow as tf
 from gan_dist import errors
 
 
+def graph_fn(fn):
+  """`fn` for tf.data (map, interleave, flat_map), traced as written: without autograph, like every tf.function of
+  gan_dist (WORKSPACE.md "No autograph"); its conditions are `tf.cond`/`tf.switch_case` or Python decisions."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 class DataError(errors.UserError):
   """A dataset cannot be found or read; the one-line message says what to pass instead (exit code 2)."""
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist.datasets import images as images_lib
-from gan_dist.datasets.base import DataError, DataSource
+from gan_dist.datasets.base import DataError, DataSource, graph_fn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # Substitutes tried for an undecodable file before the run gives up (each is a random other example).
@@ -197,10 +197,10 @@ class FolderSource(DataSource):
       candidates = tf.data.Dataset.from_tensors(index)
       if self.skip_bad:
         attempts = tf.data.Dataset.range(1, MAX_SUBSTITUTES)
-        candidates = candidates.concatenate(attempts.map(lambda a: substitute(index, a)))
+        candidates = candidates.concatenate(attempts.map(graph_fn(lambda a: substitute(index, a))))
       # Lazily: a later candidate is only read when every earlier one failed to decode.
-      loaded = candidates.map(load).ignore_errors().take(1)
-      loaded = loaded.concatenate(tf.data.Dataset.from_tensors(index).map(give_up)).take(1)
+      loaded = candidates.map(graph_fn(load)).ignore_errors().take(1)
+      loaded = loaded.concatenate(tf.data.Dataset.from_tensors(index).map(graph_fn(give_up))).take(1)
 
       def finish(used, image):
         reported = tf.cond(tf.equal(used, index), lambda: tf.constant(0, tf.int64),
@@ -208,9 +208,9 @@ class FolderSource(DataSource):
         with tf.control_dependencies([reported]):
           return {"images": images_lib.flip(image, flip), "labels": tf.gather(labels, used)}
 
-      return loaded.map(finish)
+      return loaded.map(graph_fn(finish))
 
-    examples = rows.unbatch().interleave(example, cycle_length=_CYCLE_LENGTH, block_length=1,
+    examples = rows.unbatch().interleave(graph_fn(example), cycle_length=_CYCLE_LENGTH, block_length=1,
                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return examples.batch(batch_size)
 

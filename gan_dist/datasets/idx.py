@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist.datasets import images as images_lib
-from gan_dist.datasets.base import DataError, DataSource
+from gan_dist.datasets.base import DataError, DataSource, graph_fn
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -152,7 +152,7 @@ class IdxSource(DataSource):
       batch = images_lib.transform(tf.gather(images, rows_), image_shape, self.crop)
       return {"images": images_lib.flip(batch, flips), "labels": tf.gather(labels, rows_)}
 
-    return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return rows.map(graph_fn(gather), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def load_idx(data_dir: str, split: str, crop: str = "center") -> IdxSource:

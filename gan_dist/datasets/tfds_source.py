@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist.datasets import images as images_lib
-from gan_dist.datasets.base import DataError, DataSource
+from gan_dist.datasets.base import DataError, DataSource, graph_fn
 
 _TMP = ".gan_dist_tmp"
 _SCAN_CHUNK = 4096
@@ -178,15 +178,16 @@ class TfdsSource(DataSource):
       records = tf.numpy_function(self.read, [indices], tf.string)
       return tf.ensure_shape(records, indices.shape), flips
 
-    return rows.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return rows.map(graph_fn(read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   def example_labels(self) -> np.ndarray:
     """int32 labels of every example: parses the label of each record (a scan of the split)."""
     if not self._label_key:
       return np.zeros(self.num_examples, np.int32)
     parse = self._parser()
-    rows = tf.data.Dataset.range(self.num_examples).batch(_SCAN_CHUNK).map(lambda i: (i, tf.zeros_like(i, tf.bool)))
-    labels = self._records(rows).unbatch().map(lambda r, _: parse(r)[self._label_key],
+    rows = tf.data.Dataset.range(self.num_examples).batch(_SCAN_CHUNK).map(
+        graph_fn(lambda i: (i, tf.zeros_like(i, tf.bool))))
+    labels = self._records(rows).unbatch().map(graph_fn(lambda r, _: parse(r)[self._label_key]),
                                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return np.fromiter(labels.batch(_SCAN_CHUNK).unbatch().as_numpy_iterator(), np.int32, self.num_examples)
 
@@ -201,7 +202,7 @@ class TfdsSource(DataSource):
       label = features[self._label_key] if self._label_key else tf.constant(0, tf.int64)
       return {"images": image, "labels": tf.cast(label, tf.int32)}
 
-    examples = self._records(rows).unbatch().map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    examples = self._records(rows).unbatch().map(graph_fn(example), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return examples.batch(batch_size)
 
 

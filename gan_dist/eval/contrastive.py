@@ -111,7 +111,7 @@ def make_step(model: keras.Model, head: keras.Model, optimizer: keras.optimizers
   of the first view's logits (examples labelled -1 left out)."""
   variables = model.trainable_variables + head.trainable_variables
 
-  @tf.function
+  @tf.function(autograph=False)
   def step(images, labels, index):
     index = tf.cast(index, tf.int64)
     first = augment(images, tf.stack([tf.constant(seed, tf.int64), 2 * index]))
@@ -137,7 +137,7 @@ def make_step(model: keras.Model, head: keras.Model, optimizer: keras.optimizers
 def view_match_accuracy(model, images: np.ndarray, seed: int = 0) -> float:
   """Share of images [N, H, W, C] whose nearest neighbour (cosine, features) among the other views is a view of
   the same image: two augmented views each; how well the features identify an image, with or without labels."""
-  run = tf.function(lambda x: model(x, training=False)[0])
+  run = tf.function(lambda x: model(x, training=False)[0], autograph=False)
   x = tf.constant(images, tf.float32)
   first = tf.math.l2_normalize(run(augment(x, tf.constant([seed, 0], tf.int64))), axis=1)
   second = tf.math.l2_normalize(run(augment(x, tf.constant([seed, 1], tf.int64))), axis=1)

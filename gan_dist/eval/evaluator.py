@@ -61,7 +61,7 @@ class _Extractor:
     self.name, self.model, self.cache_id, self.full = name, model, cache_id, full
     # Traced once for every batch size, and called both on real images (cross-replica context: the replicas'
     # variables are equal) and inside the replicas' function on generated ones.
-    self.predict = tf.function(lambda images: model(images, training=False),
+    self.predict = tf.function(lambda images: model(images, training=False), autograph=False,
                                input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
     self.reference: Optional[metrics_lib.Reference] = None
 
@@ -179,7 +179,7 @@ class Evaluator:
           outputs += [features, logits]
         return tuple(outputs)
 
-      @tf.function
+      @tf.function(autograph=False)
       def run(noise, labels):
         return self.strategy.run(replica_fn, args=(noise, labels))
 

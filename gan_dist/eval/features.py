@@ -245,12 +245,12 @@ def net_dir(cfg, key: str) -> str:
 def _rows(indices: np.ndarray, batch_size: int) -> tf.data.Dataset:
   """Rows (indices [b], flips [b]) for `DataSource.batches`: consecutive `batch_size` slices of `indices`."""
   return tf.data.Dataset.from_tensor_slices(indices.astype(np.int64)).batch(batch_size).map(
-      lambda i: (i, tf.zeros_like(i, tf.bool)))
+      data.graph_fn(lambda i: (i, tf.zeros_like(i, tf.bool))))
 
 
 def _inference_fn(model) -> Callable:
   """A Keras feature network in inference mode as a tf.function; any other callable as it is."""
-  return tf.function(lambda x: model(x, training=False)) if isinstance(model, keras.Model) else model
+  return tf.function(lambda x: model(x, training=False), autograph=False) if isinstance(model, keras.Model) else model
 
 
 def predict(model, source: data.DataSource, image_shape: ImageShape, num: Optional[int] = None
@@ -299,7 +299,7 @@ def train(train_source: data.DataSource, test_source: data.DataSource, image_sha
   usable = np.flatnonzero(labels[:max_examples] >= 0)
   batch_size = min(BATCH_SIZE, len(usable))
 
-  @tf.function
+  @tf.function(autograph=False)
   def step(images, labels):
     with tf.GradientTape() as tape:
       _, logits = model(images, training=True)

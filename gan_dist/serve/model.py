@@ -41,7 +41,7 @@ class ServedModel:
     self._images_fn = images_fn
     self._lock = threading.Lock()
     self.trace_counts: Dict[int, int] = {}
-    self._generate = tf.function(self._traced)
+    self._generate = tf.function(self._traced, autograph=False)
 
   @property
   def conditional(self) -> bool:
