@@ -96,22 +96,22 @@ class TrainState:
     Args:
       force: re-estimate even when the weights are those of the last estimate.
     """
-    if self.ema_generator is None:
-      return
-    if self._recalibrate is None:
-      self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
-    self._recalibrate(force)
+    if self.ema_generator is not None:
+      self._recalibration()(force)
 
   def ema_restored(self) -> None:
     """Records that the EMA generator's BatchNorm statistics are already those of its weights: they were restored
     from a checkpoint, and `checkpoint.Checkpointer` saves only after `prepare_ema`. Its next `prepare_ema` then
     re-estimates nothing until the weights change (loading a run for sampling, export or serving skips the
     EMA_BATCHNORM_SAMPLES forward passes: seconds on a CPU for a mixed-precision generator)."""
-    if self.ema_generator is None:
-      return
+    if self.ema_generator is not None:
+      self._recalibration()(assume_current=True)
+
+  def _recalibration(self) -> Callable[..., None]:
+    """The EMA generator's recalibration function, made on first use (it holds the checksum of its last estimate)."""
     if self._recalibrate is None:
       self._recalibrate = _make_recalibration(self.gan, self.ema_generator, self.seed)
-    self._recalibrate(assume_current=True)
+    return self._recalibrate
 
 
 def _make_recalibration(gan: models.Gan, generator: keras.Model, seed: int) -> Callable[..., None]:

@@ -21,8 +21,8 @@ workers take the same decision after the same step.
 
 Like every tf.function of gan_dist, the step is traced with autograph=False: its branches and loops are Python
 decisions on the config, and the one graph loop is a `tf.while_loop`. A Python `if` on a tensor then fails at
-tracing instead of becoming a silent `tf.cond`, and start-up skips autograph's source conversion of some forty
-functions (seconds of every run's and every test's start: WORKSPACE.md).
+tracing instead of becoming a silent `tf.cond`, and start-up skips autograph's source conversion (seconds of every
+run's and every test's start: WORKSPACE.md "No autograph").
 """
 
 import dataclasses

@@ -202,7 +202,8 @@ class TfdsSource(DataSource):
       label = features[self._label_key] if self._label_key else tf.constant(0, tf.int64)
       return {"images": image, "labels": tf.cast(label, tf.int32)}
 
-    examples = self._records(rows).unbatch().map(graph_fn(example), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    examples = self._records(rows).unbatch().map(graph_fn(example), num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
     return examples.batch(batch_size)
 
 
