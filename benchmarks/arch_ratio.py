@@ -45,14 +45,6 @@ flags.DEFINE_integer("repeats", 3, "Rounds; medians are reported.")
 flags.DEFINE_multi_string("config_flag", [], "Extra flags for every configuration (e.g. --config_flag=--precision=...)")
 
 
-def _cpu() -> str:
-  with open("/proc/cpuinfo") as f:
-    text = f.read()
-  model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown")
-  return f"{model} ({'AVX-512' if ' avx512f' in text else 'AVX2' if ' avx2' in text else 'no AVX2'}), " \
-         f"{os.cpu_count()} cores"
-
-
 def _step(path, strategy, name):
   extra = [f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []
   cfg = config_lib.from_args([*throughput.config_args(path), f"--data_dir={FLAGS.data_dir}", "--workdir=/tmp/arch_ratio",
@@ -91,7 +83,7 @@ def main(argv):
       two_replicas_to_one_device={c: round(ips[f"{c} 2 replicas"] / ips[f"{c} one device"], 3) for c in (a, b)},
       batch_size={os.path.basename(p): s["cfg"].batch_size for p, s in zip(FLAGS.configs, steps[::2])},
       trainable_parameters={os.path.basename(p): s["params"] for p, s in zip(FLAGS.configs, steps[::2])},
-      rounds={k: [round(v, 2) for v in vs] for k, vs in rounds.items()}, seconds=FLAGS.seconds, cpu=_cpu())
+      rounds={k: [round(v, 2) for v in vs] for k, vs in rounds.items()}, seconds=FLAGS.seconds, cpu=throughput.cpu())
   print(json.dumps(result))
 
 

@@ -17,7 +17,6 @@ JSON line, with the feature network's key, test and view-match accuracy, trainin
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -37,6 +36,7 @@ from gan_dist import inference
 from gan_dist import sampling
 from gan_dist.eval import features as features_lib
 from gan_dist.eval import metrics as metrics_lib
+import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "An image folder (class subfolders or not).")
@@ -45,17 +45,6 @@ flags.DEFINE_integer("num", 1000, "Images per set (and in the reference).")
 flags.DEFINE_string("eval_cache_dir", "~/.cache/gan_dist", "Where the feature network is cached.")
 flags.DEFINE_string("workdir", "", "Optionally a trained run whose samples are scored too.")
 flags.DEFINE_integer("steps", 0, "Contrastive steps (0: the procedure's; another value changes the network).")
-
-
-def cpu_name() -> str:
-  """The CPU model and whether it has AVX-512 (from /proc/cpuinfo, Linux)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      text = f.read()
-  except OSError:
-    return platform.processor() or "unknown CPU"
-  model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "unknown CPU")
-  return f"{model} ({'AVX-512' if ' avx512f' in text else 'AVX2' if ' avx2' in text else 'no AVX2'})"
 
 
 def broken_sets(real: np.ndarray, num: int, shape) -> dict:
@@ -111,14 +100,14 @@ def main(argv):
   keys = ["fcd", "kid", "precision", "recall", "classifier_score", "label_accuracy"]
   print(f"Feature network {net.key}: test accuracy {features_lib.format_accuracy(net.test_accuracy)}, view-match "
         f"accuracy {net.info.get('view_match_accuracy', float('nan')):.4f}, {net_seconds:.0f} s to train or load; "
-        f"{len(floor_features)} images per set; CPU: {cpu_name()}")
+        f"{len(floor_features)} images per set; CPU: {throughput.cpu()}")
   print("| set | " + " | ".join(keys) + " |")
   print("|---" * (len(keys) + 1) + "|")
   for name, found in rows.items():
     print(f"| {name} | " + " | ".join(f"{found[k]:.4g}" if k in found else "" for k in keys) + " |")
   print(json.dumps(dict(key=net.key, test_accuracy=net.info.get("test_accuracy"),
                         view_match_accuracy=net.info.get("view_match_accuracy"), net_seconds=net_seconds,
-                        num=len(floor_features), cpu=cpu_name(), sets=rows)))
+                        num=len(floor_features), cpu=throughput.cpu(), sets=rows)))
 
 
 if __name__ == "__main__":

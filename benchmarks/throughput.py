@@ -103,6 +103,22 @@ def make_reference_step(cfg, source):
   return tf.function(lambda: step(images))
 
 
+def cpu() -> str:
+  """The CPU every figure was measured on: model, family/model numbers, AVX-512 or AVX2, cores (Linux)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      text = f.read()
+  except OSError:
+    return f"unknown CPU, {os.cpu_count()} cores"
+  fields = {}
+  for line in text.splitlines():
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip(), value.strip())
+  kind = "AVX-512" if " avx512f" in text else "AVX2" if " avx2" in text else "no AVX2"
+  return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
+          f"{fields.get('model', '?')}, {kind}), {os.cpu_count()} cores")
+
+
 def config_args(entry: str) -> list:
   """The flags of a benchmark's config entry: a flagfile, optionally followed by flags of its own after '+' signs
   (`configs/small64.cfg+--augment=none` -> ["--flagfile=configs/small64.cfg", "--augment=none"])."""

@@ -246,3 +246,20 @@ def test_trace_ops_sums_compute_thread_events_by_op_type(tmp_path):
   with pytest.raises(SystemExit) as missing:  # A workdir without a trace: one line, exit 2.
     trace_ops.read(str(tmp_path / "no_trace"))
   assert missing.value.code == 2
+
+
+@pytest.mark.slow
+def test_malloc_pad(tmp_path):
+  proc = _run("malloc_pad.py", "--config=configs/mlp_gan.cfg", f"--data_dir={_idx_dir(tmp_path)}", "--steps=4",
+              "--summary_every=2", "--repeats=1", "--config_flag=--batch_size=16", timeout=150)
+  reports = _json_lines(proc.stdout)
+  assert len(reports) == 1, proc.stdout
+  report = reports[0]
+  keys = {"images_per_s", "page_faults", "system_s", "user_s", "peak_rss_mb"}
+  assert set(report["median"]) == {"pad", "no_pad"} and all(set(m) == keys for m in report["median"].values())
+  assert all(_positive(report["median"][s][k]) for s in ("pad", "no_pad")
+             for k in ("images_per_s", "page_faults", "peak_rss_mb"))
+  assert report["ratio_pad_to_no_pad"]["images_per_s"] == pytest.approx(
+      report["median"]["pad"]["images_per_s"] / report["median"]["no_pad"]["images_per_s"], rel=0.02)
+  assert {s: len(r) for s, r in report["runs"].items()} == {"pad": 1, "no_pad": 1}
+  assert report["steps"] == 4 and report["cpu"]

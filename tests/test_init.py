@@ -1,0 +1,84 @@
+"""gan_dist/__init__.py: the process set-up that importing the package does (malloc's pad; TensorFlow's log level)."""
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import gan_dist
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Run in a fresh process: imports gan_dist (which imports no TensorFlow), then takes 40 blocks of 120 KB from the
+# main arena (under glibc's 128 KiB mmap threshold) and reports how far the arena grew. glibc grows the arena by the
+# request plus M_TOP_PAD: 64 MiB with gan_dist's pad, 128 KiB with glibc's default.
+_ARENA_GROWTH = r"""
+import ctypes, json
+import gan_dist
+
+class Mallinfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in
+              ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+               "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+before = libc.mallinfo2().arena
+blocks = [libc.malloc(120 << 10) for _ in range(40)]
+print(json.dumps({"pad": gan_dist.MALLOC_TOP_PAD, "growth": libc.mallinfo2().arena - before}))
+"""
+
+
+def _glibc_with_mallinfo2() -> bool:
+  try:
+    return hasattr(ctypes.CDLL(None), "mallinfo2")
+  except OSError:
+    return False
+
+
+def _arena_growth(**env) -> dict:
+  full_env = {k: v for k, v in os.environ.items()
+              if k not in ("GAN_DIST_MALLOC_TOP_PAD", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")}
+  full_env.update(env, PYTHONPATH=REPO)
+  out = subprocess.run([sys.executable, "-c", _ARENA_GROWTH], env=full_env, capture_output=True, text=True,
+                       timeout=60, check=True).stdout
+  return json.loads(out.splitlines()[-1])
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc >= 2.33 (mallinfo2) only")
+def test_importing_the_package_makes_malloc_keep_64_mib_at_the_top_of_an_arena():
+  padded = _arena_growth()
+  plain = _arena_growth(GAN_DIST_MALLOC_TOP_PAD="0")
+  assert padded["pad"] == 64 << 20 and plain["pad"] == 0
+  # 40 x 120 KB = 4.7 MiB requested: the padded arena grew by at least the pad, the plain one by far less.
+  assert padded["growth"] >= 64 << 20, padded
+  assert plain["growth"] < 16 << 20, plain
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc's mallopt only")
+def test_keep_freed_memory_takes_the_pad_from_the_environment_and_yields_to_glibc_own_settings():
+  try:
+    assert gan_dist.keep_freed_memory({}) == 64 << 20
+    assert gan_dist.keep_freed_memory({"GAN_DIST_MALLOC_TOP_PAD": str(8 << 20)}) == 8 << 20
+    assert gan_dist.keep_freed_memory({"GAN_DIST_MALLOC_TOP_PAD": "0"}) == 0
+    assert gan_dist.keep_freed_memory({"GAN_DIST_MALLOC_TOP_PAD": "lots"}) == 0
+    assert gan_dist.keep_freed_memory({"MALLOC_TOP_PAD_": "1048576"}) == 0
+    assert gan_dist.keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.top_pad=1048576"}) == 0
+  finally:
+    gan_dist.keep_freed_memory({})  # This process's own setting again.
+
+
+def test_tensorflow_log_level_is_set_once_unless_the_user_set_it():
+  out = subprocess.run(
+      [sys.executable, "-c", "import os, gan_dist; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+      env={**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": REPO},
+      capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+  assert out == "1"
+  out = subprocess.run([sys.executable, "-c", "import os, gan_dist; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+                       env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                       capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+  assert out == "3"
