@@ -16,6 +16,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
 
+import gan_dist  # pylint: disable=g-import-not-at-top,unused-import  (its process set-up, before TensorFlow loads)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 # The switch --deterministic turns on: the `op_determinism` fixture turns it off again.
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top

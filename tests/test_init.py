@@ -1,4 +1,5 @@
-"""gan_dist/__init__.py: the process set-up that importing the package does (malloc's pad; TensorFlow's log level)."""
+"""gan_dist/__init__.py: the process set-up that importing the package does (malloc's pad; TensorFlow's log level
+and oneDNN kernels)."""
 
 import ctypes
 import json
@@ -72,13 +73,13 @@ def test_keep_freed_memory_takes_the_pad_from_the_environment_and_yields_to_glib
     gan_dist.keep_freed_memory({})  # This process's own setting again.
 
 
-def test_tensorflow_log_level_is_set_once_unless_the_user_set_it():
-  out = subprocess.run(
-      [sys.executable, "-c", "import os, gan_dist; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
-      env={**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": REPO},
-      capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-  assert out == "1"
-  out = subprocess.run([sys.executable, "-c", "import os, gan_dist; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
-                       env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                       capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-  assert out == "3"
+@pytest.mark.parametrize("name,value", [("TF_CPP_MIN_LOG_LEVEL", "1"), ("TF_ENABLE_ONEDNN_OPTS", "1")])
+def test_tensorflow_settings_are_made_before_it_loads_unless_the_user_made_them(name, value):
+  script = f"import os, sys, gan_dist; print(os.environ['{name}'], 'tensorflow' in sys.modules)"
+  env = {k: v for k, v in os.environ.items() if k != name}
+  out = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": REPO}, capture_output=True,
+                       text=True, timeout=60, check=True).stdout.split()
+  assert out == [value, "False"]  # Set, and TensorFlow not loaded yet (it reads both when it loads).
+  out = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": REPO, name: "0"},
+                       capture_output=True, text=True, timeout=60, check=True).stdout.split()
+  assert out == ["0", "False"]
