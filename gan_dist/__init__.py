@@ -26,9 +26,9 @@ def keep_freed_memory(env=os.environ) -> int:
   TensorFlow frees a step's tensors and allocates them again the next step. With glibc's defaults each arena of its
   threads gives the freed top back to the kernel (trimming it, or unmapping a whole emptied heap), so the next step
   takes every page again through a page fault. Measured on a 2-core AMD EPYC VM (AVX2): 81 million page faults and
-  283 s of system time in the 5-minute quick start, and with a 64 MiB pad 2.0-2.3x the images/s of
-  configs/cdcgan_quick.cfg (faces64_cond.cfg: 1.27x) for about 70 MB more peak memory (benchmarks/malloc_pad.py).
-  It changes no result: only where freed memory waits.
+  283 s of system time in the 5-minute quick start; benchmarks/malloc_pad.py (configs/cdcgan_quick.cfg, medians of
+  alternating runs): 1.88x the images/s and 0.009x the page faults with the 64 MiB pad, 1.09x the peak RSS
+  (faces64_cond.cfg, one run each: 1.27x the images/s). It changes no result: only where freed memory waits.
 
   Runs once, when the package is imported (before TensorFlow allocates). GAN_DIST_MALLOC_TOP_PAD=BYTES chooses the
   pad, 0 leaves malloc as it was; glibc's own MALLOC_TOP_PAD_ or a GLIBC_TUNABLES top_pad wins. A C library without
