@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from gan_dist import config as config_lib
 from gan_dist import errors
+from gan_dist import preemption
 
 FLAGS = flags.FLAGS
 _HELP = "--helpfull lists every flag"
@@ -73,12 +74,17 @@ def guard(main: Callable[[list], Optional[int]]) -> Callable[[list], Optional[in
   """`main` with gan_dist's own errors (errors.GanDistError: bad input, a damaged checkpoint, ...) and a missing
   file turned into one line on stderr and their exit code; any other exception keeps its traceback."""
   def guarded(argv):
+    preemption.clear_interrupted()
     try:
       return main(argv)
-    except errors.GanDistError as e:
-      return fail(e, e.exit_code, verbose())
-    except FileNotFoundError as e:  # A path the user gave does not exist.
-      return fail(e, errors.EXIT_USAGE, verbose())
+    except Exception as e:  # pylint: disable=broad-except
+      if preemption.interrupted():  # A second Ctrl-C, whatever error its KeyboardInterrupt became (preemption.py).
+        raise KeyboardInterrupt from e
+      if isinstance(e, errors.GanDistError):
+        return fail(e, e.exit_code, verbose())
+      if isinstance(e, FileNotFoundError):  # A path the user gave does not exist.
+        return fail(e, errors.EXIT_USAGE, verbose())
+      raise
   return guarded
 
 
@@ -96,10 +102,14 @@ def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Calla
     define_tool_flags(FLAGS)
   try:
     app.run(guard(main), flags_parser=parse_flags)
+  except SystemExit:
+    if not preemption.interrupted():  # (Set only if the interrupt was swallowed on its way out: preemption.py.)
+      raise
   except KeyboardInterrupt:
-    # A Ctrl-C after the first one (see preemption.py): one line, then the conventional end of an interrupted
-    # program, death by SIGINT (exit status 130 in a shell), so that scripts around it stop too.
-    fail("interrupted: stopped at once without saving this step; the last checkpoint is kept and the same command "
-         "resumes from it", 130)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
+    pass
+  # Only a Ctrl-C gets here (after the first one: see preemption.py): one line, then the conventional end of an
+  # interrupted program, death by SIGINT (exit status 130 in a shell), so that scripts around it stop too.
+  fail("interrupted: stopped at once without saving this step; the last checkpoint is kept and the same command "
+       "resumes from it", 130)
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.kill(os.getpid(), signal.SIGINT)

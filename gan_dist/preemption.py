@@ -19,6 +19,11 @@ traceback). Python runs a handler once for signals that arrived while a chunk ra
 would look like one; every delivery is therefore also counted through a wakeup file descriptor (the C-level handler
 writes one byte per signal). Further SIGTERMs are ignored: launchers may repeat the signal, and a save must not be
 interrupted.
+
+A KeyboardInterrupt raised by the handler does not always arrive as one: raised while TensorFlow traces a function
+(inside CPython's own C code), it has come out as "SystemError: Objects/listobject.c:338: bad argument to internal
+function", with a traceback and exit code 1. `interrupted()` says that the second Ctrl-C happened, whatever error it
+turned into, so that the command line can end as it promised (`cli.guard`).
 """
 
 import os
@@ -27,6 +32,20 @@ import threading
 from typing import Optional
 
 from absl import logging
+
+# Whether a Ctrl-C after a first request raised KeyboardInterrupt in this process since the last clear_interrupted().
+_interrupted = False
+
+
+def interrupted() -> bool:
+  """Whether a second Ctrl-C stopped this process's run (since the command started: clear_interrupted)."""
+  return _interrupted
+
+
+def clear_interrupted() -> None:
+  """Forgets an earlier run's interruption (a command starts; in-process runs that follow one, as in tests)."""
+  global _interrupted
+  _interrupted = False
 
 
 class StopRequest:
@@ -64,6 +83,8 @@ class StopRequest:
     self._count_sigints()
     if self.signal_name is not None or self._sigints > 1:
       if signum == signal.SIGINT:
+        global _interrupted
+        _interrupted = True
         raise KeyboardInterrupt  # Ctrl-C after a first request: the user does not want to wait for the save.
       return
     self.signal_name = name

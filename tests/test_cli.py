@@ -1,11 +1,15 @@
 """Command-line plumbing: flag problems and gan_dist's own errors are one line with their exit code."""
 
+import signal
+import threading
+
 from absl import flags
 import pytest
 
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import errors
+from gan_dist import preemption
 
 
 def _parse(argv):
@@ -70,6 +74,31 @@ def test_guard_lets_other_errors_keep_their_traceback_and_passes_results_through
   with pytest.raises(ValueError, match="a bug"):
     cli.guard(broken)(["tool"])
   assert cli.guard(lambda argv: 3)(["tool"]) == 3
+
+
+def test_guard_ends_a_run_stopped_by_a_second_ctrl_c_as_interrupted_whatever_error_it_became(capsys):
+  """A second Ctrl-C raises KeyboardInterrupt in the signal handler; raised while TensorFlow traces, CPython has
+  turned it into a SystemError (tests/test_preemption.py's command-line test once exited 1 with that traceback).
+  The command still ends as interrupted (cli.run: one line, death by SIGINT), and the next command starts afresh."""
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip("signal handlers are installed by the main thread only")
+
+  def interrupted_while_tracing(argv):
+    with preemption.StopRequest():
+      signal.raise_signal(signal.SIGINT)
+      try:
+        signal.raise_signal(signal.SIGINT)
+      except KeyboardInterrupt:
+        raise SystemError("Objects/listobject.c:338: bad argument to internal function")  # pylint: disable=raise-missing-from
+
+  def bad_input(argv):
+    raise errors.UserError("bad --data_dir")
+
+  with pytest.raises(KeyboardInterrupt):
+    cli.guard(interrupted_while_tracing)(["tool"])
+  assert preemption.interrupted() and "error:" not in capsys.readouterr().err
+  assert cli.guard(bad_input)(["tool"]) == errors.EXIT_USAGE and not preemption.interrupted()
+  assert _one_line_error(capsys.readouterr().err) == "error: bad --data_dir"
 
 
 def test_tool_flags_and_config_flags_are_defined_together(monkeypatch):

@@ -47,9 +47,12 @@ def test_second_ctrl_c_raises_keyboard_interrupt(main_thread):
   with preemption.StopRequest() as stop:
     signal.raise_signal(signal.SIGINT)
     assert stop.requested and stop.signal_name == "SIGINT"
+    assert not preemption.interrupted()
     with pytest.raises(KeyboardInterrupt):
       signal.raise_signal(signal.SIGINT)
   assert signal.getsignal(signal.SIGINT) == before
+  assert preemption.interrupted()  # What cli.guard asks, whatever error the KeyboardInterrupt became.
+  preemption.clear_interrupted()
 
 
 def test_two_ctrl_c_within_one_chunk_count_as_two(main_thread):
