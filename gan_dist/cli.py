@@ -72,7 +72,8 @@ def verbose(fv: Optional[flags.FlagValues] = None) -> bool:
 
 def guard(main: Callable[[list], Optional[int]]) -> Callable[[list], Optional[int]]:
   """`main` with gan_dist's own errors (errors.GanDistError: bad input, a damaged checkpoint, ...) and a missing
-  file turned into one line on stderr and their exit code; any other exception keeps its traceback."""
+  file turned into one line on stderr and their exit code; any other exception keeps its traceback. After a second
+  Ctrl-C (preemption.interrupted()) every exception becomes KeyboardInterrupt, for `run` to end as interrupted."""
   def guarded(argv):
     preemption.clear_interrupted()
     try:
