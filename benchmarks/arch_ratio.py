@@ -35,14 +35,21 @@ from gan_dist import train_step as train_step_lib
 import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B (each may carry "
-                  "flags of its own after '+' signs: configs/small64.cfg+--augment=none).")
-flags.DEFINE_string("data_dir", None, "An image folder.")
-flags.DEFINE_integer("batch_size", 0, "Global batch of every configuration (0: each flagfile's own).")
-flags.DEFINE_integer("steps_per_loop", 2, "Steps per call.")
-flags.DEFINE_float("seconds", 20.0, "Length of one timed round of each step.")
-flags.DEFINE_integer("repeats", 3, "Rounds; medians are reported.")
-flags.DEFINE_multi_string("config_flag", [], "Extra flags for every configuration (e.g. --config_flag=--precision=...)")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The script's flags, on `fv`: FLAGS when run as a script (tests/benchmarks/test_smoke.py calls main in the test
+  process, with a FlagValues of its own)."""
+  flags.DEFINE_list("configs", ["configs/folder64.cfg", "configs/faces64.cfg"], "Two flagfiles: A, B (each may "
+                    "carry flags of its own after '+' signs: configs/small64.cfg+--augment=none).", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "An image folder.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 0, "Global batch of every configuration (0: each flagfile's own).",
+                       flag_values=fv)
+  flags.DEFINE_integer("steps_per_loop", 2, "Steps per call.", flag_values=fv)
+  flags.DEFINE_float("seconds", 20.0, "Length of one timed round of each step.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 3, "Rounds; medians are reported.", flag_values=fv)
+  flags.DEFINE_multi_string("config_flag", [], "Extra flags for every configuration (e.g. "
+                            "--config_flag=--precision=...)", flag_values=fv)
 
 
 def _step(path, strategy, name):
@@ -59,12 +66,18 @@ def _step(path, strategy, name):
               images=cfg.batch_size * cfg.d_steps_per_g * cfg.steps_per_loop, params=params)
 
 
-def main(argv):
+def main(argv, strategies=None):
+  """Measures and prints the report; `strategies` (one device, 2 replicas) are made here unless given.
+
+  A test process passes its own: it split the CPU when it started, and a second MirroredStrategy over the same
+  devices in one process would hand out the same collective keys as the first (TensorFlow then aborts).
+  """
   del argv
-  tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
-                                             [tf.config.LogicalDeviceConfiguration()] * 2)
-  one = tf.distribute.OneDeviceStrategy("/cpu:0")
-  two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  if strategies is None:
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                               [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategies = (tf.distribute.OneDeviceStrategy("/cpu:0"), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+  one, two = strategies
   steps = [_step(path, strategy, f"{os.path.basename(path)} {label}") for path in FLAGS.configs
            for strategy, label in ((one, "one device"), (two, "2 replicas"))]
   for step in steps:  # Trace and warm up.
@@ -88,5 +101,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags(FLAGS)
   flags.mark_flag_as_required("data_dir")
   app.run(main)

@@ -41,12 +41,19 @@ from gan_dist.eval import metrics as metrics_lib
 import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "An image folder (class subfolders or not).")
-flags.DEFINE_string("image_shape", "64,64,3", "H,W,C of the feature network (the generator's image shape).")
-flags.DEFINE_integer("num", 1000, "Images per set (and in the reference).")
-flags.DEFINE_string("eval_cache_dir", "~/.cache/gan_dist", "Where the feature network is cached.")
-flags.DEFINE_string("workdir", "", "Optionally a trained run whose samples are scored too.")
-flags.DEFINE_integer("steps", 0, "Contrastive steps (0: the procedure's; another value changes the network).")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The script's flags, on `fv`: FLAGS when run as a script (tests/benchmarks/test_smoke.py calls main in the test
+  process, with a FlagValues of its own)."""
+  flags.DEFINE_string("data_dir", None, "An image folder (class subfolders or not).", flag_values=fv)
+  flags.DEFINE_string("image_shape", "64,64,3", "H,W,C of the feature network (the generator's image shape).",
+                      flag_values=fv)
+  flags.DEFINE_integer("num", 1000, "Images per set (and in the reference).", flag_values=fv)
+  flags.DEFINE_string("eval_cache_dir", "~/.cache/gan_dist", "Where the feature network is cached.", flag_values=fv)
+  flags.DEFINE_string("workdir", "", "Optionally a trained run whose samples are scored too.", flag_values=fv)
+  flags.DEFINE_integer("steps", 0, "Contrastive steps (0: the procedure's; another value changes the network).",
+                       flag_values=fv)
 
 
 def broken_sets(real: np.ndarray, num: int, shape) -> dict:
@@ -113,5 +120,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags(FLAGS)
   flags.mark_flag_as_required("data_dir")
   app.run(main)

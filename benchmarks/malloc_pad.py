@@ -29,13 +29,21 @@ if REPO not in sys.path:
 import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "configs/cdcgan_quick.cfg", "A flagfile, optionally with flags of its own after '+' "
-                    "signs (configs/faces64.cfg+--batch_size=32).")
-flags.DEFINE_string("data_dir", None, "The config's data.")
-flags.DEFINE_integer("steps", 300, "Training steps per run.")
-flags.DEFINE_integer("summary_every", 100, "Steps per logged window; the first window (tracing) is left out.")
-flags.DEFINE_integer("repeats", 2, "Rounds (one run of each setting per round); medians are reported.")
-flags.DEFINE_multi_string("config_flag", [], "Extra flags for the runs (e.g. --config_flag=--arch=mlp).")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """The script's flags, on `fv`: FLAGS when run as a script (tests/benchmarks/test_smoke.py calls main in the test
+  process, with a FlagValues of its own)."""
+  flags.DEFINE_string("config", "configs/cdcgan_quick.cfg", "A flagfile, optionally with flags of its own after '+' "
+                      "signs (configs/faces64.cfg+--batch_size=32).", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "The config's data.", flag_values=fv)
+  flags.DEFINE_integer("steps", 300, "Training steps per run.", flag_values=fv)
+  flags.DEFINE_integer("summary_every", 100, "Steps per logged window; the first window (tracing) is left out.",
+                       flag_values=fv)
+  flags.DEFINE_integer("repeats", 2, "Rounds (one run of each setting per round); medians are reported.",
+                       flag_values=fv)
+  flags.DEFINE_multi_string("config_flag", [], "Extra flags for the runs (e.g. --config_flag=--arch=mlp).",
+                            flag_values=fv)
 
 _WINDOW = re.compile(r"step (\d+)/\d+ .* ([0-9.]+) images/s")
 _SETTINGS = {"pad": None, "no_pad": "0"}  # The value of GAN_DIST_MALLOC_TOP_PAD (None: gan_dist's default).
@@ -82,5 +90,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags(FLAGS)
   flags.mark_flag_as_required("data_dir")
   app.run(main)

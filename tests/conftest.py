@@ -6,6 +6,10 @@ The CPU must be split before TensorFlow initialises its devices, hence here, at 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Two test processes (pytest -n 2) on two cores: one intra-op thread each, inherited by the processes they start,
+# rather than two pools of one thread per core contending (the fast tier took 3:11 with them, 2:58 without, 2-core
+# AVX2 AMD EPYC, 2026-12-03). Inter-op threads stay: 2 replicas' collectives must run at the same time.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # On a GPU host the tests (and the processes they start, which inherit this) run on the CPU: a test that means to use
 # a GPU says so (GAN_DIST_TEST_GPU=1 keeps the host's setting).
 if os.environ.get("GAN_DIST_TEST_GPU") != "1":
@@ -57,16 +61,16 @@ def one_device():
   return tf.distribute.OneDeviceStrategy(tf.config.list_logical_devices("CPU")[0].name)
 
 
-# The longest files first (seconds of one test process in a full run on a 2-core AVX-512 Xeon, 2026-12-03: 132,
-# 106, 70, 63, 61, 57, ...): with two test processes (pytest-xdist, --dist=loadfile) a long file started last would
-# run alone at the end while the other process idles. pyproject.toml passes --no-loadscope-reorder, without which
-# xdist would hand out the files by their number of tests instead. Paths relative to tests/.
-_LONGEST_FIRST = ("test_configs.py", "benchmarks/test_smoke.py", "test_multiworker.py", "test_peer_failure.py",
-                  "models/test_resnet.py", "test_augment.py", "serve/test_app.py", "test_train_step.py",
-                  "serve/test_model.py", "test_crash_safety.py", "test_main.py", "test_sample.py",
-                  "eval/test_evaluator.py", "eval/test_contrastive.py", "test_data_train.py", "test_exporter.py",
-                  "test_jit_compile.py", "test_checkpoint.py", "test_preemption.py", "test_train.py",
-                  "launch/test_local_sh.py", "test_evaluate.py")
+# The longest files first (seconds of one test process in a full run on a 2-core AVX2 AMD EPYC, 2026-12-04: 152,
+# 152, 110, 81, 64, 63, 63, ...): with two test processes (pytest-xdist, --dist=loadfile) a long file started last
+# would run alone at the end while the other process idles. pyproject.toml passes --no-loadscope-reorder, without
+# which xdist would hand out the files by their number of tests instead. Paths relative to tests/.
+_LONGEST_FIRST = ("test_configs.py", "benchmarks/test_smoke.py", "models/test_resnet.py", "test_multiworker.py",
+                  "test_train_step.py", "test_augment.py", "test_peer_failure.py", "test_data_train.py",
+                  "test_crash_safety.py", "test_main.py", "eval/test_evaluator.py", "eval/test_contrastive.py",
+                  "test_jit_compile.py", "test_checkpoint.py", "test_train.py", "test_evaluate.py",
+                  "test_preemption.py", "test_exporter.py", "launch/test_local_sh.py", "test_data_folder.py",
+                  "test_sample.py", "serve/test_app.py", "models/test_custom_arch.py", "eval/test_classifier.py")
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 
 

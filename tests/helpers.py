@@ -3,6 +3,7 @@
 import gzip
 import os
 import re
+import dataclasses
 import shutil
 import struct
 
@@ -14,6 +15,7 @@ from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import data
 from gan_dist import state as state_lib
+from gan_dist import train
 from gan_dist import train_step as train_step_lib
 from gan_dist import workdir as workdir_lib
 
@@ -52,6 +54,22 @@ def config(tmp_path, **overrides):
 def config_values(**overrides):
   """A Config of the defaults with `overrides` (no workdir needed)."""
   return config_lib.make_config(**overrides)
+
+
+def trained_mlp(root, strategy, **overrides):
+  """The config of an mlp workdir under `root` trained 4 steps in chunks of 2 (a checkpoint after each) on 64 random
+  IDX images: the run that tests which resume or damage a workdir copy (`copy_run`) rather than retrain."""
+  cfg = config(root, arch="mlp", data_dir=make_idx_dir(str(root / "idx"), num=64), train_steps=4, steps_per_loop=2,
+               checkpoint_every=2, **overrides)
+  train.run(cfg, strategy)
+  return cfg
+
+
+def copy_run(cfg, tmp_path, **overrides):
+  """`cfg` with its workdir copied to tmp_path/W and `overrides` applied."""
+  workdir = str(tmp_path / "W")
+  shutil.copytree(cfg.workdir, workdir)
+  return dataclasses.replace(cfg, workdir=workdir, **overrides)
 
 
 def snapshot(directory: str) -> dict:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import glob
 import gzip
+import logging as py_logging
 import os
 import shutil
 import subprocess
@@ -45,13 +46,17 @@ def _event_tags(workdir):
 
 
 @pytest.mark.slow
-def test_train_resume_sample(tmp_path, mnist_dir):
+def test_train_resume_sample(tmp_path, one_device, monkeypatch, caplog):
+  """Trains through the real command line (2 replicas), then resumes the workdir and samples it in this process
+  (what `python -m gan_dist.main` runs once its flags are parsed, and what `python -m gan_dist.sample` does): one
+  interpreter start, not two."""
   workdir = str(tmp_path / "W")
+  data_dir = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
   # The smallest model of configs/ (tracing dcgan's convolutions on 2 replicas took most of this test's time).
-  common = ["-m", "gan_dist.main", "--flagfile=configs/mlp_gan.cfg", "--strategy=mirrored", "--num_cpu_replicas=2",
-            f"--data_dir={mnist_dir}", f"--workdir={workdir}", "--batch_size=16", "--checkpoint_every=2",
-            "--summary_every=2", "--sample_every=4", "--steps_per_loop=2"]
-  log = _run(common + ["--train_steps=4"], tmp_path, "train")
+  common = ["--flagfile=configs/mlp_gan.cfg", "--strategy=mirrored", "--num_cpu_replicas=2", f"--data_dir={data_dir}",
+            f"--workdir={workdir}", "--batch_size=16", "--checkpoint_every=2", "--summary_every=2",
+            "--sample_every=4", "--steps_per_loop=2"]
+  log = _run(["-m", "gan_dist.main", *common, "--train_steps=4"], tmp_path, "train")
   assert "Strategy MirroredStrategy with 2 replica(s)" in log
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-4")
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-2.index"))
@@ -64,8 +69,13 @@ def test_train_resume_sample(tmp_path, mnist_dir):
   assert "--arch=mlp" in open(os.path.join(workdir, "flags.txt")).read()
   assert "(time: train " in log  # Where the wall time went, in every log line.
 
-  log = _run(common + ["--train_steps=6"], tmp_path, "resume")
-  assert "at step 4" in log and "step 6/6" in log
+  # The same command line with --train_steps=6, parsed as the command parses it (flagfiles read from the repository
+  # root), on one device (half the tracing of 2 replicas; a workdir does not depend on the number of replicas).
+  monkeypatch.chdir(subprocs.REPO)
+  resume = config_lib.from_args(common + ["--train_steps=6", "--strategy=one_device"])
+  with caplog.at_level(py_logging.INFO, logger="absl"):
+    code = main_lib.run_cli(resume, make_strategy=lambda _: one_device)
+  assert code == errors.EXIT_OK and "at step 4" in caplog.text and "step 6/6" in caplog.text, caplog.text[-3000:]
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-6")
 
   # What `python -m gan_dist.sample` does (its command line: tests/test_sample.py), on the resumed run.

@@ -29,6 +29,14 @@ def idx_dir(tmp_path):
   return helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
 
 
+@pytest.fixture(scope="module")
+def four_steps(tmp_path_factory, one_device):
+  """The config of an mlp workdir trained 4 steps (chunks of 2, a checkpoint and a summary after each), copied by
+  each test that resumes it."""
+  root = tmp_path_factory.mktemp("four_steps")
+  return helpers.trained_mlp(root, one_device, summary_every=2)
+
+
 def _signal_during_call(monkeypatch, call: int, signum=signal.SIGTERM, delay_s=0.02):
   """Makes the train step's `call`-th invocation receive `signum` `delay_s` after it started (mid-chunk)."""
   real = train_step_lib.make_train_step
@@ -50,7 +58,7 @@ def _signal_during_call(monkeypatch, call: int, signum=signal.SIGTERM, delay_s=0
 
 @pytest.mark.slow
 def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, one_device, monkeypatch):
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=200, steps_per_loop=40,
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=100, steps_per_loop=40,
                        checkpoint_every=1000, summary_every=1000)
   _signal_during_call(monkeypatch, call=2)
   previous = signal.getsignal(signal.SIGTERM)
@@ -63,15 +71,14 @@ def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, one_dev
   ckpt = os.path.join(cfg.workdir, "checkpoints")
   assert tf.train.latest_checkpoint(ckpt).endswith("ckpt-80")
   monkeypatch.undo()
-  assert train.run(cfg, one_device)["step"] == 200  # The same command continues to --train_steps exactly.
-  assert int(tf.train.load_variable(os.path.join(ckpt, "ckpt-200"), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 200
+  # The same command continues to --train_steps exactly (a last chunk of 20 steps).
+  assert train.run(cfg, one_device)["step"] == 100
+  assert int(tf.train.load_variable(os.path.join(ckpt, "ckpt-100"), "step/.ATTRIBUTES/VARIABLE_VALUE")) == 100
 
 
 @pytest.mark.slow
-def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_path, idx_dir, one_device):
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2,
-                       summary_every=2)
-  train.run(cfg, one_device)
+def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_path, four_steps, one_device):
+  cfg = helpers.copy_run(four_steps, tmp_path)
   # Resumed with absurd learning rates (allowed on resume): the weights blow up to inf/NaN within a chunk.
   blown = dataclasses.replace(cfg, train_steps=20, g_lr=1e38, d_lr=1e38)
   with pytest.raises(errors.DivergedError) as raised:
@@ -89,12 +96,18 @@ def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_
       assert np.isfinite(value).all(), name
 
 
-def test_summaries_are_window_means_and_log_the_time_split(tmp_path, idx_dir, one_device, monkeypatch):
+def test_summaries_are_window_means_and_log_the_time_split_and_profile_steps_write_a_trace(tmp_path, idx_dir,
+                                                                                            one_device, monkeypatch):
+  """One run for two claims: what it logs (window means, time split), and the profiler trace of steps 2-3 (which
+  changes no value: chunks are single steps here anyway)."""
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=6, steps_per_loop=1, summary_every=3,
-                       sample_every=3, checkpoint_every=3)
+                       sample_every=3, checkpoint_every=3, profile_steps="2,3")
   per_step = _record_chunks(monkeypatch)
   metrics = train.run(cfg, one_device)
   assert metrics["step"] == 6
+  # --profile_steps: a trace of the steps asked.
+  assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+  # The time split of the last window.
   for name in ("time/train", "time/checkpoints", "time/samples", "time/eval", "time/summaries"):
     assert 0.0 <= metrics[name] <= 1.0, name
   assert metrics["time/train"] > 0 and metrics["time/checkpoints"] > 0
@@ -139,22 +152,15 @@ def _scalars(workdir, tag):
   return found
 
 
-def test_profile_steps_write_a_trace(tmp_path, idx_dir, one_device):
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=4, steps_per_loop=4, summary_every=4,
-                       profile_steps="2,3")
-  train.run(cfg, one_device)
-  assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
-
-
 @pytest.mark.slow
-def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, idx_dir, one_device):
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=1)
-  train.run(cfg, one_device)
+def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, four_steps, one_device):
+  cfg = helpers.copy_run(four_steps, tmp_path)
+  assert (cfg.image_size, cfg.channels) == (0, 0)  # Left at 0 when it was trained...
   saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))
   assert (saved.image_size, saved.channels) == (28, 1)  # The resolved shape, not 0.
   # Spelled out, the native shape is what the workdir holds (the check a resume runs before restoring), and it
   # builds the same variables; another size is refused by the same check.
-  spelled = dataclasses.replace(cfg, train_steps=2, image_size=28, channels=1)
+  spelled = dataclasses.replace(cfg, train_steps=5, image_size=28, channels=1)
   spelled = preflight.resolve_config(spelled, data.open_source(spelled))  # As train.run does first.
   preflight.check_workdir(spelled)
   with pytest.raises(errors.UserError, match=r"--image_size \(workdir has 28, this run 32\)"):
@@ -165,4 +171,4 @@ def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, id
     assert [w.shape for w in getattr(native, network).weights] == \
         [w.shape for w in getattr(spelled_gan, network).weights], network
   # Left at 0 on a workdir whose flags.txt says 28: the real resume restores and continues.
-  assert train.run(dataclasses.replace(cfg, train_steps=2), one_device)["step"] == 2
+  assert train.run(dataclasses.replace(cfg, train_steps=5), one_device)["step"] == 5

@@ -2,12 +2,19 @@
 one-device equivalence of the loss reduction, per-chunk metrics, topology-free noise, EMA.
 
 Tests whose point is not the number of replicas (per-call metric sums, stop/divergence reporting, extra D steps, one
-of the penalties) run one replica (`one_device`): tracing the step for 2 replicas costs twice as much."""
+of the penalties) run one replica (`one_device`): tracing the step for 2 replicas costs twice as much. Tracing is most
+of the time here, so the tests of the plain mlp step share two traced steps (`plain_runs`: one device, 2 replicas),
+each test starting from the same step-0 state restored from a checkpoint."""
 
+import os
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import data
 from gan_dist import losses
 from gan_dist import models
 from gan_dist import state as state_lib
@@ -24,9 +31,60 @@ def _setup(tmp_path, strategy, **overrides):
 _replica_values = helpers.replica_values
 
 
+class _Run:
+  """A state, its data and its traced train step on one strategy, built as `helpers.train_setup` builds them, that a
+  test puts back to step 0 with `restart()` instead of building and tracing its own."""
+
+  def __init__(self, cfg, strategy, directory):
+    source = data.open_source(cfg)
+    self.cfg = cfg
+    self.state = state_lib.create_state(cfg, strategy, source.num_classes)
+    self._dataset = strategy.distribute_datasets_from_function(
+        data.make_dataset_fn(cfg, source, self.state.gan.image_shape))
+    self.train = train_step_lib.make_train_step(cfg, strategy, self.state)
+    self._checkpoint = checkpoint_lib.make_checkpoint(self.state)
+    self._start = self._checkpoint.write(os.path.join(directory, "step0"))
+
+  def restart(self):
+    """Restores every variable a checkpoint holds (weights, optimizer slots and iterations, EMA, step) to their
+    step-0 values and returns a new iterator from the first batch: the start of a fresh setup. The step is not
+    traced again (the test that counts traces says so)."""
+    self._checkpoint.read(self._start).assert_consumed()
+    assert int(self.state.step.numpy()) == 0
+    return iter(self._dataset)
+
+
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory, one_device, mirrored2):
+  """{"one_device": _Run, "mirrored": _Run} of one config (mlp: BatchNorm in G, no dropout; an EMA generator; no
+  augmentation), on the same data."""
+  tmp_path = tmp_path_factory.mktemp("plain")
+  d = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
+  cfg = helpers.config(tmp_path, data_dir=d, arch="mlp", batch_size=8, ema_decay=0.9)
+  return {name: _Run(cfg, strategy, str(tmp_path / name))
+          for name, strategy in (("one_device", one_device), ("mirrored", mirrored2))}
+
+
+def test_a_restarted_run_takes_the_steps_of_a_fresh_one_without_tracing_again(plain_runs):
+  """What the tests sharing `plain_runs` rely on: after `restart()` the same steps give bitwise the same weights,
+  metrics and EMA as the first time, from the same traced function."""
+  run = plain_runs["one_device"]
+  found = []
+  for _ in range(2):
+    it = run.restart()
+    result = run.train(it, 2)
+    found.append((result.sums, [v.numpy() for v in run.state.variables()], int(run.state.step.numpy())))
+  assert found[0][0] == found[1][0] and found[0][2] == found[1][2] == 2
+  for a, b in zip(found[0][1], found[1][1]):
+    np.testing.assert_array_equal(a, b)
+  assert run.train._run_steps.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
+
+
 @pytest.mark.slow
-def test_mirrored_steps(tmp_path, mirrored2):
-  cfg, state, it, train = _setup(tmp_path, mirrored2)
+def test_mirrored_steps(plain_runs):
+  run = plain_runs["mirrored"]
+  cfg, state, train = run.cfg, run.state, run.train
+  it = run.restart()
   before = [w.copy() for w in state.gan.generator.get_weights()]
   result = train(it, tf.constant(3))
   assert int(state.step.numpy()) == 3
@@ -52,14 +110,18 @@ def test_mirrored_steps(tmp_path, mirrored2):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [{}, {"augment": "diffaug", "mode_seeking_weight": 1.0}],
                          ids=["none", "diffaug_and_mode_seeking"])
-def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2, variant):
+def test_one_device_and_two_replicas_take_the_same_step(tmp_path, request, one_device, mirrored2, variant):
   """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
   per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
   global batch, and noise (and augmentation) drawn for the global batch then split (mlp: BatchNorm in G, no
   dropout); with --mode_seeking_weight, each replica's rows hold whole pairs."""
   weights = []
-  for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), mirrored2):
-    _, state, it, train = _setup(tmp_path, strategy, arch="mlp", batch_size=8, **variant)
+  for name, strategy in (("one_device", one_device), ("mirrored", mirrored2)):
+    if variant:
+      _, state, it, train = _setup(tmp_path / name, strategy, arch="mlp", batch_size=8, **variant)
+    else:  # The plain step: the shared runs (their EMA does not touch G or D).
+      run = request.getfixturevalue("plain_runs")[name]
+      state, it, train = run.state, run.restart(), run.train
     result = train(it, 2)
     weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights()))
   (m1, g1, d1), (m2, g2, d2) = weights
@@ -69,20 +131,21 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, mirrored2, var
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_metrics_cover_every_step_of_a_call(tmp_path, one_device):
+def test_metrics_cover_every_step_of_a_call(plain_runs):
   """A call reports the sum over all its steps (one all-reduce at the end), not its last step: 3 steps in one call
   give the same sums as 3 calls of one step from the same start."""
-  _, _, it, train3 = _setup(tmp_path / "a", one_device, arch="mlp")
-  _, _, it1, train1 = _setup(tmp_path / "b", one_device, arch="mlp")
-  one_call = train3(it, 3)
-  calls = [train1(it1, 1) for _ in range(3)]
+  run = plain_runs["one_device"]
+  one_call = run.train(run.restart(), 3)
+  it = run.restart()
+  calls = [run.train(it, 1) for _ in range(3)]
   for name, total in one_call.sums.items():
     assert total == pytest.approx(sum(c.sums[name] for c in calls), rel=1e-4), name
   assert not np.isclose(one_call.sums["d_loss"], 3 * calls[-1].sums["d_loss"])
 
 
-def test_stop_vote_and_divergence_are_reported(tmp_path, one_device):
-  _, state, it, train = _setup(tmp_path, one_device, arch="mlp")
+def test_stop_vote_and_divergence_are_reported(plain_runs):
+  run = plain_runs["one_device"]
+  state, it, train = run.state, run.restart(), run.train
   assert train(it, 1, stop=lambda: True).stop
   assert not train(it, 1).stop
   state.gan.generator.trainable_variables[0].assign(
@@ -159,8 +222,9 @@ def test_extra_discriminator_steps(tmp_path, one_device):
 
 
 @pytest.mark.slow
-def test_ema_generator_warms_up_and_follows_the_formula(tmp_path, mirrored2):
-  cfg, state, it, train = _setup(tmp_path, mirrored2, arch="mlp", ema_decay=0.9)
+def test_ema_generator_warms_up_and_follows_the_formula(plain_runs):
+  run = plain_runs["mirrored"]
+  state, it, train = run.state, run.restart(), run.train
   ema = state.ema_generator
   assert ema is not None and state.sampling_generator is ema
   trainable = {id(v) for v in state.gan.generator.trainable_variables}
@@ -181,22 +245,23 @@ def test_ema_generator_warms_up_and_follows_the_formula(tmp_path, mirrored2):
 
 
 @pytest.mark.slow
-def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrored2):
-  _, state, it, train = _setup(tmp_path, mirrored2, ema_decay=0.9)
+def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(plain_runs):
+  run = plain_runs["mirrored"]
+  state, it, train = run.state, run.restart(), run.train
   train(it, 3)
   state.prepare_ema()
   ema, gan = state.ema_generator, state.gan
   # The first BatchNorm's moving mean now equals the batch mean of its input under the EMA weights, on the fixed
   # re-estimation noise, on every replica.
   noise = tf.random.stateless_normal([state_lib.EMA_BATCHNORM_SAMPLES, gan.latent_dim], seed=[state.seed, 0x5EED])
-  dense = ema.get_layer(index=1)
-  bn = next(layer for layer in ema.layers if "batch_normalization" in layer.name)
-  expected = tf.reduce_mean(dense(noise), axis=0).numpy()
+  bn = next(layer for layer in ema.layers if isinstance(layer, keras.layers.BatchNormalization))
+  features = keras.Model(ema.inputs, bn.input)  # What it normalises: the mlp's LeakyReLU(Dense(noise)).
+  expected = tf.reduce_mean(features(noise), axis=0).numpy()
   for copy in _replica_values(bn.moving_mean):
     np.testing.assert_allclose(copy, expected, rtol=1e-4, atol=1e-5)
   # ...and its moving variance the variance over all of them, though they ran EMA_BATCHNORM_CHUNK at a time.
   assert state_lib.EMA_BATCHNORM_SAMPLES // state_lib.EMA_BATCHNORM_CHUNK >= 2
-  expected_variance = tf.math.reduce_variance(dense(noise), axis=0).numpy()
+  expected_variance = tf.math.reduce_variance(features(noise), axis=0).numpy()
   for copy in _replica_values(bn.moving_variance):
     np.testing.assert_allclose(copy, expected_variance, rtol=1e-4, atol=1e-5)
   again = [v.numpy().copy() for v in ema.non_trainable_variables]
@@ -211,7 +276,7 @@ def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(tmp_path, mirrore
   np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros_like(expected))
   train(it, 1)
   state.prepare_ema()
-  noise_mean = tf.reduce_mean(dense(noise), axis=0).numpy()
+  noise_mean = tf.reduce_mean(features(noise), axis=0).numpy()
   for copy in _replica_values(bn.moving_mean):
     np.testing.assert_allclose(copy, noise_mean, rtol=1e-4, atol=1e-5)
 

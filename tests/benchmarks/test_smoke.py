@@ -1,25 +1,37 @@
 """Smoke tests of benchmarks/: each script runs end to end in seconds on tiny data and prints sane figures.
 
 The figures themselves mean nothing at these sizes; what is checked is that every code path of each script still
-runs on the package's API, and that the printed report has its keys and plausible values. Each script runs as the
-user runs it (a subprocess from the repo root) with a hard timeout; its whole process group is killed on expiry,
-so a hung child of a script (quality.py and input_pipeline.py start their own subprocesses) is not left behind.
+runs on the package's API, and that the printed report has its keys and plausible values.
+
+Each script's main(argv) runs in this test process, on its command line's flags (parsed as the script parses them,
+into a FlagValues of its own): a TensorFlow start costs ~7 s of CPU, more than most of these runs. What a script
+measures in processes of its own still runs in real subprocesses, which the script starts as it does for users:
+quality.py's configs (one process each), input_pipeline.py's fresh process per size (its peak RSS) and its step,
+malloc_pad.py's training runs (their page faults and RSS). They get the suite's subprocess environment
+(tests/subprocs.py) and a watchdog that kills them, failing the test, if they hang. The process-wide state of this
+test process is left as it was: arch_ratio.py is given this process's strategies (the CPU is already split, and a
+second MirroredStrategy would clash with tests' `mirrored2`), absl's verbosity is restored, and none of these runs
+turns op determinism on.
 """
 
+import contextlib
+import importlib
 import importlib.util
 import json
 import math
 import os
 import shutil
 import signal
-import subprocess
-import sys
+import threading
 
+from absl import flags
+from absl import logging
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import cli
 from tests import subprocs
 from tests import helpers
 from tests.helpers import make_idx_dir
@@ -28,19 +40,101 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 
 
-def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-  """Runs benchmarks/<script> with `args` from the repo root; kills its process group after `timeout` seconds."""
-  command = [sys.executable, os.path.join("benchmarks", script), *args]
-  proc = subprocess.Popen(command, cwd=REPO, env=subprocs.env(PYTHONPATH=REPO), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _descendants(pid: int) -> list:
+  """Pids of every live process below `pid` (children, their children, ...)."""
+  children = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          state, parent = f.read().rsplit(")", 1)[1].split()[:2]
+      except (OSError, IndexError, ValueError):
+        continue
+      if state != "Z":
+        children.setdefault(int(parent), []).append(int(entry))
+  found, todo = [], [pid]
+  while todo:
+    for child in children.get(todo.pop(), ()):
+      found.append(child)
+      todo.append(child)
+  return found
+
+
+@contextlib.contextmanager
+def _watchdog(what: str, timeout: float):
+  """Kills every process started under this block (and all below them) after `timeout` s, and fails the test.
+
+  The scripts wait for their subprocesses without a timeout; killed, a subprocess makes its script raise.
+  """
+  before = set(_descendants(os.getpid()))
+  fired = threading.Event()
+
+  def expire():
+    fired.set()
+    for pid in _descendants(os.getpid()):
+      if pid not in before:
+        try:
+          os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+          pass
+
+  timer = threading.Timer(timeout, expire)
+  timer.daemon = True
+  timer.start()
   try:
-    stdout, stderr = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL)  # The script and any subprocess it started.
-    stdout, stderr = proc.communicate()
-    pytest.fail(f"{' '.join(command)} still running after {timeout} s (killed):\n{stderr[-3000:]}")
-  assert proc.returncode == 0, f"{' '.join(command)} exited {proc.returncode}:\n{stderr[-3000:]}"
-  return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    yield
+  except BaseException:  # pylint: disable=broad-except  (SystemExit too: malloc_pad.py exits on a failed run)
+    if fired.is_set():
+      pytest.fail(f"{what}: its subprocesses still running after {timeout} s (killed)")
+    raise
+  finally:
+    timer.cancel()
+  if fired.is_set():
+    pytest.fail(f"{what}: its subprocesses still running after {timeout} s (killed)")
+
+
+def _main(monkeypatch, capsys, script: str, *args: str, timeout: float, gan_dist_flags: bool = False,
+          **kwargs) -> str:
+  """Runs `python3 benchmarks/<script>.py ARGS`'s main(argv) in this process; returns what it printed.
+
+  Args:
+    monkeypatch, capsys: the test's fixtures.
+    script: the module's name.
+    *args: its command line.
+    timeout: seconds its subprocesses may take (see `_watchdog`).
+    gan_dist_flags: the script runs through cli.run (every gan_dist flag beside its own, parsed by cli.parse_flags)
+      rather than absl's app.run.
+    **kwargs: passed to main.
+  """
+  # TensorFlow reads TF_NUM_*_THREADS when it initialises: it has, before they are set below for the subprocesses.
+  tf.config.list_logical_devices("CPU")
+  # The environment of the subprocesses the script starts: the suite's (tests/subprocs.py), with the repo importable.
+  for key, value in {**subprocs.BASE_ENV, "PYTHONPATH": REPO}.items():
+    monkeypatch.setenv(key, value)
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  monkeypatch.syspath_prepend(BENCHMARKS)  # The scripts import throughput.py and tutorial.py from beside them.
+  module = importlib.import_module(script)
+  fv = flags.FlagValues()
+  if gan_dist_flags:
+    cli.define_config_flags(fv)
+  module.define_flags(fv)
+  argv = [os.path.join(BENCHMARKS, f"{script}.py"), *args]
+  if gan_dist_flags:
+    cli.parse_flags(argv, fv)
+    monkeypatch.setattr(cli, "FLAGS", fv)
+  else:
+    fv(argv)
+  monkeypatch.setattr(module, "FLAGS", fv)
+  # The absl logger's own level, not get_verbosity() (its effective level): restoring that would pin the logger at
+  # WARNING where it was unset, and caplog.at_level(INFO) in later tests of this process would capture nothing.
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  try:
+    with _watchdog(f"benchmarks/{script}.py", timeout):
+      assert module.main(argv, **kwargs) in (None, 0)
+  finally:
+    absl_logger.setLevel(level)
+  return capsys.readouterr().out
 
 
 def _json_lines(stdout: str) -> list:
@@ -62,16 +156,17 @@ def _positive(value) -> bool:
 
 
 @pytest.mark.slow
-def test_throughput(tmp_path):
+def test_throughput(tmp_path, monkeypatch, capsys):
   out = tmp_path / "lines.jsonl"
-  proc = _run("throughput.py", f"--data_dir={_idx_dir(tmp_path)}", "--batch_size=16", "--steps_per_loop=2",
-              "--seconds=0.2", "--repeats=2", f"--out={out}", timeout=150)
-  lines = _json_lines(proc.stdout)
-  assert len(lines) == 1, proc.stdout
+  # The script's code paths, not its default dcgan: both steps (gan_dist's and the tutorial's) trace fastest on the MLP.
+  stdout = _main(monkeypatch, capsys, "throughput", f"--data_dir={_idx_dir(tmp_path)}", "--arch=mlp", "--batch_size=16",
+                 "--steps_per_loop=2", "--seconds=0.2", "--repeats=2", f"--out={out}", timeout=150, gan_dist_flags=True)
+  lines = _json_lines(stdout)
+  assert len(lines) == 1, stdout
   result = lines[0]
   assert list(result) == ["config", "gan_dist_images_per_s", "reference_images_per_s", "ratio",
                           "input_pipeline_images_per_s", "input_to_step_ratio", "rounds", "env"]
-  assert result["config"] == dict(arch="dcgan", batch_size=16, precision="float32", strategy="one_device",
+  assert result["config"] == dict(arch="mlp", batch_size=16, precision="float32", strategy="one_device",
                                   num_replicas=1, steps_per_loop=2, jit_compile=False, seconds=0.2, repeats=2)
   for key in ("gan_dist_images_per_s", "reference_images_per_s", "ratio", "input_pipeline_images_per_s",
               "input_to_step_ratio"):
@@ -82,18 +177,19 @@ def test_throughput(tmp_path):
       result["input_pipeline_images_per_s"] / result["gan_dist_images_per_s"], rel=0.01)
   assert {k: len(v) for k, v in result["rounds"].items()} == {"gan_dist": 2, "reference": 2}
   assert all(_positive(v) for vs in result["rounds"].values() for v in vs)
-  assert result["env"]["TF_NUM_INTRAOP_THREADS"] == "1"
+  assert result["env"]["TF_NUM_INTRAOP_THREADS"] == "1"  # The thread settings of its environment (subprocs.env).
   assert _json_lines(out.read_text()) == lines  # --out appends the same line.
 
 
 @pytest.mark.slow
-def test_input_pipeline(tmp_path):
+def test_input_pipeline(tmp_path, monkeypatch, capsys):
   images = tmp_path / "images"
-  # Two sizes: 8 images (below --per_folder: a view of linked files) and 32 (the whole tree of two folders).
-  proc = _run("input_pipeline.py", "--sizes=8,32", "--per_folder=16", f"--dir={images}", "--seconds=0.2",
-              "--step_calls=1", "--batch_size=8", "--pack", timeout=180)
-  reports = _json_lines(proc.stdout)
-  assert len(reports) == 1, proc.stdout
+  # Two sizes: 8 images (below --per_folder: a view of linked files) and 32 (the whole tree of two folders). Each
+  # size's folder and pack are drained in fresh subprocesses (their peak RSS), the step in another: 5 in all.
+  stdout = _main(monkeypatch, capsys, "input_pipeline", "--sizes=8,32", "--per_folder=16", f"--dir={images}",
+                 "--seconds=0.2", "--step_calls=1", "--batch_size=8", "--pack", timeout=180, gan_dist_flags=True)
+  reports = _json_lines(stdout)
+  assert len(reports) == 1, stdout
   report = reports[0]
   assert set(report) == {"sizes", "peak_rss_ratio_largest_to_smallest", "step", "pipeline_to_step_ratio", "targets",
                          "machine", "write_images_s", "packed", "pack_to_folder"}
@@ -116,7 +212,7 @@ def test_input_pipeline(tmp_path):
   assert all(_positive(r) for r in report["pipeline_to_step_ratio"].values())
   assert set(report["targets"]) == {"peak_rss_ratio_at_most_1.2", "pipeline_at_least_3x_step"}
   assert report["machine"]["cpus"] == os.cpu_count()
-  summary = proc.stdout[proc.stdout.index("\nPeak RSS: "):]
+  summary = stdout[stdout.index("\nPeak RSS: "):]
   assert "Throughput: " in summary and "images/s consumed by the dcgan64 step" in summary and "Machine: " in summary
   # --dir keeps the images: two folders of 16 JPEGs, and the 8-image view links into the first.
   assert sorted(os.listdir(images / "images")) == ["part00", "part01"]
@@ -125,13 +221,16 @@ def test_input_pipeline(tmp_path):
 
 
 @pytest.mark.slow
-def test_quality(tmp_path):
+def test_quality(tmp_path, monkeypatch, capsys):
   out_dir = tmp_path / "out"
-  proc = _run("quality.py", f"--data_dir={_idx_dir(tmp_path)}", f"--eval_cache_dir={tmp_path / 'cache'}",
-              f"--out_dir={out_dir}", "--configs=configs/mlp_gan.cfg+--augment=ada,reference", "--parallel",
-              "--minutes=0.001", "--every=0.001", "--num=64", "--config_flag=--batch_size=16",
-              "--config_flag=--steps_per_loop=1", timeout=240)
-  records = _json_lines(proc.stdout)
+  # Each config trains in a subprocess of its own, as for users (here both at once). 16 samples per evaluation:
+  # KID's 100 subsets of 64 cost more CPU than the step.
+  stdout = _main(monkeypatch, capsys, "quality", f"--data_dir={_idx_dir(tmp_path)}",
+                 f"--eval_cache_dir={tmp_path / 'cache'}", f"--out_dir={out_dir}",
+                 "--configs=configs/mlp_gan.cfg+--augment=ada,reference", "--parallel", "--minutes=0.001",
+                 "--every=0.001", "--num=16", "--config_flag=--batch_size=16", "--config_flag=--steps_per_loop=1",
+                 timeout=240, gan_dist_flags=True)
+  records = _json_lines(stdout)
   name = "configs/mlp_gan.cfg+--augment=ada"  # A flagfile with a flag of its own, both trained at once.
   assert [(r["config"], bool(r.get("final"))) for r in records] == [
       (name, False), (name, True), ("reference", False), ("reference", True)]
@@ -144,7 +243,7 @@ def test_quality(tmp_path):
     assert record["fcd_floor"] >= 0 and 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
   assert all(_positive(r["wall_minutes_with_evals"]) for r in records if r.get("final"))
   results = (out_dir / "results.md").read_text()
-  assert results in proc.stdout
+  assert results in stdout
   assert "| config | steps | training wall time | steps/s | FCD (floor) |" in results
   assert f"| `{name}` | 1 | " in results
   assert "| TF-tutorial loop (dcgan.cfg hyper-parameters) | 1 | " in results
@@ -158,7 +257,7 @@ def test_quality(tmp_path):
   grid = tf.io.decode_png(tf.io.read_file(finals[0]["samples"])).numpy()
   assert grid.shape == (8 * 28, 8 * 28, 1) and grid.std() > 0
   assert (out_dir / "samples.png").read_bytes().startswith(b"\x89PNG")
-  assert f"Wrote {out_dir}/results.md, quality.jsonl, fcd_vs_time.png and samples.png" in proc.stdout
+  assert f"Wrote {out_dir}/results.md, quality.jsonl, fcd_vs_time.png and samples.png" in stdout
 
 
 @pytest.mark.slow
@@ -181,12 +280,12 @@ def test_tutorial_step_trains_both_networks():
 
 
 @pytest.mark.slow
-def test_feature_check(tmp_path):
+def test_feature_check(tmp_path, monkeypatch, capsys):
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=60, bad=())  # 3 classes; 6 held out.
-  proc = _run("feature_check.py", f"--data_dir={folder['root']}", "--image_shape=16,16,3", "--num=6", "--steps=2",
-              f"--eval_cache_dir={tmp_path / 'cache'}", timeout=150)
-  reports = _json_lines(proc.stdout)
-  assert len(reports) == 1, proc.stdout
+  stdout = _main(monkeypatch, capsys, "feature_check", f"--data_dir={folder['root']}", "--image_shape=16,16,3",
+                 "--num=6", "--steps=2", f"--eval_cache_dir={tmp_path / 'cache'}", timeout=150)
+  reports = _json_lines(stdout)
+  assert len(reports) == 1, stdout
   report = reports[0]
   assert report["key"].endswith("-contrastive-v1-steps2") and report["num"] == 6 and report["cpu"]
   assert list(report["sets"]) == ["real held-out", "noise", "flat", "checkerboards", "repeated"]
@@ -194,19 +293,23 @@ def test_feature_check(tmp_path):
     assert {"fcd", "kid", "precision", "recall", "classifier_score"} <= set(found), name
     assert all(math.isfinite(v) for v in found.values()), (name, found)
   assert "label_accuracy" in report["sets"]["real held-out"]  # The folder has classes.
-  assert "| set | fcd | kid | precision | recall | classifier_score | label_accuracy |" in proc.stdout
+  assert "| set | fcd | kid | precision | recall | classifier_score | label_accuracy |" in stdout
 
 
 @pytest.mark.slow
-def test_arch_ratio(tmp_path):
+def test_arch_ratio(tmp_path, monkeypatch, capsys, one_device, mirrored2):
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=24, bad=())
-  proc = _run("arch_ratio.py", "--configs=configs/folder64.cfg,configs/faces64.cfg", f"--data_dir={folder['root']}",
-              "--batch_size=4", "--steps_per_loop=1", "--seconds=0.1", "--repeats=1",
-              # The script's code paths, not these architectures (tests/models/ has them): the MLP traces fastest.
-              "--config_flag=--arch=mlp", "--config_flag=--image_size=28", "--config_flag=--channels=1",
-              "--config_flag=--latent_dim=8", timeout=240)
-  reports = _json_lines(proc.stdout)
-  assert len(reports) == 1, proc.stdout
+  # This process's strategies: /cpu:0 and the 2 logical CPUs that conftest.py split, as the script makes them.
+  stdout = _main(monkeypatch, capsys, "arch_ratio", "--configs=configs/folder64.cfg,configs/faces64.cfg",
+                 f"--data_dir={folder['root']}", "--batch_size=4", "--steps_per_loop=1", "--seconds=0.1",
+                 "--repeats=1",
+                 # The script's code paths, not these architectures (tests/models/ has them): the MLP traces fastest,
+                 # and fastest without synchronised BatchNorm (its all-reduces cost a quarter of the tracing).
+                 "--config_flag=--arch=mlp", "--config_flag=--image_size=28", "--config_flag=--channels=1",
+                 "--config_flag=--latent_dim=8", "--config_flag=--nosync_batchnorm", timeout=240,
+                 strategies=(one_device, mirrored2))
+  reports = _json_lines(stdout)
+  assert len(reports) == 1, stdout
   report = reports[0]
   names = {f"{c} {s}" for c in ("folder64.cfg", "faces64.cfg") for s in ("one device", "2 replicas")}
   assert set(report["images_per_s"]) == names and all(_positive(v) for v in report["images_per_s"].values())
@@ -249,11 +352,12 @@ def test_trace_ops_sums_compute_thread_events_by_op_type(tmp_path):
 
 
 @pytest.mark.slow
-def test_malloc_pad(tmp_path):
-  proc = _run("malloc_pad.py", "--config=configs/mlp_gan.cfg", f"--data_dir={_idx_dir(tmp_path)}", "--steps=4",
-              "--summary_every=2", "--repeats=1", "--config_flag=--batch_size=16", timeout=150)
-  reports = _json_lines(proc.stdout)
-  assert len(reports) == 1, proc.stdout
+def test_malloc_pad(tmp_path, monkeypatch, capsys):
+  # Its two training runs (with and without the pad) are fresh `python -m gan_dist.main` processes, as for users.
+  stdout = _main(monkeypatch, capsys, "malloc_pad", "--config=configs/mlp_gan.cfg", f"--data_dir={_idx_dir(tmp_path)}",
+                 "--steps=4", "--summary_every=2", "--repeats=1", "--config_flag=--batch_size=16", timeout=150)
+  reports = _json_lines(stdout)
+  assert len(reports) == 1, stdout
   report = reports[0]
   keys = {"images_per_s", "page_faults", "system_s", "user_s", "peak_rss_mb"}
   assert set(report["median"]) == {"pad", "no_pad"} and all(set(m) == keys for m in report["median"].values())

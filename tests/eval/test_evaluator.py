@@ -110,18 +110,25 @@ def test_label_metrics_name_every_class():
                                  "label_accuracy/2": 0.0})
 
 
-def test_unlabelled_colour_data_is_evaluated_with_contrastive_features(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory):
+  """(a folder of 60 unlabelled colour images, an evaluation cache) shared by the tests below that train its
+  contrastive feature network (of CONTRASTIVE_STEPS=2: they patch it), so that the second one loads it."""
+  root = tmp_path_factory.mktemp("colour")
+  return helpers.make_image_folder(str(root / "images"), num=60, classes=(), bad=())["root"], str(root / "cache")
+
+
+def test_unlabelled_colour_data_is_evaluated_with_contrastive_features(tmp_path, monkeypatch, colour_folder):
   monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)  # The procedure's path, not its quality.
-  folder = helpers.make_image_folder(str(tmp_path / "images"), num=60, classes=(), bad=())  # 6 held out.
-  cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=folder["root"], eval_num=8,
-                       eval_cache_dir=str(tmp_path / "cache"))
+  folder, cache = colour_folder  # 6 of its 60 images held out.
+  cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=folder, eval_num=8, eval_cache_dir=cache)
   gan = models.build(cfg, 0)
   evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
   assert evaluator.feature_net.info["procedure"]["kind"] == "contrastive"
   assert set(evaluator.floors) == KEYS
   assert all(np.isfinite(v) for v in evaluator.floors.values())
-  conditional = helpers.config(tmp_path, arch="cdcgan32", dataset="folder", data_dir=folder["root"], eval_num=8,
-                               eval_cache_dir=str(tmp_path / "cache"))
+  conditional = helpers.config(tmp_path, arch="cdcgan32", dataset="folder", data_dir=folder, eval_num=8,
+                               eval_cache_dir=cache)
   with pytest.raises(errors.UserError, match="a conditional model needs a labelled dataset"):
     evaluator_lib.Evaluator(conditional, tf.distribute.get_strategy(), models.build(conditional, 2))
 
@@ -143,7 +150,8 @@ def test_inception_weights_from_a_file_give_fid_and_inception_score(tmp_path):
   keras.utils.set_random_seed(1)
   keras.applications.InceptionV3(include_top=True, weights=None, classifier_activation=None).save_weights(weights)
   strategy = tf.distribute.get_strategy()
-  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=12, inception_weights=weights)
+  # 4 images a set (the fewest k-NN precision and recall take): Inception-v3 runs at 299x299 whatever their size.
+  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=4, inception_weights=weights)
   evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
   found = evaluator(gan.generator)
   assert set(found) == KEYS | {"fid", "inception_score"} and set(evaluator.floors) == set(found)
@@ -180,16 +188,15 @@ def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp
   assert [s for s, _ in scalars["hparams/label_accuracy_last"]] == [2, 4]
 
 
-def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path, monkeypatch):
+def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path, monkeypatch, colour_folder):
   """--eval_data_dir: the reference is the held-out folder, the floor the training images scored against it, and
   'memorization' (generated images nearer to a training image than to any held-out one) is in every evaluation;
   the floor's memorization is that of the held-out images themselves (leave-one-out)."""
   monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)
-  trained = helpers.make_image_folder(str(tmp_path / "train"), num=40, classes=("a", "b"), bad=())["root"]
-  held_out = helpers.make_image_folder(str(tmp_path / "held_out"), num=30, classes=("a", "b"), bad=(),
-                                       seed=1)["root"]
+  trained, cache = colour_folder
+  held_out = helpers.make_image_folder(str(tmp_path / "held_out"), num=30, classes=(), bad=(), seed=1)["root"]
   cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=trained, eval_data_dir=held_out,
-                       eval_num=16, eval_cache_dir=str(tmp_path / "cache"))
+                       eval_num=16, eval_cache_dir=cache)
   gan = models.build(cfg, 0)
   evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
   assert set(evaluator.floors) == KEYS | {"memorization"}

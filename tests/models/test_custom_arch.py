@@ -29,15 +29,17 @@ def example_on_path(monkeypatch):
 def test_example_trains_on_two_replicas_resumes_exactly_samples_and_exports(tmp_path, example_on_path, mirrored2):
   del example_on_path
   idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
-  base = helpers.config(tmp_path, arch="my_gans.wide_dcgan", data_dir=idx, latent_dim=16, train_steps=4,
-                        steps_per_loop=2, checkpoint_every=2)
+  # Two steps of 2 examples per replica, a checkpoint after each: a resume from step 1 still has a step to take,
+  # and the wide convolutions run as few examples as they can.
+  base = helpers.config(tmp_path, arch="my_gans.wide_dcgan", data_dir=idx, latent_dim=16, batch_size=4,
+                        train_steps=2, steps_per_loop=1, checkpoint_every=1)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
-  assert train.run(straight, mirrored2)["step"] == 4
+  assert train.run(straight, mirrored2)["step"] == 2
   interrupted = dataclasses.replace(base, workdir=str(tmp_path / "interrupted"))
-  helpers.interrupted_copy(straight.workdir, interrupted.workdir, 2)
-  assert train.run(interrupted, mirrored2)["step"] == 4
-  a = helpers.checkpoint_values(os.path.join(straight.workdir, "checkpoints", "ckpt-4"))
-  b = helpers.checkpoint_values(os.path.join(interrupted.workdir, "checkpoints", "ckpt-4"))
+  helpers.interrupted_copy(straight.workdir, interrupted.workdir, 1)
+  assert train.run(interrupted, mirrored2)["step"] == 2
+  a = helpers.checkpoint_values(os.path.join(straight.workdir, "checkpoints", "ckpt-2"))
+  b = helpers.checkpoint_values(os.path.join(interrupted.workdir, "checkpoints", "ckpt-2"))
   assert a.keys() == b.keys() and len(a) > 10
   for name in a:  # Two replicas of one process: the same computation in both runs.
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
