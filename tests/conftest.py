@@ -1,6 +1,8 @@
 """Test setup: every test process sees 2 logical CPUs, so MirroredStrategy tests run 2 replicas without a GPU.
 
-The CPU must be split before TensorFlow initialises its devices, hence here, at collection time.
+The CPU must be split before TensorFlow initialises its devices, hence here, before collection (pytest_configure).
+TensorFlow is imported inside the hooks and fixtures, not at the top: pytest-xdist's controlling process loads this
+file too, and runs no test.
 """
 
 import os
@@ -20,15 +22,22 @@ import pytest  # pylint: disable=g-import-not-at-top
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
 
-import gan_dist  # pylint: disable=g-import-not-at-top,unused-import  (its process set-up, before TensorFlow loads)
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-# The switch --deterministic turns on: the `op_determinism` fixture turns it off again.
-from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
 
-from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+def _is_xdist_controller(config) -> bool:
+  """pytest-xdist's controlling process (-n N): it only hands tests out to its workers, which import and run them."""
+  return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
 
-strategy_lib.split_cpu(2)
-tf.get_logger().setLevel("ERROR")
+
+def pytest_configure(config):
+  """Splits the CPU in each process that runs tests (not in xdist's controller: TensorFlow's ~7 s import there bought
+  nothing), before any test module is imported and TensorFlow initialises its devices."""
+  if _is_xdist_controller(config):
+    return
+  # gan_dist first: its process set-up precedes TensorFlow's loading.
+  from gan_dist import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  strategy_lib.split_cpu(2)
+  tf.get_logger().setLevel("ERROR")
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +58,7 @@ def mirrored2():
   Two MirroredStrategy objects over the same devices in one process hand out the same collective instance keys, and
   TensorFlow then aborts every later collective ("shape mismatch in the collective instance"). Share one.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see the module docstring)
   if not _MIRRORED2:
     _MIRRORED2.append(tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")][:2]))
   return _MIRRORED2[0]
@@ -58,6 +68,7 @@ def mirrored2():
 def one_device():
   """OneDeviceStrategy on the first logical CPU: for tests whose point is not the number of replicas (tracing one
   replica takes half the time of two)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see the module docstring)
   return tf.distribute.OneDeviceStrategy(tf.config.list_logical_devices("CPU")[0].name)
 
 
@@ -78,6 +89,8 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 def op_determinism():
   """Turns op determinism (which --deterministic turns on for the process, with no public way back) off again
   after the test, so that the rest of the test process runs as it would have."""
+  # The switch --deterministic turns on, with no public way to turn it off.
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
   was = tf_config.is_op_determinism_enabled()
   yield
   if not was:

@@ -106,6 +106,7 @@ def test_sigkill_in_training_and_in_checkpoint_writes_then_resume_is_bitwise_exa
     np.testing.assert_array_equal(killed_values[name], straight_values[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_resume_with_d_steps_per_g_2_is_exact(tmp_path, one_device):
   """Two D updates per G update read two batches and draw two sets of noise and dropout masks per step: a run
   interrupted at step 3 (an odd step, mid-epoch) and resumed ends bitwise equal to an uninterrupted one.

@@ -167,7 +167,7 @@ def test_order_and_flips_are_functions_of_seed_and_step(clean_folder):
   assert same + flipped == 88 and 20 <= flipped <= 68
 
 
-@pytest.mark.parametrize("start_step", [0, 5])
+@pytest.mark.parametrize("start_step", [0, pytest.param(5, marks=pytest.mark.slow)])
 def test_workers_get_disjoint_slices_of_each_global_batch(clean_folder, start_step):
   """As tests/test_multiworker.py does for IDX: each of 2 workers holds its half of the one-process batch."""
   cfg = _cfg(clean_folder["root"], batch_size=16, seed=3, random_flip=True)

@@ -65,6 +65,7 @@ def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, one_device):
   assert saved.num_classes == 10 and saved.dataset == "cifar10"
 
 
+@pytest.mark.slow
 def test_noskip_bad_images_mid_run_is_one_line_and_exit_2(tmp_path, folder, one_device, capsys):
   """An undecodable file met by the input pipeline (not at start-up) still ends in one line naming it, exit 2."""
   from gan_dist import errors

@@ -44,6 +44,7 @@ def _fill(directory, leave_bytes):
       size -= len(chunk)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_mid_run(tmp_path, small_filesystem, one_device, monkeypatch, capsys):
   idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=64)
   cfg = helpers.config(tmp_path, arch="dcgan_upsample", data_dir=idx, strategy="one_device", train_steps=4,

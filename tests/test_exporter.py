@@ -73,6 +73,7 @@ def _serving(path):
   return tf.saved_model.load(str(path)).signatures["serving_default"]
 
 
+@pytest.mark.slow
 def test_saved_model_signature_is_noise_and_labels_to_uint8_images(exported):
   folder, expected = exported
   for kind, inputs in (("conditional", {"noise", "labels"}), ("unconditional", {"noise"})):
@@ -131,6 +132,7 @@ def test_saved_model_cli_runs_the_serving_signature(exported, tmp_path):
   np.testing.assert_array_equal(images, serving(noise=tf.constant(noise), labels=tf.constant(labels))["images"])
 
 
+@pytest.mark.slow
 def test_exports_hold_the_ema_generator_and_the_facts(exported):
   folder, expected = exported
   run = expected["conditional"]["run"]

@@ -213,6 +213,7 @@ def test_batchnorm_statistics_are_global_and_identical(mirrored2):
   assert not np.allclose(local[0], local[1])
 
 
+@pytest.mark.slow
 def test_extra_discriminator_steps(tmp_path, one_device):
   cfg, state, it, train = _setup(tmp_path, one_device, arch="mlp", d_steps_per_g=3)
   train(it, tf.constant(2))

@@ -118,6 +118,7 @@ def colour_folder(tmp_path_factory):
   return helpers.make_image_folder(str(root / "images"), num=60, classes=(), bad=())["root"], str(root / "cache")
 
 
+@pytest.mark.slow
 def test_unlabelled_colour_data_is_evaluated_with_contrastive_features(tmp_path, monkeypatch, colour_folder):
   monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)  # The procedure's path, not its quality.
   folder, cache = colour_folder  # 6 of its 60 images held out.
@@ -188,6 +189,7 @@ def test_training_with_eval_every_logs_metrics_and_keeps_the_best_checkpoint(tmp
   assert [s for s, _ in scalars["hparams/label_accuracy_last"]] == [2, 4]
 
 
+@pytest.mark.slow
 def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path, monkeypatch, colour_folder):
   """--eval_data_dir: the reference is the held-out folder, the floor the training images scored against it, and
   'memorization' (generated images nearer to a training image than to any held-out one) is in every evaluation;

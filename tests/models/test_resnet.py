@@ -295,6 +295,7 @@ def test_resume_with_spectral_norm_and_ema_is_exact(tmp_path, one_device, op_det
     np.testing.assert_array_equal(a[name], a[name.replace("ema_generator/", "generator/", 1)], err_msg=name)
 
 
+@pytest.mark.slow
 def test_float32_copy_of_a_resnet_generator_is_keras_only():
   """The export copy of a cresnet generator with attention under mixed_float16: Keras' own layers in float32,
   spectral norms baked into the kernels, the same images in inference as the generator; saved and loaded as a
