@@ -8,11 +8,11 @@ from gan_dist import cli
 from gan_dist import errors
 from gan_dist import models
 from gan_dist import sampling
-from gan_dist import train
 from gan_dist.eval import class_accuracy
 from gan_dist.eval import features
 from tests import helpers
 from tests.eval import tiny_run
+from tests.serve import workdirs
 
 
 def _flags(*argv) -> flags.FlagValues:
@@ -47,10 +47,10 @@ def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_dev
   assert all(f"  class {k}: " in out for k in range(10)) and "  mean: " in out
 
 
-def test_an_unconditional_workdir_is_refused(tmp_path, one_device):
-  # One step is a complete unconditional workdir (flags.txt and a checkpoint): the refusal is about the model.
-  cfg = helpers.config(tmp_path, arch="mlp", data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
-                       train_steps=1, eval_cache_dir=str(tmp_path / "cache"))
-  train.run(cfg, one_device)
+def test_an_unconditional_workdir_is_refused(tmp_path_factory):
+  # The shared one-step mlp workdir (flags.txt and a checkpoint): the refusal is about the model, before any write.
+  workdir = workdirs.trained("unconditional", tmp_path_factory)
+  before = helpers.snapshot(workdir)
   with pytest.raises(errors.UserError, match="--arch=mlp is not conditional"):
-    class_accuracy.main([], _flags(f"--workdir={cfg.workdir}"))
+    class_accuracy.main([], _flags(f"--workdir={workdir}"))
+  assert helpers.snapshot(workdir) == before
