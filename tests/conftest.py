@@ -89,7 +89,6 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 def op_determinism():
   """Turns op determinism (which --deterministic turns on for the process, with no public way back) off again
   after the test, so that the rest of the test process runs as it would have."""
-  # The switch --deterministic turns on, with no public way to turn it off.
   from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
   was = tf_config.is_op_determinism_enabled()
   yield

@@ -1,9 +1,9 @@
 """Test helpers: tiny IDX fixtures and configs."""
 
+import dataclasses
 import gzip
 import os
 import re
-import dataclasses
 import shutil
 import struct
 
@@ -177,12 +177,19 @@ def tool_command(tool, argv, monkeypatch, capsys):
   return code or 0, capsys.readouterr().err
 
 
-def train_setup(cfg, strategy):
-  """(state, iterator, train step) of `cfg` on `strategy`, built as train.run builds them (no workdir written)."""
+def train_parts(cfg, strategy):
+  """(state, distributed dataset, train step) of `cfg` on `strategy`, built as train.run builds them (no workdir
+  written)."""
   source = data.open_source(cfg)
   state = state_lib.create_state(cfg, strategy, source.num_classes)
   dataset = strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape))
-  return state, iter(dataset), train_step_lib.make_train_step(cfg, strategy, state)
+  return state, dataset, train_step_lib.make_train_step(cfg, strategy, state)
+
+
+def train_setup(cfg, strategy):
+  """(state, iterator, train step): `train_parts` with the dataset's iterator from its first batch."""
+  state, dataset, train_step = train_parts(cfg, strategy)
+  return state, iter(dataset), train_step
 
 
 def replica_values(var):

@@ -12,7 +12,6 @@ import glob
 import gzip
 import logging as py_logging
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -194,8 +193,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_pat
   elif case == "num_classes_below_labels":
     cfg = _with(cfg, num_classes=4)
   elif case in ("other_arch_workdir", "other_arch_checkpoint", "changed_batch_size", "changed_d_steps_per_g"):
-    shutil.copytree(mlp_workdir.workdir, workdir)
-    cfg = _with(mlp_workdir, workdir=workdir, train_steps=4)
+    cfg = helpers.copy_run(mlp_workdir, tmp_path, train_steps=4)  # (into `workdir`, tmp_path/W)
     if case == "other_arch_checkpoint":
       os.remove(os.path.join(workdir, "flags.txt"))  # Only the checkpoint tells.
     cfg = _with(cfg, **{"other_arch_workdir": dict(arch="dcgan"), "other_arch_checkpoint": dict(arch="dcgan"),
@@ -219,9 +217,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_pat
 
 
 def test_data_position_change_can_be_meant(tmp_path, mlp_workdir, one_device):
-  workdir = str(tmp_path / "W")
-  shutil.copytree(mlp_workdir.workdir, workdir)
-  cfg = _with(mlp_workdir, workdir=workdir, train_steps=3, batch_size=16, allow_data_position_change=True)
+  cfg = helpers.copy_run(mlp_workdir, tmp_path, train_steps=3, batch_size=16, allow_data_position_change=True)
   assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_OK
 
 

@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
-from gan_dist import data
 from gan_dist import losses
 from gan_dist import models
 from gan_dist import state as state_lib
@@ -32,16 +31,12 @@ _replica_values = helpers.replica_values
 
 
 class _Run:
-  """A state, its data and its traced train step on one strategy, built as `helpers.train_setup` builds them, that a
-  test puts back to step 0 with `restart()` instead of building and tracing its own."""
+  """A state, its data and its traced train step on one strategy (`helpers.train_parts`), that a test puts back to
+  step 0 with `restart()` instead of building and tracing its own."""
 
   def __init__(self, cfg, strategy, directory):
-    source = data.open_source(cfg)
     self.cfg = cfg
-    self.state = state_lib.create_state(cfg, strategy, source.num_classes)
-    self._dataset = strategy.distribute_datasets_from_function(
-        data.make_dataset_fn(cfg, source, self.state.gan.image_shape))
-    self.train = train_step_lib.make_train_step(cfg, strategy, self.state)
+    self.state, self._dataset, self.train = helpers.train_parts(cfg, strategy)
     self._checkpoint = checkpoint_lib.make_checkpoint(self.state)
     self._start = self._checkpoint.write(os.path.join(directory, "step0"))
 
