@@ -35,9 +35,35 @@ def policy_scope(precision: str) -> Iterator[None]:
     keras.config.set_dtype_policy(previous)
 
 
+class Adam(keras.optimizers.Adam):
+  """Keras' Adam whose update of a variable is TensorFlow's fused ResourceApplyAdam kernel.
+
+  The same variables (checkpointed under the same names), the same formula (m, v, then var -= lr_t m / (sqrt(v) +
+  epsilon) with lr_t = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)), but one op per variable and replica where Keras'
+  update builds about twenty: on 2 replicas of the ResNet recipe that was an eighth of the train step's graph, whose
+  tracing and first run users wait for at every start (tracing plus first run: 45 s -> 36 s for a small cresnet on
+  2 CPU replicas, 2-core AVX2 AMD EPYC).
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    if self.amsgrad:
+      return super().update_step(gradient, variable, learning_rate)
+    index = self._get_variable_index(variable)
+    var, m, v = (x.value if isinstance(x, keras.Variable) else x
+                 for x in (variable, self._momentums[index], self._velocities[index]))
+    dtype = var.dtype
+    step = tf.cast(self.iterations + 1, dtype)
+    beta_1, beta_2 = tf.constant(self.beta_1, dtype), tf.constant(self.beta_2, dtype)
+    # Inside a strategy's update, each handle is this device's copy.
+    return tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(beta_1, step),
+                                        beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
+                                        beta1=beta_1, beta2=beta_2, epsilon=tf.constant(self.epsilon, dtype),
+                                        grad=tf.cast(gradient, dtype))
+
+
 def make_optimizer(cfg, learning_rate: float) -> keras.optimizers.Optimizer:
-  """Adam with the run's betas, wrapped in its own LossScaleOptimizer under mixed_float16."""
-  optimizer = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2)
+  """Adam (fused) with the run's betas, wrapped in its own LossScaleOptimizer under mixed_float16."""
+  optimizer = Adam(learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2)
   if uses_loss_scaling(cfg):
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

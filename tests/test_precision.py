@@ -207,3 +207,36 @@ def test_make_train_step_refuses_jit_before_tracing(strategy, tmp_path):
   state = state_lib.create_state(cfg, strategy)
   with pytest.raises(ValueError, match="XLA"):
     train_step_lib.make_train_step(cfg, strategy, state)
+
+
+def test_fused_adam_takes_keras_adams_steps_on_every_replica(mirrored2):
+  """precision.Adam (one ResourceApplyAdam per variable) moves weights and slots as Keras' Adam does, over steps
+  whose bias corrections differ, under a strategy (each replica's copy updated, identically) and without one."""
+  rng = np.random.RandomState(0)
+  init = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+  grads = [[rng.normal(size=w.shape).astype(np.float32) for w in init] for _ in range(4)]
+
+  def run(make, strategy):
+    with strategy.scope():
+      variables = [keras.Variable(w) for w in init]
+      optimizer = make(1e-2, beta_1=0.5, beta_2=0.9)
+      optimizer.build(variables)
+
+    @tf.function(autograph=False)
+    def step(g):
+      # Each replica's own gradient tensors (tf.identity in its context), as a train step computes them.
+      strategy.run(lambda: optimizer.apply_gradients(zip([tf.identity(x) for x in g], variables)))
+
+    for g in grads:
+      step([tf.constant(x) for x in g])
+    return [helpers.replica_values(v) for v in variables + list(optimizer.variables)]
+
+  for strategy in (tf.distribute.get_strategy(), mirrored2):
+    expected, found = run(keras.optimizers.Adam, strategy), run(precision.Adam, strategy)
+    assert len(found) == len(expected) == 2 + 2 + 2 * 2  # Weights; iterations, learning rate; m and v of each.
+    for copies, reference in zip(found, expected):
+      assert len(copies) == strategy.num_replicas_in_sync
+      for copy in copies:
+        # Float32 round-off of one formula computed in two orders (Eigen's fused kernel, TensorFlow's ops).
+        np.testing.assert_allclose(copy, reference[0], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(found[0][0], init[0])  # The steps moved the weights.

@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from gan_dist.models import Gan, float32_logits, resolve_image_shape
-from gan_dist.models.layers import batch_norm, strided_conv_features
+from gan_dist.models.layers import UpSampling2D, batch_norm, strided_conv_features
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -29,11 +29,11 @@ def make_generator(cfg, shape=IMAGE_SHAPE) -> keras.Model:
   x = layers.LeakyReLU(0.2)(x)
   x = layers.Reshape((7, 7, 128))(x)
   x = batch_norm(cfg)(x)
-  x = layers.UpSampling2D()(x)
+  x = UpSampling2D()(x)
   x = layers.Conv2D(64, 3, padding="same")(x)
   x = layers.LeakyReLU(0.2)(x)
   x = batch_norm(cfg)(x)
-  x = layers.UpSampling2D()(x)
+  x = UpSampling2D()(x)
   x = layers.Conv2D(shape[-1], 3, padding="same")(x)
   images = layers.Activation("tanh", dtype="float32")(x)
   return keras.Model(noise, images, name="generator")

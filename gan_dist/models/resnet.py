@@ -48,7 +48,7 @@ from keras import layers
 
 from gan_dist import errors
 from gan_dist.models import Gan, float32_logits, resolve_image_shape
-from gan_dist.models.layers import GlobalSumPooling2D, SelfAttention, batch_norm, sn_conv, sn_dense
+from gan_dist.models.layers import GlobalSumPooling2D, SelfAttention, UpSampling2D, batch_norm, sn_conv, sn_dense
 
 IMAGE_SHAPE = (32, 32, 3)
 SIZES = (32, 64, 128)
@@ -93,11 +93,11 @@ def generator_width(ch: int, size: int, resolution: int) -> int:
 def up_block(x, filters: int, norm: Callable):
   """SNGAN's generator block: [B, r, r, in] -> [B, 2r, 2r, filters]; `norm` maps a tensor to its normalisation."""
   h = layers.ReLU()(norm(x))
-  h = layers.UpSampling2D(2, interpolation="nearest")(h)
+  h = UpSampling2D(2, interpolation="nearest")(h)
   h = sn_conv(filters, 3, use_bias=False)(h)
   h = layers.ReLU()(norm(h))
   h = sn_conv(filters, 3, use_bias=False)(h)
-  shortcut = layers.UpSampling2D(2, interpolation="nearest")(sn_conv(filters, 1, use_bias=False)(x))
+  shortcut = UpSampling2D(2, interpolation="nearest")(sn_conv(filters, 1, use_bias=False)(x))
   return layers.Add()([h, shortcut])
 
 

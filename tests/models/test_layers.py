@@ -261,3 +261,31 @@ def test_fan_out_copies_and_sums_the_gradients():
   np.testing.assert_array_equal(tape.gradient(loss, x), np.full((2, 3), 6.0, np.float32))
   assert fan.compute_output_shape((None, 3)) == [(None, 3)] * 3
   assert gan_layers.FanOut.from_config(fan.get_config()).copies == 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_nearest_upsampling_is_keras_with_fewer_ops(dtype):
+  """layers.UpSampling2D repeats each pixel as Keras' does, bit for bit, with the same gradient up to the order in
+  which it sums the 6 copies of a pixel, in a fraction of Keras' ops."""
+  x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 2], dtype=dtype)
+  found = []
+  for layer in (keras.layers.UpSampling2D((2, 3), dtype=dtype), gan_layers.UpSampling2D((2, 3), dtype=dtype)):
+    @tf.function
+    def forward_and_gradient(x, layer=layer):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        y32 = tf.cast(y, tf.float32)  # Weights that differ per output pixel: each gradient sums distinct values.
+        loss = tf.reduce_sum(y32 * tf.reshape(tf.sin(tf.range(tf.size(y32), dtype=tf.float32)), tf.shape(y32)))
+      return y, tape.gradient(loss, x)
+
+    y, grad = forward_and_gradient(x)
+    ops = len(forward_and_gradient.get_concrete_function(x).graph.get_operations())
+    found.append((y.numpy(), grad.numpy(), ops))
+  (y0, g0, keras_ops), (y1, g1, ops) = found
+  assert y1.shape == (2, 10, 9, 4) and y1.dtype == dtype
+  np.testing.assert_array_equal(y1, y0)
+  # Sums of 6 terms of size <= |y| <= ~4 in two orders: a few roundings of that size apart (a pixel mapped wrongly
+  # would miss by about |y|).
+  np.testing.assert_allclose(g1, g0, rtol=0, atol=6 * 4 * float(np.finfo(dtype).eps))
+  assert ops < keras_ops / 2, (ops, keras_ops)
