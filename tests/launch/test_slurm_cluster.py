@@ -86,7 +86,7 @@ def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tm
       subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     for target, (job_id, log, workdir) in jobs.items():
       resumed = _wait_for(log, rf"Resumed from \S*ckpt-{saved[target]} at step {saved[target]}", "resume")
-      progress = _wait_for(log, rf"step (\d+)/10000000 ", "training after the resume", after=resumed.end())
+      progress = _wait_for(log, r"step (\d+)/10000000 ", "training after the resume", after=resumed.end())
       assert int(progress.group(1)) > saved[target]
       subprocess.run(["scancel", "--signal=TERM", *TARGETS[target], job_id], check=True)
     for target, (job_id, log, workdir) in jobs.items():
