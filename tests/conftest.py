@@ -8,9 +8,10 @@ file too, and runs no test.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Two test processes (pytest -n 2) on two cores: one intra-op thread each, inherited by the processes they start,
-# rather than two pools of one thread per core contending (the fast tier took 3:11 with them, 2:58 without, 2-core
-# AVX2 AMD EPYC, 2026-12-03). Inter-op threads stay: 2 replicas' collectives must run at the same time.
+# Two or three test processes (pytest -n 2 or -n 3, README) on two cores: one intra-op thread each, inherited by the
+# processes they start, rather than pools of one thread per core contending (the fast tier took 3:11 with them,
+# 2:58 without, 2-core AVX2 AMD EPYC, 2026-12-03). Inter-op threads stay: 2 replicas' collectives must run at the
+# same time.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # On a GPU host the tests (and the processes they start, which inherit this) run on the CPU: a test that means to use
 # a GPU says so (GAN_DIST_TEST_GPU=1 keeps the host's setting).
@@ -73,8 +74,8 @@ def one_device():
 
 
 # The longest files first (seconds of one test process in a full run on a 2-core AVX2 AMD EPYC, 2026-12-04: 152,
-# 152, 110, 81, 64, 63, 63, ...): with two test processes (pytest-xdist, --dist=loadfile) a long file started last
-# would run alone at the end while the other process idles. pyproject.toml passes --no-loadscope-reorder, without
+# 152, 110, 81, 64, 63, 63, ...): with two or three test processes (pytest-xdist, --dist=loadfile) a long file
+# started last would run alone at the end while the others idle. pyproject.toml passes --no-loadscope-reorder, without
 # which xdist would hand out the files by their number of tests instead. Paths relative to tests/.
 _LONGEST_FIRST = ("test_configs.py", "benchmarks/test_smoke.py", "models/test_resnet.py", "test_multiworker.py",
                   "test_train_step.py", "test_augment.py", "test_peer_failure.py", "test_data_train.py",
