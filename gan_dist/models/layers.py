@@ -53,11 +53,9 @@ class UpSampling2D(keras.layers.UpSampling2D):
   """
 
   def call(self, inputs):
-    if self.interpolation != "nearest" or self.data_format != "channels_last":
-      return super().call(inputs)
     height, width = inputs.shape[1], inputs.shape[2]
-    if height is None or width is None:
-      height, width = tf.unstack(tf.shape(inputs)[1:3])
+    if self.interpolation != "nearest" or self.data_format != "channels_last" or height is None or width is None:
+      return super().call(inputs)  # Keras' own: what gan_dist's architectures (static sizes) never need.
     return tf.image.resize(inputs, [height * self.size[0], width * self.size[1]], method="nearest")
 
 
