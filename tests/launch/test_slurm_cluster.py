@@ -78,12 +78,9 @@ def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tm
       _wait_for(log, rf"requeueing job {job_id} \(requeue 1 of 1\)", "requeue")
       assert "forcing job termination" not in open(log).read()  # srun never got the signal.
       assert os.path.exists(workdir / "checkpoints" / f"ckpt-{saved[target]}.index")
-    for target, (job_id, log, workdir) in jobs.items():
-      # Slurm holds a requeued job for its credentials' lifetime (about 2 minutes): let it start now.
-      deadline = time.monotonic() + 60
-      while _job_field(job_id, "JobState") != "PENDING" and time.monotonic() < deadline:
-        time.sleep(1)
-      subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    # Slurm holds a requeued job for its credentials' lifetime (about 2 minutes) and starts it then, as it would in
+    # production. Not `scontrol update StartTime=now`: the node may still hold the job's revoked credential, and Slurm
+    # then kills the started job ("Job credential revoked"; seen once in a full-suite run).
     for target, (job_id, log, workdir) in jobs.items():
       resumed = _wait_for(log, rf"Resumed from \S*ckpt-{saved[target]} at step {saved[target]}", "resume")
       progress = _wait_for(log, r"step (\d+)/10000000 ", "training after the resume", after=resumed.end())
