@@ -88,6 +88,10 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_boolean("parallel", False, "Train every config at the same time (each its own process, sharing the "
                        "machine): the configs are compared under the same load, in a third of the time for three. "
                        "Steps per minute then are those of a shared machine.", flag_values=fv)
+  flags.DEFINE_list("truncations", [], "Also evaluate at every point with the noise truncated to [-T, T] for each T "
+                    "here (BigGAN's truncation trick, gan_dist.sampling.truncate), e.g. 0.5,1.0: each record then "
+                    "has `truncated` {T: fcd, precision, recall, label accuracy overall, weakest and per class}; "
+                    "the main figures keep the config's own --truncation (0: none).", flag_values=fv)
   flags.DEFINE_string("out_dir", os.path.join(REPO, "runs", "quality"), "Where results.md, quality.jsonl and "
                       "fcd_vs_time.png are written.", flag_values=fv)
   flags.DEFINE_string("one", "", "Internal: run this config only, in this process, printing JSON lines.",
@@ -131,6 +135,15 @@ def _write_samples(name: str, cfg: config_lib.Config, gan: models.Gan, generator
   return path
 
 
+def _label_fields(metrics: dict, num_classes: int) -> dict:
+  """{label_accuracy, weakest_class, weakest_class_accuracy, per_class} of a conditional model's metrics, else {}."""
+  if "label_accuracy" not in metrics:
+    return {}
+  per_class = [metrics[f"label_accuracy/{k}"] for k in range(num_classes)]
+  return dict(label_accuracy=metrics["label_accuracy"], weakest_class=int(np.argmin(per_class)),
+              weakest_class_accuracy=min(per_class), per_class=per_class)
+
+
 def _evaluate_loop(name, cfg, train_chunk, evaluator, gan, generator_fn, prepare=lambda: None):
   """Trains with `train_chunk() -> (steps done, their metric means)` until --minutes of training time; evaluates every --every minutes.
 
@@ -156,11 +169,15 @@ def _evaluate_loop(name, cfg, train_chunk, evaluator, gan, generator_fn, prepare
         record.update(memorization=metrics["memorization"], memorization_floor=floor["memorization"])
       if "augment_p" in last_metrics:
         record["augment_p"] = last_metrics["augment_p"]
+      record.update(_label_fields(metrics, cfg.num_classes))
       if "label_accuracy" in metrics:
-        per_class = [metrics[f"label_accuracy/{k}"] for k in range(cfg.num_classes)]
-        record.update(label_accuracy=metrics["label_accuracy"], label_accuracy_floor=floor["label_accuracy"],
-                      weakest_class=int(min(range(len(per_class)), key=per_class.__getitem__)),
-                      weakest_class_accuracy=min(per_class), per_class=per_class)
+        record["label_accuracy_floor"] = floor["label_accuracy"]
+      if FLAGS.truncations:
+        record["truncated"] = {}
+        for t in FLAGS.truncations:
+          found = evaluator(generator_fn(), truncation=float(t))
+          record["truncated"][t] = dict(fcd=found["fcd"], precision=found["precision"], recall=found["recall"],
+                                        **_label_fields(found, cfg.num_classes))
       _emit(record)
       logging.info("%s: %s", name, evaluator_lib.format_metrics(metrics))
       while next_eval <= clock.seconds:
@@ -249,6 +266,9 @@ def time_table(records: list) -> str:
     points = [r for r in records if r["config"] == name and not r.get("final")]
     cells = ", ".join(f"{r['train_minutes']:.1f}: {r['fcd']:.2f}"
                       + (f" / {100 * r['label_accuracy']:.0f}%" if "label_accuracy" in r else "")
+                      + "".join(f" [T={t}: {t_r['fcd']:.2f}" + (f" / {100 * t_r['label_accuracy']:.0f}%, weakest "
+                                f"{100 * t_r['weakest_class_accuracy']:.0f}%" if "label_accuracy" in t_r else "")
+                                + "]" for t, t_r in r.get("truncated", {}).items())
                       + f" ({r['step']})" for r in points)
     lines.append(f"| {name} | {cells} |")
   return "\n".join(lines)
@@ -303,7 +323,8 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     run_reference() if FLAGS.one == REFERENCE else run_config(FLAGS.one)
     return
-  passthrough = [f"--minutes={FLAGS.minutes}", f"--parallel={FLAGS.parallel}", f"--every={FLAGS.every}", f"--num={FLAGS.num}",
+  passthrough = [f"--minutes={FLAGS.minutes}", f"--parallel={FLAGS.parallel}", f"--every={FLAGS.every}",
+                 f"--num={FLAGS.num}", f"--truncations={','.join(FLAGS.truncations)}",
                  f"--data_dir={FLAGS.data_dir}", f"--eval_cache_dir={FLAGS.eval_cache_dir}",
                  f"--strategy={FLAGS.strategy}", f"--out_dir={FLAGS.out_dir}",
                  *[f"--config_flag={f}" for f in FLAGS.config_flag]]

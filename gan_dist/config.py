@@ -190,6 +190,11 @@ class Config:
                            lower=0)
   eval_num: int = _field(10000, "Generated images per evaluation, and real images of each split for the reference "
                          "statistics and the real-data floor.", lower=4)
+  truncation: float = _field(0.0, "Sample from noise truncated to [-T, T] (BigGAN's truncation trick: more typical "
+                             "images, less variety; 0.5-1 is usual) in evaluations, sample grids, gan_dist.sample "
+                             "and gan_dist.eval.class_accuracy. Training noise is never "
+                             "truncated, so it may change between runs and evaluations of one workdir. 0: off.",
+                             lower=0.0)
   eval_data_dir: str = _field("", "A folder of held-out images (same classes, never trained on) to evaluate against: "
                               "the reference statistics come from it, the floor is the training images' score "
                               "against it (what copying the training set scores), and 'memorization' is reported: "

@@ -8,9 +8,10 @@ checkpoint) with the run's EMA generator when it kept one, and prints one JSON o
 and per class for conditional models; fid and inception_score with --inception_weights), their real-data floors
 (real test images scored the same way), and the feature network used (key, test accuracy, checksum). With --all it
 also writes `W/eval/metrics.csv` (one row per step) and `W/eval/metrics.png` (each metric against the step, its
-floor dashed). Reads W/flags.txt; --data_dir, --eval_cache_dir and --inception_weights given here override the
-run's. Never trains the generator; the feature network is trained once per dataset and cached. A workdir without
-checkpoints, or a step that is not kept, is one line `error: ...` and exit code 2.
+floor dashed). Reads W/flags.txt; --data_dir, --eval_cache_dir, --inception_weights and --truncation (BigGAN's
+truncation trick: noise truncated to [-T, T]) given here override the run's. Never trains the generator; the
+feature network is trained once per dataset and cached. A workdir without checkpoints, or a step that is not kept,
+is one line `error: ...` and exit code 2.
 """
 
 import csv
@@ -32,7 +33,7 @@ from gan_dist import workdir as workdir_lib
 from gan_dist.eval import evaluator as evaluator_lib
 
 # Config fields this command's flags override when given (the rest comes from the run's flags.txt).
-OVERRIDDEN_FIELDS = ("data_dir", "eval_cache_dir", "inception_weights")
+OVERRIDDEN_FIELDS = ("data_dir", "eval_cache_dir", "inception_weights", "truncation")
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -126,7 +126,8 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
   run = inference.load(workdir, step, **({"data_dir": data_dir} if data_dir else {}))
   gan, generate_fn = run.gan, run.generate_fn()
   real, rows = real_grid_images(run.cfg, gan, COMPARISON_IMAGES)
-  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, run.cfg.seed)
+  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, run.cfg.seed,
+                                                  run.cfg.truncation)
   fake = sampling.generate(generate_fn, noise, labels)
   written["real_vs_generated"] = f"{out_dir}/real_vs_generated.png"
   files.write_atomic(written["real_vs_generated"], figures.comparison_figure(

@@ -2,10 +2,12 @@
 
   python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N]
   python -m gan_dist.sample --workdir=W --num=100 --grid=grid.png     (one row per class when conditional)
+  python -m gan_dist.sample --workdir=W --grid=grid.png --truncation=0.5   (BigGAN's truncation trick)
 
 The .npz holds `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), drawn from the
 latest checkpoint (or --step) by the generator `inference.load` picks (the EMA copy when the run kept one). Image i
-of seed S is `sampling.inputs`'s, the same as the web demo's for that seed. It reads W and never writes to it.
+of seed S is `sampling.inputs`'s, the same as the web demo's for that seed (with the run's --truncation, or this
+command's). It reads W and never writes to it.
 """
 
 import io
@@ -23,8 +25,8 @@ from gan_dist import summaries
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  """The flags of `python -m gan_dist.sample`, besides the Config's (it reads --workdir, and --seed as the noise
-  seed)."""
+  """The flags of `python -m gan_dist.sample`, besides the Config's (it reads --workdir, --seed as the noise seed,
+  and --truncation, which overrides the run's)."""
   flags.DEFINE_integer("num", 64, "Number of images to sample.", lower_bound=1, flag_values=fv)
   flags.DEFINE_string("out", "samples.npz", "Output .npz file (images uint8 [N, H, W, C]; labels if conditional).",
                       flag_values=fv)
@@ -50,7 +52,7 @@ def sample(run: inference.Run, num: int, seed: int, label: Optional[int] = None)
     errors.UserError: `label` is not a class of the model.
   """
   try:
-    noise, labels = sampling.inputs(num, run.gan.latent_dim, run.gan.num_classes, seed, label)
+    noise, labels = sampling.inputs(num, run.gan.latent_dim, run.gan.num_classes, seed, label, run.cfg.truncation)
   except ValueError as e:  # A --label the model does not have.
     raise errors.UserError(str(e)) from None
   arrays = {"images": sampling.to_uint8(sampling.generate(run.generate_fn(), noise, labels)).numpy()}
@@ -66,7 +68,7 @@ def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], im
   class, the layout of the training grids); otherwise `images` (those sampled) form a near-square grid.
   """
   if run.gan.conditional and label is None:
-    noise, labels, rows = sampling.class_rows(num, run.gan.latent_dim, run.gan.num_classes, seed)
+    noise, labels, rows = sampling.class_rows(num, run.gan.latent_dim, run.gan.num_classes, seed, run.cfg.truncation)
     return sampling.image_grid(sampling.generate(run.generate_fn(), noise, labels), rows=rows)
   return sampling.image_grid(images)
 
@@ -74,7 +76,7 @@ def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], im
 def main(argv) -> None:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS
-  run = inference.load(fv.workdir, fv.step)
+  run = inference.load(fv.workdir, fv.step, **({"truncation": fv.truncation} if fv["truncation"].present else {}))
   arrays = sample(run, fv.num, fv.seed, fv.label)
   images = arrays["images"]
   if fv.grid:

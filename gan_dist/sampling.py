@@ -5,8 +5,9 @@ the web demo, so that image i of seed s is the same everywhere. Labels are alway
 models ignore them (`models.Gan.generate` drops them), so no caller branches on whether a model is conditional.
 
 Noise of seed s: row i of `numpy.random.RandomState(s).standard_normal((num, latent_dim))`, so the first k images of
-a grid do not depend on how many are drawn. Labels: class i mod num_classes for image i (0 for unconditional
-models), or one fixed class.
+a grid do not depend on how many are drawn; with a truncation T > 0 (BigGAN's truncation trick) each value is then
+mapped onto the normal truncated to [-T, T] (`truncate`), which keeps that property. Labels: class i mod
+num_classes for image i (0 for unconditional models), or one fixed class.
 """
 
 import math
@@ -19,9 +20,28 @@ import tensorflow as tf
 MAX_SEED = 2 ** 32 - 1
 
 
-def noise(num: int, latent_dim: int, seed: int) -> np.ndarray:
-  """float32 [num, latent_dim]: standard normal rows, row i a function of (seed, i) only."""
-  return np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
+def truncate(values: np.ndarray, threshold: float) -> np.ndarray:
+  """Maps standard normal `values` (any shape) onto the normal truncated to [-threshold, threshold]; 0: unchanged.
+
+  BigGAN's truncation trick (Brock et al. 2019) redraws the values outside [-T, T]; here each value goes through
+  the truncated normal's inverse CDF at its own CDF, Phi^-1(Phi(-T) + Phi(z) (Phi(T) - Phi(-T))): the same
+  distribution, but value i stays a function of the value drawn at i (no redraws from the shared stream), and it
+  is monotonic, so an image changes smoothly as T shrinks and each image keeps its seed.
+  """
+  if not threshold:
+    return values
+  z = tf.constant(values, tf.float64)
+  low, high = (0.5 * (1.0 + math.erf(t / math.sqrt(2.0))) for t in (-threshold, threshold))
+  mapped = tf.math.ndtri(low + 0.5 * (1.0 + tf.math.erf(z / math.sqrt(2.0))) * (high - low))
+  # The CDF of a float64 rounds to 0 or 1 past |z| ~ 8 and 38; keep the map inside the interval there.
+  return np.clip(mapped.numpy(), -threshold, threshold).astype(values.dtype)
+
+
+def noise(num: int, latent_dim: int, seed: int, truncation: float = 0.0) -> np.ndarray:
+  """float32 [num, latent_dim]: standard normal rows (truncated to [-truncation, truncation] when it is > 0, see
+  `truncate`), row i a function of (seed, i) only."""
+  values = np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
+  return truncate(values, truncation)
 
 
 def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:
@@ -40,23 +60,24 @@ def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarra
   return (np.arange(num) % max(num_classes, 1)).astype(np.int32)
 
 
-def inputs(num: int, latent_dim: int, num_classes: int, seed: int,
-           label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def inputs(num: int, latent_dim: int, num_classes: int, seed: int, label: Optional[int] = None,
+           truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
   """(noise float32 [num, latent_dim], labels int32 [num]) of seed `seed` (see `noise` and `labels`)."""
-  return noise(num, latent_dim, seed), labels(num, num_classes, label)
+  return noise(num, latent_dim, seed, truncation), labels(num, num_classes, label)
 
 
-def class_rows(num: int, latent_dim: int, num_classes: int, seed: int) -> Tuple[np.ndarray, np.ndarray, int]:
+def class_rows(num: int, latent_dim: int, num_classes: int, seed: int,
+               truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray, int]:
   """A grid with one row per class (conditional) or a near-square one: (noise, labels, rows; 0 = near-square).
 
   Conditional models: `num // num_classes` images per class (at least one), row k all of class k, the layout of
   the training sample grids.
   """
   if not num_classes:
-    z, y = inputs(num, latent_dim, 0, seed)
+    z, y = inputs(num, latent_dim, 0, seed, truncation=truncation)
     return z, y, 0
   per_class = max(1, num // num_classes)
-  z = noise(per_class * num_classes, latent_dim, seed)
+  z = noise(per_class * num_classes, latent_dim, seed, truncation)
   return z, np.repeat(np.arange(num_classes, dtype=np.int32), per_class), num_classes
 
 

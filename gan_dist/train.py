@@ -156,7 +156,8 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   writer.hparams(config_lib.hparams(cfg), HPARAM_METRICS, trial_id=cfg.workdir.rstrip("/").rsplit("/", 1)[-1])
   best = checkpointer.best
   best_fcd = best["value"] if best and best["metric"] == "fcd" else float("inf")
-  grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed)
+  grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed,
+                                                           cfg.truncation)
   generate_fn = sampling.make_generate_fn(state.sampling_generator, gan)
   images_per_step = cfg.batch_size * cfg.d_steps_per_g
   profile = preflight.profile_range(cfg) if is_chief else None

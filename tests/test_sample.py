@@ -116,6 +116,21 @@ def test_main_grid_alone_writes_no_npz_and_out_writes_the_samples(runs, tmp_path
   assert "Wrote 5 images (28, 28, 1)" in capsys.readouterr().out
 
 
+def test_truncation_flag_samples_truncated_noise_and_overrides_the_run_s(runs, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  run = runs["conditional"]
+  assert run.cfg.truncation == 0.0
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={run.cfg.workdir}", "--num=20", "--seed=4",
+                                           "--truncation=0.25", "--out=t.npz"))
+  sample.main([])
+  truncated = np.load(tmp_path / "t.npz")["images"].astype(int)
+  noise, labels = sampling.inputs(20, workdirs.LATENT_DIM, 10, 4, truncation=0.25)
+  assert np.abs(noise).max() <= 0.25
+  np.testing.assert_allclose(truncated, _direct(run, noise, labels), atol=1)
+  plain = sample.sample(run, 20, seed=4)["images"].astype(int)
+  assert np.abs(truncated - plain).mean() > 1  # Not the untruncated images.
+
+
 @pytest.mark.slow
 def test_command_line_writes_the_grid_and_the_samples(runs, tmp_path):
   workdir = runs["conditional"].cfg.workdir

@@ -1,5 +1,7 @@
 """sampling.py: deterministic inputs, class rows, slerp, uint8 conversion, grids, and batched generation."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +18,27 @@ def test_noise_row_i_depends_on_the_seed_and_i_only():
   np.testing.assert_array_equal(sampling.noise(40, 8, seed=7), many)
   assert not np.allclose(sampling.noise(3, 8, seed=8), many[:3])
   assert abs(float(many.mean())) < 0.3 and 0.7 < float(many.std()) < 1.3  # Standard normal.
+
+
+def test_truncation_maps_the_normal_onto_the_truncated_normal_monotonically():
+  plain = sampling.noise(50000, 4, seed=5)
+  np.testing.assert_array_equal(sampling.truncate(plain, 0.0), plain)  # 0: off.
+  np.testing.assert_array_equal(sampling.noise(50000, 4, seed=5, truncation=0.0), plain)
+  for t in (0.5, 1.0, 2.0):
+    cut = sampling.noise(50000, 4, seed=5, truncation=t)
+    assert cut.dtype == np.float32 and np.abs(cut).max() <= t
+    # The truncated normal's variance, 1 - 2 t phi(t) / (2 Phi(t) - 1): 0.0805 (t=0.5), 0.291, 0.774 (t=2).
+    phi = np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+    variance = 1 - 2 * t * phi / math.erf(t / np.sqrt(2))
+    assert abs(cut.var() / variance - 1) < 0.02, (t, cut.var(), variance)
+    assert abs(float(cut.mean())) < 0.01 * t
+    # Value for value: the same order (monotonic), so image i of a seed keeps its place at any truncation.
+    order = np.argsort(plain[:, 0])
+    assert (np.diff(cut[order, 0]) >= 0).all()
+    # Row i still depends on (seed, i) only.
+    np.testing.assert_array_equal(sampling.noise(3, 4, seed=5, truncation=t), cut[:3])
+  # Values far in the tail (the CDF rounds to 0 or 1 in float64) stay inside the interval.
+  np.testing.assert_array_equal(sampling.truncate(np.array([-40.0, 40.0, 0.0], np.float32), 0.5), [-0.5, 0.5, 0.0])
 
 
 def test_labels_cycle_through_the_classes_or_hold_one():
@@ -36,6 +59,13 @@ def test_inputs_are_noise_and_labels():
   noise, labels = sampling.inputs(6, 5, 3, seed=1, label=2)
   np.testing.assert_array_equal(noise, sampling.noise(6, 5, 1))
   np.testing.assert_array_equal(labels, np.full(6, 2))
+
+
+def test_inputs_and_class_rows_pass_the_truncation_on():
+  np.testing.assert_array_equal(sampling.inputs(6, 5, 3, seed=1, truncation=0.7)[0], sampling.noise(6, 5, 1, 0.7))
+  for classes in (10, 0):
+    noise, _, _ = sampling.class_rows(20, 4, classes, seed=3, truncation=0.7)
+    np.testing.assert_array_equal(noise, sampling.noise(20, 4, 3, 0.7))
 
 
 def test_class_rows_one_row_per_class_or_near_square():

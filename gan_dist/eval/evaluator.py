@@ -11,12 +11,13 @@ and of the test split (the floor), cached too, as `<cache>/features/<network>-<s
 --inception_weights, the same for Inception-v3 (FID and IS).
 
 A call generates --eval_num images with `strategy.run` on every replica, each replica its share: sample i has
-noise row i of a RandomState seeded by (--seed, EVAL_NOISE_STREAM) and label i mod K, whatever the number of replicas
-and workers, so the metrics do not depend on the topology (up to the last bits of a convolution on another batch
-size). Features and logits are computed on the replicas, gathered (`strategy.gather`) so that every worker holds
-all of them, and the metrics computed on the host. In a multi-worker run the metric values of replica 0 are then
-shared by one all-gather, so that every worker returns bitwise the same dict (a worker deciding differently whether a
-checkpoint is the best would enter a collective alone). Nothing depends on being the chief except cache writes.
+noise row i of a RandomState seeded by (--seed, EVAL_NOISE_STREAM) (truncated with --truncation) and label i mod K,
+whatever the number of replicas and workers, so the metrics do not depend on the topology (up to the last bits of a
+convolution on another batch size). Features and logits are computed on the replicas, gathered (`strategy.gather`)
+so that every worker holds all of them, and the metrics computed on the host. In a multi-worker run the metric
+values of replica 0 are then shared by one all-gather, so that every worker returns bitwise the same dict (a worker
+deciding differently whether a checkpoint is the best would enter a collective alone). Nothing depends on being the
+chief except cache writes.
 
 Metrics (plain floats): fcd, kid, kid_std, classifier_score, precision, recall; conditional models also
 label_accuracy and label_accuracy/<k> for every class k; with --inception_weights also fid and inception_score.
@@ -186,13 +187,15 @@ class Evaluator:
       self._functions[key] = (generator, run)  # Holding the generator keeps id() unique while the entry lives.
     return self._functions[key][1]
 
-  def sample_inputs(self, total: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Noise float32 [total, latent_dim] and labels int32 [total]: row i depends on (--seed, i) only."""
+  def sample_inputs(self, total: int, truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Noise float32 [total, latent_dim] (truncated to [-truncation, truncation] when > 0, `sampling.truncate`)
+    and labels int32 [total]: row i depends on (--seed, i) only."""
     noise = np.random.RandomState([self.cfg.seed % 2**32, EVAL_NOISE_STREAM]).standard_normal(
         (total, self.gan.latent_dim)).astype(np.float32)
-    return noise, sampling.labels(total, self.gan.num_classes)
+    return sampling.truncate(noise, truncation), sampling.labels(total, self.gan.num_classes)
 
-  def generated_outputs(self, generator: keras.Model) -> Tuple[List[np.ndarray], np.ndarray]:
+  def generated_outputs(self, generator: keras.Model,
+                        truncation: float = 0.0) -> Tuple[List[np.ndarray], np.ndarray]:
     """([features_0 [num, F0], logits_0 [num, K0], features_1, ...] of `num` generated images, their labels int32
     [num]), on every worker."""
     strategy = self.strategy
@@ -200,7 +203,7 @@ class Evaluator:
     per_replica = min(EVAL_BATCH_PER_REPLICA, math.ceil(self.num / replicas))
     chunk = per_replica * replicas
     chunks = math.ceil(self.num / chunk)
-    noise, labels = self.sample_inputs(chunks * chunk)
+    noise, labels = self.sample_inputs(chunks * chunk, truncation)
     run = self._distributed_fn(generator)
     parts = []
     for c in range(chunks):
@@ -214,17 +217,19 @@ class Evaluator:
     gathered = [np.concatenate([p[i] for p in parts])[:self.num] for i in range(len(parts[0]))]
     return gathered, labels[:self.num]
 
-  def __call__(self, generator: keras.Model, step: Optional[int] = None) -> Dict[str, float]:
+  def __call__(self, generator: keras.Model, step: Optional[int] = None,
+               truncation: Optional[float] = None) -> Dict[str, float]:
     """Metrics of `generator` (e.g. `state.sampling_generator`; call `state.prepare_ema()` first). All workers.
 
     Args:
       generator: a generator of the evaluator's Gan (the model itself or its EMA copy).
       step: logged with the figures when given.
+      truncation: the noise's truncation (`sampling.truncate`); None: the Config's --truncation.
 
     Returns:
       {metric name: float}, bitwise the same on every worker.
     """
-    outputs, labels = self.generated_outputs(generator)
+    outputs, labels = self.generated_outputs(generator, self.cfg.truncation if truncation is None else truncation)
     found: Dict[str, float] = {}
     for i, extractor in enumerate(self.extractors):
       features, logits = outputs[2 * i], outputs[2 * i + 1]

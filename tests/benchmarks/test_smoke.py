@@ -229,7 +229,7 @@ def test_quality(tmp_path, monkeypatch, capsys):
                  f"--eval_cache_dir={tmp_path / 'cache'}", f"--out_dir={out_dir}",
                  "--configs=configs/mlp_gan.cfg+--augment=ada,reference", "--parallel", "--minutes=0.001",
                  "--every=0.001", "--num=16", "--config_flag=--batch_size=16", "--config_flag=--steps_per_loop=1",
-                 timeout=240, gan_dist_flags=True)
+                 "--truncations=0.5", timeout=240, gan_dist_flags=True)
   records = _json_lines(stdout)
   name = "configs/mlp_gan.cfg+--augment=ada"  # A flagfile with a flag of its own, both trained at once.
   assert [(r["config"], bool(r.get("final"))) for r in records] == [
@@ -241,12 +241,17 @@ def test_quality(tmp_path, monkeypatch, capsys):
       assert math.isfinite(record[key]), (key, record)
     assert _positive(record["train_minutes"]) and _positive(record["steps_per_sec"]) and _positive(record["fcd"])
     assert record["fcd_floor"] >= 0 and 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
+    # Also scored on noise truncated to [-0.5, 0.5]: other samples, other figures.
+    truncated = record["truncated"]["0.5"]
+    assert set(truncated) == {"fcd", "precision", "recall"} and _positive(truncated["fcd"])
+    assert truncated["fcd"] != record["fcd"]
   assert all(_positive(r["wall_minutes_with_evals"]) for r in records if r.get("final"))
   results = (out_dir / "results.md").read_text()
   assert results in stdout
   assert "| config | steps | training wall time | steps/s | FCD (floor) |" in results
   assert f"| `{name}` | 1 | " in results
   assert "| TF-tutorial loop (dcgan.cfg hyper-parameters) | 1 | " in results
+  assert results.count(" [T=0.5: ") == 2  # One evaluation of each config in the time table.
   assert _json_lines((out_dir / "quality.jsonl").read_text()) == records
   png = (out_dir / "fcd_vs_time.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) > 1000

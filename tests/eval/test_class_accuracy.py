@@ -35,6 +35,11 @@ def test_per_class_accuracy_counts_what_the_network_calls_each_requested_class()
   labels = np.repeat(np.arange(10, dtype=np.int32), 3)
   predicted = np.argmax(model(sampling.generate(generate_fn, noise, labels), training=False)[1], -1)
   np.testing.assert_allclose(accuracy, (predicted == labels).reshape(10, 3).mean(1))
+  # With a truncation: the same count on truncated noise.
+  truncated = class_accuracy.per_class_accuracy(model, generate_fn, gan, num_per_class=3, seed=0, truncation=0.5)
+  predicted = np.argmax(model(sampling.generate(generate_fn, sampling.truncate(noise, 0.5), labels),
+                              training=False)[1], -1)
+  np.testing.assert_allclose(truncated, (predicted == labels).reshape(10, 3).mean(1))
 
 
 @pytest.mark.slow
@@ -45,6 +50,8 @@ def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_dev
   out = capsys.readouterr().out
   assert "generator, step 2 (2 samples per class)" in out
   assert all(f"  class {k}: " in out for k in range(10)) and "  mean: " in out
+  assert class_accuracy.main([], _flags(*argv, "--truncation=0.5")) == errors.EXIT_OK
+  assert "generator, step 2 (2 samples per class, noise truncated to +-0.5)" in capsys.readouterr().out
 
 
 def test_an_unconditional_workdir_is_refused(tmp_path_factory):

@@ -14,6 +14,7 @@ from gan_dist import errors
 from gan_dist import figures
 from gan_dist import files
 from gan_dist import models
+from gan_dist import sampling
 from gan_dist import train
 from gan_dist import workdir as workdir_lib
 from gan_dist.eval import evaluator as evaluator_lib
@@ -96,6 +97,21 @@ def test_noise_of_a_sample_depends_on_its_index_only(tmp_path):
   assert set(found) == KEYS  # Unconditional: no label accuracy.
   _check_ranges(found)
   assert evaluator(gan.generator) == found  # The same generator, the same samples, the same figures.
+
+
+def test_truncation_of_the_config_or_of_the_call_scores_truncated_noise(tmp_path):
+  strategy = tf.distribute.get_strategy()
+  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=16)
+  plain = evaluator_lib.Evaluator(cfg, strategy, gan)
+  noise, _ = plain.sample_inputs(16)
+  truncated, _ = plain.sample_inputs(16, truncation=0.5)
+  np.testing.assert_array_equal(truncated, sampling.truncate(noise, 0.5))
+  assert np.abs(truncated).max() <= 0.5
+  by_call = plain(gan.generator, truncation=0.5)
+  by_config = evaluator_lib.Evaluator(cfg.replace(truncation=0.5), strategy, gan)(gan.generator)
+  assert by_call == by_config
+  assert by_call["fcd"] != plain(gan.generator)["fcd"]  # Other images were scored.
+  assert plain(gan.generator, truncation=0.0) == plain(gan.generator)
 
 
 def test_format_metrics_is_one_line_without_per_class_figures():
