@@ -129,6 +129,11 @@ class Config:
                            "ch*2, ch*4, ... channels going down to 4x4.", lower=1)
   attention_resolution: int = _field(0, "ResNet architectures: a self-attention block in G and D at this resolution "
                                      "(8, 16, ..., image size / 2); 0: none.", lower=0)
+  g_conditioning: str = _field("embedding", "cresnet's generator, what its conditional BatchNorms read: "
+                               "`embedding`, the shared class embedding e (BigGAN); `noise_and_embedding`, [z, e], "
+                               "also the input of its first layer (BigGAN-deep), so that the class shapes the 4x4 "
+                               "start and the noise reaches every block.",
+                               choices=("embedding", "noise_and_embedding"))
   sync_batchnorm: bool = _field(True, "BatchNormalization uses statistics of the global batch (all replicas) and "
                                 "keeps identical moving statistics on every replica.")
   # Objective and optimisation.
@@ -220,7 +225,7 @@ _BY_NAME: Dict[str, dataclasses.Field] = {f.name: f for f in FIELDS}
 # Fields that shape the variables in a checkpoint: a resumed run must agree with the run that wrote it.
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
                              "channels", "g_channels", "d_channels", "attention_resolution", "augment",
-                             "class_loss_weight")
+                             "class_loss_weight", "g_conditioning")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
 # --allow_data_position_change.
 DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")

@@ -112,9 +112,12 @@ def build(cfg, num_classes: int = 0) -> Gan:
 
   Raises:
     errors.UserError: unknown architecture (see `module_of`), a custom build that returns something else than a
-      Gan of Keras models, a conditional model without classes, or --class_loss_weight for a model without a class
-      head.
+      Gan of Keras models, a conditional model without classes, --class_loss_weight for a model without a class
+      head, or --g_conditioning for another architecture than cresnet.
   """
+  if cfg.g_conditioning != "embedding" and cfg.arch != "cresnet":
+    raise errors.UserError(f"--g_conditioning={cfg.g_conditioning} is a choice of --arch=cresnet's generator; "
+                           f"--arch={cfg.arch} has no conditional BatchNorms")
   gan = module_of(cfg.arch).build(cfg, num_classes)
   if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
     raise errors.UserError(f"--arch={cfg.arch}: build(cfg, num_classes) returned {type(gan).__name__}, not a "

@@ -8,13 +8,17 @@ Generator: [noise [B, latent_dim], one-hot [B, K]]. e = one-hot @ E, a shared cl
   BN(x) * (1 + SN Dense(e)) + SN Dense(e) (both bias-free, one pair per BatchNorm). The noise enters only through
   the first Dense layer (BigGAN's hierarchical latent, chunks of z concatenated with e, is left out: simpler, and
   the label still reaches every block). The output layer's BatchNorm stays unconditional (as in SNGAN and BigGAN).
+  --g_conditioning=noise_and_embedding (BigGAN-deep): c = [z, e] [B, latent_dim + 128] is both the first Dense
+  layer's input and what every conditional BatchNorm reads, so the class shapes the 4x4 start and z reaches every
+  block.
 Discriminator: resnet's discriminator features h [B, w]; logit = SN Dense 1(h) + <SN embed(y), h>, the projection,
   with embed a bias-free spectrally normalised Dense of the one-hot label: the same [K, w] matrix (and the same
   spectral norm) as SNGAN's SN EmbedID on int labels, fed with the one-hot labels the Gan interface passes.
   With --class_loss_weight > 0 D also has a class head, SN Dense K(h) (AC-GAN's auxiliary classifier on the same
   features; PD-GAN + AC as in StudioGAN): the output is [B, 1 + K], the logit then the class logits.
 Parameters: resnet's, plus in G 128*K (embedding) and 2*128*c per conditional BatchNorm of width c (its own
-  scale and offset gone: -2*c), and in D K*w (projection) and (w + 1)*K with the class head. Non-trainable:
+  scale and offset gone: -2*c) (noise_and_embedding: 2*(latent_dim+128)*c, and 128 more inputs to the first Dense:
+  +128*16*width(4)), and in D K*w (projection) and (w + 1)*K with the class head. Non-trainable:
   resnet's, plus one u per SN Dense.
 Image shape and widths: as resnet (--image_size 32/64/128, --g_channels, --d_channels, --attention_resolution).
 """
@@ -34,9 +38,14 @@ def make_generator(cfg, num_classes: int, shape) -> keras.Model:
   noise = keras.Input((cfg.latent_dim,), name="noise")
   onehot = keras.Input((num_classes,), name="onehot")
   embedding = layers.Dense(EMBEDDING_DIM, use_bias=False, name="class_embedding")(onehot)
-  # One copy per conditional BatchNorm (two per up block): see FanOut for why not the one tensor.
-  copies = iter(FanOut(2 * len(resnet.up_resolutions(shape[0])))(embedding))
-  images = resnet.generator_body(cfg, noise, shape, lambda x: conditional_batch_norm(cfg)([x, next(copies)]))
+  norms = 2 * len(resnet.up_resolutions(shape[0]))  # Two conditional BatchNorms per up block.
+  # One copy per reader: see FanOut for why not the one tensor.
+  if cfg.g_conditioning == "noise_and_embedding":
+    first, *copies = FanOut(norms + 1)(layers.Concatenate(name="noise_and_class")([noise, embedding]))
+  else:
+    first, copies = noise, FanOut(norms)(embedding)
+  copies = iter(copies)
+  images = resnet.generator_body(cfg, first, shape, lambda x: conditional_batch_norm(cfg)([x, next(copies)]))
   assert next(copies, None) is None, "every copy of the embedding is read"
   return keras.Model([noise, onehot], images, name="generator")
 

@@ -102,8 +102,9 @@ def up_block(x, filters: int, norm: Callable):
 
 
 def generator_body(cfg, noise, shape, norm: Callable):
-  """Maps noise [B, latent_dim] to images [B, H, W, C] float32 in [-1, 1]; `norm(x)` normalises the blocks' maps
-  (BatchNorm, or conditional BatchNorm in cresnet); the output layer's BatchNorm is a plain one in both."""
+  """Maps noise [B, latent_dim] (or any input vector [B, D] of the first layer) to images [B, H, W, C] float32 in
+  [-1, 1]; `norm(x)` normalises the blocks' maps (BatchNorm, or conditional BatchNorm in cresnet); the output
+  layer's BatchNorm is a plain one in both."""
   size, ch = shape[0], cfg.g_channels
   width = generator_width(ch, size, START)
   x = sn_dense(START * START * width, use_bias=False)(noise)

@@ -36,16 +36,18 @@ def _attention(c):
   return 2 * c * inner + c * value + value * c + 1, 2 * inner + value + c  # (trainable, u sizes)
 
 
-def _expected_counts(conditional, size, ch, attention, channels=3, latent=LATENT, classes=K):
-  """(G trainable, G non-trainable, D trainable, D non-trainable) of the documented architecture."""
+def _expected_counts(conditional, size, ch, attention, channels=3, latent=LATENT, classes=K, deep=False):
+  """(G trainable, G non-trainable, D trainable, D non-trainable) of the documented architecture (`deep`:
+  --g_conditioning=noise_and_embedding)."""
   n = int(math.log2(size // 4))
   width = [ch * min(8, size // (4 * 2 ** i)) for i in range(n + 1)]  # G at 4, 8, ..., size.
-  train = latent * 16 * width[0]
+  condition = latent + 128 if deep else 128  # What the first layer (deep) and the conditional BatchNorms read.
+  train = (condition if deep else latent) * 16 * width[0]
   fixed = 16 * width[0]  # u of the Dense layer.
 
   def norm(c):  # Trainable and non-trainable parameters of one of the blocks' BatchNorms.
     if conditional:
-      return 2 * 128 * c, 2 * c + 2 * c  # Gain and bias projections; moving statistics and their u.
+      return 2 * condition * c, 2 * c + 2 * c  # Gain and bias projections; moving statistics and their u.
     return 2 * c, 2 * c
 
   for i in range(n):
@@ -115,6 +117,22 @@ def test_parameter_counts_shapes_and_attention(arch, size, attention):
   assert logits.shape == (2, 1) and logits.dtype == tf.float32
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_noise_and_embedding_conditioning_counts_and_inputs(size):
+  gan = models.build(_cfg(arch="cresnet", image_size=size, g_conditioning="noise_and_embedding"), K)
+  g = gan.generator
+  assert (_count(g.trainable_variables), _count(g.non_trainable_variables)) == _expected_counts(
+      True, size, CH, 0, deep=True)[:2]
+  # The first layer reads [z, e]; so does every conditional BatchNorm (their projections take latent + 128 inputs).
+  first = g.get_layer("noise_and_class")
+  assert first.output.shape[-1] == LATENT + 128
+  cbns = [layer for layer in g.layers if isinstance(layer, gan_layers.ConditionalBatchNorm)]
+  assert cbns and all(layer.input[1].shape[-1] == LATENT + 128 for layer in cbns)
+  noise = tf.random.stateless_normal([1, LATENT], seed=[3, 4])
+  a, b = (gan.generate(noise, tf.constant([y]), training=False) for y in (0, 1))
+  assert not np.allclose(a, b)
+
+
 def test_documented_count_and_spectral_normalization_everywhere():
   gan = models.build(_cfg(g_channels=8, d_channels=8, latent_dim=100))
   g, d = gan.generator, gan.discriminator
@@ -172,6 +190,8 @@ def test_class_head_outputs_class_logits_from_the_same_pass():
 @pytest.mark.parametrize("overrides,message", [
     (dict(class_loss_weight=1.0), "--class_loss_weight=1 needs a discriminator with a class head (--arch=cresnet); "
      "--arch=resnet has none"),
+    (dict(g_conditioning="noise_and_embedding"), "--g_conditioning=noise_and_embedding is a choice of "
+     "--arch=cresnet's generator; --arch=resnet has no conditional BatchNorms"),
     (dict(image_size=48), "--arch=resnet makes 32x32 or 64x64 or 128x128 images with 1 or 3 channel(s), not 48x48x3"),
     (dict(image_size=256), "not 256x256x3"),
     (dict(attention_resolution=32), "--attention_resolution=32: --arch=resnet at 32x32 can put self-attention at 8, "
