@@ -4,9 +4,10 @@
   GET /api/health       {"status": "ok", "traces": {bucket: traces of the generation function}}
   GET /api/info         the model's facts and the API's limits
   GET /api/generate     a grid: num (1-64, default 16), seed (0-4294967295, default 0), class (a class id or
-                        "any", conditional models), format (png | json | npz, default png), scale (1-8, default 1)
+                        "any", conditional models), format (png | json | npz, default png), scale (1-8, default 1),
+                        truncation (0-4, default 0 = none: BigGAN's truncation trick, `sampling.truncate`)
   GET /api/walk         a latent walk from seed_a to seed_b in `frames` images (2-64, default 16), one row:
-                        seed_a, seed_b, frames, class, format, scale
+                        seed_a, seed_b, frames, class, format, scale, truncation
 
 A bad parameter (unknown, repeated, not a number, out of range, a class the model does not have) is answered with
 HTTP 400 and {"error": "<one line>", "parameter": "<its name>"}. Any other error of an /api/ path is JSON too.
@@ -34,8 +35,9 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 FORMATS = ("png", "json", "npz")
 MAX_SCALE = 8
 MAX_FRAMES = model_lib.MAX_IMAGES
-_GENERATE_PARAMS = ("num", "seed", "class", "format", "scale")
-_WALK_PARAMS = ("seed_a", "seed_b", "frames", "class", "format", "scale")
+MAX_TRUNCATION = 4.0  # Past 4 a truncation changes almost nothing (|z| > 4 has probability 6e-5).
+_GENERATE_PARAMS = ("num", "seed", "class", "format", "scale", "truncation")
+_WALK_PARAMS = ("seed_a", "seed_b", "frames", "class", "format", "scale", "truncation")
 # The page needs nothing from other origins (works offline); the policy makes the browser refuse it if it tried.
 _CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; object-src 'none'; "
         "base-uri 'self'; frame-ancestors 'none'")
@@ -72,6 +74,21 @@ def _int(args, name: str, default: int, low: int, high: int) -> int:
     raise BadParameter(name, f"{name} must be an integer from {low} to {high}, got {text!r}") from None
   if not low <= value <= high:
     raise BadParameter(name, f"{name} must be an integer from {low} to {high}, got {value}")
+  return value
+
+
+def _truncation(args) -> float:
+  """The noise's truncation T: 0 (absent: none) or a number in (0, MAX_TRUNCATION]."""
+  text = _single(args, "truncation")
+  if text is None or text.strip() == "":
+    return 0.0
+  message = f"truncation must be 0 (none) or a number up to {MAX_TRUNCATION:g}"
+  try:
+    value = float(text.strip())
+  except ValueError:
+    raise BadParameter("truncation", f"{message}, got {text!r}") from None
+  if not 0.0 <= value <= MAX_TRUNCATION:  # NaN fails this too.
+    raise BadParameter("truncation", f"{message}, got {text.strip()}")
   return value
 
 
@@ -145,7 +162,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
   @app.get("/api/info")
   def info():
     return dict(model.facts, max_images=model_lib.MAX_IMAGES, max_seed=sampling.MAX_SEED, max_frames=MAX_FRAMES,
-                max_scale=MAX_SCALE, formats=list(FORMATS), buckets=list(model_lib.BUCKETS))
+                max_scale=MAX_SCALE, max_truncation=MAX_TRUNCATION, formats=list(FORMATS), buckets=list(model_lib.BUCKETS))
 
   @app.get("/api/generate")
   def generate():
@@ -156,11 +173,13 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     label = _class(args, model)
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
-    noise, labels = model.inputs(num, seed, label)
+    truncation = _truncation(args)
+    noise, labels = model.inputs(num, seed, label, truncation)
     images = model.images(noise, labels)
     cycling = model.num_classes if model.conditional and label is None else 0
     return _respond(images, labels, noise, sampling.grid_columns(num, cycling), fmt, scale, f"samples_seed{seed}",
-                    {"num": num, "seed": seed, "class": "any" if label is None else label}, model.conditional)
+                    {"num": num, "seed": seed, "class": "any" if label is None else label,
+                     "truncation": truncation}, model.conditional)
 
   @app.get("/api/walk")
   def walk():
@@ -172,11 +191,12 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     label = _class(args, model)
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
-    noise, labels = model.walk_inputs(seed_a, seed_b, frames, label)
+    truncation = _truncation(args)
+    noise, labels = model.walk_inputs(seed_a, seed_b, frames, label, truncation)
     images = model.images(noise, labels)
     return _respond(images, labels, noise, frames, fmt, scale, f"walk_{seed_a}_{seed_b}",
-                    {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, "class": "any" if label is None else label},
-                    model.conditional)
+                    {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, "class": "any" if label is None else label,
+                     "truncation": truncation}, model.conditional)
 
   @app.errorhandler(exceptions.HTTPException)
   def http_error(error):

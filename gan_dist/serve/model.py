@@ -65,23 +65,26 @@ class ServedModel:
     self.trace_counts[size] = self.trace_counts.get(size, 0) + 1
     return self._images_fn(noise, labels)
 
-  def inputs(self, num: int, seed: int, label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """`sampling.inputs` of a grid: noise float32 [num, latent_dim], labels int32 [num].
+  def inputs(self, num: int, seed: int, label: Optional[int] = None,
+             truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """`sampling.inputs` of a grid: noise float32 [num, latent_dim] (truncated to [-truncation, truncation] when >
+    0), labels int32 [num].
 
     Labels: all `label`, or (None) image i has class i mod num_classes (zeros for unconditional models).
     """
-    return sampling.inputs(num, self.latent_dim, self.num_classes, seed, label)
+    return sampling.inputs(num, self.latent_dim, self.num_classes, seed, label, truncation)
 
-  def walk_inputs(self, seed_a: int, seed_b: int, frames: int,
-                  label: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """A latent walk (`sampling.slerp`) from the first image of seed_a's grid to the first of seed_b's.
+  def walk_inputs(self, seed_a: int, seed_b: int, frames: int, label: Optional[int] = None,
+                  truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """A latent walk (`sampling.slerp`) from the first image of seed_a's grid to the first of seed_b's (both of
+    that `truncation`).
 
     Returns:
       noise float32 [frames, latent_dim]; labels int32 [frames], all `label` (None: 0, the class of a grid's
       first image).
     """
-    a = sampling.noise(1, self.latent_dim, seed_a)[0]
-    b = sampling.noise(1, self.latent_dim, seed_b)[0]
+    a = sampling.noise(1, self.latent_dim, seed_a, truncation)[0]
+    b = sampling.noise(1, self.latent_dim, seed_b, truncation)[0]
     noise = sampling.slerp(a, b, np.linspace(0.0, 1.0, frames)).astype(np.float32)
     labels = np.zeros([frames], np.int32) if label is None else sampling.labels(frames, self.num_classes, label)
     return noise, labels

@@ -46,7 +46,7 @@ def test_page_and_static_files_are_served_and_self_contained(client):
   page = client.get("/")
   assert page.status_code == 200 and page.mimetype == "text/html"
   html = page.get_data(as_text=True)
-  for element in ('id="class"', 'id="num"', 'id="seed"', 'id="new-samples"', 'id="grid"', 'id="download"',
+  for element in ('id="class"', 'id="num"', 'id="seed"', 'id="truncation"', 'id="new-samples"', 'id="grid"', 'id="download"',
                   'id="facts"', 'id="walk-animation"'):
     assert element in html
   assert "default-src 'self'" in page.headers["Content-Security-Policy"]
@@ -66,7 +66,7 @@ def test_health_and_info(apps):
   assert (info["arch"], info["dataset"], info["step"], info["ema"], info["conditional"], info["num_classes"],
           info["image_shape"], info["latent_dim"], info["source"]) == (
               "cgan_mlp", "mnist", 1, True, True, 10, [28, 28, 1], workdirs.LATENT_DIM, "workdir")
-  assert info["max_images"] == 64 and info["formats"] == ["png", "json", "npz"]
+  assert info["max_images"] == 64 and info["formats"] == ["png", "json", "npz"] and info["max_truncation"] == 4.0
   info = apps["unconditional"].test_client().get("/api/info").json
   assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("mlp", False, False, 0)
 
@@ -89,6 +89,21 @@ def test_walk_is_one_row_from_seed_a_to_seed_b(client):
   assert strip.shape == (28, 6 * 28, 1)
   first = _png(client.get("/api/generate?num=1&seed=4&class=2"))
   np.testing.assert_allclose(strip[:, :28].astype(int), first.astype(int), atol=1)
+
+
+def test_truncation_draws_truncated_noise_in_grids_and_walks(client):
+  body = client.get("/api/generate?num=4&seed=3&class=2&truncation=0.5&format=json").json
+  assert body["truncation"] == 0.5
+  arrays = np.load(io.BytesIO(client.get("/api/generate?num=4&seed=3&class=2&truncation=0.5&format=npz").get_data()))
+  np.testing.assert_array_equal(arrays["noise"], sampling.noise(4, workdirs.LATENT_DIM, 3, truncation=0.5))
+  np.testing.assert_array_equal(arrays["images"], np.asarray(body["images"], np.uint8))
+  plain = np.load(io.BytesIO(client.get("/api/generate?num=4&seed=3&class=2&format=npz").get_data()))
+  assert client.get("/api/generate?num=4&seed=3&class=2&format=json").json["truncation"] == 0.0
+  assert np.abs(plain["images"].astype(int) - arrays["images"].astype(int)).mean() > 1
+  walk = np.load(io.BytesIO(client.get("/api/walk?seed_a=3&seed_b=4&frames=3&truncation=0.5&format=npz")
+                            .get_data()))
+  np.testing.assert_array_equal(walk["noise"][0], arrays["noise"][0])  # Starts at image 0 of seed 3's grid.
+  assert np.abs(walk["noise"]).max() <= 0.5 + 1e-6
 
 
 def test_same_seed_same_bytes(apps):
@@ -144,6 +159,11 @@ def test_unconditional_json_and_npz_have_no_labels(apps):
     ("conditional", "walk?seed_b=99999999999", "seed_b", "seed_b must be an integer"),
     ("conditional", "walk?class=12", "class", "unknown class 12"),
     ("conditional", "walk?seed=3", "seed", "unknown parameter 'seed'"),
+    ("conditional", "generate?truncation=-0.5", "truncation", "truncation must be 0 (none) or a number up to 4, "
+     "got -0.5"),
+    ("conditional", "generate?truncation=5", "truncation", "got 5"),
+    ("conditional", "walk?truncation=nan", "truncation", "got nan"),
+    ("conditional", "walk?truncation=half", "truncation", "got 'half'"),
 ])
 def test_bad_parameter_is_400_naming_it(apps, kind, path, parameter, message):
   response = apps[kind].test_client().get(f"/api/{path}")

@@ -137,22 +137,37 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
   assert f"seed={seed}" in browser.current_url and "class=3" in browser.current_url
 
   # The picture the page shows is the API's grid for that class and seed, pixel for pixel.
-  shown = browser.execute_script("""const img = document.getElementById('grid');
-      const canvas = document.createElement('canvas');
-      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-      const context = canvas.getContext('2d');
-      context.drawImage(img, 0, 0);
-      const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
-      const red = [];
-      for (let i = 0; i < data.length; i += 4) red.push(data[i]);
-      return [canvas.width, canvas.height, red];""")
-  with urllib.request.urlopen(f"{server_url}api/generate?num=16&seed={seed}&class=3", timeout=60) as response:
-    expected = tf.io.decode_png(response.read()).numpy()[..., 0]
-  assert (shown[0], shown[1]) == (4 * 28, 4 * 28)
-  np.testing.assert_array_equal(np.array(shown[2], np.uint8).reshape(expected.shape), expected)
-  assert expected.std() > 0
+  def shown_is_the_api_grid(query):
+    shown = browser.execute_script("""const img = document.getElementById('grid');
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+        const red = [];
+        for (let i = 0; i < data.length; i += 4) red.push(data[i]);
+        return [canvas.width, canvas.height, red];""")
+    with urllib.request.urlopen(f"{server_url}api/generate?{query}", timeout=60) as response:
+      expected = tf.io.decode_png(response.read()).numpy()[..., 0]
+    assert (shown[0], shown[1]) == (4 * 28, 4 * 28)
+    np.testing.assert_array_equal(np.array(shown[2], np.uint8).reshape(expected.shape), expected)
+    assert expected.std() > 0
+    return expected
+
+  plain = shown_is_the_api_grid(f"num=16&seed={seed}&class=3")
   download = browser.find_element(By.ID, "download").get_attribute("href")
   assert f"seed={seed}" in download and "class=3" in download
+
+  # A truncation typed in redraws the grid from truncated noise (the API's grid with truncation=0.5).
+  browser.execute_script("""const box = document.getElementById('truncation');
+      box.value = '0.5'; box.dispatchEvent(new Event('change'));""")
+  _wait(browser, """const img = document.getElementById('grid');
+      return img.dataset.state === 'ready' && img.dataset.truncation === '0.5' && img.complete""", "the truncated grid")
+  truncated = shown_is_the_api_grid(f"num=16&seed={seed}&class=3&truncation=0.5")
+  assert np.abs(truncated.astype(int) - plain.astype(int)).mean() > 1
+  assert "truncated to ±0.5" in browser.find_element(By.ID, "caption").text
+  assert "truncation=0.5" in browser.current_url
+  assert "truncation=0.5" in browser.find_element(By.ID, "download").get_attribute("href")
 
   _wait(browser, "return document.getElementById('walk-strip').dataset.state === 'ready'", "the latent walk")
   _not_blank(grid.screenshot_as_png)

@@ -111,13 +111,18 @@
     const query = new URLSearchParams(window.location.search);
     if (query.has("num")) $("num").value = query.get("num");
     if (query.has("seed")) $("seed").value = query.get("seed");
+    if (query.has("truncation")) $("truncation").value = query.get("truncation");
+    $("truncation").max = String(info.max_truncation);
     if (query.has("class") && [...select.options].some((o) => o.value === query.get("class"))) {
       select.value = query.get("class");
     }
   }
 
   async function showGrid() {
-    const params = { num: $("num").value.trim(), seed: $("seed").value.trim(), class: $("class").value };
+    const params = {
+      num: $("num").value.trim(), seed: $("seed").value.trim(), class: $("class").value,
+      truncation: $("truncation").value.trim(),
+    };
     const id = ++gridRequest;
     const figure = $("grid-figure");
     const img = $("grid");
@@ -131,8 +136,10 @@
       img.dataset.seed = params.seed;
       img.dataset.class = params.class;
       img.dataset.num = params.num;
+      img.dataset.truncation = params.truncation;
       img.dataset.state = "ready";
-      const what = params.class === "any" ? "" : ` of class ${params.class}`;
+      const what = (params.class === "any" ? "" : ` of class ${params.class}`) +
+        (Number(params.truncation) > 0 ? `, noise truncated to ±${params.truncation}` : "");
       img.alt = `${params.num} generated images${what}, seed ${params.seed}`;
       $("caption").textContent = `${params.num} image${params.num === "1" ? "" : "s"}${what}, seed ${params.seed} ` +
         `(${picture.naturalWidth}×${picture.naturalHeight} px). The same seed always gives the same images.`;
@@ -175,7 +182,7 @@
   async function showWalk() {
     const params = {
       seed_a: $("seed-a").value.trim(), seed_b: $("seed-b").value.trim(), frames: $("frames").value.trim(),
-      class: $("class").value,
+      class: $("class").value, truncation: $("truncation").value.trim(),
     };
     const id = ++walkRequest;
     const strip = $("walk-strip");
@@ -215,10 +222,13 @@
       $("seed").value = String(randomSeed());
       showGrid();
     });
-    $("class").addEventListener("change", () => {
-      showGrid();
-      showWalk();
-    });
+    for (const id of ["class", "truncation"]) {
+      $(id).addEventListener("change", () => {
+        if (!$(id).checkValidity()) return;  // A truncation being typed: wait for a valid number.
+        showGrid();
+        showWalk();
+      });
+    }
     $("walk-controls").addEventListener("submit", (event) => {
       event.preventDefault();
       showWalk();
