@@ -198,7 +198,10 @@ class Config:
   truncation: float = _field(0.0, "Sample from noise truncated to [-T, T] (BigGAN's truncation trick: more typical "
                              "images, less variety; 0.5-1 is usual) in evaluations, sample grids, gan_dist.sample "
                              "and gan_dist.eval.class_accuracy. Training noise is never "
-                             "truncated, so it may change between runs and evaluations of one workdir. 0: off.",
+                             "truncated, so it may change between runs and evaluations of one workdir. Not every "
+                             "generator is amenable to it (BigGAN trains with orthogonal regularisation for it); "
+                             "measure first (gan_dist.evaluate --truncation, benchmarks/quality.py "
+                             "--truncations): faces64_cond falls apart. 0: off.",
                              lower=0.0)
   eval_data_dir: str = _field("", "A folder of held-out images (same classes, never trained on) to evaluate against: "
                               "the reference statistics come from it, the floor is the training images' score "
