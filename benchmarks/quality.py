@@ -125,9 +125,9 @@ class _Clock:
 
 
 def _write_samples(name: str, cfg: config_lib.Config, gan: models.Gan, generator) -> str:
-  """Writes the final samples of `generator` (one row per class if conditional, else 8x8) to --out_dir; returns
-  the PNG's path."""
-  z, y, rows = sampling.class_rows(SAMPLES_PER_GRID, gan.latent_dim, gan.num_classes, cfg.seed)
+  """Writes the final samples of `generator` (one row per class if conditional, else 8x8; noise of the config's
+  --truncation) to --out_dir; returns the PNG's path."""
+  z, y, rows = sampling.class_rows(SAMPLES_PER_GRID, gan.latent_dim, gan.num_classes, cfg.seed, cfg.truncation)
   images = sampling.generate(sampling.make_generate_fn(generator, gan), z, y)
   slug = re.sub(r"[^A-Za-z0-9]+", "_", os.path.basename(name).replace(".cfg", "")).strip("_")
   path = os.path.join(FLAGS.out_dir, f"samples_{slug}.png")

@@ -201,7 +201,7 @@ class Config:
                              "truncated, so it may change between runs and evaluations of one workdir. Not every "
                              "generator is amenable to it (BigGAN trains with orthogonal regularisation for it); "
                              "measure first (gan_dist.evaluate --truncation, benchmarks/quality.py "
-                             "--truncations): faces64_cond falls apart. 0: off.",
+                             "--truncations): a cresnet whose noise enters only its first layer falls apart. 0: off.",
                              lower=0.0)
   eval_data_dir: str = _field("", "A folder of held-out images (same classes, never trained on) to evaluate against: "
                               "the reference statistics come from it, the floor is the training images' score "
