@@ -249,7 +249,8 @@ _replica_values = helpers.replica_values
 
 @pytest.mark.slow
 def test_one_device_and_two_replicas_take_the_same_step(tmp_path, one_device, mirrored2):
-  """cresnet with attention, synchronised conditional BatchNorm, spectral normalisation and the class head: one step
+  """cresnet with attention, synchronised conditional BatchNorm of [z, e] (configs/faces64_cond.cfg's BigGAN-deep
+  conditioning, a superset of the plain embedding's), spectral normalisation and the class head: one step
   of the trainer on 2 replicas updates every weight and u vector as one device does on the same global batch, and u
   is the same on both replicas.
 
@@ -258,7 +259,7 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, one_device, mi
   found = []
   for strategy in (one_device, mirrored2):
     cfg, state, it, train = _setup(tmp_path / str(len(found)), strategy, attention_resolution=8,
-                                   class_loss_weight=1.0)
+                                   class_loss_weight=1.0, g_conditioning="noise_and_embedding")
     if strategy is one_device:
       metrics, nonfinite = strategy.run(train_step_lib.replica_step,
                                         args=(cfg, state, (next(it),), state.step.read_value()))
