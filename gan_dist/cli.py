@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -62,6 +62,12 @@ def define_config_flags(fv: Optional[flags.FlagValues] = None) -> None:
 def config_from_flags(fv: Optional[flags.FlagValues] = None, **overrides) -> config_lib.Config:
   """The Config of the parsed flags `fv` (default FLAGS)."""
   return config_lib.from_flag_values(FLAGS if fv is None else fv, **overrides)
+
+
+def given(fv: flags.FlagValues, names: Sequence[str]) -> dict:
+  """{name: value} of the flags among `names` given on the command line: the Config fields a tool that opens a
+  workdir overrides in the run's flags.txt (the others keep the run's values, not the flags' defaults)."""
+  return {name: fv[name].value for name in names if fv[name].present}
 
 
 def verbose(fv: Optional[flags.FlagValues] = None) -> bool:

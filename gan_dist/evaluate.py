@@ -54,7 +54,7 @@ def check_selection(fv: flags.FlagValues) -> None:
 
 def eval_overrides(fv: flags.FlagValues) -> dict:
   """Config fields to replace in the run's flags.txt: OVERRIDDEN_FIELDS given on the command line, --num."""
-  overrides = {name: fv[name].value for name in OVERRIDDEN_FIELDS if fv[name].present}
+  overrides = cli.given(fv, OVERRIDDEN_FIELDS)
   if fv.num is not None:
     overrides["eval_num"] = fv.num
   return overrides

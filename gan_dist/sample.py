@@ -76,7 +76,7 @@ def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], im
 def main(argv) -> None:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS
-  run = inference.load(fv.workdir, fv.step, **({"truncation": fv.truncation} if fv["truncation"].present else {}))
+  run = inference.load(fv.workdir, fv.step, **cli.given(fv, ("truncation",)))
   arrays = sample(run, fv.num, fv.seed, fv.label)
   images = arrays["images"]
   if fv.grid:

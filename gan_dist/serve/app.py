@@ -162,7 +162,8 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
   @app.get("/api/info")
   def info():
     return dict(model.facts, max_images=model_lib.MAX_IMAGES, max_seed=sampling.MAX_SEED, max_frames=MAX_FRAMES,
-                max_scale=MAX_SCALE, max_truncation=MAX_TRUNCATION, formats=list(FORMATS), buckets=list(model_lib.BUCKETS))
+                max_scale=MAX_SCALE, max_truncation=MAX_TRUNCATION, formats=list(FORMATS),
+                buckets=list(model_lib.BUCKETS))
 
   @app.get("/api/generate")
   def generate():

@@ -46,8 +46,8 @@ def test_page_and_static_files_are_served_and_self_contained(client):
   page = client.get("/")
   assert page.status_code == 200 and page.mimetype == "text/html"
   html = page.get_data(as_text=True)
-  for element in ('id="class"', 'id="num"', 'id="seed"', 'id="truncation"', 'id="new-samples"', 'id="grid"', 'id="download"',
-                  'id="facts"', 'id="walk-animation"'):
+  for element in ('id="class"', 'id="num"', 'id="seed"', 'id="truncation"', 'id="new-samples"', 'id="grid"',
+                  'id="download"', 'id="facts"', 'id="walk-animation"'):
     assert element in html
   assert "default-src 'self'" in page.headers["Content-Security-Policy"]
   for name in ("demo.js", "demo.css"):
