@@ -209,6 +209,8 @@ def test_refused_sizes_and_resolutions(overrides, message):
 @pytest.mark.parametrize("overrides,message", [
     (dict(attention_resolution=64), "--attention_resolution=64: --arch=resnet at 32x32"),
     (dict(class_loss_weight=0.5), "--class_loss_weight=0.5 needs a discriminator with a class head"),
+    (dict(g_conditioning="noise_and_embedding"), "--g_conditioning=noise_and_embedding is a choice of "
+     "--arch=cresnet's generator"),
     (dict(strategy="mirrored", jit_compile=True, sync_batchnorm=False), "cannot compile --arch=resnet"),
 ])
 def test_refused_runs_write_nothing(tmp_path, one_device, mirrored2, capsys, overrides, message):
