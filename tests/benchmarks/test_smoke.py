@@ -22,6 +22,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 
 from absl import flags
@@ -372,3 +374,26 @@ def test_malloc_pad(tmp_path, monkeypatch, capsys):
       report["median"]["pad"]["images_per_s"] / report["median"]["no_pad"]["images_per_s"], rel=0.02)
   assert {s: len(r) for s, r in report["runs"].items()} == {"pad": 1, "no_pad": 1}
   assert report["steps"] == 4 and report["cpu"]
+
+
+@pytest.mark.slow
+def test_gpu_check_trains_the_main_job_and_reports_its_images_per_s(tmp_path):
+  # The dcgan part of the GPU script, as a user runs it (bash, gan_dist.main in a fresh process), on a CPU: the
+  # script's plumbing (EXTRA's flags win over the config's, the log parsed into one JSON line, no GPU memory without
+  # a GPU) is what can break here.
+  data, out = _idx_dir(tmp_path), tmp_path / "out"
+  environ = subprocs.env(tmp_path, STEPS=2, EVERY=1, EXTRA="--batch_size=16", PYTHONPATH=REPO,
+                         PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+  result = subprocess.run(["bash", os.path.join(BENCHMARKS, "gpu_check.sh"), data, data, str(out), "dcgan"],
+                          cwd=REPO, env=environ, capture_output=True, text=True, timeout=150, check=False)
+  assert result.returncode == 0, result.stdout + result.stderr
+  lines = _json_lines((out / "gpu_check.jsonl").read_text())
+  assert len(lines) == 1, result.stdout
+  line = lines[0]
+  assert (line["part"], line["rc"], line["peak_gpu_gib"]) == ("dcgan", 0, None), line
+  assert len(line["images_per_s_windows"]) == 2 and all(_positive(v) for v in line["images_per_s_windows"])
+  assert line["images_per_s_median_after_first"] == line["images_per_s_windows"][1]
+  workdir = out / "work_dcgan"
+  assert {"checkpoints", "samples", "tensorboard", "flags.txt"} <= set(os.listdir(workdir))
+  resolved = (workdir / "flags.txt").read_text().splitlines()
+  assert "--arch=dcgan" in resolved and "--batch_size=16" in resolved and "--train_steps=2" in resolved
