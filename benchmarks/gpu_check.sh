@@ -32,12 +32,11 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=1
 has() { [[ " $parts " == *" $1 "* ]]; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU (nvidia-smi failed)"; } | tee "$out/gpu.txt"
-python3 -c 'import tensorflow as tf; print("tensorflow", tf.__version__, tf.config.list_physical_devices("GPU"))'
 
 # Prints the trainer's images/s log lines and appends one JSON line: the median images/s after the first window
 # (the first one holds tracing).
 summarize() {  # NAME LOG RC
-  grep -E 'images/s|Error|error:' "$2" | tail -n 12
+  grep -m1 '^tensorflow ' "$2"; grep -E 'images/s|Error|error:' "$2" | tail -n 12
   python3 - "$1" "$2" "$3" "$out/gpu_check.jsonl" <<'EOF'
 import json, re, statistics, sys
 name, log, rc, out = sys.argv[1:]
@@ -52,13 +51,14 @@ open(out, "a").write(json.dumps(rec) + "\n")
 EOF
 }
 
-# Runs gan_dist.main in this process's Python with TensorFlow's peak GPU memory printed at exit.
+# Runs gan_dist.main with TensorFlow's version and GPUs printed first and its peak GPU memory at exit.
 train() {  # NAME SECONDS ARGS...
   local name=$1 secs=$2; shift 2
   local t0=$SECONDS
   timeout -k 10 "$secs" python3 -c '
 import atexit, sys
 import tensorflow as tf
+print("tensorflow", tf.__version__, tf.config.list_physical_devices("GPU"), flush=True)
 def peak():
   if tf.config.list_physical_devices("GPU"):
     print("peak GPU memory %.2f GiB" % (tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30), flush=True)
