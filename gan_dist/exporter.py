@@ -8,8 +8,9 @@ SavedModel (a directory): one signature, `serving_default`:
   inputs:  noise float32 [B, latent_dim]  (+ labels int32 [B] for conditional models)
   outputs: images uint8 [B, H, W, C]
 for `tf.saved_model.load(path).signatures["serving_default"](noise=...)`, TF Serving or `saved_model_cli run`. The
-model's facts (`inference.facts`: architecture, dataset, step, EMA, image shape, classes, latent size) go to
-`<path>/assets.extra/gan_dist.json` (TF Serving's place for extra files; loaders ignore it); `read_facts` reads them.
+model's facts (`inference.facts`: architecture, dataset, step, EMA, image shape, classes, latent size, the run's
+sampling truncation) go to `<path>/assets.extra/gan_dist.json` (TF Serving's place for extra files; loaders ignore
+it); `read_facts` reads them.
 
 Keras file: the generator itself: `keras.saving.load_model("G.keras").predict(noise)` (conditional models:
 `.predict([noise, one_hot_labels])`) gives float32 images [B, H, W, C] in [-1, 1].

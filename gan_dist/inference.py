@@ -134,7 +134,8 @@ def facts(run: Run) -> dict:
   found = dict(arch=cfg.arch, dataset=cfg.dataset, step=run.step, ema=run.state.ema_generator is not None,
                ema_decay=cfg.ema_decay, image_shape=[int(d) for d in gan.image_shape], conditional=gan.conditional,
                num_classes=int(gan.num_classes) if gan.conditional else 0, latent_dim=int(gan.latent_dim),
-               train_precision=cfg.precision)  # The export itself is always float32.
+               train_precision=cfg.precision,  # The export itself is always float32.
+               truncation=cfg.truncation)  # How the run samples (0: no truncation); the demo's default.
   if cfg.class_filter >= 0:
     found["class_filter"] = cfg.class_filter
   return found

@@ -5,7 +5,8 @@
   GET /api/info         the model's facts and the API's limits
   GET /api/generate     a grid: num (1-64, default 16), seed (0-4294967295, default 0), class (a class id or
                         "any", conditional models), format (png | json | npz, default png), scale (1-8, default 1),
-                        truncation (0-4, default 0 = none: BigGAN's truncation trick, `sampling.truncate`)
+                        truncation (0-4, 0 = none; default: the run's --truncation, the model's facts; BigGAN's
+                        truncation trick, `sampling.truncate`)
   GET /api/walk         a latent walk from seed_a to seed_b in `frames` images (2-64, default 16), one row:
                         seed_a, seed_b, frames, class, format, scale, truncation
 
@@ -77,11 +78,11 @@ def _int(args, name: str, default: int, low: int, high: int) -> int:
   return value
 
 
-def _truncation(args) -> float:
-  """The noise's truncation T: 0 (absent: none) or a number in (0, MAX_TRUNCATION]."""
+def _truncation(args, default: float) -> float:
+  """The noise's truncation T: 0 (none) or a number in (0, MAX_TRUNCATION]; absent: `default`."""
   text = _single(args, "truncation")
   if text is None or text.strip() == "":
-    return 0.0
+    return default
   message = f"truncation must be 0 (none) or a number up to {MAX_TRUNCATION:g}"
   try:
     value = float(text.strip())
@@ -174,7 +175,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     label = _class(args, model)
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
-    truncation = _truncation(args)
+    truncation = _truncation(args, model.truncation)
     noise, labels = model.inputs(num, seed, label, truncation)
     images = model.images(noise, labels)
     cycling = model.num_classes if model.conditional and label is None else 0
@@ -192,7 +193,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     label = _class(args, model)
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
-    truncation = _truncation(args)
+    truncation = _truncation(args, model.truncation)
     noise, labels = model.walk_inputs(seed_a, seed_b, frames, label, truncation)
     images = model.images(noise, labels)
     return _respond(images, labels, noise, frames, fmt, scale, f"walk_{seed_a}_{seed_b}",

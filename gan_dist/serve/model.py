@@ -59,6 +59,11 @@ class ServedModel:
   def image_shape(self) -> Tuple[int, int, int]:
     return tuple(self.facts["image_shape"])
 
+  @property
+  def truncation(self) -> float:
+    """The run's --truncation (0: none), the demo's default; 0 for exports written before it was a fact."""
+    return float(self.facts.get("truncation", 0.0))
+
   def _traced(self, noise, labels):
     # Python code here runs only while TensorFlow traces: it counts traces, not calls.
     size = int(noise.shape[0])

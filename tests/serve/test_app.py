@@ -67,6 +67,7 @@ def test_health_and_info(apps):
           info["image_shape"], info["latent_dim"], info["source"]) == (
               "cgan_mlp", "mnist", 1, True, True, 10, [28, 28, 1], workdirs.LATENT_DIM, "workdir")
   assert info["max_images"] == 64 and info["formats"] == ["png", "json", "npz"] and info["max_truncation"] == 4.0
+  assert info["truncation"] == 0.0  # The run's --truncation: none.
   info = apps["unconditional"].test_client().get("/api/info").json
   assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("mlp", False, False, 0)
 
@@ -103,6 +104,26 @@ def test_truncation_draws_truncated_noise_in_grids_and_walks(client):
   walk = np.load(io.BytesIO(client.get("/api/walk?seed_a=3&seed_b=4&frames=3&truncation=0.5&format=npz")
                             .get_data()))
   np.testing.assert_array_equal(walk["noise"][0], arrays["noise"][0])  # Starts at image 0 of seed 3's grid.
+  assert np.abs(walk["noise"]).max() <= 0.5 + 1e-6
+
+
+def test_a_run_trained_with_truncation_is_served_truncated_unless_asked_otherwise(tmp_path, tmp_path_factory):
+  workdir = workdirs.with_truncation("conditional", tmp_path_factory, 0.5, tmp_path / "truncated")
+  client = app_lib.create_app(model_lib.from_workdir(workdir)).test_client()
+  assert client.get("/api/info").json["truncation"] == 0.5
+
+  def npz(query):
+    return np.load(io.BytesIO(client.get(f"/api/{query}&format=npz").get_data()))
+
+  default, asked = npz("generate?num=4&seed=3&class=2"), npz("generate?num=4&seed=3&class=2&truncation=0.5")
+  np.testing.assert_array_equal(default["noise"], sampling.noise(4, workdirs.LATENT_DIM, 3, truncation=0.5))
+  np.testing.assert_array_equal(default["images"], asked["images"])
+  assert client.get("/api/generate?num=4&seed=3&class=2&format=json").json["truncation"] == 0.5
+  none = npz("generate?num=4&seed=3&class=2&truncation=0")
+  np.testing.assert_array_equal(none["noise"], sampling.noise(4, workdirs.LATENT_DIM, 3))
+  assert np.abs(none["images"].astype(int) - default["images"].astype(int)).mean() > 1
+  walk = npz("walk?seed_a=3&seed_b=4&frames=3")
+  np.testing.assert_array_equal(walk["noise"][0], default["noise"][0])
   assert np.abs(walk["noise"]).max() <= 0.5 + 1e-6
 
 

@@ -23,6 +23,7 @@ from tests.serve import workdirs
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+RUN_TRUNCATION = 0.25  # The served run's --truncation: the page and the API start from it.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   "--window-size=1100,1500")
@@ -67,10 +68,12 @@ def browser(tmp_path):
 
 @pytest.fixture
 def server(tmp_path, tmp_path_factory):
-  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir; yields a function that waits for its URL
-  and returns it (the browser starts meanwhile: ask for this fixture first); stops it."""
+  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir of a run with --truncation=0.25; yields a
+  function that waits for its URL and returns it (the browser starts meanwhile: ask for this fixture first); stops
+  it."""
   _require_browser()  # Before training and starting anything.
-  workdir = os.environ.get("GAN_DIST_DEMO_WORKDIR") or workdirs.trained("conditional", tmp_path_factory)
+  workdir = os.environ.get("GAN_DIST_DEMO_WORKDIR") or workdirs.with_truncation(
+      "conditional", tmp_path_factory, RUN_TRUNCATION, tmp_path / "workdir")
   with open(tmp_path / "server.log", "wb") as log:
     process = subprocess.Popen([sys.executable, "-m", "gan_dist.serve", f"--workdir={workdir}", "--port=0"],
                                stdout=subprocess.PIPE, stderr=log, cwd=REPO, env=subprocs.env())
@@ -121,7 +124,8 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
   facts = browser.find_element(By.ID, "facts").text
   assert "ARCHITECTURE" in facts.upper() and "STEP" in facts.upper()
   if not os.environ.get("GAN_DIST_DEMO_WORKDIR"):
-    assert "cgan_mlp" in facts and "mnist" in facts and "yes (decay 0.9)" in facts
+    assert "cgan_mlp" in facts and "mnist" in facts and "yes (decay 0.9)" in facts and "±0.25" in facts
+    assert browser.find_element(By.ID, "truncation").get_attribute("value") == str(RUN_TRUNCATION)
   first_seed = browser.find_element(By.ID, "grid").get_attribute("data-seed")
 
   Select(browser.find_element(By.ID, "class")).select_by_value("3")
@@ -154,7 +158,10 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
     assert expected.std() > 0
     return expected
 
-  plain = shown_is_the_api_grid(f"num=16&seed={seed}&class=3")
+  plain = shown_is_the_api_grid(f"num=16&seed={seed}&class=3")  # The API's default: the run's truncation.
+  if not os.environ.get("GAN_DIST_DEMO_WORKDIR"):
+    np.testing.assert_array_equal(shown_is_the_api_grid(f"num=16&seed={seed}&class=3&truncation={RUN_TRUNCATION}"),
+                                  plain)
   download = browser.find_element(By.ID, "download").get_attribute("href")
   assert f"seed={seed}" in download and "class=3" in download
 

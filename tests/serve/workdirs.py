@@ -8,10 +8,12 @@ generator (so exports must pick the EMA weights and convert them to float32). Bo
 
 import fcntl
 import os
+import shutil
 
 import tensorflow as tf
 
 from gan_dist import train
+from gan_dist import workdir as workdir_lib
 from tests import helpers
 
 LATENT_DIM = 16
@@ -44,3 +46,12 @@ def trained(kind: str, tmp_path_factory) -> str:
         (base / "done").write_text("")
     _TRAINED[kind] = str(workdir)
   return _TRAINED[kind]
+
+
+def with_truncation(kind: str, tmp_path_factory, truncation: float, dest) -> str:
+  """A copy of `trained(kind)` at `dest` as a run with --truncation=`truncation` leaves it: the truncation is how the
+  run samples, not a weight, so its flags.txt is all that differs."""
+  shutil.copytree(trained(kind, tmp_path_factory), dest)
+  cfg = workdir_lib.read_run_config(str(dest), truncation=truncation)
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(str(dest)))
+  return str(dest)

@@ -82,6 +82,7 @@
     addFact(list, "Images", `${h}×${w}, ${c === 1 ? "grayscale" : c === 3 ? "color" : `${c} channels`}`);
     addFact(list, "Classes", info.conditional ? `${info.num_classes} (conditional)` : "unconditional");
     addFact(list, "Latent size", String(info.latent_dim));
+    addFact(list, "Run's truncation", info.truncation > 0 ? `±${info.truncation}` : "none");
     addFact(list, "Loaded from", info.source === "saved_model" ? "a SavedModel export" : "a training workdir");
   }
 
@@ -111,7 +112,8 @@
     const query = new URLSearchParams(window.location.search);
     if (query.has("num")) $("num").value = query.get("num");
     if (query.has("seed")) $("seed").value = query.get("seed");
-    if (query.has("truncation")) $("truncation").value = query.get("truncation");
+    // The run's own --truncation unless the link names one (the API's default is the same).
+    $("truncation").value = query.has("truncation") ? query.get("truncation") : String(info.truncation ?? 0);
     $("truncation").max = String(info.max_truncation);
     if (query.has("class") && [...select.options].some((o) => o.value === query.get("class"))) {
       select.value = query.get("class");
