@@ -290,11 +290,13 @@ def test_resume_with_spectral_norm_and_ema_is_exact(tmp_path, one_device, op_det
   """--deterministic, through main as the command line runs it: 4 steps straight, and a copy of the workdir as a run
   killed after step 2 leaves it, resumed to 4, end with bitwise equal checkpoints, u vectors (G, D, EMA) included.
 
-  The unconditional resnet: every layer spectrally normalised as in cresnet, without cresnet's class projections
-  (which add nothing to resuming, and lengthen the tracing of both runs)."""
+  configs/faces64_cond.cfg's recipe at small widths: cresnet with the BigGAN-deep conditioning (conditional
+  BatchNorm of [z, e]), the projection and auxiliary class heads (--class_loss_weight) and the mode-seeking term,
+  whose second noise draw must be a function of (seed, step) too."""
   del op_determinism
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=24, bad=())["root"]
-  base = helpers.config(tmp_path, arch="resnet", dataset="folder", data_dir=folder, g_channels=CH, d_channels=CH,
+  base = helpers.config(tmp_path, arch="cresnet", g_conditioning="noise_and_embedding", class_loss_weight=2.0,
+                        mode_seeking_weight=1.0, dataset="folder", data_dir=folder, g_channels=CH, d_channels=CH,
                         latent_dim=LATENT, deterministic=True, strategy="one_device", train_steps=4,
                         steps_per_loop=2, checkpoint_every=2, ema_decay=0.9)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
