@@ -37,7 +37,7 @@ has() { [[ " $parts " == *" $1 "* ]]; }
 # (the first one holds tracing).
 summarize() {  # NAME LOG RC
   grep -m1 '^tensorflow ' "$2"; grep -E 'images/s|Error|error:' "$2" | tail -n 12
-  python3 - "$1" "$2" "$3" "$out/gpu_check.jsonl" <<'EOF'
+  python3 - "$1" "$2" "$3" "$out" <<'EOF'
 import json, re, statistics, sys
 name, log, rc, out = sys.argv[1:]
 text = open(log).read()
@@ -45,9 +45,9 @@ ips = [float(x) for x in re.findall(r"([0-9.]+) images/s", text)]
 peak = re.findall(r"peak GPU memory ([0-9.]+) GiB", text)
 rec = {"part": name, "rc": int(rc), "images_per_s_windows": ips,
        "images_per_s_median_after_first": statistics.median(ips[1:]) if len(ips) > 1 else None,
-       "peak_gpu_gib": float(peak[-1]) if peak else None, "gpu": open(out.rsplit("/", 1)[0] + "/gpu.txt").read().strip()}
+       "peak_gpu_gib": float(peak[-1]) if peak else None, "gpu": open(f"{out}/gpu.txt").read().strip()}
 print(json.dumps(rec))
-open(out, "a").write(json.dumps(rec) + "\n")
+open(f"{out}/gpu_check.jsonl", "a").write(json.dumps(rec) + "\n")
 EOF
 }
 
