@@ -30,6 +30,14 @@ def test_generation_is_traced_once_per_bucket(conditional):
   assert model_lib.bucket(1) == 1 and model_lib.bucket(5) == 8 and model_lib.bucket(64) == 64
 
 
+def test_the_default_truncation_is_the_run_s_and_none_for_exports_from_before_it_was_a_fact(conditional):
+  assert conditional.facts["truncation"] == 0.0 and conditional.truncation == 0.0
+  images_fn = conditional._images_fn  # pylint: disable=protected-access
+  assert model_lib.ServedModel(images_fn, dict(conditional.facts, truncation=0.5)).truncation == 0.5
+  older = {k: v for k, v in conditional.facts.items() if k != "truncation"}  # An export's facts before the field.
+  assert model_lib.ServedModel(images_fn, older).truncation == 0.0
+
+
 def test_image_i_of_a_seed_does_not_depend_on_how_many_are_asked(conditional):
   few_noise, few_labels = conditional.inputs(3, seed=7)
   many_noise, many_labels = conditional.inputs(40, seed=7)
