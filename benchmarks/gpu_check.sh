@@ -25,7 +25,8 @@ mnist=$1 faces=$2 out=$3
 parts=${4:-faces128 dcgan throughput tests}
 # Shorter runs for a check of this script on a CPU (tests/benchmarks/test_smoke.py): STEPS=2 EVERY=1
 # EXTRA="--batch_size=16" bash benchmarks/gpu_check.sh ... (EXTRA: flags after the config's, so they win).
-steps=${STEPS:-} every=${EVERY:-100}
+# Each part's own defaults (its steps, its summary interval) are spelled where it runs.
+steps=${STEPS:-}
 read -r -a extra <<<"${EXTRA:-}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=1
@@ -78,7 +79,7 @@ if has faces128; then
 fi
 if has dcgan; then
   train dcgan 110 --strategy=mirrored --flagfile=configs/dcgan.cfg --data_dir="$mnist" --workdir="$out/work_dcgan" \
-    --train_steps=${steps:-1000} --summary_every=$every --sample_every=${steps:-1000} --checkpoint_every=${steps:-1000} "${extra[@]}"
+    --train_steps=${steps:-1000} --summary_every=${EVERY:-100} --sample_every=${steps:-1000} --checkpoint_every=${steps:-1000} "${extra[@]}"
   ls "$out/work_dcgan"
 fi
 if has throughput; then
