@@ -13,6 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 2:58 without, 2-core AVX2 AMD EPYC, 2026-12-03). Inter-op threads stay: 2 replicas' collectives must run at the
 # same time.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# Nothing in the suite may reach the network: a TFDS dataset that is not prepared is an error at once (without this, a
+# test of that error tried a download: ~3.5 minutes of TFDS's retries offline, a real download online). Inherited by
+# the processes the tests start.
+os.environ["GAN_DIST_OFFLINE"] = "1"
 # On a GPU host the tests (and the processes they start, which inherit this) run on the CPU: a test that means to use
 # a GPU says so (GAN_DIST_TEST_GPU=1 keeps the host's setting).
 if os.environ.get("GAN_DIST_TEST_GPU") != "1":

@@ -1,5 +1,6 @@
 """Test helpers: tiny IDX fixtures and configs."""
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -18,6 +19,7 @@ from gan_dist import state as state_lib
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
 from gan_dist import workdir as workdir_lib
+from gan_dist.datasets import tfds_source
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -27,6 +29,21 @@ def write_idx(path: str, array: np.ndarray) -> None:
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "wb") as f:
     f.write(header + array.tobytes())
+
+
+@contextlib.contextmanager
+def mock_tfds(monkeypatch, num_examples: int):
+  """TFDS datasets by name, offline: tfds.testing.mock_data (MockPolicy.USE_CODE: examples generated from each
+  dataset's features, no files), `num_examples` per split.
+
+  mock_data replaces TFDS's download with a no-op; gan_dist's check that refuses a download that cannot work
+  (GAN_DIST_OFFLINE, set for the whole suite by tests/conftest.py) is lifted inside, and never tries the network.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (a slow import few tests need)
+  with monkeypatch.context() as patch:
+    patch.setattr(tfds_source, "download_problem", lambda data_dir_root: None)
+    with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
+      yield
 
 
 def make_idx_dir(directory: str, num: int = 64, num_classes: int = 10, seed: int = 0, gz: bool = True) -> str:

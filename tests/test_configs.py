@@ -129,9 +129,8 @@ def test_config_trains_to_a_checkpoint_and_a_sample_grid(path, tmp_path, idx_dir
   elif dataset in ("mnist", "fashion_mnist"):
     data_dir = idx_dir  # MNIST's layout and shape (Fashion-MNIST's too).
   else:  # A TFDS dataset (cifar10): TFDS's own mock examples, generated from the dataset's features offline.
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     data_dir = ""
-    data_context = tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE)
+    data_context = helpers.mock_tfds(monkeypatch, num_examples=40)
   cfg, as_written, overrides = _run_config(path, data_dir, workdir, mirrored)
   _check_file_values(path, cfg, as_written, overrides)
   # The EMA generator's BatchNorm statistics (the configs with --ema_decay) from 16 noise vectors in 2 chunks, not

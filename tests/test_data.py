@@ -3,6 +3,7 @@ step). Folders: test_data_folder.py; TFDS: test_data_tfds.py; training on them: 
 
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -77,6 +78,7 @@ def test_offline_without_files_is_one_clear_line(tmp_path):
     data.open_source(helpers.config_values(data_dir=str(empty), dataset="mnist"))
   message = str(err.value)
   assert "\n" not in message and "--data_dir" in message and "IDX" in message
+  assert "could not be downloaded (GAN_DIST_OFFLINE=1 is set)" in message  # tests/conftest.py: no download tried.
   with pytest.raises(data.DataError, match="does not exist"):
     data.open_source(helpers.config_values(data_dir=str(tmp_path / "missing")))
 
@@ -148,6 +150,29 @@ def test_batch_must_divide_over_replicas(tmp_path):
     fn(_ctx(replicas=4))
 
 
+def test_an_incomplete_idx_folder_is_an_error_naming_the_missing_files(tmp_path):
+  """Not a TFDS data dir to download into: one line, at once."""
+  d = helpers.make_idx_dir(str(tmp_path / "idx"), num=8)
+  os.remove(os.path.join(d, "train-labels-idx1-ubyte.gz"))
+  with pytest.raises(data.DataError) as err:
+    data.open_source(helpers.config_values(data_dir=d))
+  assert str(err.value) == (
+      f"--data_dir={d} holds IDX files (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+      "train-images-idx3-ubyte.gz) but not train-labels-idx1-ubyte[.gz] of the train split; copy the missing file(s) "
+      "there (MNIST and Fashion-MNIST come as four files)")
+  for name in os.listdir(d):
+    if name.startswith("t10k"):
+      os.remove(os.path.join(d, name))
+  os.remove(os.path.join(d, "train-images-idx3-ubyte.gz"))
+  helpers.make_idx_dir(str(tmp_path / "full"), num=8)
+  for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+    shutil.copy(os.path.join(tmp_path, "full", name), d)
+  assert data.open_source(helpers.config_values(data_dir=d)).num_examples == 8  # The train split alone is enough...
+  with pytest.raises(data.DataError, match=r"but not t10k-images-idx3-ubyte\[\.gz\] and t10k-labels-idx1-ubyte\[\.gz\] "
+                                           "of the test split"):
+    data.open_source(helpers.config_values(data_dir=d), "test")  # ...and the test split is named as missing.
+
+
 def test_idx_files_found_with_or_without_gz(tmp_path):
   d = helpers.make_idx_dir(str(tmp_path / "plain"), num=8, gz=False)
   assert data.find_idx_files(d, "train")[0].endswith("train-images-idx3-ubyte")
@@ -156,10 +181,9 @@ def test_idx_files_found_with_or_without_gz(tmp_path):
       "t10k-labels-idx1-ubyte.gz"
 
 
-def test_tfds_datasets_by_name():
+def test_tfds_datasets_by_name(monkeypatch):
   """The TFDS path, offline: tfds.testing.mock_data stands in for prepared datasets (more in test_data_tfds.py)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+  with helpers.mock_tfds(monkeypatch, num_examples=24):
     mnist = data.open_source(helpers.config_values(dataset="mnist"))
     assert mnist.num_examples == 24 and mnist.num_classes == 10 and mnist.name.startswith("TFDS mnist")
     batch = next(iter(data.eval_dataset(mnist, (28, 28, 1), batch_size=24)))

@@ -2,6 +2,7 @@
 conversion of a dataset prepared as TFRecord, checked record by record against TFDS's own sequential reader."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gan_dist import data
+from gan_dist.datasets import tfds_source
 from tests import helpers
 
 
@@ -38,11 +40,11 @@ def _ctx():
   return tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=1)
 
 
-def test_mock_cifar10_by_random_access():
+def test_mock_cifar10_by_random_access(monkeypatch):
   # mock_data also patches builder.as_data_source: with MockPolicy.USE_CODE (no metadata files needed) it serves an
   # ArrayRecord data source of generated, serialized examples, read here exactly as a prepared dataset's.
   cfg = helpers.config_values(dataset="cifar10", batch_size=8, random_flip=True)
-  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+  with helpers.mock_tfds(monkeypatch, num_examples=24):
     source = data.open_source(cfg)
     assert source.num_examples == 24 and source.num_classes == 10 and source.name.startswith("TFDS cifar10")
     batches = list(data.make_dataset_fn(cfg, source, (32, 32, 3))(_ctx()).take(4))
@@ -112,3 +114,48 @@ def test_unknown_names_and_splits_are_one_line_errors(tfrecord_dir):
     data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir,
                                            split="validation"))
   assert "\n" not in str(error.value)
+
+
+def _closed_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_download_that_cannot_work_is_refused_before_it_starts(tmp_path, monkeypatch):
+  """Offline, TFDS's download retries take ~3.5 minutes to fail. GAN_DIST_OFFLINE (set for the whole suite by
+  tests/conftest.py) or a refused connection to TFDS's host ends the run at once, with no download started; files
+  already in downloads/, or a proxy, still get TFDS's try (failing here by the stand-in below)."""
+  attempts = []
+
+  def download_and_prepare(builder, **kwargs):
+    attempts.append((builder.name, kwargs))
+    raise ConnectionError("stand-in for a failed download")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
+  root = tmp_path / "tfds"
+  root.mkdir()
+  cfg = helpers.config_values(dataset="mnist", data_dir=str(root))
+  assert os.environ["GAN_DIST_OFFLINE"] == "1"
+  with pytest.raises(data.DataError, match=r"could not be downloaded \(GAN_DIST_OFFLINE=1 is set\)\. Offline"):
+    data.open_source(cfg)
+  monkeypatch.delenv("GAN_DIST_OFFLINE")
+  for name in list(os.environ):
+    if name.lower().endswith("_proxy"):
+      monkeypatch.delenv(name)
+  monkeypatch.setenv("no_proxy", "localhost")  # Not a proxy: the connection is still tried.
+  monkeypatch.setattr(tfds_source, "DOWNLOAD_HOST", ("127.0.0.1", _closed_port()))
+  with pytest.raises(data.DataError, match=r"downloaded \(no connection to 127\.0\.0\.1: .*refused\)") as error:
+    data.open_source(cfg)
+  assert "\n" not in str(error.value)
+  assert not attempts
+  monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+  with pytest.raises(data.DataError, match=r"downloaded \(ConnectionError\)"):
+    data.open_source(cfg)
+  monkeypatch.delenv("https_proxy")
+  monkeypatch.setenv("GAN_DIST_OFFLINE", "1")
+  (root / "downloads").mkdir()
+  (root / "downloads" / "some_download.gz").write_bytes(b"x")
+  with pytest.raises(data.DataError, match=r"downloaded \(ConnectionError\)"):
+    data.open_source(cfg)
+  assert attempts == [("mnist", {"file_format": "array_record"})] * 2

@@ -55,10 +55,9 @@ def test_resume_on_folder_data_is_exact(tmp_path, folder, one_device):
 
 
 @pytest.mark.slow
-def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, one_device):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, dataset="cifar10", arch="dcgan32", batch_size=8, train_steps=3, latent_dim=16)
-  with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+  with helpers.mock_tfds(monkeypatch, num_examples=40):
     metrics = train.run(cfg, one_device)
   assert metrics["step"] == 3 and np.isfinite(metrics["d_loss"])
   saved = workdir_lib.read_config(os.path.join(cfg.workdir, "flags.txt"))

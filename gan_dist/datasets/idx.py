@@ -79,18 +79,34 @@ def read_idx(path: str) -> np.ndarray:
   return data.reshape(shape)
 
 
+def _idx_path(data_dir: str, stem: str) -> Optional[str]:
+  """The file `stem`.gz or `stem` in `data_dir`, or None."""
+  candidates = [f"{data_dir.rstrip('/')}/{stem}{ext}" for ext in (".gz", "")]
+  return next((p for p in candidates if tf.io.gfile.exists(p)), None)
+
+
 def find_idx_files(data_dir: str, split: str) -> Optional[Tuple[str, str]]:
-  """Paths of the (images, labels) IDX files of `split` in `data_dir`, gzipped or not, or None."""
+  """Paths of the (images, labels) IDX files of `split` in `data_dir`, gzipped or not.
+
+  Returns:
+    The two paths, or None when `data_dir` holds no IDX file at all (it may be a TFDS data dir).
+
+  Raises:
+    DataError: `data_dir` holds IDX files, but not both of `split`'s: a copy is incomplete, and going on to TFDS
+      (a download) would hide that.
+  """
   if not data_dir or split not in IDX_FILES or not tf.io.gfile.isdir(data_dir):
     return None
-  found = []
-  for stem in IDX_FILES[split]:
-    candidates = [f"{data_dir.rstrip('/')}/{stem}{ext}" for ext in (".gz", "")]
-    path = next((p for p in candidates if tf.io.gfile.exists(p)), None)
-    if path is None:
-      return None
-    found.append(path)
-  return found[0], found[1]
+  found = {stem: _idx_path(data_dir, stem) for stems in IDX_FILES.values() for stem in stems}
+  images, labels = (found[stem] for stem in IDX_FILES[split])
+  if images and labels:
+    return images, labels
+  if any(found.values()):
+    missing = " and ".join(f"{stem}[.gz]" for stem in IDX_FILES[split] if not found[stem])
+    present = ", ".join(sorted(p.rsplit("/", 1)[-1] for p in found.values() if p))
+    raise DataError(f"--data_dir={data_dir} holds IDX files ({present}) but not {missing} of the {split} split; "
+                    "copy the missing file(s) there (MNIST and Fashion-MNIST come as four files)")
+  return None
 
 
 class IdxSource(DataSource):

@@ -113,6 +113,15 @@ def test_class_filter_restricts_the_statistics_splits_only(tmp_path):
   assert full_train.num_examples == 64
 
 
+def test_idx_files_of_the_train_split_alone_hold_out_a_tenth_as_the_test_split(tmp_path):
+  cfg = _idx_config(tmp_path)
+  for name in os.listdir(cfg.data_dir):
+    if name.startswith("t10k"):
+      os.remove(os.path.join(cfg.data_dir, name))
+  train, test = features.splits(cfg)
+  assert (train.num_examples, test.num_examples) == (58, 6)  # No TFDS download tried for the missing split.
+
+
 def test_a_folder_holds_out_a_fixed_tenth_as_its_test_split(tmp_path):
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=40, bad=())
   cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"])
