@@ -97,10 +97,12 @@ def find_idx_files(data_dir: str, split: str) -> Optional[Tuple[str, str]]:
   """
   if not data_dir or split not in IDX_FILES or not tf.io.gfile.isdir(data_dir):
     return None
-  found = {stem: _idx_path(data_dir, stem) for stems in IDX_FILES.values() for stem in stems}
-  images, labels = (found[stem] for stem in IDX_FILES[split])
+  found = {stem: _idx_path(data_dir, stem) for stem in IDX_FILES[split]}
+  images, labels = found.values()
   if images and labels:
     return images, labels
+  # Only an incomplete folder pays for looking up the other split's files (a request each on a bucket).
+  found.update({stem: _idx_path(data_dir, stem) for stems in IDX_FILES.values() for stem in stems if stem not in found})
   if any(found.values()):
     missing = " and ".join(f"{stem}[.gz]" for stem in IDX_FILES[split] if not found[stem])
     present = ", ".join(sorted(p.rsplit("/", 1)[-1] for p in found.values() if p))
