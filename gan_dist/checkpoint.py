@@ -385,19 +385,85 @@ def read_best(workdir: str) -> Optional[dict]:
   return json.loads(files.read_text(path))
 
 
-def restore_for_inference(checkpoint: tf.train.Checkpoint, workdir: str, step: Optional[int] = None) -> str:
-  """Restores the latest (or step-`step`) checkpoint of `workdir` into `checkpoint`, ignoring unused parts."""
+def best_checkpoint(workdir: str) -> str:
+  """The path of the best checkpoint (`<workdir>/checkpoints/best/`, by FCD) of `workdir`.
+
+  Raises:
+    errors.UserError: the run kept none (it was trained without --eval_every).
+  """
+  info = read_best(workdir)
+  if info is None:
+    raise errors.UserError(f"no best checkpoint in {workdir_lib.best_dir(workdir)}: train with --eval_every to "
+                           "keep one")
+  # best.json names the path it was written at; the workdir may have moved since.
+  return f"{workdir_lib.best_dir(workdir)}/{os.path.basename(info['checkpoint'])}"
+
+
+def restorable_steps(directory: str) -> List[int]:
+  """Steps of the complete checkpoints (index and every data shard) in `directory`, oldest first."""
+  return sorted(s for s, names in _files_by_step(directory).items() if _complete(names))
+
+
+def inference_path(workdir: str, step: Optional[int] = None, best: bool = False) -> str:
+  """The checkpoint a tool reads from `workdir`: the latest, that of `step`, or the best one (`best_checkpoint`).
+
+  Raises:
+    errors.UserError: both `step` and `best`, no checkpoint at all, no checkpoint of `step` (the message lists
+      those there are), or no best checkpoint.
+  """
+  if best:
+    if step is not None:
+      raise errors.UserError("pass --step or --best, not both")
+    return best_checkpoint(workdir)
   directory = workdir_lib.checkpoint_dir(workdir)
-  path = f"{directory}/ckpt-{step}" if step is not None else tf.train.latest_checkpoint(directory)
-  if path is None or not tf.io.gfile.exists(path + ".index"):
-    raise errors.UserError(f"No checkpoint {'at step %d ' % step if step is not None else ''}in {directory}")
-  status = checkpoint.restore(path)
+  steps = restorable_steps(directory)
+  if step is not None:
+    if step not in steps:
+      raise errors.UserError(f"no checkpoint at step {step} in {directory}; there are: "
+                             f"{', '.join(map(str, steps)) or 'none'}")
+    return f"{directory}/ckpt-{step}"
   try:
-    # Every variable of the models being restored must come from the checkpoint: a checkpoint of another
-    # architecture would otherwise leave a randomly initialised generator and no error.
+    latest = tf.train.latest_checkpoint(directory)
+  except (tf.errors.OpError, ValueError):  # A damaged index file: the newest complete checkpoint instead.
+    latest = None
+  if latest is not None and tf.io.gfile.exists(latest + ".index"):
+    return latest
+  if steps:
+    return f"{directory}/ckpt-{steps[-1]}"
+  raise errors.UserError(f"no checkpoint in {directory}: is {workdir} a trained workdir?")
+
+
+def restore_for_inference(checkpoint: tf.train.Checkpoint, path: str) -> str:
+  """Restores the checkpoint at `path` (see `inference_path`) into `checkpoint`, ignoring parts it does not use.
+
+  Every variable of the models being restored must come from the checkpoint: a checkpoint of another architecture
+  would otherwise leave a randomly initialised generator and no error. Returns `path`.
+
+  Raises:
+    errors.UserError: the checkpoint belongs to other models than `checkpoint`'s (flags.txt).
+    errors.CorruptCheckpointError: it cannot be read (truncated, damaged); names the newest older one that can.
+  """
+  try:
+    status = checkpoint.restore(path)
     status.assert_existing_objects_matched()
-  except (AssertionError, ValueError) as e:
-    raise errors.UserError(f"Checkpoint {path} does not match the run's models (flags.txt): "
-                           f"{str(e).splitlines()[0]}") from None
+  except (tf.errors.OpError, IndexError, AssertionError, ValueError) as e:
+    problem = verify(path)  # Only read again when the restore failed: a damaged file, or another model's?
+    if problem:
+      raise errors.CorruptCheckpointError(_inference_corruption_message(path, problem)) from None
+    raise errors.UserError(f"checkpoint {path} does not match the run's models (flags.txt): "
+                           f"{str(e).strip().splitlines()[0][:200]}") from None
   status.expect_partial()  # What the checkpoint holds beyond these objects (e.g. optimizers) may stay unread.
   return path
+
+
+def _inference_corruption_message(path: str, problem: str) -> str:
+  """Why the checkpoint at `path` cannot be read, and the newest older checkpoint of its directory that can."""
+  directory, name = path.rsplit("/", 1)
+  match = re.fullmatch(r"ckpt-(\d+)", name)
+  if match:  # A regular checkpoint: older ones may be fine.
+    older = [s for s in restorable_steps(directory) if s < int(match.group(1))]
+    for step in reversed(older):
+      if verify(f"{directory}/ckpt-{step}") is None:
+        return (f"checkpoint {path} is damaged ({problem}); the newest checkpoint that restores is "
+                f"{directory}/ckpt-{step}: pass --step={step}")
+  return f"checkpoint {path} is damaged ({problem}); pass --step=N for another checkpoint of the run"

@@ -25,6 +25,8 @@ from gan_dist import preemption
 
 FLAGS = flags.FLAGS
 _HELP = "--helpfull lists every flag"
+# absl's help flags: they print and exit with status 1, which gan_dist's exit codes call a bug; here they exit 0.
+_HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
 
 
 def fail(message, code: int = errors.EXIT_USAGE, verbose: bool = False) -> int:
@@ -46,6 +48,11 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
     rest = fv(argv)
   except flags.Error as e:
     sys.exit(fail(f"{e} ({_HELP})"))
+  except SystemExit as e:
+    asked = any(a.startswith("-") and a.lstrip("-").split("=", 1)[0] in _HELP_FLAGS for a in argv[1:])
+    if asked and e.code == 1:
+      sys.exit(errors.EXIT_OK)
+    raise
   if len(rest) > 1:
     sys.exit(fail(f"unexpected argument {rest[1]!r}: flags are --name=value, on the command line or one per line of "
                   f"a --flagfile ({_HELP})"))
@@ -68,6 +75,22 @@ def given(fv: flags.FlagValues, names: Sequence[str]) -> dict:
   """{name: value} of the flags among `names` given on the command line: the Config fields a tool that opens a
   workdir overrides in the run's flags.txt (the others keep the run's values, not the flags' defaults)."""
   return {name: fv[name].value for name in names if fv[name].present}
+
+
+def define_checkpoint_flags(fv: flags.FlagValues, verb: str) -> None:
+  """--step and --best, the choice of checkpoint of every tool that opens a workdir (`verb`: e.g. "Sample")."""
+  flags.DEFINE_integer("step", None, f"{verb} the checkpoint of this step (default: the latest).", flag_values=fv)
+  flags.DEFINE_boolean("best", False, f"{verb} the run's best checkpoint (lowest FCD, kept in checkpoints/best/ by "
+                       "training with --eval_every) instead of the latest.", flag_values=fv)
+  show_in_help(fv, ("step", "best"))
+
+
+def show_in_help(fv: flags.FlagValues, names: Sequence[str]) -> None:
+  """Lists the flags `names`, defined elsewhere (the Config's, `define_checkpoint_flags`), in the running command's
+  --help beside its own: the flags of the Config that a tool reads (--workdir, --seed, ...)."""
+  for name in names:
+    # absl's --help shows the key flags of the module named sys.argv[0] (FlagValues.main_module_help).
+    fv.register_key_flag_for_module(sys.argv[0], fv[name])
 
 
 def verbose(fv: Optional[flags.FlagValues] = None) -> bool:

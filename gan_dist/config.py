@@ -74,7 +74,8 @@ class Config:
   cluster_start_timeout_s: int = _field(900, "multi_worker_mirrored: how long the workers wait for each other to "
                                         "start before failing (a worker that never comes up must not hang the "
                                         "rest).", lower=10)
-  seed: int = _field(0, "Seed of the data order, the initial weights, the noise and the fixed sample noise.")
+  seed: int = _field(0, "Seed of the data order, the initial weights, the noise and the fixed sample noise.",
+                     lower=0, upper=2**32 - 1)  # NumPy's RandomState takes no other seed.
   deterministic: bool = _field(False, "Op determinism (tf.config.experimental.enable_op_determinism): with the noise "
                                "and data order already functions of (seed, step), a run interrupted and resumed any "
                                "number of times ends with the same weights as an uninterrupted one. Slower on GPUs.")

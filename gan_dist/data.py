@@ -25,6 +25,7 @@ Preprocessing runs in the tf.data graph, in parallel (deterministic order) and p
 --image_size (antialiased bilinear), scale to [-1, 1], flip.
 """
 
+import os
 from typing import Callable, Optional, Tuple
 
 from absl import logging
@@ -71,7 +72,8 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
     source = load_idx(cfg.data_dir, split, cfg.crop)
   elif cfg.data_dir and not tf.io.gfile.isdir(cfg.data_dir):
-    raise DataError(f"--data_dir={cfg.data_dir} does not exist")
+    relative = "" if cfg.data_dir.startswith("/") or "://" in cfg.data_dir else f" (from {os.getcwd()})"
+    raise DataError(f"--data_dir={cfg.data_dir} does not exist{relative}")
   else:
     source = open_tfds(cfg.dataset, cfg.data_dir, split, cfg.data_cache_dir, cfg.crop)
   if cfg.class_filter >= 0:

@@ -9,7 +9,8 @@ Exit codes of `python -m gan_dist.main` (also in README "When things go wrong"):
   3   EXIT_DIVERGED     losses or weights became non-finite; the step range is named, nothing non-finite was
                         saved, and the last good checkpoint is kept.
   4   EXIT_CORRUPT      the checkpoint to resume from cannot be read; the message names the newest one that
-                        restores and the --resume_step flag that resumes from it.
+                        restores and the --resume_step flag that resumes from it. The tools that open a workdir
+                        (sample, export, evaluate, plots, serve) end the same way, naming the --step to pass.
   5   EXIT_PEER         another worker of a multi-worker run died, froze or could not be reached; relaunch the
                         whole cluster to resume from the last checkpoint.
   74  EXIT_DISK_FULL    a checkpoint could not be saved: its filesystem is full. The message names the filesystem,

@@ -17,7 +17,6 @@ is one line `error: ...` and exit code 2.
 import csv
 import io
 import json
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
@@ -38,10 +37,10 @@ OVERRIDDEN_FIELDS = ("data_dir", "eval_cache_dir", "inception_weights", "truncat
 
 def define_flags(fv: flags.FlagValues) -> None:
   """Flags of this CLI, on top of the Config's (it reads --workdir and OVERRIDDEN_FIELDS)."""
-  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
+  cli.define_checkpoint_flags(fv, "Evaluate")
+  cli.show_in_help(fv, ("workdir",) + OVERRIDDEN_FIELDS)
   flags.DEFINE_boolean("all", False, "Evaluate every kept checkpoint; also write eval/metrics.csv and "
                        "eval/metrics.png into the workdir.", flag_values=fv)
-  flags.DEFINE_boolean("best", False, "Evaluate the best checkpoint (checkpoints/best/).", flag_values=fv)
   flags.DEFINE_integer("num", None, "Generated images (and real images per split) per evaluation (default: the "
                        "run's --eval_num).", lower_bound=4, flag_values=fv)
 
@@ -75,30 +74,6 @@ def kept_steps(workdir: str) -> List[int]:
   return steps
 
 
-def best_checkpoint(workdir: str) -> str:
-  """The path of the best checkpoint (checkpoints/best/, by FCD) of `workdir`.
-
-  Raises:
-    errors.UserError: the run kept none (it was trained without --eval_every).
-  """
-  info = checkpoint_lib.read_best(workdir)
-  if info is None:
-    raise errors.UserError(f"no best checkpoint in {workdir_lib.best_dir(workdir)}: train with --eval_every")
-  # best.json names the path it was written at; the workdir may have moved since.
-  return f"{workdir_lib.best_dir(workdir)}/{os.path.basename(info['checkpoint'])}"
-
-
-def _restore(run: inference.Run, path: str) -> None:
-  """Restores the checkpoint at `path` into `run`'s state (all of its models' variables must be in it)."""
-  status = checkpoint_lib.make_checkpoint(run.state).restore(path)
-  try:
-    status.assert_existing_objects_matched()
-  except (AssertionError, ValueError) as e:
-    raise errors.UserError(f"checkpoint {path} does not match the run's models (flags.txt): "
-                           f"{str(e).splitlines()[0]}") from None
-  status.expect_partial()  # Optimizer slots stay unread.
-
-
 def evaluate_workdir(workdir: str, steps: Optional[Sequence[int]] = None, best: bool = False, **overrides
                      ) -> Tuple[List[dict], evaluator_lib.Evaluator]:
   """Evaluates checkpoints of `workdir` on the current (default) strategy.
@@ -115,21 +90,17 @@ def evaluate_workdir(workdir: str, steps: Optional[Sequence[int]] = None, best: 
   Raises:
     errors.UserError: not a workdir, a step without a checkpoint, no best checkpoint; bad evaluation data.
   """
-  directory = workdir_lib.checkpoint_dir(workdir)
-  for step in steps or []:  # Checked before the evaluator's set-up, which may train a network for minutes.
-    if not tf.io.gfile.exists(f"{directory}/ckpt-{step}.index"):
-      kept = ", ".join(str(s) for s in kept_steps(workdir))
-      raise errors.UserError(f"no checkpoint at step {step} in {directory}; kept steps: {kept}")
-  best_path = best_checkpoint(workdir) if best else None
-  targets = list(steps) if steps else [None]
-  run = inference.load(workdir, targets[0], **overrides)
+  if best and steps:
+    raise errors.UserError("pass at most one of --step, --all and --best")
+  run = inference.load(workdir, steps[0] if steps else None, best, **overrides)
+  # Every checkpoint is found before the evaluator's set-up, which may train a network for minutes.
+  paths = [run.path] + [checkpoint_lib.inference_path(workdir, step) for step in (steps or [])[1:]]
   evaluator = evaluator_lib.Evaluator(run.cfg, tf.distribute.get_strategy(), run.gan)
   results = []
-  for i, step in enumerate(targets):
-    if best_path:
-      _restore(run, best_path)
-    elif i:  # The first one was restored by inference.load; the state, and so the traced function, is reused.
-      _restore(run, f"{directory}/ckpt-{step}")
+  for i, path in enumerate(paths):
+    if i:  # The first one was restored by inference.load; the state, and so the traced function, is reused.
+      inference.restore(run.state, path)
+      run.path = path
     results.append({"step": run.step, "metrics": evaluator(run.generator, run.step)})
   return results, evaluator
 
@@ -156,7 +127,10 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   net = evaluator.feature_net
   report = {
       "workdir": workdir,
-      "num": evaluator.num,
+      "num": evaluator.num,  # Generated images; the real sets' sizes follow (at most num each).
+      "num_reference": evaluator.num_reference,
+      "num_floor": evaluator.num_floor,
+      "truncation": evaluator.cfg.truncation,
       "generator": "ema" if evaluator.cfg.ema_decay > 0 else "generator",
       "floors": evaluator.floors,
       "feature_net": None if net is None else {"key": net.key, "test_accuracy": net.test_accuracy,

@@ -42,7 +42,9 @@ def check_out(fmt: str, out: str) -> None:
   """Refuses an output path that format `fmt` cannot be written to, before anything is loaded or written.
 
   Raises:
-    errors.UserError: an unknown format, an empty path, or a path that does not suit the format.
+    errors.UserError: an unknown format, an empty path, a path that does not suit the format or cannot be written,
+      or (saved_model) a directory that holds files but no earlier export: an export never mixes its files with
+      others (e.g. --out=W, the workdir itself); an earlier export is replaced.
   """
   if fmt not in FORMATS:
     raise errors.UserError(f"--format={fmt!r} is not one of {', '.join(FORMATS)}")
@@ -54,6 +56,14 @@ def check_out(fmt: str, out: str) -> None:
   if fmt == "saved_model" and out.endswith(".keras"):
     raise errors.UserError(f"--out={out} names a Keras file but --format=saved_model writes a directory; pass "
                            "--format=keras, or a directory")
+  if fmt == "keras":
+    files.check_writable_file(out, "--out")
+    return
+  files.check_writable_dir(out, "--out")
+  if (tf.io.gfile.isdir(out) and tf.io.gfile.listdir(out) and
+      not tf.io.gfile.exists(f"{out.rstrip('/')}/{FACTS_PATH}")):
+    raise errors.UserError(f"--out={out} is a directory that holds other files than an export; give a new or empty "
+                           "directory (an earlier export there would be replaced)")
 
 
 def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable, List[tf.TensorSpec]]:
@@ -112,14 +122,15 @@ def read_facts(export_dir: str) -> dict:
   return json.loads(files.read_text(path))
 
 
-def export(workdir: str, out: str, step: Optional[int] = None, fmt: str = "saved_model") -> str:
-  """Exports the generator of `workdir`'s latest checkpoint (or that of `step`) to `out` in format `fmt`.
+def export(workdir: str, out: str, step: Optional[int] = None, fmt: str = "saved_model", best: bool = False) -> str:
+  """Exports the generator of `workdir`'s latest checkpoint (or that of `step`, or the best) to `out` in `fmt`.
 
   Args:
     workdir: a trained run directory.
     out: the SavedModel directory, or the .keras file, to write.
     step: the checkpoint's step; None: the latest.
     fmt: one of FORMATS.
+    best: the run's best checkpoint (kept by training with --eval_every) instead.
 
   Returns:
     `out`.
@@ -128,7 +139,7 @@ def export(workdir: str, out: str, step: Optional[int] = None, fmt: str = "saved
     errors.UserError: a bad `fmt` or `out` (checked before the workdir is read), or a workdir that cannot be loaded.
   """
   check_out(fmt, out)
-  run = inference.load(workdir, step)
+  run = inference.load(workdir, step, best)
   generator = inference.float32_copy(run.generator)
   if fmt == "keras":
     write_keras(generator, out)

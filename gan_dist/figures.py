@@ -259,16 +259,17 @@ def progress_gif(frames: Sequence[Tuple[int, bytes]], frame_ms: int = 400, min_s
 
 
 def interpolation_inputs(latent_dim: int, num_classes: int, seed: int, rows: int = INTERPOLATION_ROWS,
-                         steps: int = INTERPOLATION_STEPS) -> Tuple[np.ndarray, np.ndarray]:
+                         steps: int = INTERPOLATION_STEPS, truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
   """Inputs of a latent interpolation figure: each row walks on the great circle between two noise vectors.
 
-  The end points of row r are rows 2r and 2r + 1 of `sampling.noise(2 * rows, latent_dim, seed)`; row r has class
-  r mod num_classes (conditional models; unconditional ones get zeros, which they ignore).
+  The end points of row r are rows 2r and 2r + 1 of `sampling.noise(2 * rows, latent_dim, seed, truncation)` (as
+  the demo's walk, between truncated end points); row r has class r mod num_classes (conditional models;
+  unconditional ones get zeros, which they ignore).
 
   Returns:
     noise float32 [rows * steps, latent_dim], labels int32 [rows * steps]; row by row.
   """
-  ends = sampling.noise(2 * rows, latent_dim, seed).reshape(rows, 2, latent_dim)
+  ends = sampling.noise(2 * rows, latent_dim, seed, truncation).reshape(rows, 2, latent_dim)
   t = np.linspace(0.0, 1.0, steps)
   noise = np.concatenate([sampling.slerp(a, b, t) for a, b in ends]).astype(np.float32)
   return noise, np.repeat(sampling.labels(rows, num_classes), steps)

@@ -8,10 +8,13 @@ recognises it.
 """
 
 import os
+import tempfile
 import uuid
 from typing import Union
 
 import tensorflow as tf
+
+from gan_dist import errors
 
 # The suffix of every file being written (see write_atomic). Leftovers of a killed run end with it.
 TMP_SUFFIX = ".gan_dist_tmp"
@@ -38,9 +41,58 @@ def write_atomic(path: str, payload: Union[bytes, str]) -> None:
   if directory:
     tf.io.gfile.makedirs(directory)
   tmp = temporary_name(path)
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(payload.encode() if isinstance(payload, str) else payload)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(payload.encode() if isinstance(payload, str) else payload)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    # A failed write (a full disk, `path` a directory) or an interrupt leaves nothing behind: not even the half.
+    try:
+      if tf.io.gfile.exists(tmp):
+        tf.io.gfile.remove(tmp)
+    except (tf.errors.OpError, OSError):
+      pass
+    raise
+
+
+def check_writable_file(path: str, flag: str) -> None:
+  """Refuses, before any work, an output file that could not be written: `path` is a directory, its folder is a
+  file, or (local paths) nothing can be created where its folder is or would be.
+
+  Args:
+    path: the output file (any TensorFlow filesystem).
+    flag: the flag that named it, for the message (e.g. "--out").
+
+  Raises:
+    errors.UserError: the one-line reason.
+  """
+  if tf.io.gfile.isdir(path):
+    raise errors.UserError(f"{flag}={path} is a directory; give a file name")
+  _check_can_create_in(parent(path) or ("/" if path.startswith("/") else "."), f"{flag}={path}")
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+  """As `check_writable_file`, for an output directory: `path` must be a directory or not exist yet."""
+  if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+    raise errors.UserError(f"{flag}={path} is a file, not a directory")
+  _check_can_create_in(path, f"{flag}={path}")
+
+
+def _check_can_create_in(folder: str, what: str) -> None:
+  """Raises errors.UserError unless `folder` is, or can be made, a directory that files can be created in."""
+  while parent(folder) and not tf.io.gfile.exists(folder):  # The nearest ancestor that exists.
+    folder = parent(folder)
+  if not tf.io.gfile.exists(folder):
+    return  # A relative path's first part, or a bucket: nothing to check before writing.
+  if not tf.io.gfile.isdir(folder):
+    raise errors.UserError(f"{what}: {folder} is a file, not a directory")
+  if is_local(folder):
+    try:  # Permissions alone do not tell (root, read-only mounts, /proc): create a file there, and remove it.
+      handle, probe = tempfile.mkstemp(dir=folder, suffix=TMP_SUFFIX)
+      os.close(handle)
+      os.remove(probe)
+    except OSError as e:
+      raise errors.UserError(f"{what}: cannot write into {folder} ({e.strerror or e})") from None
 
 
 def read_bytes(path: str) -> bytes:

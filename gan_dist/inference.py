@@ -2,6 +2,7 @@
 
   run = inference.load("runs/quick")            # latest checkpoint; step=N for another
   run.cfg, run.state, run.step                  # the run's flags.txt, TrainState, restored step
+  inference.load("runs/quick", best=True)       # the best checkpoint that training with --eval_every kept
   run.generator                                 # the EMA generator if the run kept one, its BatchNorm ready
   images = run.sample(64, seed=0)               # float32 [64, H, W, C] in [-1, 1]
 
@@ -32,11 +33,13 @@ class Run:
     cfg: the run's Config (its flags.txt; `workdir` set to the path it was opened from).
     state: its TrainState, restored on the current (default) strategy.
     path: the checkpoint restored.
+    best: it is the run's best checkpoint (checkpoints/best/).
   """
 
   cfg: config_lib.Config
   state: state_lib.TrainState
   path: str
+  best: bool = False
 
   @property
   def gan(self):
@@ -53,8 +56,9 @@ class Run:
     return self.state.sampling_generator
 
   def describe(self) -> str:
-    """E.g. "EMA generator, step 3000"."""
-    return f"{'EMA ' if self.state.ema_generator is not None else ''}generator, step {self.step}"
+    """E.g. "EMA generator, step 3000" ("..., step 3000, the best checkpoint" for the best one)."""
+    best = ", the best checkpoint" if self.best else ""
+    return f"{'EMA ' if self.state.ema_generator is not None else ''}generator, step {self.step}{best}"
 
   def generate_fn(self):
     """`sampling.make_generate_fn` of `generator`."""
@@ -67,23 +71,36 @@ class Run:
     return sampling.generate(self.generate_fn(), z, y)
 
 
-def load(workdir: str, step: Optional[int] = None, **overrides) -> Run:
-  """Opens `workdir` (its flags.txt and its latest checkpoint, or that of `step`) on the current strategy.
+def load(workdir: str, step: Optional[int] = None, best: bool = False, **overrides) -> Run:
+  """Opens `workdir` (its flags.txt and its latest checkpoint, that of `step`, or the best) on the current strategy.
 
   Args:
     workdir: a run directory (any TensorFlow filesystem).
     step: the checkpoint's step; None: the latest.
+    best: the best checkpoint instead (checkpoints/best/, kept by training with --eval_every).
     **overrides: Config fields to replace (e.g. data_dir, eval_cache_dir for evaluation).
 
   Raises:
     errors.UserError: not a workdir, no such checkpoint, or a checkpoint that does not match flags.txt.
+    errors.CorruptCheckpointError: the checkpoint cannot be read (the message names one that can).
   """
   cfg = workdir_lib.read_run_config(workdir, **overrides)
+  if ("data_dir" not in overrides and cfg.data_dir and not cfg.data_dir.startswith("/") and "://" not in cfg.data_dir
+      and not tf.io.gfile.exists(cfg.data_dir)):
+    # Sampling and export do not need the data; evaluation and plots do, and would only say it does not exist.
+    logging.warning("The run's --data_dir=%s (flags.txt) is relative to where it was trained and not found from "
+                    "here; pass --data_dir to a tool that reads the data", cfg.data_dir)
+  path = checkpoint_lib.inference_path(workdir, step, best)  # Before the models are built: a bad --step fails fast.
   state = state_lib.create_state(cfg, tf.distribute.get_strategy(), cfg.num_classes)
-  path = checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), workdir, step)
-  state.ema_restored()  # Every checkpoint holds the EMA generator's statistics for its weights.
+  restore(state, path)
   logging.info("Loaded %s (step %d)", path, int(state.step.numpy()))
-  return Run(cfg, state, path)
+  return Run(cfg, state, path, best)
+
+
+def restore(state: state_lib.TrainState, path: str) -> None:
+  """Restores the checkpoint at `path` into `state` for inference (`checkpoint.restore_for_inference`)."""
+  checkpoint_lib.restore_for_inference(checkpoint_lib.make_checkpoint(state), path)
+  state.ema_restored()  # Every checkpoint holds the EMA generator's statistics for its weights.
 
 
 def float32_copy(generator: keras.Model) -> keras.Model:
@@ -138,4 +155,6 @@ def facts(run: Run) -> dict:
                truncation=cfg.truncation)  # How the run samples (0: no truncation); the demo's default.
   if cfg.class_filter >= 0:
     found["class_filter"] = cfg.class_filter
+  if run.best:  # The run's best checkpoint (--best), not its latest or a --step.
+    found["best_checkpoint"] = True
   return found

@@ -18,6 +18,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   """The flags of `python -m gan_dist.pack`, besides the Config's (of which it reads --data_dir)."""
   flags.DEFINE_string("out", "", "The pack directory to write (any TensorFlow filesystem).", flag_values=fv)
   flags.DEFINE_integer("shard_size", data.SHARD_SIZE, "Images per shard.", lower_bound=1, flag_values=fv)
+  cli.show_in_help(fv, ("data_dir",))
 
 
 def main(argv) -> None:

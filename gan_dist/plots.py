@@ -1,6 +1,6 @@
 """The figures of a trained workdir, as the source projects show them.
 
-  python -m gan_dist.plots --workdir=W [--out_dir=W/plots] [--step=N] [--data_dir=D]
+  python -m gan_dist.plots --workdir=W [--out_dir=W/plots] [--step=N | --best] [--data_dir=D]
 
 writes into --out_dir (default W/plots):
   losses.png              d_loss and g_loss against the step, D's outputs on real and fake images, and the
@@ -41,7 +41,8 @@ AUGMENTATION_IMAGES = 10
 def define_flags(fv: flags.FlagValues) -> None:
   """The flags of `python -m gan_dist.plots`, besides the Config's (it reads --workdir, and --data_dir if given)."""
   flags.DEFINE_string("out_dir", "", "Where to write the figures (default: <workdir>/plots).", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Checkpoint for the generated figures (default: the latest).", flag_values=fv)
+  cli.define_checkpoint_flags(fv, "Draw the generated figures with")
+  cli.show_in_help(fv, ("workdir", "data_dir"))
   flags.DEFINE_list("augment_p", ["0", "0.2", "0.5", "0.8", "1"], "Values of p of augmentation.png (runs with "
                     "--augment).", flag_values=fv)
 
@@ -84,11 +85,12 @@ def augmentation_rows(cfg: config_lib.Config, p_values: Sequence[float], num: in
 
 
 def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_dir: str = "",
-              augment_p: Sequence[float] = (0.0, 0.2, 0.5, 0.8, 1.0)) -> Dict[str, str]:
+              augment_p: Sequence[float] = (0.0, 0.2, 0.5, 0.8, 1.0), best: bool = False) -> Dict[str, str]:
   """Writes every figure of `workdir` into `out_dir` (default W/plots).
 
   Figures whose input is missing (no event files, no sample grids) are skipped with a message on stdout; the
-  generated ones need a checkpoint.
+  generated ones need a checkpoint. Everything is read and drawn before the first file is written, so a bad
+  workdir, step or data_dir leaves `out_dir` as it was.
 
   Args:
     workdir: a trained run directory.
@@ -96,46 +98,50 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
     step: the checkpoint of the generated figures; None: the latest.
     data_dir: the training data, if not where the run read it ("" for the run's --data_dir).
     augment_p: the values of p of augmentation.png.
+    best: the generated figures from the run's best checkpoint (kept by training with --eval_every) instead.
 
   Returns:
     {figure name: path} of the files written.
   """
   workdir = workdir.rstrip("/")
   out_dir = (out_dir or f"{workdir}/plots").rstrip("/")
-  written = {}
+  overrides = {"data_dir": data_dir} if data_dir else {}
+  files.check_writable_dir(out_dir, "--out_dir")
+  run = inference.load(workdir, step, best, **overrides)
+  gan, generate_fn, cfg = run.gan, run.generate_fn(), run.cfg
+  figures_to_write = {}  # {name: (file name, PNG or GIF bytes)}, written once all are drawn.
+  real, rows = real_grid_images(cfg, gan, COMPARISON_IMAGES)
+  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, cfg.seed,
+                                                  cfg.truncation)
+  fake = sampling.generate(generate_fn, noise, labels)
+  figures_to_write["real_vs_generated"] = ("real_vs_generated.png", figures.comparison_figure(
+      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}"))
+  noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, cfg.seed,
+                                               truncation=cfg.truncation)
+  strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)
+  figures_to_write["interpolation"] = ("interpolation.png", summaries.png_bytes(strip))
+  if cfg.augment != "none":
+    policy = ",".join(config_lib.augment_policy(cfg))
+    figures_to_write["augmentation"] = ("augmentation.png", figures.augmentation_figure(
+        augmentation_rows(cfg, augment_p), title=f"--augment={cfg.augment}: {policy}"))
   logdir = workdir_lib.tensorboard_dir(workdir)
   scalars = figures.read_scalars(logdir)
   if scalars:
-    written["losses"] = f"{out_dir}/losses.png"
-    files.write_atomic(written["losses"], figures.losses_figure(scalars, title=workdir))
+    figures_to_write["losses"] = ("losses.png", figures.losses_figure(scalars, title=workdir))
   else:
     print(f"No scalars in {logdir}: losses.png skipped")
   grids = figures.sample_grid_paths(workdir)
   if grids:
-    written["progress"] = f"{out_dir}/progress.gif"
-    files.write_atomic(written["progress"], figures.progress_gif([(at, files.read_bytes(path)) for at, path in grids]))
+    figures_to_write["progress"] = ("progress.gif", figures.progress_gif(
+        [(at, files.read_bytes(path)) for at, path in grids]))
   else:
     print(f"No sample grids in {workdir_lib.samples_dir(workdir)}: progress.gif skipped")
-  cfg = workdir_lib.read_run_config(workdir, **({"data_dir": data_dir} if data_dir else {}))
-  if cfg.augment != "none":
-    written["augmentation"] = f"{out_dir}/augmentation.png"
-    policy = ",".join(config_lib.augment_policy(cfg))
-    files.write_atomic(written["augmentation"], figures.augmentation_figure(
-        augmentation_rows(cfg, augment_p), title=f"--augment={cfg.augment}: {policy}"))
-
-  run = inference.load(workdir, step, **({"data_dir": data_dir} if data_dir else {}))
-  gan, generate_fn = run.gan, run.generate_fn()
-  real, rows = real_grid_images(run.cfg, gan, COMPARISON_IMAGES)
-  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, run.cfg.seed,
-                                                  run.cfg.truncation)
-  fake = sampling.generate(generate_fn, noise, labels)
-  written["real_vs_generated"] = f"{out_dir}/real_vs_generated.png"
-  files.write_atomic(written["real_vs_generated"], figures.comparison_figure(
-      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}"))
-  noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, run.cfg.seed)
-  strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)
-  written["interpolation"] = f"{out_dir}/interpolation.png"
-  summaries.write_png(written["interpolation"], strip)
+  written = {}
+  for name in ("losses", "progress", "augmentation", "real_vs_generated", "interpolation"):
+    if name in figures_to_write:
+      file_name, payload = figures_to_write[name]
+      written[name] = f"{out_dir}/{file_name}"
+      files.write_atomic(written[name], payload)
   return written
 
 
@@ -148,7 +154,8 @@ def main(argv) -> None:
     p_values = [-1.0]
   if not all(0.0 <= p <= 1.0 for p in p_values):
     raise errors.UserError(f"--augment_p={','.join(fv.augment_p)}: values of p must be numbers in [0, 1]")
-  written = write_all(fv.workdir, fv.out_dir, fv.step, fv.data_dir if fv["data_dir"].present else "", p_values)
+  written = write_all(fv.workdir, fv.out_dir, fv.step, fv.data_dir if fv["data_dir"].present else "", p_values,
+                      fv.best)
   for name, path in written.items():
     print(f"{name}: {path}")
 

@@ -1,11 +1,11 @@
 """Samples a trained workdir into an .npz file and/or a PNG grid.
 
-  python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N]
+  python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N | --best]
   python -m gan_dist.sample --workdir=W --num=100 --grid=grid.png     (one row per class when conditional)
   python -m gan_dist.sample --workdir=W --grid=grid.png --truncation=0.5   (BigGAN's truncation trick)
 
 The .npz holds `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), drawn from the
-latest checkpoint (or --step) by the generator `inference.load` picks (the EMA copy when the run kept one). Image i
+latest checkpoint (or --step, or --best: the best one that training with --eval_every kept) by the generator `inference.load` picks (the EMA copy when the run kept one). Image i
 of seed S is `sampling.inputs`'s, the same as the web demo's for that seed (with the run's --truncation, or this
 command's). It reads W and never writes to it.
 """
@@ -32,10 +32,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_integer("label", None, "Conditional models: sample this class only (default: cycle through classes).",
                        flag_values=fv)
-  flags.DEFINE_integer("step", None, "Sample the checkpoint of this step (default: the latest).", flag_values=fv)
+  cli.define_checkpoint_flags(fv, "Sample")
+  cli.show_in_help(fv, ("workdir", "seed", "truncation"))
   flags.DEFINE_string("grid", "", "Also write the images as one PNG grid to this file (conditional models: one row "
-                      "per class, --num rounded down to whole rows); with --grid and no --out, only the grid.",
-                      flag_values=fv)
+                      "per class: --num rounded down to whole rows, at least one image per class); with --grid and "
+                      "no --out, only the grid.", flag_values=fv)
 
 
 def write_npz(path: str, arrays: dict) -> None:
@@ -76,14 +77,18 @@ def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], im
 def main(argv) -> None:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS
-  run = inference.load(fv.workdir, fv.step, **cli.given(fv, ("truncation",)))
+  write_npz_file = fv["out"].present or not fv.grid
+  for flag, path in (("--grid", fv.grid), ("--out", fv.out if write_npz_file else "")):
+    if path:  # Checked before sampling, which may take minutes.
+      files.check_writable_file(path, flag)
+  run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
   arrays = sample(run, fv.num, fv.seed, fv.label)
   images = arrays["images"]
   if fv.grid:
     grid = grid_image(run, fv.num, fv.seed, fv.label, images)
     summaries.write_png(fv.grid, grid)
     print(f"Wrote a {grid.shape[1]}x{grid.shape[0]} grid ({run.describe()}) to {fv.grid}")
-    if not fv["out"].present:
+    if not write_npz_file:
       return
   write_npz(fv.out, arrays)
   print(f"Wrote {len(images)} images {images.shape[1:]} ({run.describe()}) to {fv.out}")

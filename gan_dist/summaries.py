@@ -9,9 +9,14 @@ import tensorflow as tf
 from gan_dist import files
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+  """The PNG file of a uint8 [H, W, C] image."""
+  return tf.io.encode_png(np.asarray(image, np.uint8)).numpy()
+
+
 def write_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 [H, W, C] image as PNG on any TensorFlow filesystem, atomically (never a truncated PNG)."""
-  files.write_atomic(path, tf.io.encode_png(np.asarray(image, np.uint8)).numpy())
+  files.write_atomic(path, png_bytes(image))
 
 
 class Writer:

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import gzip
+import json
 import os
 import re
 import shutil
@@ -12,9 +13,12 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import data
+from gan_dist import files
+from gan_dist import inference
 from gan_dist import state as state_lib
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
@@ -94,10 +98,10 @@ def snapshot(directory: str) -> dict:
   {} if it does not exist. Two equal snapshots mean nothing was created, changed or deleted."""
   import hashlib  # pylint: disable=g-import-not-at-top
   found = {}
-  for root, dirs, files in os.walk(directory):
+  for root, dirs, names in os.walk(directory):
     for d in dirs:
       found[os.path.relpath(os.path.join(root, d), directory) + "/"] = ""
-    for name in files:
+    for name in names:
       path = os.path.join(root, name)
       with open(path, "rb") as f:
         found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
@@ -192,6 +196,29 @@ def tool_command(tool, argv, monkeypatch, capsys):
   except SystemExit as e:
     code = e.code
   return code or 0, capsys.readouterr().err
+
+
+def keep_as_best(workdir: str, step: int, change=None) -> str:
+  """Keeps checkpoint `step` of `workdir` as its best, as the trainer does (checkpoint.Checkpointer.save_best: a
+  CheckpointManager in checkpoints/best/ and best.json), after `change(state)` if given (a best that differs from the
+  regular checkpoints); returns the best checkpoint's path."""
+  run = inference.load(workdir, step)
+  if change is not None:
+    change(run.state)
+  path = tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(run.state), workdir_lib.best_dir(workdir),
+                                    max_to_keep=1, checkpoint_name="best").save(checkpoint_number=step)
+  files.write_atomic(f"{workdir_lib.best_dir(workdir)}/best.json",
+                     json.dumps({"step": step, "metric": "fcd", "value": 1.0, "checkpoint": path}))
+  return path
+
+
+def scale_generators(factor: float):
+  """A `change` for keep_as_best: every weight of G (and of its EMA copy) times `factor`."""
+  def change(state):
+    for model in (state.gan.generator, state.ema_generator):
+      if model is not None:
+        model.set_weights([w * factor for w in model.get_weights()])
+  return change
 
 
 def train_parts(cfg, strategy):

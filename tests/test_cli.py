@@ -1,8 +1,10 @@
 """Command-line plumbing: flag problems and gan_dist's own errors are one line with their exit code."""
 
 import signal
+import sys
 import threading
 
+from absl import app
 from absl import flags
 import pytest
 
@@ -30,6 +32,7 @@ def _one_line_error(stderr: str) -> str:
     (["--loss=wgan"], "flag --loss=wgan: value should be one of"),
     (["--ema_decay=1.0"], "flag --ema_decay=1.0: must be in [0, 1)"),
     (["--ema_decay=-0.5"], "flag --ema_decay=-0.5: must be in [0, 1)"),
+    (["--seed=-1"], "flag --seed=-1: -1 is not an integer in the range [0, 4294967295]"),  # NumPy's seeds.
     (["--channels=2"], "flag --channels=2: must be one of 0, 1, 3"),
     (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
     (["--flagfile=FLAGFILE_NOT_A_FLAG"], "unexpected argument 'batch_size 64': flags are --name=value"),
@@ -109,3 +112,28 @@ def test_tool_flags_and_config_flags_are_defined_together(monkeypatch):
   flags.DEFINE_integer("answer", 0, "A tool's own flag.", flag_values=fv)
   cli.parse_flags(["tool", "--workdir=/tmp/x", "--answer=3"])
   assert (fv.answer, cli.config_from_flags().workdir, cli.verbose()) == (3, "/tmp/x", False)
+
+
+@pytest.mark.parametrize("help_flag", ["--help", "--helpshort", "--helpfull", "-?"])
+def test_help_exits_0_and_a_tool_s_help_lists_the_config_flags_it_reads(monkeypatch, capsys, help_flag):
+  """absl's help flags exit 1, which gan_dist's exit codes call a bug: here 0. A tool's --help (absl prints
+  main_module_help, the key flags of the module sys.argv[0] names) shows, beside its own flags, those of the Config
+  table it reads (sample: --workdir, --seed, --truncation) and --step/--best; not the trainer's."""
+  from gan_dist import sample  # pylint: disable=g-import-not-at-top  (a CLI module: the test of cli needs one)
+  fv = flags.FlagValues()
+  monkeypatch.setattr(sys, "argv", ["/path/to/sample.py"])
+  for help_flag_object in (app.HelpFlag(), app.HelpshortFlag(), app.HelpfullFlag()):  # What app.run defines.
+    flags.DEFINE_flag(help_flag_object, flag_values=fv)
+  cli.define_config_flags(fv)
+  sample.define_flags(fv)
+  # The tool's own flags are key flags of its module anyway (run as __main__, the module sys.argv[0] names).
+  shown = fv.main_module_help()
+  listed = {name for name in ("workdir", "seed", "truncation", "step", "best", "batch_size", "data_dir")
+            if f"--{name}:" in shown or f"--[no]{name}:" in shown}
+  assert listed == {"workdir", "seed", "truncation", "step", "best"}
+  with pytest.raises(SystemExit) as exited:
+    cli.parse_flags(["sample", help_flag], fv)
+  assert exited.value.code == errors.EXIT_OK and "error:" not in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exited:  # Other exits of absl's parsing keep their code.
+    cli.parse_flags(["sample", "--num=0"], fv)
+  assert exited.value.code == errors.EXIT_USAGE

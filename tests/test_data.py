@@ -3,6 +3,7 @@ step). Folders: test_data_folder.py; TFDS: test_data_tfds.py; training on them: 
 
 import gzip
 import os
+import re
 import shutil
 import struct
 
@@ -71,7 +72,7 @@ def test_class_filter(tmp_path):
     data.open_source(helpers.config_values(data_dir=d, class_filter=12))
 
 
-def test_offline_without_files_is_one_clear_line(tmp_path):
+def test_offline_without_files_is_one_clear_line(tmp_path, monkeypatch):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(data.DataError) as err:
@@ -79,8 +80,11 @@ def test_offline_without_files_is_one_clear_line(tmp_path):
   message = str(err.value)
   assert "\n" not in message and "--data_dir" in message and "IDX" in message
   assert "could not be downloaded (GAN_DIST_OFFLINE=1 is set)" in message  # tests/conftest.py: no download tried.
-  with pytest.raises(data.DataError, match="does not exist"):
+  with pytest.raises(data.DataError, match=r"does not exist$"):
     data.open_source(helpers.config_values(data_dir=str(tmp_path / "missing")))
+  monkeypatch.chdir(tmp_path)  # A relative path: from where it was looked for (a workdir's flags.txt keeps it as given).
+  with pytest.raises(data.DataError, match=rf"^--data_dir=../data does not exist \(from {re.escape(str(tmp_path))}\)$"):
+    data.open_source(helpers.config_values(data_dir="../data"))
 
 
 def test_normalisation_and_resize():

@@ -8,15 +8,11 @@ import subprocess
 
 from absl import flags
 import pytest
-import tensorflow as tf
 
-from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import cli
 from gan_dist import errors
 from gan_dist import evaluate
-from gan_dist import files
-from gan_dist import inference
-from gan_dist import workdir as workdir_lib
+from tests import helpers
 from tests import subprocs
 from tests.eval import tiny_run
 
@@ -64,6 +60,8 @@ def test_main_all_prints_json_and_writes_csv_and_plot(run_cfg, tmp_path, capsys)
   out = capsys.readouterr().out
   report = json.loads(out[out.index("{"):])
   assert report["num"] == 16 and report["generator"] == "generator" and report["feature_net"]["checksum"]
+  # The real sets' sizes and the noise's truncation are part of what was measured.
+  assert (report["num_reference"], report["num_floor"], report["truncation"]) == (16, 16, 0.0)
   assert [e["step"] for e in report["evaluations"]] == [2, 4]
   assert all(MAIN_KEYS <= set(e["metrics"]) for e in report["evaluations"]) and MAIN_KEYS <= set(report["floors"])
   assert report["csv"] == f"{workdir}/eval/metrics.csv" and report["plot"] == f"{workdir}/eval/metrics.png"
@@ -82,11 +80,7 @@ def test_best_evaluates_the_best_checkpoint_even_in_a_moved_workdir(run_cfg, tmp
   with pytest.raises(errors.UserError, match="no best checkpoint in .*train with --eval_every"):
     evaluate.evaluate_workdir(workdir, best=True)
   # A best checkpoint of step 2 as the trainer keeps one (checkpoint.Checkpointer.save_best), then the workdir moves.
-  run = inference.load(workdir, 2)
-  path = tf.train.CheckpointManager(checkpoint_lib.make_checkpoint(run.state), workdir_lib.best_dir(workdir),
-                                    max_to_keep=1, checkpoint_name="best").save(checkpoint_number=2)
-  files.write_atomic(f"{workdir_lib.best_dir(workdir)}/best.json",
-                     json.dumps({"step": 2, "metric": "fcd", "value": 1.0, "checkpoint": path}))
+  helpers.keep_as_best(workdir, 2)
   moved = shutil.move(workdir, str(tmp_path / "moved"))
   (best,), _ = evaluate.evaluate_workdir(moved, best=True)
   (step_2,), _ = evaluate.evaluate_workdir(moved, [2])
@@ -97,7 +91,7 @@ def test_bad_inputs_are_user_errors(run_cfg, tmp_path):
   with pytest.raises(errors.UserError, match="pass at most one of --step, --all and --best"):
     evaluate.check_selection(_flags("--all", "--step=2"))
   evaluate.check_selection(_flags("--best"))
-  with pytest.raises(errors.UserError, match=r"no checkpoint at step 3 in .*; kept steps: 2, 4"):
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 3 in .*; there are: 2, 4$"):
     evaluate.evaluate_workdir(run_cfg.workdir, [3])
   with pytest.raises(errors.UserError, match="flags.txt not found"):
     evaluate.evaluate_workdir(run_cfg.workdir + "/nothing")

@@ -5,6 +5,7 @@ import os
 import pytest
 import tensorflow as tf
 
+from gan_dist import errors
 from gan_dist import files
 
 
@@ -19,19 +20,48 @@ def test_write_atomic_creates_directories_and_leaves_no_temporary_file(tmp_path,
   assert tf.io.gfile.listdir(f"{base}/a/b") == ["out.bin"]
 
 
-def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary_file(tmp_path, monkeypatch):
   path = str(tmp_path / "kept.txt")
   files.write_atomic(path, "old")
+  written = []
+  real_rename = tf.io.gfile.rename
 
-  def broken_rename(*args, **kwargs):
+  def broken_rename(source, *args, **kwargs):
+    written.append(open(source).read())  # The new bytes were written under the temporary name.
     raise OSError("disk full")
 
   monkeypatch.setattr(tf.io.gfile, "rename", broken_rename)
-  with pytest.raises(OSError):
+  with pytest.raises(OSError, match="disk full"):
     files.write_atomic(path, "new")
-  assert open(path).read() == "old"
-  leftovers = [n for n in os.listdir(tmp_path) if n.endswith(files.TMP_SUFFIX)]
-  assert len(leftovers) == 1 and leftovers[0].startswith("kept.txt.")  # What clean_leftovers recognises.
+  assert open(path).read() == "old" and written == ["new"]
+  assert os.listdir(tmp_path) == ["kept.txt"]  # Only a killed process leaves a *.gan_dist_tmp (clean_leftovers).
+  monkeypatch.setattr(tf.io.gfile, "rename", real_rename)
+  with pytest.raises(tf.errors.OpError):  # A directory where the file should go: the write fails, nothing is left.
+    files.write_atomic(str(tmp_path), "into a directory")
+  assert os.listdir(tmp_path) == ["kept.txt"] and not any(
+      n.endswith(files.TMP_SUFFIX) for n in os.listdir(tmp_path.parent))
+
+
+def test_output_paths_that_cannot_be_written_are_refused_in_one_line(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  (tmp_path / "a_dir").mkdir()
+  refused = [
+      (files.check_writable_file, str(tmp_path / "a_dir"), r"--out=.*/a_dir is a directory; give a file name"),
+      (files.check_writable_file, str(tmp_path / "a_file" / "x.npz"), r"/a_file is a file, not a directory"),
+      (files.check_writable_file, "/proc/gan_dist_test/x.npz", r"cannot write into /proc \("),
+      (files.check_writable_dir, str(tmp_path / "a_file"), r"--out=.*/a_file is a file, not a directory"),
+      (files.check_writable_dir, str(tmp_path / "a_file" / "sub"), r"/a_file is a file, not a directory"),
+  ]
+  for check, path, message in refused:
+    with pytest.raises(errors.UserError, match=message):
+      check(path, "--out")
+  for check, path in ((files.check_writable_file, str(tmp_path / "new" / "deeper" / "x.npz")),
+                      (files.check_writable_file, str(tmp_path / "a_file")),  # Replaced, as asked.
+                      (files.check_writable_dir, str(tmp_path / "a_dir")),
+                      (files.check_writable_dir, str(tmp_path / "new_dir" / "sub")),
+                      (files.check_writable_file, "ram://gan_dist_test/x.npz")):
+    check(path, "--out")
+  assert sorted(os.listdir(tmp_path)) == ["a_dir", "a_file"]  # The checks create nothing.
 
 
 def test_temporary_names_are_unique_per_writer():

@@ -1,5 +1,7 @@
 """inference.py: a trained workdir opened in one place, the generator it samples with, its float32 copy and facts."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ import tensorflow as tf
 from gan_dist import errors
 from gan_dist import inference
 from gan_dist import sampling
+from gan_dist import workdir as workdir_lib
 from gan_dist.models import layers as gan_layers
+from tests import helpers
 from tests.serve import workdirs
 
 
@@ -55,7 +59,7 @@ def test_load_uses_the_restored_ema_statistics_which_are_those_of_the_ema_weight
 def test_load_with_overrides_and_a_missing_step(conditional, tmp_path_factory):
   workdir = workdirs.trained("conditional", tmp_path_factory)
   assert inference.load(workdir, step=1, eval_num=8).cfg.eval_num == 8
-  with pytest.raises(errors.UserError, match="No checkpoint at step 7"):
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 7 in .*/checkpoints; there are: 1$"):
     inference.load(workdir, step=7)
 
 
@@ -80,3 +84,88 @@ def test_float32_copy_uses_keras_own_layers_in_float32():
   assert copy(x).dtype == tf.float32
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, one_device):
+  """An mlp workdir with ckpt-2 and ckpt-4, copied by each test that damages it or adds a best checkpoint."""
+  return helpers.trained_mlp(tmp_path_factory.mktemp("two_checkpoints"), one_device)
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_byte(path):
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _garbage(path):
+  with open(path, "wb") as f:
+    f.write(b"not an index" * 10)
+
+
+@pytest.mark.parametrize("damage,suffix", [(_truncate, ".data-00000-of-00001"), (_flip_byte, ".data-00000-of-00001"),
+                                           (_garbage, ".index")], ids=["truncated", "flipped_byte", "bad_index"])
+def test_a_damaged_checkpoint_is_refused_naming_the_newest_that_restores(two_checkpoints, tmp_path, damage, suffix):
+  """What sample, export, evaluate, plots and serve open: exit 4 and the --step to pass (the trainer's own check
+  names --resume_step), never a traceback, and the workdir left as it was."""
+  workdir = helpers.copy_run(two_checkpoints, tmp_path).workdir
+  ckpt = f"{workdir}/checkpoints"
+  damage(f"{ckpt}/ckpt-4{suffix}")
+  before = helpers.snapshot(workdir)
+  with pytest.raises(errors.CorruptCheckpointError) as raised:
+    inference.load(workdir)
+  message = str(raised.value)
+  assert raised.value.exit_code == errors.EXIT_CORRUPT and "\n" not in message
+  assert message.startswith(f"checkpoint {ckpt}/ckpt-4 is damaged (")
+  assert message.endswith(f"; the newest checkpoint that restores is {ckpt}/ckpt-2: pass --step=2")
+  assert inference.load(workdir, step=2).step == 2  # The step the message names loads.
+  with pytest.raises(errors.CorruptCheckpointError, match="ckpt-4 is damaged"):
+    inference.load(workdir, step=4)
+  assert helpers.snapshot(workdir) == before
+
+
+def test_a_checkpoint_of_another_model_is_a_user_error_not_damage(two_checkpoints, tmp_path):
+  workdir = helpers.copy_run(two_checkpoints, tmp_path).workdir
+  with pytest.raises(errors.UserError, match=r"checkpoint .*ckpt-4 does not match the run's models \(flags.txt\)") as e:
+    inference.load(workdir, latent_dim=8)  # Another generator input than the checkpoint's.
+  assert not isinstance(e.value, errors.CorruptCheckpointError)
+
+
+def test_best_opens_the_best_checkpoint_and_never_with_a_step(two_checkpoints, tmp_path):
+  workdir = helpers.copy_run(two_checkpoints, tmp_path).workdir
+  with pytest.raises(errors.UserError, match=r"no best checkpoint in .*/checkpoints/best: train with --eval_every"):
+    inference.load(workdir, best=True)
+  path = helpers.keep_as_best(workdir, 2, helpers.scale_generators(0.5))
+  best = inference.load(workdir, best=True)
+  assert (best.path, best.step, best.best) == (path, 2, True)
+  assert best.describe() == "generator, step 2, the best checkpoint"
+  assert inference.facts(best)["best_checkpoint"] and "best_checkpoint" not in inference.facts(
+      inference.load(workdir))
+  regular = inference.load(workdir, step=2)
+  assert regular.describe() == "generator, step 2"
+  for kept, weights in zip(best.gan.generator.get_weights(), regular.gan.generator.get_weights()):
+    np.testing.assert_array_equal(kept, weights * 0.5)  # The best checkpoint's own weights.
+  with pytest.raises(errors.UserError, match="pass --step or --best, not both"):
+    inference.load(workdir, step=2, best=True)
+
+
+def test_a_relative_data_dir_not_found_from_here_is_named_when_loading(two_checkpoints, tmp_path, monkeypatch,
+                                                                         caplog):
+  workdir = helpers.copy_run(two_checkpoints, tmp_path).workdir
+  cfg = workdir_lib.read_run_config(workdir, data_dir="../data/mnist")
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(workdir))
+  monkeypatch.chdir(tmp_path)
+  with caplog.at_level("WARNING"):
+    inference.load(workdir)  # Sampling does not need the data: a warning for the tools that do.
+  assert "--data_dir=../data/mnist (flags.txt) is relative to where it was trained" in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    inference.load(workdir, data_dir=two_checkpoints.data_dir)
+  assert "relative" not in caplog.text

@@ -1,6 +1,7 @@
 """`python -m gan_dist.plots` on a tiny trained workdir: every figure exists and is what it says."""
 
 import io
+import re
 import shutil
 
 from absl import flags
@@ -71,6 +72,7 @@ def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monke
   (tmp_path / "empty").mkdir()
   with pytest.raises(errors.UserError, match="empty"):
     plots.main([])
+  assert not (tmp_path / "figs").exists()  # Refused before the first figure was written.
   moved = shutil.copytree(run_cfg.data_dir, tmp_path / "moved")
   monkeypatch.setattr(cli, "FLAGS", _flags(*argv, f"--data_dir={moved}"))
   capsys.readouterr()
@@ -80,6 +82,35 @@ def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monke
     assert f"{name}: {tmp_path / 'figs'}/" in out
   assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
       "interpolation.png", "losses.png", "progress.gif", "real_vs_generated.png"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--step=3"], r"no checkpoint at step 3 in .*; there are: 2, 4"),
+    (["--best"], "no best checkpoint"),
+    (["--data_dir=MISSING"], "does not exist"),
+    (["--out_dir=FILE"], "is a file, not a directory"),
+])
+def test_bad_input_leaves_the_workdir_as_it_was(run_cfg, tmp_path, monkeypatch, capsys, argv, message):
+  """The figures go into W/plots by default: nothing of them may appear when the command fails (exit 2)."""
+  workdir = shutil.copytree(run_cfg.workdir, str(tmp_path / "workdir"))
+  (tmp_path / "file").write_text("")
+  argv = [f"--workdir={workdir}"] + [a.replace("MISSING", str(tmp_path / "missing"))
+                                     .replace("FILE", str(tmp_path / "file")) for a in argv]
+  before = helpers.snapshot(workdir)
+  code, err = helpers.tool_command(plots, argv, monkeypatch, capsys)
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert code == 2 and len(lines) == 1 and re.search(message, lines[0]), (argv, err[-2000:])
+  assert helpers.snapshot(workdir) == before and (tmp_path / "file").read_text() == ""
+
+
+def test_best_draws_the_generated_figures_of_the_best_checkpoint(run_cfg, tmp_path):
+  workdir = shutil.copytree(run_cfg.workdir, str(tmp_path / "workdir"))
+  helpers.keep_as_best(workdir, 2)
+  best = plots.write_all(workdir, str(tmp_path / "best"), best=True)
+  step_2 = plots.write_all(workdir, str(tmp_path / "step_2"), step=2)
+  latest = plots.write_all(workdir, str(tmp_path / "latest"))
+  same = lambda a, b, name: files.read_bytes(a[name]) == files.read_bytes(b[name])
+  assert same(best, step_2, "interpolation") and not same(best, latest, "interpolation")
 
 
 def test_augmentation_rows_show_the_same_images_at_rising_p(tmp_path):

@@ -4,6 +4,8 @@ Bad inputs run in this process through what the entry point runs once started (c
 cli.guard(sample.main)); one test starts the real command."""
 
 import os
+import re
+import shutil
 
 from absl import flags
 import numpy as np
@@ -159,3 +161,34 @@ def test_bad_input_is_one_line_and_exit_2(argv, runs, tmp_path, monkeypatch, cap
   lines = [l for l in err.splitlines() if l.startswith("error: ")]
   assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err[-2000:])
   assert os.listdir(tmp_path) == []  # No samples.npz, no grid.
+
+
+def test_best_samples_the_best_checkpoint(runs, tmp_path, monkeypatch):
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(runs["unconditional"].cfg.workdir, workdir)
+  helpers.keep_as_best(workdir, 1, helpers.scale_generators(0.5))  # A best that is not the latest checkpoint.
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--num=6", "--best", "--out=best.npz"))
+  sample.main([])
+  images = np.load(tmp_path / "best.npz")["images"]
+  np.testing.assert_array_equal(images, sample.sample(inference.load(workdir, best=True), 6, seed=0)["images"])
+  assert np.abs(images.astype(int) - sample.sample(runs["unconditional"], 6, seed=0)["images"]).mean() > 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out=DIR"], r"--out=.*/dir is a directory; give a file name"),
+    (["--grid=FILE/grid.png"], r"--grid=.*/file/grid.png: .*/file is a file, not a directory"),
+    (["--best"], "no best checkpoint in .*: train with --eval_every"),
+    (["--best", "--step=1"], "pass --step or --best, not both"),
+])
+def test_outputs_and_checkpoints_are_checked_before_sampling(argv, message, runs, tmp_path, monkeypatch, capsys):
+  (tmp_path / "dir").mkdir()
+  (tmp_path / "file").write_text("")
+  argv = [f"--workdir={runs['conditional'].cfg.workdir}"] + [
+      a.replace("DIR", str(tmp_path / "dir")).replace("FILE", str(tmp_path / "file")) for a in argv]
+  monkeypatch.chdir(tmp_path)
+  before = helpers.snapshot(str(tmp_path))
+  code, err = helpers.tool_command(sample, argv, monkeypatch, capsys)
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert code == 2 and len(lines) == 1 and re.search(message, lines[0]), (argv, err[-2000:])
+  assert helpers.snapshot(str(tmp_path)) == before  # No samples.npz, no grid, no temporary file.

@@ -28,7 +28,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   """Flags of this CLI, on top of the Config's (it reads --workdir, --seed, --data_dir, --eval_cache_dir and
   --truncation)."""
   flags.DEFINE_integer("num_per_class", 100, "Images sampled per class.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the latest).", flag_values=fv)
+  cli.define_checkpoint_flags(fv, "Evaluate")
+  cli.show_in_help(fv, ("workdir", "seed", "data_dir", "eval_cache_dir", "truncation"))
 
 
 def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int,
@@ -53,7 +54,7 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   """Loads the run, samples, prints the accuracies. `fv`: parsed flag values (default: absl's FLAGS)."""
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS if fv is None else fv
-  restored = inference.load(fv.workdir, fv.step, **cli.given(fv, ("data_dir", "eval_cache_dir", "truncation")))
+  restored = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("data_dir", "eval_cache_dir", "truncation")))
   gan = restored.gan
   if not gan.conditional:
     raise errors.UserError(f"--arch={restored.cfg.arch} is not conditional: there is no requested class to check")

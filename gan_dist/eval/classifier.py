@@ -29,6 +29,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "evaluation does not use).", lower_bound=0, flag_values=fv)
   flags.DEFINE_string("out", "", "Directory to write weights.npz and info.json to (default: the evaluation cache "
                       "entry, <eval_cache_dir>/classifier/<key>, which evaluation then loads).", flag_values=fv)
+  cli.show_in_help(fv, ("dataset", "data_dir", "eval_cache_dir"))
 
 
 def parse_image_shape(text: str, source: data.DataSource) -> Tuple[int, int, int]:

@@ -125,6 +125,11 @@ class Evaluator:
       trained = data.open_source(cfg)
       reference_set = features_lib.spread_subset(held_out, self.num, salt=1)
       floor_set = features_lib.spread_subset(trained, self.num, salt=2)
+    # The real sets hold at most `num` images: fewer where the data has fewer (e.g. MNIST's 10,000 test images).
+    self.num_reference, self.num_floor = reference_set.num_examples, floor_set.num_examples
+    if min(self.num_reference, self.num_floor) < self.num:
+      logging.warning("--eval_num=%d: the reference holds %d real images and the floor %d (all there are)",
+                      self.num, self.num_reference, self.num_floor)
     self._memorization = None  # (training-image features, held-out features) with --eval_data_dir.
     self.extractors: List[_Extractor] = []
     if gan.conditional and train.num_classes < 2:

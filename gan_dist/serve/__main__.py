@@ -1,6 +1,6 @@
 """Serves the demo page and HTTP API of a trained generator with waitress, a production WSGI server.
 
-  python -m gan_dist.serve --workdir=W [--step=N] [--host=127.0.0.1] [--port=8000] [--threads=4]
+  python -m gan_dist.serve --workdir=W [--step=N | --best] [--host=127.0.0.1] [--port=8000] [--threads=4]
   python -m gan_dist.serve --saved_model=DIR [...]
 
 Needs the `serve` extra: pip install -e '.[serve]'. --port=0 picks a free port; the line "Serving ... at URL"
@@ -24,8 +24,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   """The flags of `python -m gan_dist.serve`, besides the Config's (of which it reads --workdir)."""
   flags.DEFINE_string("saved_model", "", "Serve this SavedModel export (python -m gan_dist.export) instead of a "
                       "--workdir.", flag_values=fv)
-  flags.DEFINE_integer("step", None, "Serve the checkpoint of this step of --workdir (default: the latest).",
-                       flag_values=fv)
+  cli.define_checkpoint_flags(fv, "Serve (of --workdir)")
+  cli.show_in_help(fv, ("workdir",))
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy "
                       "in front of it for the public).", flag_values=fv)
   flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one.", lower_bound=0, upper_bound=65535,
@@ -42,7 +42,7 @@ def main(argv) -> None:
   fv = cli.FLAGS
   # --workdir has a default (/tmp/gan_dist); only a --workdir actually given competes with --saved_model.
   workdir = fv.workdir if fv["workdir"].present else ""
-  model = app_lib.load_model(workdir, fv.saved_model, fv.step)
+  model = app_lib.load_model(workdir, fv.saved_model, fv.step, fv.best)
   application = app_lib.create_app(model)
   try:
     server = waitress.create_server(application, host=fv.host, port=fv.port, threads=fv.threads)
@@ -50,7 +50,8 @@ def main(argv) -> None:
     raise errors.UserError(f"cannot listen on {fv.host}:{fv.port} ({e.strerror or e}); pick another --port, or "
                            "--port=0 for a free one") from None
   facts = model.facts
-  what = (f"{facts['arch']} ({facts['dataset']}, step {facts['step']}{', EMA' if facts['ema'] else ''}) from "
+  what = (f"{facts['arch']} ({facts['dataset']}, step {facts['step']}{', EMA' if facts['ema'] else ''}"
+          f"{', the best checkpoint' if facts.get('best_checkpoint') else ''}) from "
           f"{workdir or fv.saved_model}")
   host = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
   print(f"Serving {what} at http://{host}:{server.effective_port}/ (Ctrl-C stops)", flush=True)

@@ -15,7 +15,8 @@ HTTP 400 and {"error": "<one line>", "parameter": "<its name>"}. Any other error
 Grids of a conditional model with class "any" have one column per class (image i has class i mod num_classes).
 
 Serve it with a production WSGI server: `python -m gan_dist.serve` runs waitress; gunicorn or waitress-serve can
-load `gan_dist.serve.app:create_app_from_env()` (GAN_DIST_WORKDIR or GAN_DIST_SAVED_MODEL, optional GAN_DIST_STEP).
+load `gan_dist.serve.app:create_app_from_env()` (GAN_DIST_WORKDIR or GAN_DIST_SAVED_MODEL, optional GAN_DIST_STEP:
+a step or `best`).
 """
 
 import io
@@ -233,24 +234,28 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
   return app
 
 
-def load_model(workdir: str = "", saved_model: str = "", step: Optional[int] = None) -> model_lib.ServedModel:
-  """The model of a workdir or of a SavedModel export (exactly one of them)."""
+def load_model(workdir: str = "", saved_model: str = "", step: Optional[int] = None, best: bool = False
+               ) -> model_lib.ServedModel:
+  """The model of a workdir (its latest checkpoint, that of `step`, or the best) or of a SavedModel export (exactly
+  one of them)."""
   if workdir and saved_model:
     raise errors.UserError(f"--workdir={workdir} and --saved_model={saved_model} both given; serve one of them")
   if not workdir and not saved_model:
     raise errors.UserError("nothing to serve: give --workdir=W (a trained run) or --saved_model=DIR (an export)")
   if saved_model:
-    if step is not None:
-      raise errors.UserError("--step picks a checkpoint of a workdir; a --saved_model export has one step")
+    if step is not None or best:
+      raise errors.UserError(f"--{'step' if step is not None else 'best'} picks a checkpoint of a workdir; a "
+                             "--saved_model export has one step")
     return model_lib.from_saved_model(saved_model)
-  return model_lib.from_workdir(workdir, step)
+  return model_lib.from_workdir(workdir, step, best)
 
 
 def create_app_from_env() -> flask.Flask:
-  """The application for a WSGI server, from GAN_DIST_WORKDIR or GAN_DIST_SAVED_MODEL (and GAN_DIST_STEP)."""
+  """The application for a WSGI server, from GAN_DIST_WORKDIR or GAN_DIST_SAVED_MODEL (and GAN_DIST_STEP: a step,
+  or `best` for the run's best checkpoint)."""
   step = os.environ.get("GAN_DIST_STEP", "")
-  if step and not step.isdigit():
-    raise errors.UserError(f"GAN_DIST_STEP={step!r} must be a checkpoint step (a number)")
+  if step and not step.isdigit() and step != "best":
+    raise errors.UserError(f"GAN_DIST_STEP={step!r} must be a checkpoint step (a number) or best")
   model = load_model(os.environ.get("GAN_DIST_WORKDIR", ""), os.environ.get("GAN_DIST_SAVED_MODEL", ""),
-                     int(step) if step else None)
+                     int(step) if step.isdigit() else None, step == "best")
   return create_app(model)

@@ -111,10 +111,10 @@ class ServedModel:
     return np.concatenate(out)
 
 
-def from_workdir(workdir: str, step: Optional[int] = None) -> ServedModel:
-  """The generator of a trained workdir's latest (or step-`step`) checkpoint, as the exports hold it (the EMA copy
-  if the run kept one, `inference.float32_copy`), so a workdir and its export serve the same images."""
-  run = inference.load(workdir, step)
+def from_workdir(workdir: str, step: Optional[int] = None, best: bool = False) -> ServedModel:
+  """The generator of a trained workdir's latest (step-`step`, or best) checkpoint, as the exports hold it (the EMA
+  copy if the run kept one, `inference.float32_copy`), so a workdir and its export serve the same images."""
+  run = inference.load(workdir, step, best)
   generator = inference.float32_copy(run.generator)
   gan = run.gan
 

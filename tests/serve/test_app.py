@@ -3,6 +3,7 @@
 import concurrent.futures
 import io
 import re
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from gan_dist import state as state_lib
 from gan_dist import workdir as workdir_lib
 from gan_dist.serve import app as app_lib
 from gan_dist.serve import model as model_lib
+from tests import helpers
 from tests.serve import workdirs
 
 
@@ -259,8 +261,26 @@ def test_app_from_environment(monkeypatch, tmp_path_factory):
     app_lib.load_model("W", "S")
   with pytest.raises(errors.UserError, match="nothing to serve"):
     app_lib.load_model("", "")
-  with pytest.raises(errors.UserError, match="a --saved_model export has one step"):
+  with pytest.raises(errors.UserError, match="--step picks a checkpoint of a workdir; a --saved_model export"):
     app_lib.load_model("", "S", 3)
+  with pytest.raises(errors.UserError, match="--best picks a checkpoint of a workdir; a --saved_model export"):
+    app_lib.load_model("", "S", best=True)
+
+
+def test_app_from_environment_serves_the_best_checkpoint(monkeypatch, tmp_path, tmp_path_factory):
+  workdir = shutil.copytree(workdirs.trained("unconditional", tmp_path_factory), str(tmp_path / "workdir"))
+  monkeypatch.delenv("GAN_DIST_SAVED_MODEL", raising=False)
+  monkeypatch.setenv("GAN_DIST_WORKDIR", workdir)
+  monkeypatch.setenv("GAN_DIST_STEP", "best")
+  with pytest.raises(errors.UserError, match="no best checkpoint"):
+    app_lib.create_app_from_env()
+  helpers.keep_as_best(workdir, 1, helpers.scale_generators(0.5))
+  best = app_lib.create_app_from_env().test_client().get("/api/generate?num=4&seed=3&format=npz")
+  monkeypatch.setenv("GAN_DIST_STEP", "1")
+  latest = app_lib.create_app_from_env().test_client().get("/api/generate?num=4&seed=3&format=npz")
+  assert best.status_code == latest.status_code == 200
+  best, latest = (np.load(io.BytesIO(r.data))["images"].astype(int) for r in (best, latest))
+  assert np.abs(best - latest).mean() > 1
 
 
 def test_app_from_environment_serves_a_saved_model(apps, monkeypatch, tmp_path, tmp_path_factory):

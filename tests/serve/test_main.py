@@ -36,6 +36,7 @@ def test_flags_and_their_bounds():
     ((), "nothing to serve"),
     (("--workdir=W", "--saved_model=S"), "both given"),
     (("--saved_model=S", "--step=2"), "a --saved_model export has one step"),
+    (("--saved_model=S", "--best"), "--best picks a checkpoint of a workdir"),
 ])
 def test_refused_before_anything_is_loaded(monkeypatch, argv, message):
   monkeypatch.setattr(cli, "FLAGS", _flags(*argv))
