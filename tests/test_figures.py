@@ -102,3 +102,8 @@ def test_interpolation_inputs_walk_between_noise_rows():
   np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 4))
   _, labels = figures.interpolation_inputs(latent_dim=6, num_classes=0, seed=5, rows=3, steps=4)
   assert labels.shape == (12,) and not labels.any()
+  # The run's --truncation: between truncated end points, as the demo's walk (serve/model.py) and sample grids.
+  truncated, _ = figures.interpolation_inputs(latent_dim=6, num_classes=10, seed=5, rows=3, steps=4, truncation=0.5)
+  ends = sampling.noise(6, 6, 5, truncation=0.5)
+  np.testing.assert_allclose(truncated[[0, 3, 4, 7, 8, 11]], ends, rtol=1e-5, atol=1e-6)
+  assert np.abs(ends).max() <= 0.5 and np.abs(truncated - noise).max() > 0.1
