@@ -399,6 +399,12 @@ def best_checkpoint(workdir: str) -> str:
   return f"{workdir_lib.best_dir(workdir)}/{os.path.basename(info['checkpoint'])}"
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint to resume from (complete or damaged, but one): what makes a run a resume."""
+  directory = workdir_lib.checkpoint_dir(workdir)
+  return tf.io.gfile.exists(f"{directory}/checkpoint") or bool(_files_by_step(directory))
+
+
 def restorable_steps(directory: str) -> List[int]:
   """Steps of the complete checkpoints (index and every data shard) in `directory`, oldest first."""
   return sorted(s for s, names in _files_by_step(directory).items() if _complete(names))

@@ -82,10 +82,11 @@ class Config:
   resume_step: int = _field(-1, "Resume from the checkpoint of this step instead of the latest one (e.g. when the "
                             "latest is damaged; the error message names the newest one that restores). -1: the "
                             "latest.", lower=-1)
-  allow_data_position_change: bool = _field(False, "Allow resuming a workdir with another --batch_size or "
-                                            "--d_steps_per_g. Both decide which examples a step reads, so a resumed "
-                                            "run would not continue the data order where it stopped; refused unless "
-                                            "this flag says the change is meant.")
+  allow_data_position_change: bool = _field(False, "Allow resuming a workdir with another --batch_size, "
+                                            "--d_steps_per_g, --dataset, --split or --class_filter. They decide "
+                                            "which examples a step reads, so a resumed run would not continue the "
+                                            "data order where it stopped (or would train on other data); refused "
+                                            "unless this flag says the change is meant (e.g. fine-tuning).")
   profile_steps: str = _field("", "FIRST,LAST: write a TensorBoard profiler trace of these train steps to "
                               "<workdir>/tensorboard (chief only), e.g. 100,110. Empty: no profiling.")
   # Data.
@@ -230,9 +231,9 @@ _BY_NAME: Dict[str, dataclasses.Field] = {f.name: f for f in FIELDS}
 CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "ema_decay", "image_size",
                              "channels", "g_channels", "d_channels", "attention_resolution", "augment",
                              "class_loss_weight", "g_conditioning")
-# Fields that decide which examples a step reads: changing them on resume breaks the data order, so it needs
-# --allow_data_position_change.
-DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g")
+# Fields that decide which examples a step reads: changing them on resume breaks the data order (or trains on other
+# data), so it needs --allow_data_position_change. (--data_dir may change: data that moved.)
+DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g", "dataset", "split", "class_filter")
 # Fields that do not change what a run learns or how it is scored (where and how it runs, how often it logs and
 # saves, where caches are): left out of TensorBoard's HParams table (`hparams`).
 NOT_HPARAMS = ("workdir", "strategy", "num_cpu_replicas", "cluster", "worker_hosts", "task_index", "communication",
@@ -426,7 +427,12 @@ def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
   if shaping:
     return (f"{current.workdir} holds a run with another model configuration: {'; '.join(shaping)}; use a new "
             "--workdir, or the workdir's flags")
-  position = [diff(n) for n in DATA_POSITION_FIELDS if getattr(saved, n) != getattr(current, n)]
+  def data(cfg, name):
+    value = getattr(cfg, name)
+    # A pack trains exactly as its folder (datasets/packed.py): switching between them changes nothing.
+    return "folder" if name == "dataset" and value == "packed" else value
+
+  position = [diff(n) for n in DATA_POSITION_FIELDS if data(saved, n) != data(current, n)]
   if position and not current.allow_data_position_change:
     return (f"resuming {current.workdir} with {'; '.join(position)} would change which examples every later step "
             "reads; pass the workdir's values, or --allow_data_position_change if the change is meant")

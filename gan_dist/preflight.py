@@ -4,7 +4,7 @@ In the order the trainer calls them:
   check_config(cfg)             needs nothing (first thing main does): architecture name, --profile_steps
   check_replicas(cfg, strategy) the global batch splits evenly over the replicas (in pairs for --mode_seeking_weight)
   resolve_config(cfg, source)   what the data decides (num_classes)
-  check_workdir(cfg)            flags.txt agrees with this run (resume), the workdir is writable
+  check_workdir(cfg)            flags.txt agrees with this run (a resume: a checkpoint exists), the workdir is writable
   check_model(cfg, state)       --class_filter means something for this model, room for two checkpoints
 (and, after the checkpoint is restored, `strategy.check_workers_agree`: every worker has the same flags and step).
 Every check raises errors.UserError with a one-line message naming the problem and the fix.
@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import config as config_lib
 from gan_dist import errors
 from gan_dist import files
@@ -76,7 +77,9 @@ def check_workdir(cfg: config_lib.Config) -> None:
     errors.UserError: another model's workdir, a changed data position, a read-only or full filesystem.
   """
   path = workdir_lib.flags_path(cfg.workdir)
-  if tf.io.gfile.exists(path):
+  # Only a checkpoint binds a workdir: flags.txt alone (a run stopped before its first save, --train_steps=0 to
+  # prepare the data) is replaced by this run's.
+  if tf.io.gfile.exists(path) and checkpoint_lib.has_checkpoint(cfg.workdir):
     problem = config_lib.check_resume_compatible(workdir_lib.read_config(path), cfg)
     if problem:
       raise errors.UserError(problem)

@@ -42,12 +42,16 @@ HPARAM_METRICS = ("hparams/fcd_best", "hparams/fcd_last", "hparams/label_accurac
 
 
 def write_flags(cfg: config_lib.Config, is_chief: bool) -> None:
-  """Writes flags.txt on a fresh workdir; on a resumed one keeps it and records this run's in flags_latest.txt."""
+  """Writes flags.txt on a fresh workdir (no checkpoint yet); on a resumed one keeps it and records this run's in
+  flags_latest.txt, which the tools read (workdir.read_run_config)."""
   if not is_chief:
     return
   path = workdir_lib.flags_path(cfg.workdir)
-  if tf.io.gfile.exists(path):
-    path = f"{cfg.workdir.rstrip('/')}/{workdir_lib.LATEST_FLAGS_FILE}"
+  latest = f"{cfg.workdir.rstrip('/')}/{workdir_lib.LATEST_FLAGS_FILE}"
+  if tf.io.gfile.exists(path) and checkpoint_lib.has_checkpoint(cfg.workdir):
+    path = latest
+  elif tf.io.gfile.exists(latest):  # A fresh start over a run that never saved: its latest flags are not this run's.
+    tf.io.gfile.remove(latest)
   workdir_lib.write_config(cfg, path)
 
 

@@ -59,5 +59,8 @@ def read_config(path: str, **overrides) -> config_lib.Config:
 
 
 def read_run_config(workdir: str, **overrides) -> config_lib.Config:
-  """The Config of the run in `workdir` (its flags.txt), with `workdir` itself set to the path given here."""
-  return read_config(flags_path(workdir), workdir=workdir, **overrides)
+  """The Config of the run in `workdir`, with `workdir` itself set to the path given here: its latest run's flags
+  (flags_latest.txt, written by a resumed run: e.g. a --data_dir that moved), else flags.txt. What shapes the
+  checkpoint is the same in both (a resume that changes it is refused)."""
+  latest = f"{workdir.rstrip('/')}/{LATEST_FLAGS_FILE}"
+  return read_config(latest if tf.io.gfile.exists(latest) else flags_path(workdir), workdir=workdir, **overrides)

@@ -110,6 +110,31 @@ def test_a_damaged_shard_is_one_line_and_exit_2(tmp_path, folder, one_device, ca
   assert not os.path.exists(cfg.workdir)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing", "flipped_byte"])
+def test_packing_again_repairs_a_damaged_shard_as_its_error_says(tmp_path, folder, monkeypatch, capsys, damage):
+  out = str(tmp_path / "pack")
+  data.write_pack(folder, out, shard_size=7)
+  shard = os.path.join(out, "shard-00002-of-00006.array_record")
+  good = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+  if damage == "missing":
+    os.remove(shard)
+  else:
+    with open(shard, "r+b") as f:
+      if damage == "truncated":
+        f.truncate(100)
+      else:  # The same size, one byte changed: only the manifest's SHA-256 tells.
+        f.seek(50)
+        byte = f.read(1)
+        f.seek(50)
+        f.write(bytes([byte[0] ^ 0xFF]))
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={out}", "--shard_size=7"], monkeypatch,
+                                   capsys)
+  assert code == 0, err
+  repaired = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+  assert repaired == good  # The same shards and manifest as the first packing, nothing else left.
+  data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out))  # Opens again.
+
+
 def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):
   code, err = helpers.tool_command(pack, [f"--data_dir={folder}"], monkeypatch, capsys)
   assert code == 2 and "needs --data_dir=FOLDER and --out=DIR" in err

@@ -44,11 +44,15 @@ def test_resolve_config_takes_the_classes_from_the_data(tmp_path):
     preflight.resolve_config(helpers.config(tmp_path, num_classes=4), _Source())
 
 
-def test_check_workdir_compares_flags_txt_and_writes_nothing(tmp_path):
+def test_check_workdir_compares_flags_txt_of_a_workdir_with_a_checkpoint_and_writes_nothing(tmp_path):
   cfg = helpers.config(tmp_path, arch="mlp")
   preflight.check_workdir(cfg)  # A workdir that does not exist yet is fine...
   assert not os.path.exists(cfg.workdir)  # ...and is not created by the check.
   workdir_lib.write_config(cfg, workdir_lib.flags_path(cfg.workdir))
+  # flags.txt alone (a run stopped before its first save, --train_steps=0 to prepare data) binds nothing.
+  preflight.check_workdir(cfg.replace(arch="dcgan"))
+  os.makedirs(workdir_lib.checkpoint_dir(cfg.workdir))
+  open(os.path.join(workdir_lib.checkpoint_dir(cfg.workdir), "ckpt-2.index"), "w").close()
   preflight.check_workdir(cfg.replace(train_steps=50))
   with pytest.raises(errors.UserError, match=r"another model configuration: --arch \(workdir has 'mlp'"):
     preflight.check_workdir(cfg.replace(arch="dcgan"))

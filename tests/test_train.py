@@ -172,3 +172,20 @@ def test_native_image_size_spelled_out_or_left_at_0_is_the_same_run(tmp_path, fo
         [w.shape for w in getattr(spelled_gan, network).weights], network
   # Left at 0 on a workdir whose flags.txt says 28: the real resume restores and continues.
   assert train.run(dataclasses.replace(cfg, train_steps=5), one_device)["step"] == 5
+
+
+def test_write_flags_replaces_flags_txt_until_the_first_checkpoint_then_records_the_latest(tmp_path):
+  cfg = helpers.config(tmp_path, arch="mlp")
+  flags_txt, latest = workdir_lib.flags_path(cfg.workdir), f"{cfg.workdir}/{workdir_lib.LATEST_FLAGS_FILE}"
+  train.write_flags(cfg, is_chief=False)
+  assert not os.path.exists(cfg.workdir)  # Only the chief writes.
+  train.write_flags(cfg, is_chief=True)
+  workdir_lib.write_config(cfg, latest)  # Left by an earlier resume of a run whose checkpoints are gone.
+  other = cfg.replace(arch="dcgan")  # No checkpoint yet: a fresh start, whatever the model (--train_steps=0 first).
+  train.write_flags(other, is_chief=True)
+  assert workdir_lib.read_config(flags_txt) == other and not os.path.exists(latest)
+  os.makedirs(workdir_lib.checkpoint_dir(cfg.workdir))
+  open(os.path.join(workdir_lib.checkpoint_dir(cfg.workdir), "ckpt-2.index"), "w").close()
+  train.write_flags(other.replace(train_steps=9), is_chief=True)  # A resume: flags.txt stays the first run's.
+  assert workdir_lib.read_config(flags_txt) == other
+  assert workdir_lib.read_run_config(cfg.workdir) == other.replace(train_steps=9)

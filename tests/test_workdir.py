@@ -24,6 +24,16 @@ def test_flags_txt_roundtrip(tmp_path, root):
   assert workdir_lib.read_run_config(base, batch_size=8).batch_size == 8
 
 
+def test_the_tools_read_the_latest_run_s_flags(tmp_path):
+  """A resumed run keeps flags.txt and writes flags_latest.txt (train.write_flags): e.g. a --data_dir that moved."""
+  base = str(tmp_path)
+  cfg = config_lib.make_config(arch="mlp", data_dir="/old", workdir=base)
+  workdir_lib.write_config(cfg, workdir_lib.flags_path(base))
+  workdir_lib.write_config(cfg.replace(data_dir="/new", train_steps=9),
+                           f"{base}/{workdir_lib.LATEST_FLAGS_FILE}")
+  assert workdir_lib.read_run_config(base) == cfg.replace(data_dir="/new", train_steps=9)
+
+
 def test_a_directory_without_flags_txt_is_not_a_workdir(tmp_path):
   with pytest.raises(errors.UserError, match="flags.txt not found: is this a gan_dist workdir"):
     workdir_lib.read_run_config(str(tmp_path))

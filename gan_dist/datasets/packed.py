@@ -65,7 +65,9 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   """Packs the image folder `folder` into `out` (see the module docstring); returns the manifest.
 
   Resumable: an interrupted packing of the same folder listing continues at its first missing shard; a different
-  listing (files added or removed) starts over; a complete pack of the same listing is left as it is.
+  listing (files added or removed) starts over; a complete pack of the same listing is left as it is, except for
+  shards that no longer match the manifest (missing, truncated, changed bytes), which are written again: the repair
+  that a damaged shard's error asks for.
 
   Raises:
     DataError: the folder has no images, or `out` holds something else than a pack.
@@ -84,10 +86,19 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   plan_text = json.dumps(plan, sort_keys=True)
   if is_pack(out):
     manifest = json.loads(files.read_text(f"{out}/{MANIFEST}"))
-    if all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names", "shard_size")):
+    if not all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names", "shard_size")):
+      raise DataError(f"--out={out} holds a pack of another listing; remove it or choose another --out")
+    damaged = _damaged_shards(out, manifest)
+    if not damaged:
       progress(f"{out} already holds this pack ({len(paths)} images); nothing to do")
       return manifest
-    raise DataError(f"--out={out} holds a pack of another listing; remove it or choose another --out")
+    # Back to a packing in progress (plan first, then no manifest): killed now, the next run resumes the repair.
+    files.write_atomic(f"{out}/{PLAN}", plan_text)
+    tf.io.gfile.remove(f"{out}/{MANIFEST}")
+    for name, problem in damaged:
+      progress(f"{out}/{name} is damaged ({problem}): packing it again")
+      if tf.io.gfile.exists(f"{out}/{name}"):
+        tf.io.gfile.remove(f"{out}/{name}")
   if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
     raise DataError(f"--out={out} exists and is not a pack being written; choose an empty or new directory")
   tf.io.gfile.makedirs(out)
@@ -120,6 +131,21 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   files.write_atomic(f"{out}/{MANIFEST}", json.dumps(manifest))  # Last: marks the pack complete.
   tf.io.gfile.remove(f"{out}/{PLAN}")
   return manifest
+
+
+def _damaged_shards(out: str, manifest: dict) -> List[tuple]:
+  """[(shard file name, what is wrong)] of the shards of the complete pack `out` that differ from its manifest
+  (missing, another size, other bytes: their SHA-256)."""
+  damaged = []
+  for shard in manifest["shards"]:
+    path = f"{out}/{shard['file']}"
+    if not tf.io.gfile.exists(path):
+      damaged.append((shard["file"], "missing"))
+    elif tf.io.gfile.stat(path).length != shard["bytes"]:
+      damaged.append((shard["file"], f"{tf.io.gfile.stat(path).length} bytes, the manifest says {shard['bytes']}"))
+    elif _sha256(path) != shard["sha256"]:
+      damaged.append((shard["file"], "its bytes differ from the manifest's SHA-256"))
+  return damaged
 
 
 class PackedSource(FolderSource):
