@@ -198,6 +198,26 @@ def tool_command(tool, argv, monkeypatch, capsys):
   return code or 0, capsys.readouterr().err
 
 
+def truncate_file(path: str) -> None:
+  """Damages a file as a crash mid-write does: cut to half its size."""
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def flip_byte(path: str) -> None:
+  """Damages a file as a bad disk does: one byte in its middle inverted, the size unchanged."""
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def overwrite_with_garbage(path: str) -> None:
+  with open(path, "wb") as f:
+    f.write(b"not an index" * 10)
+
+
 def keep_as_best(workdir: str, step: int, change=None) -> str:
   """Keeps checkpoint `step` of `workdir` as its best, as the trainer does (checkpoint.Checkpointer.save_best: a
   CheckpointManager in checkpoints/best/ and best.json), after `change(state)` if given (a best that differs from the

@@ -68,27 +68,11 @@ def test_incompatible_workdir_is_refused(two_checkpoints, tmp_path, one_device):
     train.run(dataclasses.replace(cfg, latent_dim=64, train_steps=6), one_device)
 
 
-def _truncate(path):
-  with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 2)
-
-
-def _flip_byte(path):
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0xFF]))
-
-
-def _garbage(path):
-  with open(path, "wb") as f:
-    f.write(b"not an index" * 10)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("damage,suffix", [(_truncate, ".data-00000-of-00001"), (_flip_byte, ".data-00000-of-00001"),
-                                           (_garbage, ".index")], ids=["truncated", "flipped_byte", "bad_index"])
+@pytest.mark.parametrize("damage,suffix", [(helpers.truncate_file, ".data-00000-of-00001"),
+                                           (helpers.flip_byte, ".data-00000-of-00001"),
+                                           (helpers.overwrite_with_garbage, ".index")],
+                         ids=["truncated", "flipped_byte", "bad_index"])
 def test_damaged_latest_checkpoint_names_the_newest_good_one(two_checkpoints, tmp_path, one_device, damage, suffix):
   cfg = helpers.copy_run(two_checkpoints, tmp_path, train_steps=6)
   ckpt = os.path.join(cfg.workdir, "checkpoints")
@@ -110,7 +94,7 @@ def test_the_resume_step_the_message_names_replaces_the_damaged_checkpoint(two_c
   not what follows (the resume reads ckpt-2 only, and the save writes every file of ckpt-4 anew)."""
   cfg = helpers.copy_run(two_checkpoints, tmp_path, train_steps=6)
   ckpt = os.path.join(cfg.workdir, "checkpoints")
-  _truncate(os.path.join(ckpt, "ckpt-4.data-00000-of-00001"))
+  helpers.truncate_file(os.path.join(ckpt, "ckpt-4.data-00000-of-00001"))
   with pytest.raises(errors.CorruptCheckpointError, match="--resume_step=2"):
     train.run(cfg, one_device)
   metrics = train.run(dataclasses.replace(cfg, resume_step=2), one_device)
@@ -123,7 +107,7 @@ def test_the_resume_step_the_message_names_replaces_the_damaged_checkpoint(two_c
 def test_no_restorable_checkpoint_says_so(two_checkpoints, tmp_path, one_device):
   cfg = helpers.copy_run(two_checkpoints, tmp_path, train_steps=6)
   for step in (2, 4):
-    _truncate(os.path.join(cfg.workdir, "checkpoints", f"ckpt-{step}.data-00000-of-00001"))
+    helpers.truncate_file(os.path.join(cfg.workdir, "checkpoints", f"ckpt-{step}.data-00000-of-00001"))
   with pytest.raises(errors.CorruptCheckpointError, match="no older checkpoint .* restores; start over"):
     train.run(cfg, one_device)
 

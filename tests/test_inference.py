@@ -1,7 +1,5 @@
 """inference.py: a trained workdir opened in one place, the generator it samples with, its float32 copy and facts."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -92,26 +90,10 @@ def two_checkpoints(tmp_path_factory, one_device):
   return helpers.trained_mlp(tmp_path_factory.mktemp("two_checkpoints"), one_device)
 
 
-def _truncate(path):
-  with open(path, "r+b") as f:
-    f.truncate(os.path.getsize(path) // 2)
-
-
-def _flip_byte(path):
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0xFF]))
-
-
-def _garbage(path):
-  with open(path, "wb") as f:
-    f.write(b"not an index" * 10)
-
-
-@pytest.mark.parametrize("damage,suffix", [(_truncate, ".data-00000-of-00001"), (_flip_byte, ".data-00000-of-00001"),
-                                           (_garbage, ".index")], ids=["truncated", "flipped_byte", "bad_index"])
+@pytest.mark.parametrize("damage,suffix", [(helpers.truncate_file, ".data-00000-of-00001"),
+                                           (helpers.flip_byte, ".data-00000-of-00001"),
+                                           (helpers.overwrite_with_garbage, ".index")],
+                         ids=["truncated", "flipped_byte", "bad_index"])
 def test_a_damaged_checkpoint_is_refused_naming_the_newest_that_restores(two_checkpoints, tmp_path, damage, suffix):
   """What sample, export, evaluate, plots and serve open: exit 4 and the --step to pass (the trainer's own check
   names --resume_step), never a traceback, and the workdir left as it was."""
