@@ -32,6 +32,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import data
 from gan_dist import inference
@@ -122,4 +123,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags(FLAGS)
   flags.mark_flag_as_required("data_dir")
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)  # One-line flag errors (exit 2); --help exits 0.

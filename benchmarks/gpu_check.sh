@@ -21,6 +21,11 @@
 #   tests       the fast test tier on a GPU host: tests/conftest.py hides the GPU (CUDA_VISIBLE_DEVICES=""), so the
 #               suite must pass here as on a CPU machine (tests/serve left out: Flask is not on that image).
 set -uo pipefail
+if [[ $# -lt 3 || $1 == -h || $1 == --help ]]; then  # The usage: this header's comment block.
+  sed -n '5,10p' "$0" | sed 's/^# \{0,1\}//'
+  [[ $# -ge 1 && ( $1 == -h || $1 == --help ) ]] && exit 0
+  exit 2
+fi
 mnist=$1 faces=$2 out=$3
 parts=${4:-faces128 dcgan throughput tests}
 # Shorter runs for a check of this script on a CPU (tests/benchmarks/test_smoke.py): STEPS=2 EVERY=1

@@ -92,4 +92,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags(FLAGS)
   flags.mark_flag_as_required("data_dir")
-  app.run(main)
+  app.run(main, flags_parser=throughput.cli.parse_flags)  # One-line flag errors (exit 2); --help exits 0.

@@ -80,6 +80,9 @@ def table(a, b, rows: int = 15) -> str:
 
 
 def main(argv):
+  if argv and argv[0] in ("-h", "--help", "-help", "--helpfull"):
+    print(__doc__)
+    return
   if len(argv) != 2:
     sys.exit(cli.fail("usage: trace_ops.py WORKDIR_OR_XPLANE_A WORKDIR_OR_XPLANE_B"))
   print(table(op_times(read(argv[0])), op_times(read(argv[1]))))

@@ -8,9 +8,12 @@ multi_worker_mirrored finds its cluster in TF_CONFIG (launch/local.sh, launch/k8
 Each worker runs one replica per local GPU, or one on the CPU; the global batch is split over all of them.
 """
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 import zlib
 from typing import Optional
 
@@ -68,7 +71,7 @@ def _slurm_tf_config(env=None) -> dict:
   as launch/slurm.sbatch does).
 
   Raises:
-    ValueError: Slurm's variables are missing or disagree (e.g. a task distribution other than block).
+    errors.UserError: Slurm's variables are missing or disagree (e.g. a task distribution other than block).
   """
   env = os.environ if env is None else env
   try:
@@ -76,24 +79,24 @@ def _slurm_tf_config(env=None) -> dict:
     tasks_per_node = slurm_lib.expand_tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])
     rank = int(env["SLURM_PROCID"])
   except KeyError as e:
-    raise ValueError(f"--cluster=slurm: {e.args[0]} is not set; start gan_dist with srun inside an allocation "
+    raise errors.UserError(f"--cluster=slurm: {e.args[0]} is not set; start gan_dist with srun inside an allocation "
                      "(see launch/slurm.sbatch)") from None
   # Block distribution (Slurm's default): the first node's tasks get the first ranks, and so on.
   workers, hosts, base = [], [], slurm_port_base(env)
   if max(tasks_per_node) > SLURM_PORTS_PER_JOB:
-    raise ValueError(f"--cluster=slurm: {max(tasks_per_node)} tasks on one node; at most {SLURM_PORTS_PER_JOB} "
+    raise errors.UserError(f"--cluster=slurm: {max(tasks_per_node)} tasks on one node; at most {SLURM_PORTS_PER_JOB} "
                      "(one task per node with all its GPUs is what launch/slurm.sbatch runs)")
   for node, count in zip(nodes, tasks_per_node):
     workers += [f"{node}:{base + local}" for local in range(count)]
     hosts += [node] * count
   num_tasks = int(env.get("SLURM_STEP_NUM_TASKS", len(workers)))
   if len(workers) != num_tasks or not 0 <= rank < num_tasks:
-    raise ValueError(f"--cluster=slurm: SLURM_STEP_NODELIST={env['SLURM_STEP_NODELIST']} with "
+    raise errors.UserError(f"--cluster=slurm: SLURM_STEP_NODELIST={env['SLURM_STEP_NODELIST']} with "
                      f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE']} gives {len(workers)} tasks, "
                      f"but SLURM_STEP_NUM_TASKS={num_tasks} and SLURM_PROCID={rank}")
   node = env.get("SLURMD_NODENAME")
   if node and node != hosts[rank]:
-    raise ValueError(f"--cluster=slurm: rank {rank} runs on {node}, not on {hosts[rank]} as block distribution "
+    raise errors.UserError(f"--cluster=slurm: rank {rank} runs on {node}, not on {hosts[rank]} as block distribution "
                      "would place it; run srun with --distribution=block (or one task per node)")
   return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
 
@@ -101,7 +104,7 @@ def _slurm_tf_config(env=None) -> dict:
 def _hosts_tf_config(worker_hosts: str, task_index: int) -> dict:
   hosts = [h.strip() for h in worker_hosts.split(",") if h.strip()]
   if not hosts or not 0 <= task_index < len(hosts):
-    raise ValueError(f"--cluster=hosts needs --worker_hosts=h1:p1,h2:p2,... and 0 <= --task_index < "
+    raise errors.UserError(f"--cluster=hosts needs --worker_hosts=h1:p1,h2:p2,... and 0 <= --task_index < "
                      f"{len(hosts)}, got {worker_hosts!r} and {task_index}")
   return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
 
@@ -117,14 +120,14 @@ def _cluster_resolver(cfg) -> tf.distribute.cluster_resolver.TFConfigClusterReso
   elif cfg.cluster == "hosts":
     os.environ["TF_CONFIG"] = json.dumps(_hosts_tf_config(cfg.worker_hosts, cfg.task_index))
   if not os.environ.get("TF_CONFIG"):
-    raise ValueError("--strategy=multi_worker_mirrored needs a cluster: set TF_CONFIG (launch/local.sh does), "
+    raise errors.UserError("--strategy=multi_worker_mirrored needs a cluster: set TF_CONFIG (launch/local.sh does), "
                      "or pass --cluster=slurm, or --cluster=hosts --worker_hosts=... --task_index=...")
   try:
     tf_config = json.loads(os.environ["TF_CONFIG"])
   except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {os.environ['TF_CONFIG']!r}") from None
+    raise errors.UserError(f"TF_CONFIG is not valid JSON ({e}): {os.environ['TF_CONFIG']!r}") from None
   if not tf_config.get("cluster") or "task" not in tf_config:
-    raise ValueError(f"TF_CONFIG needs 'cluster' and 'task' entries, got {os.environ['TF_CONFIG']!r}")
+    raise errors.UserError(f"TF_CONFIG needs 'cluster' and 'task' entries, got {os.environ['TF_CONFIG']!r}")
   logging.info("Cluster %s, this task %s", tf_config["cluster"], tf_config["task"])
   return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
@@ -171,6 +174,34 @@ def _configure_failure_detection(cfg) -> None:
       heartbeat_timeout_in_ms=cfg.peer_timeout_s * 1000,
       cluster_register_timeout_in_ms=cfg.cluster_start_timeout_s * 1000,
       shutdown_barrier_timeout_in_ms=cfg.peer_timeout_s * 1000, coordinated_jobs=jobs)
+  # Registration through a barrier: without it, the leader (worker 0) waits for missing workers without limit
+  # (only the others time out); with it, every task gives up after --cluster_start_timeout_s.
+  ctx._coordination_service_config.cluster_register_with_barrier = True  # pylint: disable=protected-access
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+@contextlib.contextmanager
+def _signals_end_the_process():
+  """SIGTERM and SIGINT take their default action (the process ends by that signal) inside the block.
+
+  The workers connect inside MultiWorkerMirroredStrategy's constructor, in TensorFlow's C++ code, which holds
+  Python's lock: no Python signal handler (and no other thread) runs until it returns, so a Ctrl-C would wait as
+  long as the cluster does. Nothing has been written yet, so ending at once loses nothing. (SIGTERM still waits for
+  --cluster_start_timeout_s: TensorFlow's coordination agent installs a SIGTERM handler of its own as it starts.)
+  Main thread only (signal handlers); elsewhere the block runs as it is.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def make(cfg) -> tf.distribute.Strategy:
@@ -197,9 +228,26 @@ def make(cfg) -> tf.distribute.Strategy:
                       "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}[cfg.communication]
     resolver = _cluster_resolver(cfg)
     _configure_failure_detection(cfg)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=resolver,
-        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    tf_config = json.loads(os.environ["TF_CONFIG"])
+    task_type, task_index = tf_config["task"]["type"], int(tf_config["task"].get("index", 0))
+    not_started = (f"the cluster did not start within --cluster_start_timeout_s={cfg.cluster_start_timeout_s}: "
+                   f"not every worker of {tf_config['cluster']} connected (this is {task_type} {task_index}); "
+                   "start all of them (each with its own --task_index or TF_CONFIG, or through a launcher), check "
+                   "their addresses and ports, then rerun")
+    try:
+      with _signals_end_the_process():
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver,
+            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+      raise errors.PeerFailureError(f"{not_started} ({_first_line(e).split('. ')[0]})") from None
+    except tf.errors.UnknownError as e:
+      if "gRPC server" not in str(e):
+        raise
+      address = tf_config["cluster"][task_type][task_index]
+      raise errors.UserError(f"{task_type} {task_index} cannot listen on {address}: the port is taken (by another "
+                             "program, or by a worker started with the same --task_index); free it or change "
+                             "--worker_hosts / TF_CONFIG") from None
   elif cfg.strategy == "mirrored":
     if gpus:
       devices = None  # All local GPUs.

@@ -216,7 +216,10 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
       if _due(step, cfg.checkpoint_every, cfg) or result.stop:
         with _Timer(window, "checkpoints"):
           path = checkpointer.save(step)
-        logging.info("Saved checkpoint %s", path)
+        if is_chief:
+          logging.info("Saved checkpoint %s", path)
+        else:  # Its own copy went to a temporary directory, already removed (checkpoint.Checkpointer.save).
+          logging.info("Saved checkpoint step %d with the chief (which writes %s)", step, path)
       if scores is not None and np.isfinite(scores["fcd"]):
         with _Timer(window, "checkpoints"):
           checkpointer.save_best(step, "fcd", scores["fcd"])

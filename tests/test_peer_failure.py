@@ -116,3 +116,46 @@ def test_workers_with_different_flags_are_refused_before_writing(tmp_path):
   finally:
     _reap(procs)
   assert not workdir.exists()
+
+
+def test_a_cluster_that_never_starts_ends_its_workers_and_a_taken_port_is_named(tmp_path):
+  """Worker 0 of two, alone (worker 1 never starts), exits 5 after --cluster_start_timeout_s naming the cluster;
+  another one is ended at once by Ctrl-C while it waits (the strategy's constructor blocks Python's handlers); a
+  worker whose address is taken exits 2 naming it. None of them writes its workdir."""
+  data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
+  busy = socket.socket()
+  busy.bind(("localhost", 0))
+  busy.listen()
+  taken = f"localhost:{busy.getsockname()[1]}"
+
+  def worker_0(name, hosts):
+    return subprocs.Proc(subprocs.main_cmd(*TRAIN_FLAGS, f"--data_dir={data_dir}", f"--workdir={tmp_path / name}",
+                                           "--cluster_start_timeout_s=10", "--strategy=multi_worker_mirrored"),
+                         tmp_path / f"{name}.log", subprocs.env(tmp_path, TF_CONFIG=json.dumps(
+                             {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": 0}})))
+
+  free = []
+  for _ in range(4):
+    with socket.socket() as sock:
+      sock.bind(("localhost", 0))
+      free.append(f"localhost:{sock.getsockname()[1]}")
+  procs = [worker_0("alone", free[:2]), worker_0("interrupted", free[2:]), worker_0("taken", [taken, free[0]])]
+  alone, interrupted, taken_port = procs
+  try:
+    interrupted.wait_for_text("Cluster {")  # Logged just before the workers connect.
+    time.sleep(1.0)
+    os.kill(interrupted.pid, signal.SIGINT)
+    sent = time.monotonic()
+    assert interrupted.wait(30) == -signal.SIGINT and time.monotonic() - sent < 10, subprocs.tail(interrupted.output())
+    assert taken_port.wait(60) == 2, subprocs.tail(taken_port.output())
+    assert subprocs.last_error(taken_port.output()) == (
+        f"error: worker 0 cannot listen on {taken}: the port is taken (by another program, or by a worker started "
+        "with the same --task_index); free it or change --worker_hosts / TF_CONFIG")
+    assert alone.wait(90) == 5, subprocs.tail(alone.output())
+    line = subprocs.last_error(alone.output())
+    assert line.startswith("error: the cluster did not start within --cluster_start_timeout_s=10: not every "
+                           f"worker of {{'worker': {free[:2]}}} connected (this is worker 0)"), line
+  finally:
+    _reap(procs)
+    busy.close()
+  assert not any((tmp_path / name).exists() for name in ("alone", "interrupted", "taken"))

@@ -100,14 +100,14 @@ def test_slurm_cluster_becomes_tf_config():
   assert slurm_tf_config(job_b)["cluster"] == {"worker": ["gpu07:11344", "gpu08:11344"]}
   ports = {strategy_lib.slurm_port_base({"SLURM_JOB_ID": str(j)}) for j in range(strategy_lib.SLURM_PORT_BLOCKS)}
   assert len(ports) == strategy_lib.SLURM_PORT_BLOCKS and max(ports) + strategy_lib.SLURM_PORTS_PER_JOB <= 32768
-  with pytest.raises(ValueError, match="33 tasks on one node"):
+  with pytest.raises(errors.UserError, match="33 tasks on one node"):
     slurm_tf_config(dict(one_per_node, SLURM_STEP_NODELIST="gpu07", SLURM_STEP_TASKS_PER_NODE="33",
                          SLURM_STEP_NUM_TASKS="33"))
-  with pytest.raises(ValueError, match="distribution=block"):
+  with pytest.raises(errors.UserError, match="distribution=block"):
     slurm_tf_config(dict(env, SLURMD_NODENAME="gpu07"))
-  with pytest.raises(ValueError, match="SLURM_STEP_NUM_TASKS=3"):
+  with pytest.raises(errors.UserError, match="SLURM_STEP_NUM_TASKS=3"):
     slurm_tf_config(dict(env, SLURM_STEP_NUM_TASKS="3"))
-  with pytest.raises(ValueError, match="SLURM_PROCID is not set"):
+  with pytest.raises(errors.UserError, match="SLURM_PROCID is not set"):
     slurm_tf_config({k: v for k, v in env.items() if k != "SLURM_PROCID"})
 
 
@@ -123,13 +123,13 @@ def test_cluster_from_hosts_and_errors(monkeypatch):
                                                  "task": {"type": "worker", "index": 1}}
   assert resolver.cluster_spec().as_dict() == {"worker": ["h1:5", "h2:6"]}
   assert (resolver.task_type, resolver.task_id) == ("worker", 1)
-  with pytest.raises(ValueError, match="task_index"):
+  with pytest.raises(errors.UserError, match="task_index"):
     strategy_lib._cluster_resolver(config_lib.make_config(cluster="hosts", worker_hosts="h1:5", task_index=1))
   monkeypatch.delenv("TF_CONFIG")
-  with pytest.raises(ValueError, match="needs a cluster"):
+  with pytest.raises(errors.UserError, match="needs a cluster"):
     strategy_lib._cluster_resolver(config_lib.make_config(cluster="tf_config"))
   monkeypatch.setenv("TF_CONFIG", "{not json")
-  with pytest.raises(ValueError, match="not valid JSON"):
+  with pytest.raises(errors.UserError, match="not valid JSON"):
     strategy_lib._cluster_resolver(config_lib.make_config(cluster="tf_config"))
 
 

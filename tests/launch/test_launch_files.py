@@ -124,6 +124,8 @@ def test_k8s_job_and_service():
   assert service["spec"]["clusterIP"] == "None"
   labels = spec["template"]["metadata"]["labels"]
   assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+  tensorboard = docs["Deployment", "dcgan-a-tensorboard"]["spec"]["template"]["metadata"]["labels"]
+  assert not all(tensorboard.get(k) == v for k, v in service["spec"]["selector"].items())  # Not TensorBoard's pod.
   container = pod["containers"][0]
   assert container["image"] == K8S_PARAMS["IMAGE"]
   assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
