@@ -5,9 +5,9 @@
   python -m gan_dist.sample --workdir=W --grid=grid.png --truncation=0.5   (BigGAN's truncation trick)
 
 The .npz holds `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), drawn from the
-latest checkpoint (or --step, or --best: the best one that training with --eval_every kept) by the generator `inference.load` picks (the EMA copy when the run kept one). Image i
-of seed S is `sampling.inputs`'s, the same as the web demo's for that seed (with the run's --truncation, or this
-command's). It reads W and never writes to it.
+latest checkpoint (or --step, or --best: the best one that training with --eval_every kept) by the generator
+`inference.load` picks (the EMA copy when the run kept one). Image i of seed S is `sampling.inputs`'s, the same as
+the web demo's for that seed (with the run's --truncation, or this command's). It reads W and never writes to it.
 """
 
 import io

@@ -80,24 +80,24 @@ def _slurm_tf_config(env=None) -> dict:
     rank = int(env["SLURM_PROCID"])
   except KeyError as e:
     raise errors.UserError(f"--cluster=slurm: {e.args[0]} is not set; start gan_dist with srun inside an allocation "
-                     "(see launch/slurm.sbatch)") from None
+                           "(see launch/slurm.sbatch)") from None
   # Block distribution (Slurm's default): the first node's tasks get the first ranks, and so on.
   workers, hosts, base = [], [], slurm_port_base(env)
   if max(tasks_per_node) > SLURM_PORTS_PER_JOB:
     raise errors.UserError(f"--cluster=slurm: {max(tasks_per_node)} tasks on one node; at most {SLURM_PORTS_PER_JOB} "
-                     "(one task per node with all its GPUs is what launch/slurm.sbatch runs)")
+                           "(one task per node with all its GPUs is what launch/slurm.sbatch runs)")
   for node, count in zip(nodes, tasks_per_node):
     workers += [f"{node}:{base + local}" for local in range(count)]
     hosts += [node] * count
   num_tasks = int(env.get("SLURM_STEP_NUM_TASKS", len(workers)))
   if len(workers) != num_tasks or not 0 <= rank < num_tasks:
     raise errors.UserError(f"--cluster=slurm: SLURM_STEP_NODELIST={env['SLURM_STEP_NODELIST']} with "
-                     f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE']} gives {len(workers)} tasks, "
-                     f"but SLURM_STEP_NUM_TASKS={num_tasks} and SLURM_PROCID={rank}")
+                           f"SLURM_STEP_TASKS_PER_NODE={env['SLURM_STEP_TASKS_PER_NODE']} gives {len(workers)} tasks, "
+                           f"but SLURM_STEP_NUM_TASKS={num_tasks} and SLURM_PROCID={rank}")
   node = env.get("SLURMD_NODENAME")
   if node and node != hosts[rank]:
     raise errors.UserError(f"--cluster=slurm: rank {rank} runs on {node}, not on {hosts[rank]} as block distribution "
-                     "would place it; run srun with --distribution=block (or one task per node)")
+                           "would place it; run srun with --distribution=block (or one task per node)")
   return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
 
 
@@ -105,7 +105,7 @@ def _hosts_tf_config(worker_hosts: str, task_index: int) -> dict:
   hosts = [h.strip() for h in worker_hosts.split(",") if h.strip()]
   if not hosts or not 0 <= task_index < len(hosts):
     raise errors.UserError(f"--cluster=hosts needs --worker_hosts=h1:p1,h2:p2,... and 0 <= --task_index < "
-                     f"{len(hosts)}, got {worker_hosts!r} and {task_index}")
+                           f"{len(hosts)}, got {worker_hosts!r} and {task_index}")
   return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
 
 
@@ -121,7 +121,7 @@ def _cluster_resolver(cfg) -> tf.distribute.cluster_resolver.TFConfigClusterReso
     os.environ["TF_CONFIG"] = json.dumps(_hosts_tf_config(cfg.worker_hosts, cfg.task_index))
   if not os.environ.get("TF_CONFIG"):
     raise errors.UserError("--strategy=multi_worker_mirrored needs a cluster: set TF_CONFIG (launch/local.sh does), "
-                     "or pass --cluster=slurm, or --cluster=hosts --worker_hosts=... --task_index=...")
+                           "or pass --cluster=slurm, or --cluster=hosts --worker_hosts=... --task_index=...")
   try:
     tf_config = json.loads(os.environ["TF_CONFIG"])
   except json.JSONDecodeError as e:

@@ -82,7 +82,8 @@ def test_offline_without_files_is_one_clear_line(tmp_path, monkeypatch):
   assert "could not be downloaded (GAN_DIST_OFFLINE=1 is set)" in message  # tests/conftest.py: no download tried.
   with pytest.raises(data.DataError, match=r"does not exist$"):
     data.open_source(helpers.config_values(data_dir=str(tmp_path / "missing")))
-  monkeypatch.chdir(tmp_path)  # A relative path: from where it was looked for (a workdir's flags.txt keeps it as given).
+  # A relative path: from where it was looked for (a workdir's flags.txt keeps it as given).
+  monkeypatch.chdir(tmp_path)
   with pytest.raises(data.DataError, match=rf"^--data_dir=../data does not exist \(from {re.escape(str(tmp_path))}\)$"):
     data.open_source(helpers.config_values(data_dir="../data"))
 

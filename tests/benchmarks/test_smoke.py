@@ -362,7 +362,8 @@ def test_trace_ops_and_gpu_check_print_their_usage_on_help(capsys):
   spec = importlib.util.spec_from_file_location("benchmark_trace_ops", os.path.join(BENCHMARKS, "trace_ops.py"))
   trace_ops = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(trace_ops)
-  assert trace_ops.main(["--help"]) is None and "benchmarks/trace_ops.py /tmp/prof1 /tmp/prof2" in capsys.readouterr().out
+  assert trace_ops.main(["--help"]) is None
+  assert "benchmarks/trace_ops.py /tmp/prof1 /tmp/prof2" in capsys.readouterr().out
   script = os.path.join(BENCHMARKS, "gpu_check.sh")
   shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=30, check=False)
   assert shown.returncode == 0 and "bash benchmarks/gpu_check.sh MNIST_DIR FOLDER128 OUT_DIR [PARTS]" in shown.stdout
