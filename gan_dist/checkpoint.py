@@ -422,8 +422,8 @@ def inference_path(workdir: str, step: Optional[int] = None, best: bool = False)
       raise errors.UserError("pass --step or --best, not both")
     return best_checkpoint(workdir)
   directory = workdir_lib.checkpoint_dir(workdir)
-  steps = restorable_steps(directory)
   if step is not None:
+    steps = restorable_steps(directory)
     if step not in steps:
       raise errors.UserError(f"no checkpoint at step {step} in {directory}; there are: "
                              f"{', '.join(map(str, steps)) or 'none'}")
@@ -434,6 +434,7 @@ def inference_path(workdir: str, step: Optional[int] = None, best: bool = False)
     latest = None
   if latest is not None and tf.io.gfile.exists(latest + ".index"):
     return latest
+  steps = restorable_steps(directory)
   if steps:
     return f"{directory}/ckpt-{steps[-1]}"
   raise errors.UserError(f"no checkpoint in {directory}: is {workdir} a trained workdir?")

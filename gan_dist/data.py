@@ -32,6 +32,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import files
 from gan_dist.datasets import images as _images
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
@@ -72,7 +73,7 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
     source = load_idx(cfg.data_dir, split, cfg.crop)
   elif cfg.data_dir and not tf.io.gfile.isdir(cfg.data_dir):
-    relative = "" if cfg.data_dir.startswith("/") or "://" in cfg.data_dir else f" (from {os.getcwd()})"
+    relative = f" (from {os.getcwd()})" if files.is_local(cfg.data_dir) and not os.path.isabs(cfg.data_dir) else ""
     raise DataError(f"--data_dir={cfg.data_dir} does not exist{relative}")
   else:
     source = open_tfds(cfg.dataset, cfg.data_dir, split, cfg.data_cache_dir, cfg.crop)

@@ -90,8 +90,6 @@ def evaluate_workdir(workdir: str, steps: Optional[Sequence[int]] = None, best: 
   Raises:
     errors.UserError: not a workdir, a step without a checkpoint, no best checkpoint; bad evaluation data.
   """
-  if best and steps:
-    raise errors.UserError("pass at most one of --step, --all and --best")
   run = inference.load(workdir, steps[0] if steps else None, best, **overrides)
   # Every checkpoint is found before the evaluator's set-up, which may train a network for minutes.
   paths = [run.path] + [checkpoint_lib.inference_path(workdir, step) for step in (steps or [])[1:]]

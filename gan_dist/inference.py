@@ -11,6 +11,7 @@ web demo. Nothing is trained and nothing is written to the workdir.
 """
 
 import dataclasses
+import os
 from typing import Optional
 
 from absl import logging
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import config as config_lib
+from gan_dist import files
 from gan_dist import sampling
 from gan_dist import state as state_lib
 from gan_dist import workdir as workdir_lib
@@ -85,8 +87,8 @@ def load(workdir: str, step: Optional[int] = None, best: bool = False, **overrid
     errors.CorruptCheckpointError: the checkpoint cannot be read (the message names one that can).
   """
   cfg = workdir_lib.read_run_config(workdir, **overrides)
-  if ("data_dir" not in overrides and cfg.data_dir and not cfg.data_dir.startswith("/") and "://" not in cfg.data_dir
-      and not tf.io.gfile.exists(cfg.data_dir)):
+  if ("data_dir" not in overrides and cfg.data_dir and files.is_local(cfg.data_dir)
+      and not os.path.isabs(cfg.data_dir) and not tf.io.gfile.exists(cfg.data_dir)):
     # Sampling and export do not need the data; evaluation and plots do, and would only say it does not exist.
     logging.warning("The run's --data_dir=%s (flags.txt) is relative to where it was trained and not found from "
                     "here; pass --data_dir to a tool that reads the data", cfg.data_dir)

@@ -109,39 +109,36 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
   files.check_writable_dir(out_dir, "--out_dir")
   run = inference.load(workdir, step, best, **overrides)
   gan, generate_fn, cfg = run.gan, run.generate_fn(), run.cfg
-  figures_to_write = {}  # {name: (file name, PNG or GIF bytes)}, written once all are drawn.
-  real, rows = real_grid_images(cfg, gan, COMPARISON_IMAGES)
-  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, cfg.seed,
-                                                  cfg.truncation)
-  fake = sampling.generate(generate_fn, noise, labels)
-  figures_to_write["real_vs_generated"] = ("real_vs_generated.png", figures.comparison_figure(
-      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}"))
-  noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, cfg.seed,
-                                               truncation=cfg.truncation)
-  strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)
-  figures_to_write["interpolation"] = ("interpolation.png", summaries.png_bytes(strip))
-  if cfg.augment != "none":
-    policy = ",".join(config_lib.augment_policy(cfg))
-    figures_to_write["augmentation"] = ("augmentation.png", figures.augmentation_figure(
-        augmentation_rows(cfg, augment_p), title=f"--augment={cfg.augment}: {policy}"))
+  drawn = {}  # {figure name: (file name, PNG or GIF bytes)}, in the order they are written once all are drawn.
   logdir = workdir_lib.tensorboard_dir(workdir)
   scalars = figures.read_scalars(logdir)
   if scalars:
-    figures_to_write["losses"] = ("losses.png", figures.losses_figure(scalars, title=workdir))
+    drawn["losses"] = ("losses.png", figures.losses_figure(scalars, title=workdir))
   else:
     print(f"No scalars in {logdir}: losses.png skipped")
   grids = figures.sample_grid_paths(workdir)
   if grids:
-    figures_to_write["progress"] = ("progress.gif", figures.progress_gif(
-        [(at, files.read_bytes(path)) for at, path in grids]))
+    drawn["progress"] = ("progress.gif", figures.progress_gif([(at, files.read_bytes(path)) for at, path in grids]))
   else:
     print(f"No sample grids in {workdir_lib.samples_dir(workdir)}: progress.gif skipped")
+  if cfg.augment != "none":
+    policy = ",".join(config_lib.augment_policy(cfg))
+    drawn["augmentation"] = ("augmentation.png", figures.augmentation_figure(
+        augmentation_rows(cfg, augment_p), title=f"--augment={cfg.augment}: {policy}"))
+  real, rows = real_grid_images(cfg, gan, COMPARISON_IMAGES)
+  noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, cfg.seed,
+                                                  cfg.truncation)
+  fake = sampling.generate(generate_fn, noise, labels)
+  drawn["real_vs_generated"] = ("real_vs_generated.png", figures.comparison_figure(
+      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}"))
+  noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, cfg.seed,
+                                               truncation=cfg.truncation)
+  strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)
+  drawn["interpolation"] = ("interpolation.png", summaries.png_bytes(strip))
   written = {}
-  for name in ("losses", "progress", "augmentation", "real_vs_generated", "interpolation"):
-    if name in figures_to_write:
-      file_name, payload = figures_to_write[name]
-      written[name] = f"{out_dir}/{file_name}"
-      files.write_atomic(written[name], payload)
+  for name, (file_name, payload) in drawn.items():
+    written[name] = f"{out_dir}/{file_name}"
+    files.write_atomic(written[name], payload)
   return written
 
 

@@ -228,10 +228,9 @@ def make(cfg) -> tf.distribute.Strategy:
                       "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}[cfg.communication]
     resolver = _cluster_resolver(cfg)
     _configure_failure_detection(cfg)
-    tf_config = json.loads(os.environ["TF_CONFIG"])
-    task_type, task_index = tf_config["task"]["type"], int(tf_config["task"].get("index", 0))
+    cluster, task_type, task_index = resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id or 0
     not_started = (f"the cluster did not start within --cluster_start_timeout_s={cfg.cluster_start_timeout_s}: "
-                   f"not every worker of {tf_config['cluster']} connected (this is {task_type} {task_index}); "
+                   f"not every worker of {cluster} connected (this is {task_type} {task_index}); "
                    "start all of them (each with its own --task_index or TF_CONFIG, or through a launcher), check "
                    "their addresses and ports, then rerun")
     try:
@@ -244,7 +243,7 @@ def make(cfg) -> tf.distribute.Strategy:
     except tf.errors.UnknownError as e:
       if "gRPC server" not in str(e):
         raise
-      address = tf_config["cluster"][task_type][task_index]
+      address = cluster[task_type][task_index]
       raise errors.UserError(f"{task_type} {task_index} cannot listen on {address}: the port is taken (by another "
                              "program, or by a worker started with the same --task_index); free it or change "
                              "--worker_hosts / TF_CONFIG") from None

@@ -47,7 +47,7 @@ def write_flags(cfg: config_lib.Config, is_chief: bool) -> None:
   if not is_chief:
     return
   path = workdir_lib.flags_path(cfg.workdir)
-  latest = f"{cfg.workdir.rstrip('/')}/{workdir_lib.LATEST_FLAGS_FILE}"
+  latest = workdir_lib.latest_flags_path(cfg.workdir)
   if tf.io.gfile.exists(path) and checkpoint_lib.has_checkpoint(cfg.workdir):
     path = latest
   elif tf.io.gfile.exists(latest):  # A fresh start over a run that never saved: its latest flags are not this run's.

@@ -22,6 +22,10 @@ def flags_path(workdir: str) -> str:
   return f"{workdir.rstrip('/')}/{FLAGS_FILE}"
 
 
+def latest_flags_path(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/{LATEST_FLAGS_FILE}"
+
+
 def checkpoint_dir(workdir: str) -> str:
   return f"{workdir.rstrip('/')}/checkpoints"
 
@@ -62,5 +66,5 @@ def read_run_config(workdir: str, **overrides) -> config_lib.Config:
   """The Config of the run in `workdir`, with `workdir` itself set to the path given here: its latest run's flags
   (flags_latest.txt, written by a resumed run: e.g. a --data_dir that moved), else flags.txt. What shapes the
   checkpoint is the same in both (a resume that changes it is refused)."""
-  latest = f"{workdir.rstrip('/')}/{LATEST_FLAGS_FILE}"
+  latest = latest_flags_path(workdir)
   return read_config(latest if tf.io.gfile.exists(latest) else flags_path(workdir), workdir=workdir, **overrides)

@@ -96,7 +96,7 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
     files.write_atomic(f"{out}/{PLAN}", plan_text)
     tf.io.gfile.remove(f"{out}/{MANIFEST}")
     for name, problem in damaged:
-      progress(f"{out}/{name} is damaged ({problem}): packing it again")
+      progress(f"{out}/{name} is damaged: {problem}; packing it again")
       if tf.io.gfile.exists(f"{out}/{name}"):
         tf.io.gfile.remove(f"{out}/{name}")
   if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
@@ -133,18 +133,25 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   return manifest
 
 
+def _shard_file_problem(path: str, shard: dict) -> Optional[str]:
+  """What is wrong with the shard file at `path` against its manifest entry as far as its size tells, or None."""
+  if not tf.io.gfile.exists(path):
+    return "it is missing"
+  length = tf.io.gfile.stat(path).length
+  return None if length == shard["bytes"] else f"it has {length} bytes, the manifest says {shard['bytes']}"
+
+
 def _damaged_shards(out: str, manifest: dict) -> List[tuple]:
   """[(shard file name, what is wrong)] of the shards of the complete pack `out` that differ from its manifest
   (missing, another size, other bytes: their SHA-256)."""
   damaged = []
   for shard in manifest["shards"]:
     path = f"{out}/{shard['file']}"
-    if not tf.io.gfile.exists(path):
-      damaged.append((shard["file"], "missing"))
-    elif tf.io.gfile.stat(path).length != shard["bytes"]:
-      damaged.append((shard["file"], f"{tf.io.gfile.stat(path).length} bytes, the manifest says {shard['bytes']}"))
-    elif _sha256(path) != shard["sha256"]:
-      damaged.append((shard["file"], "its bytes differ from the manifest's SHA-256"))
+    problem = _shard_file_problem(path, shard)
+    if problem is None and _sha256(path) != shard["sha256"]:
+      problem = "its bytes differ from the manifest's SHA-256"
+    if problem:
+      damaged.append((shard["file"], problem))
   return damaged
 
 
@@ -215,12 +222,8 @@ def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_di
                         cache_dir=cache_dir)
   for index, shard in enumerate(manifest["shards"]):
     path = f"{pack}/{shard['file']}"
-    problem = None
-    if not tf.io.gfile.exists(path):
-      problem = "it is missing"
-    elif tf.io.gfile.stat(path).length != shard["bytes"]:
-      problem = f"it has {tf.io.gfile.stat(path).length} bytes, the manifest says {shard['bytes']}"
-    else:
+    problem = _shard_file_problem(path, shard)
+    if problem is None:
       try:
         found = source._reader(index).num_records()  # pylint: disable=protected-access
       except Exception as e:  # pylint: disable=broad-except  (the reader's own errors: a damaged file)

@@ -54,7 +54,8 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   """Loads the run, samples, prints the accuracies. `fv`: parsed flag values (default: absl's FLAGS)."""
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS if fv is None else fv
-  restored = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("data_dir", "eval_cache_dir", "truncation")))
+  restored = inference.load(fv.workdir, fv.step, fv.best,
+                            **cli.given(fv, ("data_dir", "eval_cache_dir", "truncation")))
   gan = restored.gan
   if not gan.conditional:
     raise errors.UserError(f"--arch={restored.cfg.arch} is not conditional: there is no requested class to check")
