@@ -43,9 +43,9 @@ from gan_dist.datasets.idx import IDX_DATASETS, IDX_FILES, IdxSource, find_idx_f
 from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
 __all__ = ["DataError", "DataSource", "FolderSource", "PackedSource", "IdxSource", "TfdsSource", "IDX_FILES",
-           "BAD_IMAGE_ERROR", "open_source", "bad_image_message", "steps_per_epoch", "make_dataset_fn", "eval_dataset",
-           "global_batch_indices", "preprocess", "read_idx", "load_idx", "find_idx_files", "write_pack", "SHARD_SIZE",
-           "graph_fn"]
+           "BAD_IMAGE_ERROR", "open_source", "bad_image_message", "check_first_batch", "steps_per_epoch",
+           "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess", "read_idx", "load_idx",
+           "find_idx_files", "write_pack", "SHARD_SIZE", "graph_fn"]
 SHARD_SIZE = _packed.SHARD_SIZE
 
 # Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
@@ -116,12 +116,42 @@ def preprocess(images: tf.Tensor, image_shape: Tuple[int, int, int], crop: str =
   return _images.transform(images, image_shape, crop)
 
 
-def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_batch: int = 0) -> tf.data.Dataset:
-  """Infinite dataset of int64 [global_batch] example indices; element b is global batch number b + start_batch."""
+def _batches_per_epoch(num_examples: int, global_batch: int) -> int:
   per_epoch = num_examples // global_batch
   if per_epoch < 1:
     raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}; "
                     "lower --batch_size or add data")
+  return per_epoch
+
+
+def check_first_batch(cfg, source: DataSource, image_shape: Tuple[int, int, int], start_step: int = 0) -> None:
+  """Raises DataError, before a run writes anything, for data it cannot start on: fewer examples than one global
+  batch, or (folders and packs) a first global batch that cannot be read: a folder of damaged files, or a damaged
+  file in it under --noskip_bad_images. Reads that batch (eagerly, as one pipeline); a damaged file met later is
+  still the mid-run error of `bad_image_message`.
+
+  Args:
+    cfg: the Config of the run.
+    source: from `open_source`.
+    image_shape: (H, W, C) the model trains on.
+    start_step: the step the run starts from (its first batch is that step's).
+  """
+  _batches_per_epoch(source.num_examples, cfg.batch_size)
+  if not source.decodes_files:
+    return
+  whole_batch = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=1)
+  try:
+    next(iter(make_dataset_fn(cfg, source, image_shape, start_step)(whole_batch).take(1)))
+  except tf.errors.OpError as e:
+    line = bad_image_message(e)
+    if line is None:
+      raise
+    raise DataError(line) from e
+
+
+def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_batch: int = 0) -> tf.data.Dataset:
+  """Infinite dataset of int64 [global_batch] example indices; element b is global batch number b + start_batch."""
+  per_epoch = _batches_per_epoch(num_examples, global_batch)
 
   def epoch_batches(epoch):
     perm = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int64),
@@ -135,10 +165,7 @@ def global_batch_indices(num_examples: int, global_batch: int, seed: int, start_
 
 def _sequential_batch_indices(num_examples: int, global_batch: int, start_batch: int) -> tf.data.Dataset:
   """--noshuffle_files: the examples in their stored order, epoch after epoch."""
-  per_epoch = num_examples // global_batch
-  if per_epoch < 1:
-    raise DataError(f"The dataset has {num_examples} examples, fewer than one global batch of {global_batch}; "
-                    "lower --batch_size or add data")
+  per_epoch = _batches_per_epoch(num_examples, global_batch)
   return tf.data.Dataset.range(start_batch, 2**62).map(
       graph_fn(lambda b: (b % per_epoch) * global_batch + tf.range(global_batch, dtype=tf.int64)))
 

@@ -17,6 +17,7 @@ is one line `error: ...` and exit code 2.
 import csv
 import io
 import json
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
@@ -143,8 +144,17 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
     files.write_atomic(report["plot"], figures.metrics_figure(rows, evaluator.floors, title=workdir))
   else:
     report.update(results[0])
-  print(json.dumps(report, indent=1))
+  print(json.dumps(_nan_to_null(report), indent=1, allow_nan=False))
   return errors.EXIT_OK
+
+
+def _nan_to_null(value):
+  """`value` with every float NaN (a class without images) as None: strict JSON (`null`), which every parser reads."""
+  if isinstance(value, dict):
+    return {k: _nan_to_null(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_nan_to_null(v) for v in value]
+  return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def run() -> None:

@@ -103,9 +103,14 @@ def r1_penalty(discriminator_fn, real: tf.Tensor) -> tf.Tensor:
 
 
 def class_cross_entropy(labels: tf.Tensor, class_logits: tf.Tensor) -> tf.Tensor:
-  """AC-GAN's auxiliary classifier loss: cross-entropy of int labels [B] under class logits [B, K] -> [B]."""
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
-                                                        logits=tf.cast(class_logits, tf.float32))
+  """AC-GAN's auxiliary classifier loss: cross-entropy of int labels [B] under class logits [B, K] -> [B].
+
+  A label of -1 (an image at the root of a class folder tree: no class) scores 0: there is nothing to classify.
+  """
+  labels = tf.cast(labels, tf.int32)
+  ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0),
+                                                      logits=tf.cast(class_logits, tf.float32))
+  return tf.where(labels >= 0, ce, tf.zeros_like(ce))
 
 
 MODE_SEEKING_EPSILON = 1e-5  # MSGAN's: bounds the term where two images coincide.

@@ -83,7 +83,7 @@ class _Window:
       self.sums[name] = self.sums.get(name, 0.0) + value
 
   def means(self) -> Dict[str, float]:
-    return {name: value / max(self.steps, 1) for name, value in self.sums.items()}
+    return train_step_lib.means(self.sums, self.steps)
 
   def time_fractions(self) -> Dict[str, float]:
     total = max(sum(self.seconds.values()), 1e-9)
@@ -137,6 +137,8 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   preflight.check_model(cfg, state, reclaimable_bytes=checkpointer.leftover_bytes() if is_chief else 0)
   step = checkpointer.restore()
   strategy_lib.check_workers_agree(strategy, cfg, step)
+  if step < cfg.train_steps:
+    data.check_first_batch(cfg, source, gan.image_shape, start_step=step)
   evaluator = None
   if cfg.eval_every and step < cfg.train_steps:
     # Before any write: it refuses data without labels for a conditional model. It may train and cache the

@@ -55,7 +55,7 @@ def metric_names(cfg) -> tuple:
   if cfg.r1_weight > 0:
     names += ("r1_penalty",)
   if cfg.class_loss_weight > 0:
-    names += ("d_class_loss", "d_class_accuracy", "g_class_loss", "g_class_accuracy")
+    names += ("d_class_loss", "d_class_accuracy", "d_class_labelled", "g_class_loss", "g_class_accuracy")
   if cfg.mode_seeking_weight > 0:
     names += ("g_mode_seeking",)
   if cfg.augment == "ada":
@@ -143,7 +143,17 @@ class ChunkResult:
     return self.nonfinite_losses > 0 or self.nonfinite_weights
 
   def means(self) -> Dict[str, float]:
-    return {name: total / max(self.steps, 1) for name, total in self.sums.items()}
+    return means(self.sums, self.steps)
+
+
+def means(sums: Dict[str, float], steps: int) -> Dict[str, float]:
+  """Per-step means of metric sums over `steps` steps. d_class_accuracy is over the real images that have a class
+  (root images of a class folder tree, label -1, count in neither its hits nor its total): NaN if none had one."""
+  result = {name: total / max(steps, 1) for name, total in sums.items()}
+  if "d_class_labelled" in sums:
+    labelled = sums["d_class_labelled"]
+    result["d_class_accuracy"] = sums["d_class_accuracy"] / labelled if labelled > 0 else float("nan")
+  return result
 
 
 @dataclasses.dataclass
@@ -265,8 +275,10 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
   if cfg.class_loss_weight > 0:
     # Real images only (as in TAC-GAN and StudioGAN's ACGAN): a classifier also fitted to G's early images would
     # reward G for being classifiable rather than for looking like the class.
-    ce, correct = _class_terms(fwd.real_labels, fwd.real_class_logits)
-    metrics.update(d_class_loss=global_mean(cfg, ce), d_class_accuracy=global_mean(cfg, correct))
+    ce, correct, labelled = _class_terms(fwd.real_labels, fwd.real_class_logits)
+    # d_class_labelled: the share of real images with a class, by which `means` divides d_class_accuracy's sum.
+    metrics.update(d_class_loss=global_mean(cfg, ce), d_class_accuracy=global_mean(cfg, correct),
+                   d_class_labelled=global_mean(cfg, labelled))
     per_example += cfg.class_loss_weight * ce
   real = tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])
   fake = tf.reshape(tf.cast(fwd.fake_logits, tf.float32), [-1])
@@ -277,10 +289,13 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
   return loss, metrics
 
 
-def _class_terms(labels: tf.Tensor, class_logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-  """(cross-entropy [b], 1.0 where the class head picks `labels` else 0.0 [b]) of the auxiliary classifier."""
-  correct = tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
-  return losses.class_cross_entropy(labels, class_logits), tf.cast(correct, tf.float32)
+def _class_terms(labels: tf.Tensor, class_logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """(cross-entropy [b], 1.0 where the class head picks `labels` else 0.0 [b], 1.0 where the example has a class
+  (label >= 0) else 0.0 [b]) of the auxiliary classifier; an example without a class is neither loss nor hit."""
+  labels = tf.cast(labels, tf.int32)
+  correct = tf.equal(tf.argmax(class_logits, axis=-1, output_type=tf.int32), labels)
+  return (losses.class_cross_entropy(labels, class_logits), tf.cast(correct, tf.float32),
+          tf.cast(labels >= 0, tf.float32))
 
 
 def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
@@ -290,7 +305,7 @@ def g_loss(cfg: config_lib.Config, fwd: Forward) -> Tuple[tf.Tensor, Dict[str, t
   _, per_example = losses.get(cfg.loss)(fwd.real_logits, fwd.fake_logits)
   metrics = {}
   if cfg.class_loss_weight > 0:
-    ce, correct = _class_terms(fwd.inputs.fake_labels, fwd.fake_class_logits)
+    ce, correct, _ = _class_terms(fwd.inputs.fake_labels, fwd.fake_class_logits)
     metrics.update(g_class_loss=global_mean(cfg, ce), g_class_accuracy=global_mean(cfg, correct))
     per_example += cfg.class_loss_weight * ce
   if cfg.mode_seeking_weight > 0:

@@ -59,6 +59,35 @@ def test_root_files_are_unlabeled(tmp_path):
   assert source.num_classes == 2 and source.labels.tolist() == [-1] * 3 + [0] * 5 + [1] * 4
 
 
+def test_links_odd_names_and_a_folder_named_like_an_image_are_listed_as_a_user_means_them(tmp_path, caplog):
+  """What users' own folders hold: a link back up the tree (followed once, not until the path is too long, which
+  also relabelled the other classes' images), a link to a folder elsewhere (its images join the class), a file
+  name that is not UTF-8 (the whole listing failed), a folder named album.png (its images were never read)."""
+  root = helpers.make_image_folder(str(tmp_path / "root"), num=12, classes=("a", "b"), bad=())["root"]
+  elsewhere = helpers.make_image_folder(str(tmp_path / "elsewhere"), num=3, classes=(), bad=())["root"]
+  os.symlink("..", os.path.join(root, "a", "up"))  # Back to the root: its classes are not a's.
+  os.symlink(".", os.path.join(root, "b", "itself"))
+  os.symlink(elsewhere, os.path.join(root, "b", "linked"))
+  os.symlink(".", os.path.join(root, "loop"))  # At the root: the root again, not a class.
+  album = os.path.join(root, "a", "album.png")
+  helpers.make_image_folder(album, num=2, classes=(), bad=())
+  odd = os.path.join(os.fsencode(root), b"a", b"caf\xe9.png")
+  with open(os.path.join(root, "a", "img0000.png"), "rb") as f, open(odd, "wb") as g:
+    g.write(f.read())
+  with caplog.at_level(py_logging.WARNING):
+    source = data.open_source(_cfg(root))
+  paths = [source.path(i) for i in range(source.num_examples)]
+  assert source.class_names == ["a", "b"]
+  # a: its 6 images and album.png's 2; b: its 6 and the 3 linked from elsewhere.
+  assert np.bincount(source.labels).tolist() == [8, 9]
+  assert sum("/album.png/" in p for p in paths) == 2 and sum("/linked/" in p for p in paths) == 3
+  assert not any("/up/" in p or "/itself/" in p or "/loop/" in p for p in paths)
+  messages = "\n".join(r.getMessage() for r in caplog.records)
+  assert "its name is not UTF-8" in messages and "caf\\xe9.png" in messages
+  assert f"{root}/a/up: it leads to {os.path.realpath(root)}, which is listed already" in messages
+  assert f"{root}/loop: it leads back to {root} itself, not a class" in messages
+
+
 @pytest.mark.parametrize("setup,match", [
     ("missing", "is not a folder"), ("empty", "holds no image files"), ("no_images", "1 other files ignored"),
     ("no_data_dir", "needs --data_dir")])

@@ -65,13 +65,31 @@ def test_cifar10_through_tfds_mock_trains_dcgan32(tmp_path, one_device, monkeypa
 
 
 @pytest.mark.slow
-def test_noskip_bad_images_mid_run_is_one_line_and_exit_2(tmp_path, folder, one_device, capsys):
-  """An undecodable file met by the input pipeline (not at start-up) still ends in one line naming it, exit 2."""
+def test_noskip_bad_images_is_one_line_and_exit_2_before_writing_at_start_and_keeps_checkpoints_mid_run(
+    tmp_path, folder, one_device, capsys):
+  """An undecodable file in the first batch is refused before the workdir is written (the run reads that batch
+  first); one met later by the input pipeline still ends in one line naming it, exit 2, the checkpoints kept."""
+  from gan_dist import data
   from gan_dist import errors
   from gan_dist import main as main_lib
-  cfg = helpers.config(tmp_path, dataset="folder", data_dir=folder["root"], arch="mlp", channels=3, batch_size=8,
-                       train_steps=2, shuffle_files=False, skip_bad_images=False, latent_dim=16)
+  base = dict(dataset="folder", data_dir=folder["root"], arch="mlp", channels=3, batch_size=8, skip_bad_images=False,
+              latent_dim=16, steps_per_loop=1, checkpoint_every=1)
+  # In stored order the two bad files of bird/ are examples 0 and 1: the first batch.
+  cfg = helpers.config(tmp_path / "first", train_steps=2, shuffle_files=False, **base)
+  assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: gan_dist.data: undecodable image file"), err
+  assert "bird/corrupt.jpg" in err[0]
+  assert not os.path.exists(cfg.workdir)
+  # Shuffled: the first global batch that holds one of them is batch (step) `met` > 0.
+  cfg = helpers.config(tmp_path / "later", **base)
+  num = folder["num_images"] + len(folder["bad"])
+  batches = data.global_batch_indices(num, 8, cfg.seed).take(50)
+  met = next(i for i, b in enumerate(batches.as_numpy_iterator()) if np.isin([0, 1], b).any())
+  assert met > 0
+  cfg = dataclasses.replace(cfg, train_steps=met + 1)
   assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: gan_dist.data: undecodable image file"), err
   assert "bird/corrupt.jpg" in err[0] or "bird/empty.png" in err[0]
+  assert sorted(os.listdir(os.path.join(cfg.workdir, "checkpoints")))[-1] == f"ckpt-{met}.index"

@@ -110,6 +110,13 @@ def test_overrides_are_the_evaluation_flags_given():
   assert evaluate.eval_overrides(_flags()) == {}
 
 
+def test_the_report_is_strict_json_with_nan_as_null():
+  # A class without held-out images has accuracy NaN, which json.dumps would print as NaN: not JSON.
+  report = {"label_accuracy/2": float("nan"), "fcd": 1.5, "evaluations": [{"metrics": {"x": float("nan")}}]}
+  text = json.dumps(evaluate._nan_to_null(report), allow_nan=False)
+  assert json.loads(text) == {"label_accuracy/2": None, "fcd": 1.5, "evaluations": [{"metrics": {"x": None}}]}
+
+
 def test_write_csv_leaves_missing_metrics_empty(tmp_path):
   path = str(tmp_path / "sub" / "m.csv")
   evaluate.write_csv(path, [{"step": 1, "fcd": 2.0}, {"step": 2, "fcd": 1.5, "fid": 30.0}])

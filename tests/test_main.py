@@ -161,7 +161,8 @@ BAD_IDX = ("missing", "wrong_magic", "wrong_counts", "truncated", "bad_gzip")
 @pytest.mark.parametrize("case", [
     "unknown_arch", "unknown_dataset", "batch_not_divisible", *[f"idx_{k}" for k in BAD_IDX],
     "class_filter_conditional", "num_classes_below_labels", "other_arch_workdir", "other_arch_checkpoint",
-    "changed_batch_size", "changed_d_steps_per_g", "profile_steps"])
+    "changed_batch_size", "changed_d_steps_per_g", "profile_steps", "fewer_examples_than_a_batch",
+    "fewer_examples_on_resume", "damaged_folder", "conditional_without_classes", "too_few_to_evaluate"])
 def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_path, capsys, idx_dir, mlp_workdir,
                                                                   mirrored2, one_device):
   workdir = str(tmp_path / "W")
@@ -178,6 +179,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_pat
       "changed_batch_size": "--batch_size (workdir has 8, this run 16)",
       "changed_d_steps_per_g": "--d_steps_per_g (workdir has 1, this run 2)",
       "profile_steps": "--profile_steps='5' must be FIRST,LAST",
+      # Found by reading data before writing: flags.txt (or flags_latest.txt on resume) was written first.
+      "fewer_examples_than_a_batch": "The dataset has 64 examples, fewer than one global batch of 128",
+      "fewer_examples_on_resume": "The dataset has 4 examples, fewer than one global batch of 8",
+      "damaged_folder": "(nor any of its 7 substitutes); most files seem damaged",
+      "conditional_without_classes": "--arch=cresnet is conditional and needs labels with at least 2 classes",
+      "too_few_to_evaluate": "too few real images to evaluate on: 18 in the reference, 2 in the floor",
   }
   if case == "unknown_arch":
     cfg = _with(cfg, arch="nope")
@@ -201,6 +208,20 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, tmp_pat
                         "changed_d_steps_per_g": dict(d_steps_per_g=2)}[case])
   elif case == "profile_steps":
     cfg = _with(cfg, profile_steps="5")
+  elif case == "fewer_examples_than_a_batch":
+    cfg = _with(cfg, batch_size=128)
+  elif case == "fewer_examples_on_resume":  # A moved dataset may be given on resume, not one too small.
+    cfg = helpers.copy_run(mlp_workdir, tmp_path, train_steps=4, num_classes=10,
+                           data_dir=helpers.make_idx_dir(str(tmp_path / "four"), num=4))
+  elif case == "damaged_folder":
+    folder = helpers.make_image_folder(str(tmp_path / "damaged"), num=0, classes=(),
+                                       bad=[f"junk{i}.jpg" for i in range(10)])
+    cfg = _with(cfg, dataset="folder", data_dir=folder["root"], channels=3)
+  elif case in ("conditional_without_classes", "too_few_to_evaluate"):
+    folder = helpers.make_image_folder(str(tmp_path / "flat"), num=20, classes=(), bad=())
+    cfg = _with(cfg, dataset="folder", data_dir=folder["root"], channels=3,
+                **(dict(arch="cresnet", image_size=32) if case == "conditional_without_classes" else
+                   dict(arch="mlp", eval_every=1, eval_cache_dir=str(tmp_path / "cache"))))
   before = helpers.snapshot(workdir)
 
   # Two replicas where they are the point; one (half the tracing) elsewhere.

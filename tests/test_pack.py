@@ -142,3 +142,24 @@ def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):
   (tmp_path / "busy" / "notes.txt").write_text("mine")
   code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={tmp_path / 'busy'}"], monkeypatch, capsys)
   assert code == 2 and "exists and is not a pack being written" in err
+  (tmp_path / "a_file").write_text("mine")
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={tmp_path / 'a_file'}"], monkeypatch,
+                                   capsys)
+  assert code == 2 and "is a file; choose an empty or new directory" in err
+  assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_an_unreadable_file_is_packed_empty_and_replaced_as_in_its_folder(tmp_path, folder):
+  # A broken link: training on the folder skips it like any bad file; packing stopped with a traceback.
+  os.symlink(str(tmp_path / "gone.png"), os.path.join(folder, "cat", "broken.png"))
+  out = str(tmp_path / "pack")
+  messages = []
+  manifest = data.write_pack(folder, out, shard_size=9, progress=messages.append)
+  assert manifest["num_examples"] == 43
+  assert [m for m in messages if m.startswith(f"cannot read {folder}/cat/broken.png (NotFoundError")]
+  images = []
+  for cfg in (helpers.config(tmp_path, dataset="folder", data_dir=folder),
+              helpers.config(tmp_path, dataset="packed", data_dir=out)):
+    batch = next(iter(data.eval_dataset(data.open_source(cfg), (16, 16, 3), batch_size=43)))
+    images.append(batch["images"].numpy())
+  np.testing.assert_array_equal(images[0], images[1])  # The same substitute for it, and for the two bad files.

@@ -374,6 +374,37 @@ def test_class_loss_adds_the_weighted_cross_entropy_of_real_labels_to_d_and_of_a
   assert abs(value.numpy() - np.mean(d_vec.numpy())) > 0.1  # The term is there, not a rounding.
 
 
+def test_class_loss_leaves_out_real_images_without_a_class_and_their_accuracy_counts_only_labelled_ones():
+  """Root images of a class folder tree have label -1: D's class head is neither scored nor counted on them (this
+  crashed in the cross-entropy op before), and d_class_accuracy is the share of hits among the labelled images."""
+  cfg = helpers.config_values(arch="cresnet", loss="hinge", batch_size=6, latent_dim=8, g_channels=4, d_channels=4,
+                              image_size=32, class_loss_weight=0.7)
+  gan = models.build(cfg, num_classes=3)
+  labels = np.array([0, -1, 1, 2, -1, 0], np.int32)
+  batch = {"images": tf.random.stateless_uniform([6, 32, 32, 3], seed=[1, 2], minval=-1.0, maxval=1.0),
+           "labels": tf.constant(labels)}
+  fwd = train_step_lib.forward(gan, batch, train_step_lib.step_inputs(cfg, gan, tf.constant(3, tf.int64), 0))
+  d_vec, _ = losses.get("hinge")(fwd.real_logits, fwd.fake_logits)
+  known = labels >= 0
+  real_ce = np.where(known, _softmax_cross_entropy(np.maximum(labels, 0), fwd.real_class_logits), 0.0)
+  with tf.GradientTape() as tape:
+    fwd = train_step_lib.forward(gan, batch, train_step_lib.step_inputs(cfg, gan, tf.constant(3, tf.int64), 0))
+    value, metrics = train_step_lib.d_loss(cfg, gan, fwd)
+  grads = tape.gradient(value, gan.discriminator.trainable_variables)
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)
+  assert value.numpy() == pytest.approx(np.mean(d_vec.numpy() + 0.7 * real_ce), rel=1e-5)
+  assert metrics["d_class_loss"].numpy() == pytest.approx(real_ce.mean(), rel=1e-5)
+  assert metrics["d_class_labelled"].numpy() == pytest.approx(4 / 6)
+  predicted = np.argmax(fwd.real_class_logits.numpy(), axis=1)
+  sums = {name: float(value.numpy()) for name, value in metrics.items()}
+  means = train_step_lib.means(sums, 1)
+  assert means["d_class_accuracy"] == pytest.approx(np.mean(predicted[known] == labels[known]))
+  # Over steps: the hits of all labelled images over all labelled images; none labelled is NaN, not 0.
+  assert train_step_lib.means({"d_class_accuracy": 0.5, "d_class_labelled": 1.5}, 2)["d_class_accuracy"] == (
+      pytest.approx(1 / 3))
+  assert np.isnan(train_step_lib.means({"d_class_accuracy": 0.0, "d_class_labelled": 0.0}, 2)["d_class_accuracy"])
+
+
 def test_mode_seeking_pairs_the_fake_labels_and_adds_the_weighted_msgan_term_to_g_only():
   """--mode_seeking_weight: rows 2k and 2k+1 ask for one label; G's loss + w * 1 / (mean|x1 - x2| / mean|z1 - z2|
   + 1e-5) per pair (NumPy here), D's loss unchanged."""

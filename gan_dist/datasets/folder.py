@@ -15,6 +15,7 @@ logged once (with the count of bad files met so far, kept in `bad_files`). With 
 stops the run with an error naming the file instead.
 """
 
+import os
 import threading
 from typing import Dict, List, Tuple
 
@@ -22,6 +23,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import files
 from gan_dist.datasets import images as images_lib
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
 
@@ -43,35 +45,77 @@ def _join(directory: str, name: str) -> str:
 
 
 def _entries(directory: str) -> Tuple[List[str], List[str], int]:
-  """(image file names, subdirectory names, other files) of `directory`, sorted, hidden entries skipped.
+  """(image file names, subdirectory names, other entries) of `directory`, sorted, hidden entries skipped.
 
-  A name with an image extension is taken as a file without asking the filesystem (on object stores every
-  isdir is a request; a folder of 100,000 images would take 100,000 of them).
+  Local directories are read with os.scandir, which types every entry in the same system call (following links)
+  and sees names that are not UTF-8, which tf.io.gfile.listdir cannot return at all (the whole listing fails): such
+  a name is skipped with a warning. On other filesystems a name with an image extension is taken as a file without
+  asking (on object stores every isdir is a request; a folder of 100,000 images would take 100,000 of them).
+
+  Raises:
+    DataError: the directory cannot be listed (permissions), in one line.
   """
-  files, dirs, other = [], [], 0
-  for entry in sorted(tf.io.gfile.listdir(directory)):
-    name = entry.rstrip("/")
-    if not name or name.startswith("."):
-      continue
-    if entry.endswith("/"):
-      dirs.append(name)
-    elif _is_image(name):
-      files.append(name)
-    elif tf.io.gfile.isdir(_join(directory, name)):
-      dirs.append(name)
+  found, dirs, other = [], [], 0
+  try:
+    if files.is_local(directory):
+      with os.scandir(os.fsencode(directory)) as scan:
+        for entry in scan:
+          try:
+            name = entry.name.decode("utf-8")
+          except UnicodeDecodeError:
+            logging.warning("Skipped %r in %s: its name is not UTF-8 (rename it to use it)", entry.name, directory)
+            other += 1
+            continue
+          if name.startswith("."):
+            continue
+          if entry.is_dir():
+            dirs.append(name)
+          elif _is_image(name):
+            found.append(name)
+          else:
+            other += 1
     else:
-      other += 1
-  return files, dirs, other
+      for entry in tf.io.gfile.listdir(directory):
+        name = entry.rstrip("/")
+        if not name or name.startswith("."):
+          continue
+        if entry.endswith("/"):
+          dirs.append(name)
+        elif _is_image(name):
+          found.append(name)
+        elif tf.io.gfile.isdir(_join(directory, name)):
+          dirs.append(name)
+        else:
+          other += 1
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+    raise DataError(f"cannot list {directory}: {reason}") from None
+  return sorted(found), sorted(dirs), other
 
 
-def _images_below(directory: str) -> Tuple[List[str], int]:
-  """Paths of the image files anywhere below `directory`, sorted, and the number of other files."""
+def _real(directory: str) -> str:
+  """Where `directory` really is: links resolved on the local filesystem (object stores have none)."""
+  return os.path.realpath(directory) if files.is_local(directory) else directory.rstrip("/")
+
+
+def _images_below(directory: str, root: str) -> Tuple[List[str], int]:
+  """Paths of the image files anywhere below `directory` (a class folder of `root`), sorted, and the number of other
+  entries. A linked folder is followed once: a link back to a folder already listed (e.g. `up -> ..`) is skipped
+  with a warning rather than followed until the path is too long."""
   found, other, pending = [], 0, [directory]
+  listed = {_real(root), _real(directory)}
   while pending:
     current = pending.pop()
-    files, dirs, skipped = _entries(current)
-    found.extend(_join(current, f) for f in files)
-    pending.extend(_join(current, d) for d in dirs)
+    names, dirs, skipped = _entries(current)
+    found.extend(_join(current, f) for f in names)
+    for name in dirs:
+      path = _join(current, name)
+      real = _real(path)
+      if real in listed:
+        logging.warning("Skipped %s: it leads to %s, which is listed already", path, real)
+        continue
+      listed.add(real)
+      pending.append(path)
     other += skipped
   return sorted(found), other
 
@@ -94,7 +138,10 @@ def list_images(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
   paths = [_join(root, f) for f in root_files]
   classes, per_class = [], []
   for name in subdirs:
-    found, skipped = _images_below(_join(root, name))
+    if _real(_join(root, name)) == _real(root):
+      logging.warning("Skipped %s: it leads back to %s itself, not a class", _join(root, name), root)
+      continue
+    found, skipped = _images_below(_join(root, name), root)
     other += skipped
     if found:
       classes.append(name)
@@ -126,6 +173,8 @@ class FolderSource(DataSource):
     labels: int32 [num_examples].
     bad_files: {path: times it was replaced} for the undecodable files met by this process's pipelines.
   """
+
+  decodes_files = True
 
   def __init__(self, root: str, paths: List[str], labels: np.ndarray, class_names: List[str], crop: str = "center",
                skip_bad: bool = True, name: str = ""):

@@ -60,6 +60,18 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def _file_bytes(path: str, progress: Callable[[str], None]) -> bytes:
+  """The bytes of image file `path`, or none if it cannot be read (a broken link, no permission): packed empty, it
+  fails to decode as the unreadable file fails in the folder, and training replaces it the same way."""
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return f.read()
+  except tf.errors.OpError as e:
+    progress(f"cannot read {path} ({type(e).__name__}: {' '.join(e.message.split())[:200]}): packed as an empty "
+             "record, which training replaces like any undecodable image")
+    return b""
+
+
 def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
                progress: Callable[[str], None] = logging.info) -> dict:
   """Packs the image folder `folder` into `out` (see the module docstring); returns the manifest.
@@ -99,6 +111,8 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
       progress(f"{out}/{name} is damaged: {problem}; packing it again")
       if tf.io.gfile.exists(f"{out}/{name}"):
         tf.io.gfile.remove(f"{out}/{name}")
+  if tf.io.gfile.exists(out) and not tf.io.gfile.isdir(out):
+    raise DataError(f"--out={out} is a file; choose an empty or new directory")
   if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
     raise DataError(f"--out={out} exists and is not a pack being written; choose an empty or new directory")
   tf.io.gfile.makedirs(out)
@@ -115,8 +129,7 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
       staging = os.path.join(tempfile.mkdtemp(prefix="gan_dist_pack_"), shard["file"])
       writer = writer_module.ArrayRecordWriter(staging, "group_size:1")
       for path in paths[shard["first"]:shard["first"] + shard["count"]]:
-        with tf.io.gfile.GFile(path, "rb") as f:
-          writer.write(f.read())
+        writer.write(_file_bytes(path, progress))
       writer.close()
       # Complete shards only ever have their final name: a kill leaves a temporary file that the next run ignores.
       tf.io.gfile.copy(staging, f"{target}{files.TMP_SUFFIX}", overwrite=True)

@@ -130,6 +130,12 @@ class Evaluator:
     if min(self.num_reference, self.num_floor) < self.num:
       logging.warning("--eval_num=%d: the reference holds %d real images and the floor %d (all there are)",
                       self.num, self.num_reference, self.num_floor)
+    least = metrics_lib.PR_NEIGHBOURS + 1  # k-NN precision and recall need more real images than neighbours.
+    if min(self.num_reference, self.num_floor) < least:
+      raise errors.UserError(
+          f"too few real images to evaluate on: {self.num_reference} in the reference, {self.num_floor} in the floor "
+          f"({floor_set.name}); the metrics need at least {least} in each: add images (a folder holds out "
+          f"{features_lib.HOLDOUT_FRACTION:.0%} of them for the floor) or give held-out ones with --eval_data_dir")
     self._memorization = None  # (training-image features, held-out features) with --eval_data_dir.
     self.extractors: List[_Extractor] = []
     if gan.conditional and train.num_classes < 2:

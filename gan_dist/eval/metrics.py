@@ -175,10 +175,13 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_NEIGHBOURS,
 
 
 def label_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[float, np.ndarray]:
-  """(overall accuracy, float [num_classes] per-class accuracy; NaN for a class without samples)."""
-  correct = np.argmax(logits, axis=1) == np.asarray(labels)
+  """(overall accuracy, float [num_classes] per-class accuracy; NaN for a class without samples). Examples without
+  a class (label -1: images at the root of a class folder tree) count in neither; NaN overall if none has one."""
+  labels = np.asarray(labels)
+  known = labels >= 0
+  correct = np.argmax(logits, axis=1) == labels
   per_class = np.array([correct[labels == k].mean() if np.any(labels == k) else np.nan for k in range(num_classes)])
-  return float(correct.mean()), per_class
+  return (float(correct[known].mean()) if np.any(known) else float("nan")), per_class
 
 
 class Reference:

@@ -122,13 +122,20 @@ def build(cfg, num_classes: int = 0) -> Gan:
   if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
     raise errors.UserError(f"--arch={cfg.arch}: build(cfg, num_classes) returned {type(gan).__name__}, not a "
                            "gan_dist.models.Gan of two Keras models")
-  if gan.conditional and gan.num_classes < 2:
-    raise errors.UserError(f"--arch={cfg.arch} is conditional and needs labels with at least 2 classes, "
-                           f"got num_classes={gan.num_classes}")
+  if gan.conditional:
+    require_classes(cfg.arch, gan.num_classes)
   if cfg.class_loss_weight > 0 and not gan.class_head:
     raise errors.UserError(f"--class_loss_weight={cfg.class_loss_weight:g} needs a discriminator with a class head "
                            f"(--arch=cresnet); --arch={cfg.arch} has none")
   return gan
+
+
+def require_classes(arch: str, num_classes: int) -> None:
+  """Raises errors.UserError unless a conditional `arch` has the at least 2 classes it needs (`build` checks every
+  conditional model; an architecture whose layers cannot even be made without classes checks first)."""
+  if num_classes < 2:
+    raise errors.UserError(f"--arch={arch} is conditional and needs labels with at least 2 classes, "
+                           f"got num_classes={num_classes}")
 
 
 def float32_logits(x):

@@ -26,7 +26,7 @@ Image shape and widths: as resnet (--image_size 32/64/128, --g_channels, --d_cha
 import keras
 from keras import layers
 
-from gan_dist.models import Gan, float32_logits, resnet
+from gan_dist.models import Gan, float32_logits, require_classes, resnet
 from gan_dist.models.layers import FanOut, conditional_batch_norm, sn_dense
 
 IMAGE_SHAPE = resnet.IMAGE_SHAPE
@@ -63,6 +63,7 @@ def make_discriminator(cfg, num_classes: int, shape) -> keras.Model:
 
 
 def build(cfg, num_classes: int = 0) -> Gan:
+  require_classes(cfg.arch, num_classes)  # Before the class embedding and projection, which need a class.
   shape = resnet.image_shape(cfg)
   return Gan(make_generator(cfg, num_classes, shape), make_discriminator(cfg, num_classes, shape),
              conditional=True, image_shape=shape, latent_dim=cfg.latent_dim, num_classes=num_classes,

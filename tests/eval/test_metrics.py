@@ -93,6 +93,12 @@ def test_classifier_score_and_label_accuracy():
   assert overall == pytest.approx(4 / 6)
   np.testing.assert_allclose(per_class[:3], [0.5, 1.0, 0.5])
   assert np.isnan(per_class[3])
+  # Images without a class (label -1, root images of a class folder tree) are in neither count: 4 of 6 as before.
+  overall, per_class = metrics.label_accuracy(np.eye(3)[[0, 1, 2, 1, 1, 0, 0, 2]],
+                                              np.array([0, 1, 2, 0, 1, 2, -1, -1]), 4)
+  assert overall == pytest.approx(4 / 6)
+  np.testing.assert_allclose(per_class[:3], [0.5, 1.0, 0.5])
+  assert np.isnan(metrics.label_accuracy(np.eye(3)[[0, 1]], np.array([-1, -1]), 3)[0])
 
 
 def test_reference_compares_like_the_functions_and_keeps_only_fid_and_is_when_not_full():
