@@ -8,6 +8,8 @@ gan_dist's own outcomes (bad input, divergence, a damaged checkpoint, a failed p
 bug or an environment problem and keeps its full traceback.
 """
 
+import gc
+import logging as pylogging
 import os
 import signal
 import sys
@@ -33,8 +35,32 @@ def fail(message, code: int = errors.EXIT_USAGE, verbose: bool = False) -> int:
   """Prints `error: <message>` as one line on stderr (and the current traceback if `verbose`); returns `code`."""
   if verbose:
     traceback.print_exc()
+  else:
+    _release_failed_work()
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
   return code
+
+
+def _release_failed_work() -> None:
+  """Frees, before the error line, what the failed call left in its traceback's frames: a half-restored model (a
+  damaged checkpoint) makes TensorFlow warn, when it is deleted at exit, about "unrestored values", lines that
+  would follow the error line and say nothing more. Those deletion warnings are muted."""
+  failure = sys.exc_info()[1]
+  if failure is None:
+    return
+  tf_logger = pylogging.getLogger("tensorflow")
+  level = tf_logger.level
+  tf_logger.setLevel(pylogging.ERROR)
+  try:
+    seen = set()
+    while failure is not None and id(failure) not in seen:  # The error, and those it was raised from or during.
+      seen.add(id(failure))
+      if failure.__traceback__ is not None:
+        traceback.clear_frames(failure.__traceback__)
+      failure = failure.__cause__ or failure.__context__
+    gc.collect()
+  finally:
+    tf_logger.setLevel(level)
 
 
 def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:

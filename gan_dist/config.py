@@ -10,6 +10,7 @@ CHECKPOINT_SHAPING_FIELDS; if it changes which examples a step reads, to DATA_PO
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
@@ -258,6 +259,8 @@ def _problem(field: dataclasses.Field, value) -> Optional[str]:
   elif kind is float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       return f"must be a number, got {value!r}"
+    if not math.isfinite(value):  # NaN passes every bound, and no field has a meaning for an infinity.
+      return f"must be a finite number, got {value!r}"
   elif not isinstance(value, str):
     return f"must be a string, got {value!r}"
   if meta["choices"] is not None and value not in meta["choices"]:

@@ -79,7 +79,14 @@ def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable,
   noise_spec = tf.TensorSpec([None, gan.latent_dim], tf.float32, name="noise")
   # The signature is the export's public interface: a labels input only where the model uses labels.
   if gan.conditional:
-    return images, [noise_spec, tf.TensorSpec([None], tf.int32, name="labels")]
+    def images_of_classes(noise, labels):
+      # A label outside [0, K) would become an all-zero one-hot: images of no class, silently. Refuse it instead.
+      message = f"labels must be class ids in [0, {gan.num_classes})"
+      checks = [tf.debugging.assert_greater_equal(labels, 0, message=message),
+                tf.debugging.assert_less(labels, gan.num_classes, message=message)]
+      with tf.control_dependencies(checks):
+        return images(noise, tf.identity(labels))
+    return images_of_classes, [noise_spec, tf.TensorSpec([None], tf.int32, name="labels")]
 
   def images_of_noise(noise):
     return images(noise, tf.zeros(tf.shape(noise)[:1], tf.int32))

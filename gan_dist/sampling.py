@@ -11,6 +11,7 @@ num_classes for image i (0 for unconditional models), or one fixed class.
 """
 
 import math
+import numbers
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -40,8 +41,17 @@ def truncate(values: np.ndarray, threshold: float) -> np.ndarray:
 def noise(num: int, latent_dim: int, seed: int, truncation: float = 0.0) -> np.ndarray:
   """float32 [num, latent_dim]: standard normal rows (truncated to [-truncation, truncation] when it is > 0, see
   `truncate`), row i a function of (seed, i) only."""
+  if not _is_int(num) or num < 1:
+    raise ValueError(f"num={num!r}: the number of images must be an integer >= 1")
+  if not _is_int(seed) or not 0 <= seed < 2**32:
+    raise ValueError(f"seed={seed!r}: a seed is an integer in [0, 2**32 - 1]")
   values = np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
   return truncate(values, truncation)
+
+
+def _is_int(value) -> bool:
+  """Whether `value` is an integer (Python's or NumPy's; not a bool, a float such as 3.7 or a string)."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:
@@ -53,6 +63,8 @@ def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarra
     ValueError: `label` is not a class of the model.
   """
   if label is not None:
+    if not _is_int(label):
+      raise ValueError(f"--label={label!r} must be a class id (an integer)")
     if not 0 <= label < num_classes:
       raise ValueError(f"--label={label} outside [0, {num_classes})" if num_classes else
                        f"--label={label}: the model is not conditional (it has no classes)")

@@ -1,5 +1,6 @@
 """Command-line plumbing: flag problems and gan_dist's own errors are one line with their exit code."""
 
+import logging
 import signal
 import sys
 import threading
@@ -54,6 +55,35 @@ def test_bad_flags_and_flagfiles_are_one_line_and_exit_2(tmp_path, capsys, argv,
 def test_fail_prints_one_line_and_returns_the_code(capsys):
   assert cli.fail("two\nlines  and   spaces", errors.EXIT_CORRUPT) == errors.EXIT_CORRUPT
   assert capsys.readouterr().err == "error: two lines and spaces\n"
+
+
+def test_fail_frees_the_failed_calls_objects_before_its_line_and_mutes_their_tensorflow_warnings(capsys, caplog):
+  # A damaged checkpoint leaves a half-restored model in the failed call's frames; TensorFlow warns about its
+  # "unrestored values" when it is deleted, which happened at exit, after the error line.
+  events = []
+
+  class HalfRestored:
+    def __del__(self):
+      events.append("deleted")
+      logging.getLogger("tensorflow").warning("deleted with unrestored values")
+
+  def restore():
+    model = HalfRestored()  # Held by this frame, as inference.load's model is.
+    try:
+      raise ValueError(f"checksum of {type(model).__name__} does not match")
+    except ValueError:
+      raise errors.CorruptCheckpointError("checkpoint is damaged") from None
+
+  with caplog.at_level(logging.WARNING), caplog.at_level(logging.WARNING, logger="tensorflow"):
+    try:
+      restore()
+    except errors.GanDistError as e:
+      assert cli.fail(e, e.exit_code) == errors.EXIT_CORRUPT
+      events.append("line printed")
+    assert logging.getLogger("tensorflow").level == logging.WARNING  # Muted only while the frames were freed.
+  assert events == ["deleted", "line printed"]
+  assert "unrestored" not in caplog.text
+  assert capsys.readouterr().err == "error: checkpoint is damaged\n"
 
 
 @pytest.mark.parametrize("raised,code", [

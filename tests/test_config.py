@@ -32,6 +32,10 @@ def test_flags_and_code_get_the_same_defaults_help_and_names():
     (dict(beta1=1.5), "--beta1=1.5: must be <= 1.0", "--beta1=1.5"),
     (dict(latent_dim=2.5), "--latent_dim=2.5: must be an integer", "--latent_dim=2.5"),
     (dict(deterministic="yes"), "--deterministic='yes': must be true or false", None),
+    # NaN passes every bound (NaN < 0 is false): a run with --truncation=nan drew black images and exited 0.
+    (dict(truncation=float("nan")), "--truncation=nan: must be a finite number", "--truncation=nan"),
+    (dict(g_lr=float("inf")), "--g_lr=inf: must be a finite number", "--g_lr=inf"),
+    (dict(ada_target=float("nan")), "--ada_target=nan: must be a finite number", "--ada_target=nan"),
     (dict(bogus=1), "unknown config fields ['bogus']", "--bogus=1"),
 ])
 def test_code_is_refused_what_the_flags_refuse(values, message, as_flag):

@@ -86,6 +86,13 @@ def test_saved_model_signature_is_noise_and_labels_to_uint8_images(exported):
     assert images.dtype == np.uint8 and images.shape == (6, 28, 28, 1) and images.std() > 5
     np.testing.assert_allclose(images.astype(int), sampling.to_uint8(expected[kind]["images"]).numpy().astype(int),
                                atol=4 if kind == "conditional" else 1)  # A float32 copy of a float16 network.
+  # A label outside the classes is refused, not drawn as an image of no class.
+  serving = _serving(folder / "conditional_saved_model")
+  noise = tf.constant(expected["conditional"]["noise"][:2])
+  k = expected["conditional"]["run"].gan.num_classes
+  for bad in ([0, k], [-1, 0]):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"labels must be class ids in \[0, {k}\)"):
+      serving(noise=noise, labels=tf.constant(bad, tf.int32))
 
 
 @pytest.mark.slow

@@ -53,6 +53,21 @@ def test_labels_cycle_through_the_classes_or_hold_one():
     sampling.labels(2, 10, label=10)
   with pytest.raises(ValueError, match="not conditional"):
     sampling.labels(2, 0, label=0)
+  np.testing.assert_array_equal(sampling.labels(2, 10, label=np.int64(3)), [3, 3])  # NumPy's integers are ids.
+  # Not class ids: 3.7 drew class 3 and True class 1 (Python API), "3" was a TypeError.
+  for label in (3.7, True, "3"):
+    with pytest.raises(ValueError, match=r"must be a class id \(an integer\)"):
+      sampling.labels(2, 10, label=label)
+
+
+def test_noise_takes_a_whole_number_of_images_and_a_seed_numpy_accepts():
+  for num in (0, -1, 2.0, True):  # 0 failed later, in the concatenation of no batches.
+    with pytest.raises(ValueError, match="the number of images must be an integer >= 1"):
+      sampling.noise(num, 4, seed=0)
+  for seed in (-1, 2**32, 1.5, "0"):
+    with pytest.raises(ValueError, match=r"a seed is an integer in \[0, 2\*\*32 - 1\]"):
+      sampling.noise(1, 4, seed=seed)
+  assert sampling.noise(1, 4, seed=2**32 - 1).shape == (1, 4)
 
 
 def test_inputs_are_noise_and_labels():

@@ -23,7 +23,7 @@ from tests.serve import workdirs
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-RUN_TRUNCATION = 0.25  # The served run's --truncation: the page and the API start from it.
+RUN_TRUNCATION = 0.33  # The served run's --truncation: any number, not only steps of 0.05; the page starts from it.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   "--window-size=1100,1500")
@@ -68,7 +68,7 @@ def browser(tmp_path):
 
 @pytest.fixture
 def server(tmp_path, tmp_path_factory):
-  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir of a run with --truncation=0.25; yields a
+  """Starts `python -m gan_dist.serve --port=0` on a conditional workdir of a run with --truncation=0.33; yields a
   function that waits for its URL and returns it (the browser starts meanwhile: ask for this fixture first); stops
   it."""
   _require_browser()  # Before training and starting anything.
@@ -124,7 +124,7 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
   facts = browser.find_element(By.ID, "facts").text
   assert "ARCHITECTURE" in facts.upper() and "STEP" in facts.upper()
   if not os.environ.get("GAN_DIST_DEMO_WORKDIR"):
-    assert "cgan_mlp" in facts and "mnist" in facts and "yes (decay 0.9)" in facts and "±0.25" in facts
+    assert "cgan_mlp" in facts and "mnist" in facts and "yes (decay 0.9)" in facts and "±0.33" in facts
     assert browser.find_element(By.ID, "truncation").get_attribute("value") == str(RUN_TRUNCATION)
   first_seed = browser.find_element(By.ID, "grid").get_attribute("data-seed")
 
@@ -134,6 +134,12 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
       return img.dataset.state === 'ready' && img.dataset.class === '3' && img.dataset.seed !== '{first_seed}'
           && img.dataset.seed === document.getElementById('seed').value && img.complete && img.naturalWidth > 0""",
         "the new grid of class 3")
+  # Show, with a seed typed in and the run's truncation in its box (0.33: a step of 0.05 made the form invalid).
+  browser.execute_script("document.getElementById('seed').value = '42';")
+  browser.find_element(By.ID, "show").click()
+  _wait(browser, """const img = document.getElementById('grid');
+      return img.dataset.state === 'ready' && img.dataset.seed === '42' && img.complete && img.naturalWidth > 0""",
+        "the grid of seed 42")
   grid = browser.find_element(By.ID, "grid")
   seed = grid.get_attribute("data-seed")
   assert "of class 3" in browser.find_element(By.ID, "caption").text
