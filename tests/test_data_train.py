@@ -73,7 +73,7 @@ def test_noskip_bad_images_is_one_line_and_exit_2_before_writing_at_start_and_ke
   from gan_dist import errors
   from gan_dist import main as main_lib
   base = dict(dataset="folder", data_dir=folder["root"], arch="mlp", channels=3, batch_size=8, skip_bad_images=False,
-              latent_dim=16, steps_per_loop=1, checkpoint_every=1)
+              latent_dim=16)
   # In stored order the two bad files of bird/ are examples 0 and 1: the first batch.
   cfg = helpers.config(tmp_path / "first", train_steps=2, shuffle_files=False, **base)
   assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
@@ -87,7 +87,7 @@ def test_noskip_bad_images_is_one_line_and_exit_2_before_writing_at_start_and_ke
   batches = data.global_batch_indices(num, 8, cfg.seed).take(50)
   met = next(i for i, b in enumerate(batches.as_numpy_iterator()) if np.isin([0, 1], b).any())
   assert met > 0
-  cfg = dataclasses.replace(cfg, train_steps=met + 1)
+  cfg = dataclasses.replace(cfg, train_steps=met + 1, steps_per_loop=met, checkpoint_every=met)
   assert main_lib.run_cli(cfg, make_strategy=lambda _: one_device) == errors.EXIT_USAGE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: gan_dist.data: undecodable image file"), err

@@ -59,7 +59,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
   try:
     if files.is_local(directory):
       with os.scandir(os.fsencode(directory)) as scan:
-        for entry in scan:
+        for entry in sorted(scan, key=lambda e: e.name):  # UTF-8 bytes sort as their characters do.
           try:
             name = entry.name.decode("utf-8")
           except UnicodeDecodeError:
@@ -75,7 +75,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
           else:
             other += 1
     else:
-      for entry in tf.io.gfile.listdir(directory):
+      for entry in sorted(tf.io.gfile.listdir(directory)):
         name = entry.rstrip("/")
         if not name or name.startswith("."):
           continue
@@ -90,7 +90,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
   except (OSError, tf.errors.OpError) as e:
     reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
     raise DataError(f"cannot list {directory}: {reason}") from None
-  return sorted(found), sorted(dirs), other
+  return found, dirs, other
 
 
 def _real(directory: str) -> str:
