@@ -69,6 +69,7 @@ def test_links_odd_names_and_a_folder_named_like_an_image_are_listed_as_a_user_m
   os.symlink(".", os.path.join(root, "b", "itself"))
   os.symlink(elsewhere, os.path.join(root, "b", "linked"))
   os.symlink(".", os.path.join(root, "loop"))  # At the root: the root again, not a class.
+  os.symlink("self.png", os.path.join(root, "b", "self.png"))  # Cannot be followed: a bad file, as before.
   album = os.path.join(root, "a", "album.png")
   helpers.make_image_folder(album, num=2, classes=(), bad=())
   odd = os.path.join(os.fsencode(root), b"a", b"caf\xe9.png")
@@ -78,8 +79,8 @@ def test_links_odd_names_and_a_folder_named_like_an_image_are_listed_as_a_user_m
     source = data.open_source(_cfg(root))
   paths = [source.path(i) for i in range(source.num_examples)]
   assert source.class_names == ["a", "b"]
-  # a: its 6 images and album.png's 2; b: its 6 and the 3 linked from elsewhere.
-  assert np.bincount(source.labels).tolist() == [8, 9]
+  # a: its 6 images and album.png's 2; b: its 6, the 3 linked from elsewhere and self.png.
+  assert np.bincount(source.labels).tolist() == [8, 10] and f"{root}/b/self.png" in paths
   assert sum("/album.png/" in p for p in paths) == 2 and sum("/linked/" in p for p in paths) == 3
   assert not any("/up/" in p or "/itself/" in p or "/loop/" in p for p in paths)
   messages = "\n".join(r.getMessage() for r in caplog.records)

@@ -68,7 +68,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
             continue
           if name.startswith("."):
             continue
-          if entry.is_dir():
+          if _is_dir(entry):
             dirs.append(name)
           elif _is_image(name):
             found.append(name)
@@ -91,6 +91,15 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
     reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
     raise DataError(f"cannot list {directory}: {reason}") from None
   return found, dirs, other
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+  """Whether a local entry is a folder (links followed). A link that cannot be followed (to itself, in a loop) is
+  not: with an image name it is listed as a file, which fails to decode and is replaced like any bad file."""
+  try:
+    return entry.is_dir()
+  except OSError:
+    return False
 
 
 def _real(directory: str) -> str:
