@@ -22,6 +22,8 @@ STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # The one list of loss names: `losses.py` defines a function of each name.
 LOSSES = ("non_saturating", "minimax", "least_squares", "hinge", "wasserstein")
+# Largest seed NumPy's RandomState takes (seeds are in [0, 2^32)): --seed's bound and that of every sampling seed.
+MAX_SEED = 2 ** 32 - 1
 # Augmentation of D's inputs (`augment.py`): the modes, and the one list of transform names (a function each there).
 AUGMENT_MODES = ("none", "diffaug", "ada")
 AUGMENT_TRANSFORMS = ("brightness", "saturation", "contrast", "translation", "cutout", "flip", "rot90",
@@ -76,7 +78,7 @@ class Config:
                                         "start before failing (a worker that never comes up must not hang the "
                                         "rest).", lower=10)
   seed: int = _field(0, "Seed of the data order, the initial weights, the noise and the fixed sample noise.",
-                     lower=0, upper=2**32 - 1)  # NumPy's RandomState takes no other seed.
+                     lower=0, upper=MAX_SEED)
   deterministic: bool = _field(False, "Op determinism (tf.config.experimental.enable_op_determinism): with the noise "
                                "and data order already functions of (seed, step), a run interrupted and resumed any "
                                "number of times ends with the same weights as an uninterrupted one. Slower on GPUs.")

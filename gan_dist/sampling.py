@@ -17,8 +17,9 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-# Largest seed numpy's RandomState takes (seeds are in [0, 2^32)).
-MAX_SEED = 2 ** 32 - 1
+from gan_dist import config as config_lib
+
+MAX_SEED = config_lib.MAX_SEED
 
 
 def truncate(values: np.ndarray, threshold: float) -> np.ndarray:
@@ -43,7 +44,7 @@ def noise(num: int, latent_dim: int, seed: int, truncation: float = 0.0) -> np.n
   `truncate`), row i a function of (seed, i) only."""
   if not _is_int(num) or num < 1:
     raise ValueError(f"num={num!r}: the number of images must be an integer >= 1")
-  if not _is_int(seed) or not 0 <= seed < 2**32:
+  if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
     raise ValueError(f"seed={seed!r}: a seed is an integer in [0, 2**32 - 1]")
   values = np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
   return truncate(values, truncation)

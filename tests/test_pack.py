@@ -145,7 +145,7 @@ def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):
   (tmp_path / "a_file").write_text("mine")
   code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={tmp_path / 'a_file'}"], monkeypatch,
                                    capsys)
-  assert code == 2 and "is a file; choose an empty or new directory" in err
+  assert code == 2 and f"--out={tmp_path / 'a_file'} is a file, not a directory" in err
   assert (tmp_path / "a_file").read_text() == "mine"
 
 

@@ -83,8 +83,10 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
 
   Raises:
     DataError: the folder has no images, or `out` holds something else than a pack.
+    errors.UserError: `out` is a file, or nothing can be written where it is (files.check_writable_dir).
   """
   out = out.rstrip("/")
+  files.check_writable_dir(out, "--out")
   paths, labels, class_names = list_images(folder)
   if not paths:
     raise DataError(f"--data_dir={folder} holds no images to pack")
@@ -111,8 +113,6 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
       progress(f"{out}/{name} is damaged: {problem}; packing it again")
       if tf.io.gfile.exists(f"{out}/{name}"):
         tf.io.gfile.remove(f"{out}/{name}")
-  if tf.io.gfile.exists(out) and not tf.io.gfile.isdir(out):
-    raise DataError(f"--out={out} is a file; choose an empty or new directory")
   if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
     raise DataError(f"--out={out} exists and is not a pack being written; choose an empty or new directory")
   tf.io.gfile.makedirs(out)
