@@ -8,6 +8,7 @@ import threading
 from absl import app
 from absl import flags
 import pytest
+import tensorflow as tf
 
 from gan_dist import cli
 from gan_dist import config as config_lib
@@ -62,7 +63,11 @@ def test_fail_frees_the_failed_calls_objects_before_its_line_and_mutes_their_ten
   # "unrestored values" when it is deleted, which happened at exit, after the error line.
   events = []
 
-  class HalfRestored:
+  class HalfRestored(tf.Module):
+    def __init__(self):
+      super().__init__()
+      self.cycle = [self]  # As a Keras model's layers refer back to it: only a full collection frees it.
+
     def __del__(self):
       events.append("deleted")
       logging.getLogger("tensorflow").warning("deleted with unrestored values")
@@ -84,6 +89,24 @@ def test_fail_frees_the_failed_calls_objects_before_its_line_and_mutes_their_ten
   assert events == ["deleted", "line printed"]
   assert "unrestored" not in caplog.text
   assert capsys.readouterr().err == "error: checkpoint is damaged\n"
+
+
+def test_fail_collects_garbage_only_when_the_failed_calls_frames_held_tensorflow_objects(monkeypatch, capsys):
+  collections = []
+  monkeypatch.setattr(cli.gc, "collect", lambda: collections.append(1))
+
+  def check(value):
+    raise errors.UserError(f"bad --data_dir={value}")
+
+  def refuse(value):
+    try:
+      check(value)
+    except errors.UserError as e:
+      return cli.fail(e)  # check's frame has returned, with value in it; this one runs: left alone.
+
+  assert refuse("/nope") == errors.EXIT_USAGE and not collections  # A refused flag: ~0.6 s saved in a big process.
+  assert refuse(tf.Variable(1.0)) == errors.EXIT_USAGE and len(collections) == 1
+  capsys.readouterr()
 
 
 @pytest.mark.parametrize("raised,code", [
