@@ -25,7 +25,7 @@ INTERPOLATION_STEPS = 10
 _STEP_PNG = re.compile(r"step_(\d+)\.png$")
 # Panels of losses_figure: (title, scalar tags); a panel none of whose tags the run logged is left out.
 _LOSS_PANELS = (("losses", ("d_loss", "g_loss")), ("D outputs (probability)", ("d_real_output", "d_fake_output")),
-                ("FCD (lower is better)", ("fcd",)), ("label accuracy", ("label_accuracy",)))
+                ("FCD (lower is better)", ("eval/fcd",)), ("label accuracy", ("eval/label_accuracy",)))
 # Metrics of metrics_figure, in panel order.
 _METRICS = ("fcd", "kid", "classifier_score", "precision", "recall", "label_accuracy", "fid", "inception_score")
 
@@ -54,13 +54,22 @@ def to_png(fig) -> bytes:
 def read_scalars(logdir: str) -> Scalars:
   """{tag: [(step, value)] sorted by step} of every scalar in the event files directly under `logdir`.
 
-  Images and non-scalar tensors are skipped. A step logged twice (a run resumed from an earlier checkpoint) keeps the
-  value of the later file.
+  Images and non-scalar tensors are skipped. Read as TensorBoard reads a run: where a run resumed after a kill, its
+  SessionLog.START (summaries.Writer.start) drops the points earlier files hold at its step and later, those the
+  killed run logged after the checkpoint it resumed from. A step logged twice otherwise keeps the later file's value.
   """
   found: Dict[str, Dict[int, float]] = {}
+  started = False
   for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
     for record in tf.data.TFRecordDataset(path):
       event = tf.compat.v1.Event.FromString(record.numpy())
+      if event.HasField("session_log") and event.session_log.status == tf.compat.v1.SessionLog.START:
+        # TensorBoard ignores a run's first START: nothing precedes it.
+        if started:
+          for points in found.values():
+            for step in [s for s in points if s >= event.step]:
+              del points[step]
+        started = True
       for value in event.summary.value:
         if value.HasField("tensor"):
           array = tf.make_ndarray(value.tensor)
@@ -72,15 +81,15 @@ def read_scalars(logdir: str) -> Scalars:
         else:
           continue
         found.setdefault(value.tag, {})[int(event.step)] = number
-  return {tag: sorted(points.items()) for tag, points in found.items()}
+  return {tag: sorted(points.items()) for tag, points in found.items() if points}
 
 
 def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str], str]:
   """(the run's HParams {name: value}, the metric tags of its HParams layout, the run's name in the table), as
-  TensorBoard's HParams dashboard reads them from the event files directly under `logdir` (the last ones written
-  win)."""
-  values: Dict[str, object] = {}
-  metrics: List[str] = []
+  TensorBoard's HParams dashboard reads them from the event files directly under `logdir`: the first ones written
+  win, as there (the trainer writes them once, when a run starts afresh)."""
+  values: Optional[Dict[str, object]] = None
+  metrics: Optional[List[str]] = None
   name = ""
   for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
     for record in tf.data.TFRecordDataset(path):
@@ -88,13 +97,13 @@ def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str], str]:
         if value.metadata.plugin_data.plugin_name != "hparams":
           continue
         content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-        if content.HasField("session_start_info"):
+        if content.HasField("session_start_info") and values is None:
           values = {key: getattr(v, v.WhichOneof("kind"))
                     for key, v in content.session_start_info.hparams.items()}
           name = content.session_start_info.group_name
-        if content.HasField("experiment"):
+        if content.HasField("experiment") and metrics is None:
           metrics = [info.name.tag for info in content.experiment.metric_infos]
-  return values, metrics, name
+  return values or {}, metrics or [], name
 
 
 def _event_file_order(path: str) -> Tuple[int, int, str]:

@@ -1,5 +1,6 @@
 """TensorBoard scalars and images, and PNG files. Only the chief writes; other workers get no-ops."""
 
+import time
 from typing import Any, Dict, Sequence
 
 import numpy as np
@@ -37,6 +38,20 @@ class Writer:
     with self._writer.as_default(step=step):
       for name, value in values.items():
         tf.summary.scalar(name, value)
+
+  def start(self, step: int) -> None:
+    """Marks where this run's events begin: TensorBoard (and `figures.read_scalars`) drop the points of earlier
+    event files at steps >= `step`, those a killed run logged after the checkpoint this run resumes from.
+
+    TensorBoard purges at every SessionLog.START of a run but the first, so each run writes one. `tf.summary`
+    writes no Event protos of its own; the writer's ImportEvent op writes this one into its file, which then
+    follows the earlier files in TensorBoard's reading order (time-stamped names)."""
+    if not self.enabled:
+      return
+    event = tf.compat.v1.Event(step=step, wall_time=time.time(),
+                               session_log=tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START))
+    tf.raw_ops.ImportEvent(writer=self._writer._resource,  # pylint: disable=protected-access
+                           event=tf.constant(event.SerializeToString()))
 
   def hparams(self, values: Dict[str, Any], metrics: Sequence[str], trial_id: str = "") -> None:
     """Writes the run's HParams (TensorBoard's HParams dashboard: one row per run, `values` as columns, named

@@ -147,6 +147,12 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
 
   # 2. From here on the run writes to the workdir.
   checkpointer.clean_leftovers()
+  fresh = not checkpoint_lib.has_checkpoint(cfg.workdir)
+  if fresh and is_chief:
+    removed = workdir_lib.remove_unsaved_run_outputs(cfg.workdir)
+    if removed:
+      logging.warning("Removed %d TensorBoard event file(s) and sample grid(s) of an earlier run of %s that saved no "
+                      "checkpoint: this run starts afresh", removed, cfg.workdir)
   write_flags(cfg, is_chief)
   logging.info("Data: %d examples from %s", source.num_examples, source.name)
   if step >= cfg.train_steps:
@@ -158,8 +164,12 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   iterator = iter(dataset)
   train = train_step_lib.make_train_step(cfg, strategy, state)
   writer = summaries.Writer(workdir_lib.tensorboard_dir(cfg.workdir), enabled=is_chief)
-  # The workdir's last component names the run's row in the HParams table (a gs:// path too).
-  writer.hparams(config_lib.hparams(cfg), HPARAM_METRICS, trial_id=cfg.workdir.rstrip("/").rsplit("/", 1)[-1])
+  # Points a killed run logged after the checkpoint resumed from (steps > step) are dropped; its own are kept.
+  writer.start(step + 1)
+  if fresh:
+    # Once, as flags.txt: TensorBoard keeps a run's first HParams. The workdir's last component names the run's row
+    # in the HParams table (a gs:// path too).
+    writer.hparams(config_lib.hparams(cfg), HPARAM_METRICS, trial_id=cfg.workdir.rstrip("/").rsplit("/", 1)[-1])
   best = checkpointer.best
   best_fcd = best["value"] if best and best["metric"] == "fcd" else float("inf")
   grid_noise, grid_labels, grid_rows = sampling.class_rows(cfg.num_samples, gan.latent_dim, gan.num_classes, cfg.seed,
@@ -192,11 +202,6 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
         raise errors.DivergedError(_divergence_message(cfg, result, first, step, checkpointer))
       window.add(result)
 
-      if _due(step, cfg.summary_every, cfg):
-        with _Timer(window, "summaries"):
-          metrics = _summarize(cfg, state, window, step, images_per_step, writer)
-        window = _Window()
-
       if is_chief and _due(step, cfg.sample_every, cfg):
         with _Timer(window, "samples"):
           state.prepare_ema()
@@ -225,6 +230,13 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
       if scores is not None and np.isfinite(scores["fcd"]):
         with _Timer(window, "checkpoints"):
           checkpointer.save_best(step, "fcd", scores["fcd"])
+      # Last, so that its line counts this step's samples, evaluation and checkpoint; also at a stop, so that the
+      # steps since the last summary are logged (a resumed run's next point averages only its own steps).
+      if _due(step, cfg.summary_every, cfg) or result.stop:
+        started = time.perf_counter()
+        metrics = _summarize(cfg, state, window, step, images_per_step, writer)
+        window = _Window()
+        window.seconds["summaries"] = time.perf_counter() - started  # Writing a summary counts in the next one.
       writer.flush()
       if result.stop and step < cfg.train_steps:
         strategy_lib.barrier(strategy)  # No worker leaves while the chief still writes.

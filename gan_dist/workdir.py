@@ -46,6 +46,17 @@ def sample_grid_path(workdir: str, step: int) -> str:
   return f"{samples_dir(workdir)}/step_{step:08d}.png"
 
 
+def remove_unsaved_run_outputs(workdir: str) -> int:
+  """Removes what an earlier run that saved no checkpoint wrote for its viewers: its TensorBoard event files and
+  sample grids (a fresh start discards that run; its points would mix with the new run's, its HParams would name
+  the row). Profiler traces and logs stay. Returns how many files were removed."""
+  paths = (tf.io.gfile.glob(f"{tensorboard_dir(workdir)}/events.out.tfevents.*")
+           + tf.io.gfile.glob(f"{samples_dir(workdir)}/step_*.png"))
+  for path in paths:
+    tf.io.gfile.remove(path)
+  return len(paths)
+
+
 def write_config(cfg: config_lib.Config, path: str) -> None:
   """Writes `cfg` as a flagfile to `path` atomically (other workers may read it while the chief writes it)."""
   files.write_atomic(path, config_lib.to_flagfile(cfg))

@@ -7,9 +7,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import errors
+from gan_dist import figures
 from gan_dist import files
 from gan_dist import state as state_lib
 from gan_dist import train
@@ -31,7 +33,7 @@ def two_checkpoints(tmp_path_factory, one_device):
 
 
 @pytest.mark.slow
-def test_resume_is_exact(tmp_path, idx_dir, one_device):
+def test_resume_is_exact_and_tensorboard_shows_each_step_once(tmp_path, idx_dir, one_device):
   base = helpers.config(tmp_path, data_dir=idx_dir, train_steps=4, steps_per_loop=2, checkpoint_every=2,
                         ema_decay=0.9)
   straight = dataclasses.replace(base, workdir=str(tmp_path / "straight"))
@@ -53,6 +55,21 @@ def test_resume_is_exact(tmp_path, idx_dir, one_device):
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
   assert int(tf.train.load_variable(os.path.join(straight.workdir, "checkpoints", "ckpt-4"),
                                     "step/.ATTRIBUTES/VARIABLE_VALUE")) == 4
+  # The copy holds the straight run's events of steps 3 and 4, logged after ckpt-2 (as a run killed after logging
+  # them leaves it); the resumed run logs them again. TensorBoard's own reader shows each step once, the resumed
+  # run's (equal here: a window of one step, resumed exactly), and the HParams the run started with, once. (The
+  # accumulator of TensorBoard's server: its legacy event_accumulator never purges tensor summaries.)
+  accumulator = plugin_event_accumulator.EventAccumulator(os.path.join(interrupted.workdir, "tensorboard"),
+                                                          size_guidance={plugin_event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  d_loss = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors("d_loss")]
+  assert [step for step, _ in d_loss] == [1, 2, 3, 4]
+  assert figures.read_scalars(os.path.join(interrupted.workdir, "tensorboard"))["d_loss"] == d_loss
+  assert len(glob.glob(os.path.join(interrupted.workdir, "tensorboard", "events.*"))) == 2
+  starts = [path for path in glob.glob(os.path.join(interrupted.workdir, "tensorboard", "events.*"))
+            for record in tf.data.TFRecordDataset(path)
+            if b"_hparams_/session_start_info" in record.numpy()]
+  assert len(starts) == 1
 
 
 def test_resume_stops_at_train_steps(two_checkpoints, tmp_path, one_device):

@@ -41,10 +41,37 @@ def test_a_later_event_file_wins_for_a_repeated_step(tmp_path):
   assert figures.read_scalars(str(tmp_path))["d_loss"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
 
 
+def test_a_resumed_runs_start_drops_what_earlier_files_hold_from_its_step_on(tmp_path):
+  # A run killed after logging steps 1-4 with its last checkpoint at step 2: the resumed run marks step 3 as its
+  # start, and only then logs step 3 (no step 4 yet). Step 4 of the killed run is gone, as in TensorBoard; the
+  # first run's own start (the first of the run) drops nothing.
+  for start, points in ((1, [(1, {"d_loss": 1.0}), (2, {"d_loss": 2.0}), (3, {"d_loss": 9.0}),
+                             (4, {"d_loss": 9.0, "g_loss": 9.0})]),
+                        (3, [(3, {"d_loss": 3.0})])):
+    writer = summaries.Writer(str(tmp_path), enabled=True)
+    writer.start(start)
+    for step, values in points:
+      writer.scalars(step, values)
+    writer.close()
+  assert figures.read_scalars(str(tmp_path)) == {"d_loss": [(1, 1.0), (2, 2.0), (3, 3.0)]}
+
+
+def test_read_hparams_keeps_the_first_runs_as_tensorboard_does(tmp_path):
+  for learning_rate in (0.1, 0.2):  # A later writer's HParams (an older gan_dist wrote them at every resume).
+    writer = summaries.Writer(str(tmp_path), enabled=True)
+    writer.hparams({"g_lr": learning_rate}, ["d_loss"] if learning_rate == 0.1 else ["g_loss"], trial_id="W")
+    writer.close()
+  assert figures.read_hparams(str(tmp_path)) == ({"g_lr": pytest.approx(0.1)}, ["d_loss"], "W")
+
+
 def test_losses_figure_is_a_png_and_needs_losses():
   scalars = {"d_loss": [(1, 0.7), (2, 0.6)], "g_loss": [(1, 1.0), (2, 1.1)], "fcd": [(2, 30.0)]}
   image = _decode(figures.losses_figure(scalars, title="runs/x"))
-  assert image.format == "PNG" and image.width > 2 * image.height  # Two panels side by side.
+  assert image.format == "PNG" and image.width < 1.5 * image.height  # One panel: "fcd" is not the trainer's tag.
+  # The trainer's evaluation tags get their panels: FCD and label accuracy beside the losses.
+  scalars.update({"eval/fcd": [(2, 30.0)], "eval/label_accuracy": [(2, 0.5)]})
+  three = _decode(figures.losses_figure(scalars, title="runs/x"))
+  assert three.width > 2.5 * image.width
   with pytest.raises(errors.UserError, match="no losses in the event files of runs/x"):
     figures.losses_figure({"other": [(1, 0.0)]}, title="runs/x")
 

@@ -17,8 +17,10 @@ import tensorflow as tf
 from gan_dist import data
 from gan_dist import workdir as workdir_lib
 from gan_dist import errors
+from gan_dist import figures
 from gan_dist import models
 from gan_dist import preflight
+from gan_dist import summaries
 from gan_dist import train
 from gan_dist import train_step as train_step_lib
 from tests import helpers
@@ -70,6 +72,7 @@ def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, one_dev
   assert signal.getsignal(signal.SIGTERM) is previous  # The handler is only installed while training.
   ckpt = os.path.join(cfg.workdir, "checkpoints")
   assert tf.train.latest_checkpoint(ckpt).endswith("ckpt-80")
+  assert sorted(_scalars(cfg.workdir, "d_loss")) == [80]  # The steps since the last summary (none) are logged.
   monkeypatch.undo()
   # The same command continues to --train_steps exactly (a last chunk of 20 steps).
   assert train.run(cfg, one_device)["step"] == 100
@@ -110,7 +113,9 @@ def test_summaries_are_window_means_and_log_the_time_split_and_profile_steps_wri
   # The time split of the last window.
   for name in ("time/train", "time/checkpoints", "time/samples", "time/eval", "time/summaries"):
     assert 0.0 <= metrics[name] <= 1.0, name
-  assert metrics["time/train"] > 0 and metrics["time/checkpoints"] > 0
+  # Step 6's samples and checkpoint, and the summary written at step 3, count in the window that step 6 logs.
+  for name in ("train", "checkpoints", "samples", "summaries"):
+    assert metrics[f"time/{name}"] > 0, name
   assert abs(sum(metrics[f"time/{n}"] for n in train._Window.ACTIVITIES) - 1.0) < 1e-6  # pylint: disable=protected-access
   # What the trainer wrote to TensorBoard at steps 3 and 6 is the mean of the train step's own per-step values of
   # steps 1-3 and 4-6 (each call ran one step), not the last step's value nor a mean over the whole run.
@@ -150,6 +155,27 @@ def _scalars(workdir, tag):
         if value.tag == tag:
           found[event.step] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
   return found
+
+
+def test_a_fresh_start_removes_the_event_files_and_grids_of_a_run_that_saved_no_checkpoint(tmp_path, idx_dir,
+                                                                                          one_device, caplog):
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=1, sample_every=1)
+  # A run killed before its first checkpoint left its flags, events (HParams, points) and a grid behind.
+  train.write_flags(cfg.replace(g_lr=0.5), is_chief=True)
+  old = summaries.Writer(workdir_lib.tensorboard_dir(cfg.workdir), enabled=True)
+  old.hparams({"g_lr": 0.5}, ["d_loss"], trial_id="workdir")
+  old.scalars(1, {"d_loss": 99.0})
+  old.close()
+  summaries.write_png(workdir_lib.sample_grid_path(cfg.workdir, 7), np.zeros((4, 4, 1), np.uint8))
+  old_files = glob.glob(os.path.join(cfg.workdir, "tensorboard", "events.*"))
+  assert len(old_files) == 1
+  train.run(cfg, one_device)
+  assert "Removed 2 TensorBoard event file(s) and sample grid(s)" in caplog.text
+  assert not any(os.path.exists(path) for path in old_files)
+  assert sorted(os.listdir(workdir_lib.samples_dir(cfg.workdir))) == ["step_00000001.png"]
+  values, _, _ = figures.read_hparams(workdir_lib.tensorboard_dir(cfg.workdir))
+  assert values["g_lr"] == pytest.approx(cfg.g_lr)  # This run's row, not the discarded run's.
+  assert _scalars(cfg.workdir, "d_loss")[1] != 99.0
 
 
 @pytest.mark.slow
