@@ -9,15 +9,20 @@
 # TF_CONFIG naming N free localhost ports and its own index. The launcher's own flags come LAST, so that neither a
 # flagfile nor an argument can override them (absl: the last value wins). Worker 0 is the chief. Every line a worker
 # prints is shown here prefixed with "[worker i]" and appended, unprefixed, to <workdir>/logs/worker_<i>.log
-# (--workdir given and local; a resumed run adds to the same logs) or to a log in a local temporary folder (printed;
-# also when the workdir is remote, e.g. gs://). If a worker fails, the others are stopped (a worker left alone would
-# wait in a collective until its peer timeout) and this script exits with that worker's status and a message naming
-# it; it exits 0 when every worker succeeds.
+# (--workdir given and local, read as gan_dist reads it, flagfiles included: launch/flags.sh; a resumed run adds to
+# the same logs) or to a log in a local temporary folder (printed; also when the workdir is remote, e.g. gs://). A
+# flagfile that cannot be read is refused here (exit 2) before anything starts. If a worker fails, the others are
+# stopped (a worker left alone would wait in a collective until its peer timeout) and this script exits with that
+# worker's status and a message naming it; it exits 0 when every worker succeeds. A refused run (a worker exits 2:
+# bad flags or data, found before anything was written) leaves the workdir as it was: the script removes the log
+# files it created, what it appended to existing ones, and the folders it created for them (if empty).
 #
 # SIGTERM or SIGINT (Ctrl-C) to this script is passed on to every worker: they finish their current steps, save a
 # checkpoint of the same step together and exit with 75; the script then exits 75 too, and rerunning the same
-# command continues from that checkpoint. A second Ctrl-C, or GRACE_S seconds without the workers exiting, kills
-# them.
+# command continues from that checkpoint. A worker still starting up (importing TensorFlow) ends at once on that
+# signal, with nothing to save; the script then exits with its status (130 for SIGINT). A second Ctrl-C, or GRACE_S
+# seconds without the workers exiting, kills them. The workers start with SIGINT at its default action, as a command
+# typed in a terminal does (a background job of a script would otherwise inherit SIGINT ignored).
 #
 # Environment:
 #   PYTHON     interpreter to run (default: python3, else python).
@@ -26,10 +31,15 @@
 #   FAILED_GRACE_S  seconds the other workers get to exit after SIGTERM when one worker failed, before SIGKILL
 #              (default: 10; they save nothing, their peer is gone).
 #   GPUS_PER_WORKER=k  give worker i the GPUs i*k ... i*k+k-1 through CUDA_VISIBLE_DEVICES. Unset: the machine's
-#              GPUs (nvidia-smi, or CUDA_VISIBLE_DEVICES if set) are split evenly over the workers; refused when
-#              there are fewer GPUs than workers, or fewer than N*k. No GPUs: every worker runs on the CPU.
+#              GPUs (nvidia-smi, or CUDA_VISIBLE_DEVICES if set, read as CUDA reads it: up to its first empty or
+#              negative entry, so "" and "-1" mean none) are split evenly over the workers; refused when there are
+#              fewer GPUs than workers, or fewer than N*k. No GPUs: every worker runs on the CPU.
 
 set -uo pipefail
+
+# shellcheck source=launch/flags.sh
+source "$(dirname "${BASH_SOURCE[0]}")/flags.sh" || exit 2
+FLAGS_SH_NAME=local.sh
 
 usage() {
   echo "usage: $0 NUM_WORKERS [gan_dist flags...]   (e.g. $0 2 --flagfile=configs/dcgan.cfg --workdir=/tmp/run)" >&2
@@ -58,9 +68,15 @@ if [[ -n "$gpus_per_worker" && ! "$gpus_per_worker" =~ ^[1-9][0-9]*$ ]]; then
 fi
 
 # The GPUs of this machine, by index: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list (none without a driver).
+# CUDA reads CUDA_VISIBLE_DEVICES up to its first invalid entry: "-1" (a common way to hide every GPU) or "" is none.
 gpu_ids=()
 if [[ -n "${CUDA_VISIBLE_DEVICES+x}" ]]; then
-  IFS=, read -r -a gpu_ids <<< "$CUDA_VISIBLE_DEVICES"
+  IFS=, read -r -a visible <<< "$CUDA_VISIBLE_DEVICES"
+  for id in "${visible[@]}"; do
+    id=${id//[[:space:]]/}
+    [[ -z "$id" || "$id" == -* ]] && break
+    gpu_ids+=("$id")
+  done
 elif command -v nvidia-smi > /dev/null 2>&1; then
   mapfile -t gpu_ids < <(nvidia-smi --query-gpu=index --format=csv,noheader 2> /dev/null | tr -d ' ')
 fi
@@ -81,27 +97,55 @@ if ((num_gpus > 0)); then
     exit 2
   fi
 elif [[ -n "$gpus_per_worker" ]]; then
-  echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker but this machine has no GPU (nvidia-smi finds none)" >&2
+  if [[ -n "${CUDA_VISIBLE_DEVICES+x}" ]]; then
+    echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker but no GPU is visible (CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES)" >&2
+  else
+    echo "local.sh: GPUS_PER_WORKER=$gpus_per_worker but this machine has no GPU (nvidia-smi finds none)" >&2
+  fi
   exit 2
 fi
 
-# The workdir, as gan_dist would parse it (--workdir=W or --workdir W; the last one wins).
-workdir=""
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case "${args[i]}" in
-    --workdir=*) workdir="${args[i]#--workdir=}" ;;
-    --workdir) workdir="${args[i + 1]:-}" ;;
-  esac
-done
+# The workdir, as gan_dist will parse it: the last --workdir wins, those in flagfiles included (launch/flags.sh).
+workdir=$(flag_value workdir "$@") || exit 2
+
+# What this script creates, so that a refused run can take it back (undo_logs): the folders up to the log directory
+# that did not exist (deepest first), and each log file's size before it (-1: it did not exist).
+created_dirs=()
+declare -A log_sizes=()
+log_dir=""
 if [[ -n "${LOG_DIR:-}" ]]; then
   log_dir=$LOG_DIR
 elif [[ -n "$workdir" && "$workdir" != *://* ]]; then
   log_dir="$workdir/logs"
-else
-  log_dir=$(mktemp -d "${TMPDIR:-/tmp}/gan_dist_logs.XXXXXX")
 fi
-mkdir -p "$log_dir" || exit 2
+if [[ -n "$log_dir" ]]; then
+  dir=${log_dir%/}
+  while [[ -n "$dir" && ! -e "$dir" && ! -L "$dir" ]]; do
+    created_dirs+=("$dir")
+    [[ "$dir" == */* ]] || break
+    dir=${dir%/*}
+  done
+  mkdir -p "$log_dir" || exit 2
+else
+  log_dir=$(mktemp -d "${TMPDIR:-/tmp}/gan_dist_logs.XXXXXX") || exit 2
+  created_dirs=("$log_dir")
+fi
+
+undo_logs() {
+  # The logs as they were before this script: what it appended cut off, the files and folders it created removed.
+  local log size dir
+  for log in "${!log_sizes[@]}"; do
+    size=${log_sizes[$log]}
+    if [[ "$size" == -1 ]]; then
+      rm -f -- "$log"
+    else
+      truncate -s "$size" -- "$log"
+    fi
+  done
+  for dir in "${created_dirs[@]}"; do
+    rmdir -- "$dir" 2>/dev/null || break  # Not empty: something else wrote there; keep it (and its parents).
+  done
+}
 
 # Free ports: bind port 0 for each worker at once (so they differ), read the ports, release them. Another process
 # could take one before TensorFlow binds it; that fails loudly at startup, it never trains wrongly.
@@ -112,7 +156,7 @@ for s in socks:
   s.bind(("localhost", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
-) || { echo "local.sh: could not pick free ports" >&2; exit 2; }
+) || { echo "local.sh: could not pick free ports" >&2; undo_logs; exit 2; }
 read -r -a ports <<< "$ports"
 workers_json=$(printf '"localhost:%s",' "${ports[@]}")
 workers_json="[${workers_json%,}]"
@@ -163,6 +207,18 @@ on_signal() {
 trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
 
+# A background job of a non-interactive shell starts with SIGINT ignored, and a program that starts with a signal
+# ignored keeps it so until it sets a handler (a bash cannot even trap it): a worker still importing TensorFlow would
+# lose the SIGINT this script passes on, and the script would wait out GRACE_S. So every worker starts with SIGINT at
+# its default action: through coreutils' env --default-signal (8.31 and later), else through the interpreter.
+if env --default-signal=INT true 2>/dev/null; then
+  default_sigint=(env --default-signal=INT)
+else
+  default_sigint=("$PYTHON" -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])')
+fi
+
 for ((i = 0; i < num_workers; i++)); do
   tf_config="{\"cluster\": {\"worker\": $workers_json}, \"task\": {\"type\": \"worker\", \"index\": $i}}"
   log="$log_dir/worker_$i.log"
@@ -170,6 +226,11 @@ for ((i = 0; i < num_workers; i++)); do
   if [[ -n "$gpus_per_worker" ]]; then
     share=("${gpu_ids[@]:$((i * gpus_per_worker)):$gpus_per_worker}")
     gpu_env=(CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${share[*]}")")
+  fi
+  if [[ -f "$log" ]]; then
+    log_sizes[$log]=$(stat -c %s -- "$log")
+  else
+    log_sizes[$log]=-1
   fi
   echo "==== local.sh $(date '+%F %T'): worker $i of $num_workers, TF_CONFIG=$tf_config" >> "$log"
   # The worker's output goes to its log file and, prefixed, to our stdout, through a pipe opened here so that its pid
@@ -179,9 +240,9 @@ for ((i = 0; i < num_workers; i++)); do
   exec {log_fd}> >(trap '' INT TERM; tee -a "$log" | sed -u "s/^/[worker $i] /")
   log_pids+=($!)
   # setsid: a process group per worker, so stopping one worker stops all it started; `exec` makes $! the python
-  # process itself.
-  env "${gpu_env[@]}" TF_CONFIG="$tf_config" PYTHONUNBUFFERED=1 setsid bash -c 'exec "$@"' worker \
-      "$PYTHON" -m gan_dist.main "$@" \
+  # process itself; default_sigint: SIGINT at its default action (above).
+  "${default_sigint[@]}" env "${gpu_env[@]}" TF_CONFIG="$tf_config" PYTHONUNBUFFERED=1 \
+      setsid bash -c 'exec "$@"' worker "$PYTHON" -m gan_dist.main "$@" \
       --strategy=multi_worker_mirrored --cluster=tf_config \
       >&"$log_fd" 2>&1 &
   pids+=($!)
@@ -218,10 +279,32 @@ while ((remaining > 0)); do
     fi
     if ((rc != 0)); then
       cleanup_started=1
-      echo "local.sh: worker $i (pid $pid) failed with exit status $rc; stopping the other workers." \
-           "Its log: $log_dir/worker_$i.log" >&2
+      # Refused: exit 2 (the worker checked its flags and data before writing anything) while no worker got further.
+      refused=0
+      ((rc == 2 && ${#done_workers[@]} == 1)) && refused=1
+      if ((refused)); then
+        echo "local.sh: worker $i (pid $pid) refused the run (exit status 2; its error is above); stopping the" \
+             "other workers" >&2
+      elif [[ -n "$stop_signal" ]] && ((rc > 128)); then
+        echo "local.sh: worker $i (pid $pid) ended by a signal (exit status $rc) after SIG$stop_signal, without a" \
+             "checkpoint (a worker still starting up has nothing to save); stopping the other workers" >&2
+      else
+        echo "local.sh: worker $i (pid $pid) failed with exit status $rc; stopping the other workers." \
+             "Its log: $log_dir/worker_$i.log" >&2
+      fi
       stop_workers
+      for ((j = 0; j < num_workers; j++)); do
+        [[ -n "${done_workers[$j]:-}" ]] && continue
+        wait "${pids[j]}"
+        other=$?
+        ((other == 0 || other == 75)) && refused=0  # That worker got further: keep the logs.
+      done
       wait "${log_pids[@]}" 2>/dev/null
+      if ((refused)); then
+        undo_logs
+        echo "local.sh: the run was refused: removed the log lines, files and folders this script wrote; the" \
+             "workdir is as it was" >&2
+      fi
       echo "local.sh: FAILED: worker $i exited with status $rc" >&2
       exit "$rc"
     fi

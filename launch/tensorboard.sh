@@ -20,7 +20,10 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 logdir="${1%/}/tensorboard"
-if [[ ! -d "$logdir" && -d "$1" && -n "$(find "$1" -mindepth 2 -maxdepth 2 -name tensorboard -type d -print -quit)" ]]; then
+# find -L: a workdir in the folder may be a symbolic link to the run (TensorBoard follows links too), and so may the
+# folder itself.
+if [[ ! -d "$logdir" && -d "$1" &&
+      -n "$(find -L "$1" -mindepth 2 -maxdepth 2 -name tensorboard -type d -print -quit 2> /dev/null)" ]]; then
   logdir="${1%/}"  # A folder of runs: TensorBoard names each run by its path below it.
 elif [[ ! -d "$logdir" ]]; then
   # A run that has not logged yet: TensorBoard picks the events up once the chief writes them.

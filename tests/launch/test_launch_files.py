@@ -8,6 +8,7 @@ are the fast tier. launch/local.sh: tests/launch/test_local_sh.py.
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -75,6 +76,86 @@ def test_slurm_refuses_bad_submissions(args, env, message):
   assert result.returncode == 2
   assert message in result.stderr
   assert "srun" not in result.stdout
+
+
+@pytest.mark.slow
+def test_slurm_reads_the_workdir_in_flagfiles(tmp_path):
+  """--workdir as gan_dist will read it: set in a (nested) flagfile, overridden by a later one on the command line."""
+  inner, outer = tmp_path / "inner.cfg", tmp_path / "outer.cfg"
+  inner.write_text("--workdir=/tmp/node_local_run\n")
+  outer.write_text(f"--batch_size=64\n--flagfile={inner}\n")
+  result = _slurm_dry_run([f"--flagfile={outer}"], SLURM_JOB_NUM_NODES="2")
+  assert result.returncode == 2 and "--workdir=/tmp/node_local_run is node-local" in result.stderr, result.stderr
+  result = _slurm_dry_run([f"--flagfile={outer}", "--workdir=/shared/run"], SLURM_JOB_NUM_NODES="2")
+  assert result.returncode == 0, result.stderr
+  result = _slurm_dry_run(["--workdir=/shared/run", f"--flagfile={outer}"], SLURM_JOB_NUM_NODES="2")
+  assert result.returncode == 2 and "node-local" in result.stderr, result.stderr
+  result = _slurm_dry_run(["--workdir=/shared/run", "--flagfile=missing.cfg"], SLURM_JOB_NUM_NODES="2")
+  assert result.returncode == 2 and "slurm.sbatch: cannot read the flagfile 'missing.cfg'" in result.stderr
+  assert "srun" not in result.stdout
+
+
+@pytest.mark.slow
+def test_slurm_runs_python3_by_default():
+  result = _slurm_dry_run(["--workdir=/shared/run"], SLURM_JOB_NUM_NODES="1")
+  assert result.returncode == 0, result.stderr
+  assert shlex.split(result.stdout)[4:7] == ["python3", "-m", "gan_dist.main"]
+
+
+def _fake_slurm(tmp_path, srun_rc, job_state):
+  """A PATH with an `srun` that exits `srun_rc` and an `scontrol` that shows `job_state` and records its other
+  commands in tmp_path/scontrol.log: the batch script's own logic, without Slurm (test_slurm_cluster.py: with)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text(f"#!/bin/sh\necho \"srun $*\"\nexit {srun_rc}\n")
+  (bin_dir / "scontrol").write_text(
+      "#!/bin/sh\nif [ \"$1\" = show ]; then\n  echo \"JobId=$3 JobName=gan_dist\"\n"
+      f"  echo \"   {job_state} Dependency=(null)\"\n  exit 0\nfi\n"
+      f"echo \"$*\" >> {tmp_path / 'scontrol.log'}\n")
+  for tool in bin_dir.iterdir():
+    tool.chmod(0o755)
+  return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def _slurm_batch(tmp_path, args, srun_rc=0, job_state="JobState=RUNNING Reason=None"):
+  """Runs slurm.sbatch past its srun, as a batch shell would, in the submit directory tmp_path/submit."""
+  submit = tmp_path / "submit"
+  submit.mkdir()
+  return _run(["bash", os.path.join(LAUNCH, "slurm.sbatch"), *args],
+              env=dict(PATH=_fake_slurm(tmp_path, srun_rc, job_state), SLURM_SUBMIT_DIR=str(submit),
+                       SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="1"))
+
+
+@pytest.mark.slow
+def test_slurm_creates_a_local_workdir_and_not_a_remote_one(tmp_path):
+  result = _slurm_batch(tmp_path, ["--workdir=gs://bucket/run"])
+  assert result.returncode == 0, result.stderr
+  assert "--workdir=gs://bucket/run" in result.stdout  # srun ran.
+  assert os.listdir(tmp_path / "submit") == []  # No local "gs:" folder.
+  shutil.rmtree(tmp_path / "submit")
+  shutil.rmtree(tmp_path / "bin")
+  result = _slurm_batch(tmp_path, [f"--workdir={tmp_path / 'shared' / 'run'}"])
+  assert result.returncode == 0 and (tmp_path / "shared" / "run").is_dir(), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job_state,requeued", [
+    ("JobState=RUNNING Reason=None", True),  # The --signal before the time limit, preemption, scancel --signal.
+    ("JobState=COMPLETING Reason=TimeLimit", True),  # The time limit itself passed while the tasks saved.
+    ("JobState=COMPLETING Reason=None", False),  # A plain scancel: final.
+], ids=["running", "time_limit", "cancelled"])
+def test_slurm_requeues_after_a_save_unless_the_job_was_cancelled(tmp_path, job_state, requeued):
+  result = _slurm_batch(tmp_path, ["--workdir=gs://bucket/run"], srun_rc=75, job_state=job_state)
+  log = tmp_path / "scontrol.log"
+  if requeued:
+    assert result.returncode == 0, result.stderr
+    assert "slurm.sbatch: every task saved a checkpoint; requeueing job 4242 (requeue 1 of 10)" in result.stderr
+    assert log.read_text() == "requeue 4242\n"
+  else:
+    assert result.returncode == 75, result.stderr
+    assert ("slurm.sbatch: every task saved a checkpoint; not requeueing job 4242: it was cancelled (scancel) or "
+            "Slurm is ending it (JobState=COMPLETING Reason=None)") in result.stderr
+    assert not log.exists()
 
 
 def test_slurm_sbatch_header():
@@ -209,3 +290,17 @@ def test_tensorboard_script(tmp_path):
   result = _run([os.path.join(LAUNCH, "tensorboard.sh"), str(tmp_path / "runs")], env=dict(DRY_RUN="1"))
   cmd = shlex.split(result.stdout)
   assert result.returncode == 0 and cmd[cmd.index("--logdir") + 1] == str(tmp_path / "runs"), result.stderr
+
+
+@pytest.mark.slow
+def test_tensorboard_script_follows_symbolic_links(tmp_path):
+  """Workdirs linked into a folder of runs, and a link to that folder, are found (TensorBoard follows links too)."""
+  os.makedirs(tmp_path / "elsewhere" / "a" / "tensorboard")
+  os.makedirs(tmp_path / "linked_runs")
+  os.symlink(tmp_path / "elsewhere" / "a", tmp_path / "linked_runs" / "a")
+  os.symlink(tmp_path / "linked_runs", tmp_path / "link_to_runs")
+  for folder in ("linked_runs", "link_to_runs"):
+    result = _run([os.path.join(LAUNCH, "tensorboard.sh"), str(tmp_path / folder)], env=dict(DRY_RUN="1"))
+    cmd = shlex.split(result.stdout)
+    assert result.returncode == 0 and cmd[cmd.index("--logdir") + 1] == str(tmp_path / folder), result.stderr
+    assert "does not exist yet" not in result.stderr

@@ -22,11 +22,13 @@ FAKE_TIMEOUT_S = 60  # These runs take seconds; a minute means a hang.
 
 
 def _fake_python(tmp_path, body):
-  """An interpreter for local.sh's PYTHON: runs local.sh's port-picking script, otherwise `body` (a worker, with
-  `index` its worker index)."""
+  """An interpreter for local.sh's PYTHON: runs local.sh's port-picking script (`-`, stdin) and its other helpers
+  (`-c CODE`), otherwise `body` (a worker, with `index` its worker index)."""
   path = tmp_path / "fake_python"
   path.write_text(f"#!{sys.executable}\nimport json, os, signal, sys, time\n"
                   "if sys.argv[1] == '-':\n  sys.argv.pop(0)\n  exec(sys.stdin.read())\n  sys.exit()\n"
+                  "if sys.argv[1] == '-c':\n  code = sys.argv[2]\n  sys.argv[1:3] = []\n  exec(code)\n"
+                  "  sys.exit()\n"
                   "index = json.loads(os.environ['TF_CONFIG'])['task']['index']\n" + body)
   path.chmod(0o755)
   return str(path)
@@ -69,15 +71,18 @@ def test_local_sh_environment_of_each_worker(tmp_path):
                                   "print('tf_config', os.environ['TF_CONFIG'])\n"
                                   "print('cuda', os.environ.get('CUDA_VISIBLE_DEVICES'))\n")
   workdir = tmp_path / "workdir"
-  rc, out = _run(tmp_path, [3, "--flagfile=x.cfg", "--workdir", workdir], PYTHON=python, GPUS_PER_WORKER=2,
+  flagfile = tmp_path / "x.cfg"
+  flagfile.write_text("--train_steps=1\n")
+  rc, out = _run(tmp_path, [3, f"--flagfile={flagfile}", "--workdir", workdir], PYTHON=python, GPUS_PER_WORKER=2,
                  PATH=_fake_gpus(tmp_path, 6), CUDA_VISIBLE_DEVICES=None)
   assert rc == 0, out
   configs = []
   for i in range(3):
     lines = (workdir / "logs" / f"worker_{i}.log").read_text().splitlines()
     # The launcher's own flags come last, where a flagfile or argument cannot override them.
-    assert f"[worker {i}] argv " + json.dumps(["-m", "gan_dist.main", "--flagfile=x.cfg", "--workdir", str(workdir),
-                                               "--strategy=multi_worker_mirrored", "--cluster=tf_config"]) in out
+    assert f"[worker {i}] argv " + json.dumps(["-m", "gan_dist.main", f"--flagfile={flagfile}", "--workdir",
+                                               str(workdir), "--strategy=multi_worker_mirrored",
+                                               "--cluster=tf_config"]) in out
     tf_config = json.loads(next(l for l in lines if l.startswith("tf_config ")).split(" ", 1)[1])
     assert tf_config["task"] == {"type": "worker", "index": i}
     configs.append(tf_config["cluster"])
@@ -136,6 +141,66 @@ def test_local_sh_shares_the_gpus_between_workers(tmp_path):
   assert rc == 0 and cuda == {0: "''", 1: "''"}, out
   rc, out, _ = _cuda_of_each_worker(tmp_path, 2, PATH=_fake_gpus(tmp_path, 0), GPUS_PER_WORKER=1, **unset)
   assert rc == 2 and "no GPU" in out
+  # CUDA reads CUDA_VISIBLE_DEVICES up to its first invalid entry: -1 hides every GPU (even with nvidia-smi's 4).
+  rc, out, cuda = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="-1", PATH=_fake_gpus(tmp_path, 4))
+  assert rc == 0 and cuda == {0: "'-1'", 1: "'-1'"}, out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="-1", GPUS_PER_WORKER=1)
+  assert rc == 2 and "no GPU is visible (CUDA_VISIBLE_DEVICES=-1)" in out, out
+  rc, out, _ = _cuda_of_each_worker(tmp_path, 2, CUDA_VISIBLE_DEVICES="4,-1,5")
+  assert rc == 2 and "2 workers but only 1 GPU(s)" in out, out
+
+
+def test_local_sh_reads_the_workdir_in_flagfiles(tmp_path):
+  """The logs go where gan_dist will put the workdir: a --workdir in a (nested) flagfile counts, a later one on the
+  command line overrides it; a flagfile that cannot be read is refused before anything starts or is created."""
+  python = _fake_python(tmp_path, "print('hello')\n")
+  inner, outer = tmp_path / "inner.cfg", tmp_path / "outer.cfg"
+  inner.write_text(f"# a config\n--workdir={tmp_path / 'from_flagfile'}\n")
+  outer.write_text(f"--train_steps=1\n--flagfile={inner}\n")
+  rc, out = _run(tmp_path, [2, f"--workdir={tmp_path / 'overridden'}", f"--flagfile={outer}"], PYTHON=python)
+  assert rc == 0 and (tmp_path / "from_flagfile" / "logs" / "worker_1.log").exists(), out
+  assert not (tmp_path / "overridden").exists()
+  rc, out = _run(tmp_path, [2, f"--flagfile={outer}", "--workdir", tmp_path / "cli"], PYTHON=python)
+  assert rc == 0 and (tmp_path / "cli" / "logs" / "worker_1.log").exists(), out
+  rc, out = _run(tmp_path, [2, "--flagfile=missing.cfg", f"--workdir={tmp_path / 'never'}"], PYTHON=python)
+  assert rc == 2 and out.strip() == "local.sh: cannot read the flagfile 'missing.cfg' (--flagfile)", out
+  assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("before", ["absent", "resumed"])
+def test_local_sh_leaves_the_workdir_as_it_was_when_the_run_is_refused(tmp_path, before):
+  """Worker 0 refuses the run (exit 2, as gan_dist does on a bad flag, before writing anything) while worker 1 is
+  still starting: local.sh stops worker 1 and takes back what it wrote itself, the log folders it created and its
+  lines in logs that were there before. "absent": a workdir two levels below a missing folder."""
+  python = _fake_python(tmp_path, "print('error: bad flag', flush=True)\nif index == 0:\n  sys.exit(2)\n"
+                                  "time.sleep(600)\n")
+  if before == "absent":
+    workdir = tmp_path / "new" / "run"
+  else:
+    workdir = tmp_path / "run"
+    (workdir / "logs").mkdir(parents=True)
+    (workdir / "logs" / "worker_0.log").write_text("an earlier run's line\n")
+    (workdir / "checkpoints").mkdir()
+  snapshot = {str(p): p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))
+              if "tmp" not in p.relative_to(tmp_path).parts[:1]}
+  rc, out = _run(tmp_path, [2, f"--workdir={workdir}"], PYTHON=python)
+  assert rc == 2, out
+  assert "[worker 0] error: bad flag" in out
+  assert "local.sh: worker 0 (pid" in out and "refused the run (exit status 2; its error is above)" in out
+  assert "local.sh: the run was refused: removed the log lines, files and folders this script wrote" in out
+  assert "local.sh: FAILED: worker 0 exited with status 2" in out
+  after = {str(p): p.read_bytes() if p.is_file() else None for p in sorted(tmp_path.rglob("*"))
+           if "tmp" not in p.relative_to(tmp_path).parts[:1] and p.name not in ("fake_python", "local.out")}
+  assert after == {k: v for k, v in snapshot.items() if not k.endswith(("fake_python", "local.out"))}
+  subprocs.assert_gone(subprocs.worker_pids(out).values())
+
+
+def test_local_sh_keeps_the_logs_of_a_failed_run(tmp_path):
+  """A failure that is not a refusal (exit 3): the logs stay, for the post-mortem."""
+  python = _fake_python(tmp_path, "print('crashing', flush=True)\nsys.exit(3 if index == 0 else 0)\n")
+  rc, out = _run(tmp_path, [2, f"--workdir={tmp_path / 'run'}"], PYTHON=python)
+  assert rc == 3 and "refused" not in out, out
+  assert "crashing" in (tmp_path / "run" / "logs" / "worker_0.log").read_text()
 
 
 def test_local_sh_keeps_logs_local_for_a_remote_workdir(tmp_path):
@@ -201,6 +266,46 @@ def test_local_sh_passes_the_signal_on_and_exits_75_when_every_worker_saved(tmp_
     assert f"local.sh: worker {i} saved a checkpoint and stopped (exit 75)" in out
   assert f"local.sh: all 2 worker(s) saved a checkpoint after {short}; rerun the same command to continue" in out
   subprocs.assert_gone(pids.values())
+
+
+def _fake_env_without_default_signal(tmp_path):
+  """A PATH whose `env` is coreutils' before 8.31, which has no --default-signal (local.sh then resets SIGINT through
+  the interpreter)."""
+  bin_dir = tmp_path / "old_env"
+  bin_dir.mkdir()
+  env = bin_dir / "env"
+  real_env = next(os.path.join(d, "env") for d in os.environ["PATH"].split(os.pathsep)
+                  if os.access(os.path.join(d, "env"), os.X_OK))
+  env.write_text("#!/bin/sh\ncase \"$1\" in --default-signal*) echo \"env: unrecognized option '$1'\" >&2; exit 125;;"
+                 f" esac\nexec {real_env} \"$@\"\n")
+  env.chmod(0o755)
+  return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize("env_tool", ["default_signal", "old_coreutils"])
+def test_local_sh_ctrl_c_reaches_workers_that_are_still_starting(tmp_path, env_tool):
+  """A worker starts with SIGINT at its default action, not ignored as a background job of a script would inherit
+  it: one still starting up (no handler of its own yet, like gan_dist importing TensorFlow) ends at once on the
+  Ctrl-C that local.sh passes on, and local.sh exits 130 without waiting for GRACE_S (here 10 minutes)."""
+  python = _fake_python(tmp_path, "ignored = int(next(l for l in open('/proc/self/status')"
+                                  " if l.startswith('SigIgn:')).split()[1], 16)\n"
+                                  "print('SIGINT ignored:', bool(ignored & (1 << (signal.SIGINT - 1))), flush=True)\n"
+                                  "print('ready', flush=True)\ntime.sleep(600)\n")
+  path = _fake_env_without_default_signal(tmp_path) if env_tool == "old_coreutils" else os.environ["PATH"]
+  with subprocs.Proc(["bash", subprocs.LOCAL_SH, "2", f"--workdir={tmp_path / 'w'}"], tmp_path / "local.out",
+                     subprocs.env(tmp_path, PYTHON=python, GRACE_S=600, PATH=path)) as proc:
+    for i in range(2):
+      proc.wait_for_text(f"[worker {i}] ready", timeout=FAKE_TIMEOUT_S)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(FAKE_TIMEOUT_S) == 130, proc.output()
+    elapsed = time.monotonic() - sent
+    out = proc.output()
+  assert all(f"[worker {i}] SIGINT ignored: False" in out for i in range(2)), out
+  assert "local.sh: INT: asking every worker to save a checkpoint and exit" in out
+  assert "ended by a signal (exit status 130) after SIGINT, without a checkpoint" in out
+  assert elapsed < 10, elapsed
+  subprocs.assert_gone(subprocs.worker_pids(out).values())
 
 
 @pytest.mark.parametrize("first,second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT),

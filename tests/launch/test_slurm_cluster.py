@@ -1,4 +1,5 @@
-"""launch/slurm.sbatch on a real Slurm cluster: SIGTERM wherever it lands saves, requeues and resumes.
+"""launch/slurm.sbatch on a real Slurm cluster: SIGTERM wherever it lands saves, requeues and resumes; a plain
+scancel saves and is final.
 
 Needs a running Slurm (`bash ../shared/slurm/start.sh`: Debian's slurm-wlm, one node); skipped without one. A fake
 srun cannot show what matters here: which processes Slurm signals (`scancel --signal=TERM` reaches the tasks,
@@ -94,4 +95,58 @@ def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tm
       assert _job_field(job_id, "Restarts") == "1"
   finally:
     for job_id, _, _ in jobs.values():
+      subprocess.run(["scancel", job_id], check=False)
+
+
+# A task that stands for gan_dist (the batch script's own logic is what is tested): it saves and exits 75 on SIGTERM.
+_FAKE_TASK = """
+import signal, sys, time
+def on_term(signum, frame):
+  print("task got SIGTERM; saving", flush=True)
+  time.sleep(2)
+  print("task saved", flush=True)
+  sys.exit(75)
+signal.signal(signal.SIGTERM, on_term)
+print("task ready", flush=True)
+while True:
+  time.sleep(0.1)
+"""
+
+
+@pytest.mark.skipif(not _slurm_running(), reason="no Slurm cluster: start one with bash ../shared/slurm/start.sh")
+def test_plain_scancel_is_final_and_scancel_signal_term_requeues(tmp_path):
+  """A plain `scancel JOB` (Slurm marks the job cancelled, then sends SIGTERM to the whole job): the tasks save and
+  exit 75, and the script does not requeue (`scontrol requeue` would revive the cancelled job). Beside it,
+  `scancel --signal=TERM JOB` (the job keeps running) requeues. Tasks of a few lines stand for gan_dist."""
+  python = tmp_path / "fake_python"
+  python.write_text(f"#!{sys.executable}\n" + _FAKE_TASK)
+  python.chmod(0o755)
+  cancels = {"plain": [], "signal_term": ["--signal=TERM"]}
+  jobs = {}
+  try:
+    for name in cancels:
+      log = tmp_path / f"{name}.log"
+      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{name}", f"--output={log}", "--nodes=1",
+                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
+                 f"--workdir={tmp_path / name}"]
+      submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=str(python)),
+                                 capture_output=True, text=True, check=True)
+      jobs[name] = (submitted.stdout.strip().split(";")[0], str(log))
+    for name, (job_id, log) in jobs.items():
+      _wait_for(log, r"task ready", "the task's start")
+      subprocess.run(["scancel", *cancels[name], job_id], check=True)
+    job_id, log = jobs["plain"]
+    _wait_for(log, rf"not requeueing job {job_id}: it was cancelled \(scancel\)", "the final stop")
+    text = open(log).read()
+    assert "task saved" in text and "requeueing job" not in text.replace("not requeueing job", ""), text
+    deadline = time.monotonic() + WAIT_S
+    while _job_field(job_id, "JobState") != "CANCELLED" and time.monotonic() < deadline:
+      time.sleep(1)
+    assert _job_field(job_id, "JobState") == "CANCELLED" and _job_field(job_id, "Restarts") == "0"
+    job_id, log = jobs["signal_term"]
+    _wait_for(log, rf"requeueing job {job_id} \(requeue 1 of 10\)", "the requeue")
+    assert "task saved" in open(log).read()
+    assert _job_field(job_id, "Restarts") == "1"
+  finally:
+    for job_id, _ in jobs.values():
       subprocess.run(["scancel", job_id], check=False)
