@@ -425,8 +425,11 @@ def inference_path(workdir: str, step: Optional[int] = None, best: bool = False)
   if step is not None:
     steps = restorable_steps(directory)
     if step not in steps:
+      best_info = read_best(workdir)
+      kept = (f"; step {step} is the best checkpoint, kept in {workdir_lib.best_dir(workdir)}: pass --best"
+              if best_info is not None and best_info.get("step") == step else "")
       raise errors.UserError(f"no checkpoint at step {step} in {directory}; there are: "
-                             f"{', '.join(map(str, steps)) or 'none'}")
+                             f"{', '.join(map(str, steps)) or 'none'}{kept}")
     return f"{directory}/ckpt-{step}"
   try:
     latest = tf.train.latest_checkpoint(directory)

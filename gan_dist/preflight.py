@@ -71,16 +71,19 @@ def resolve_config(cfg: config_lib.Config, source) -> config_lib.Config:
 
 
 def check_workdir(cfg: config_lib.Config) -> None:
-  """Checks, without writing, that this run can use `cfg.workdir`: its flags.txt agrees, and it is writable.
+  """Checks, without writing, that this run can use `cfg.workdir`: its latest run's flags agree (flags_latest.txt,
+  else flags.txt), and it is writable.
+
+  The latest run's, not the first's: after a resume that changed the data position on purpose
+  (--allow_data_position_change), the same command again continues without the flag, and going back is the change.
 
   Raises:
     errors.UserError: another model's workdir, a changed data position, a read-only or full filesystem.
   """
-  path = workdir_lib.flags_path(cfg.workdir)
   # Only a checkpoint binds a workdir: flags.txt alone (a run stopped before its first save, --train_steps=0 to
   # prepare the data) is replaced by this run's.
-  if tf.io.gfile.exists(path) and checkpoint_lib.has_checkpoint(cfg.workdir):
-    problem = config_lib.check_resume_compatible(workdir_lib.read_config(path), cfg)
+  if tf.io.gfile.exists(workdir_lib.flags_path(cfg.workdir)) and checkpoint_lib.has_checkpoint(cfg.workdir):
+    problem = config_lib.check_resume_compatible(workdir_lib.read_run_config(cfg.workdir), cfg)
     if problem:
       raise errors.UserError(problem)
   if not files.is_local(cfg.workdir):

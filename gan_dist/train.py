@@ -149,10 +149,10 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   checkpointer.clean_leftovers()
   fresh = not checkpoint_lib.has_checkpoint(cfg.workdir)
   if fresh and is_chief:
-    removed = workdir_lib.remove_unsaved_run_outputs(cfg.workdir)
-    if removed:
-      logging.warning("Removed %d TensorBoard event file(s) and sample grid(s) of an earlier run of %s that saved no "
-                      "checkpoint: this run starts afresh", removed, cfg.workdir)
+    events, grids = workdir_lib.remove_unsaved_run_outputs(cfg.workdir)
+    if events or grids:
+      logging.warning("Removed %d TensorBoard event file(s) and %d sample grid(s) of an earlier run of %s that saved "
+                      "no checkpoint: this run starts afresh", events, grids, cfg.workdir)
   write_flags(cfg, is_chief)
   logging.info("Data: %d examples from %s", source.num_examples, source.name)
   if step >= cfg.train_steps:

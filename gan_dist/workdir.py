@@ -8,6 +8,8 @@
 Any path may be on a TensorFlow filesystem (gs://...).
 """
 
+from typing import Tuple
+
 import tensorflow as tf
 
 from gan_dist import config as config_lib
@@ -46,15 +48,15 @@ def sample_grid_path(workdir: str, step: int) -> str:
   return f"{samples_dir(workdir)}/step_{step:08d}.png"
 
 
-def remove_unsaved_run_outputs(workdir: str) -> int:
+def remove_unsaved_run_outputs(workdir: str) -> Tuple[int, int]:
   """Removes what an earlier run that saved no checkpoint wrote for its viewers: its TensorBoard event files and
   sample grids (a fresh start discards that run; its points would mix with the new run's, its HParams would name
-  the row). Profiler traces and logs stay. Returns how many files were removed."""
-  paths = (tf.io.gfile.glob(f"{tensorboard_dir(workdir)}/events.out.tfevents.*")
-           + tf.io.gfile.glob(f"{samples_dir(workdir)}/step_*.png"))
-  for path in paths:
+  the row). Profiler traces and logs stay. Returns how many (event files, sample grids) were removed."""
+  events = tf.io.gfile.glob(f"{tensorboard_dir(workdir)}/events.out.tfevents.*")
+  grids = tf.io.gfile.glob(f"{samples_dir(workdir)}/step_*.png")
+  for path in events + grids:
     tf.io.gfile.remove(path)
-  return len(paths)
+  return len(events), len(grids)
 
 
 def write_config(cfg: config_lib.Config, path: str) -> None:

@@ -162,7 +162,7 @@ def test_fingerprint_sees_every_value(tmp_path):
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "c"))) != first
 
 
-def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, one_device):
+def test_best_checkpoint_keeps_the_lowest_value_and_a_tool_asking_its_step_is_pointed_to_best(tmp_path, idx_dir, one_device):
   # No training needed: the state's variables are what save_best writes (train.run calls it after an evaluation,
   # see tests/eval/test_evaluator.py).
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)
@@ -175,6 +175,12 @@ def test_best_checkpoint_keeps_the_lowest_value(tmp_path, idx_dir, one_device):
   best = checkpoint_lib.read_best(cfg.workdir)
   assert (best["step"], best["value"]) == (4, 1.5) and tf.io.gfile.exists(best["checkpoint"] + ".index")
   assert len(glob.glob(os.path.join(workdir_lib.best_dir(cfg.workdir), "*.index"))) == 1
+  # A tool asked for step 4, whose regular checkpoint is gone (--max_to_keep), is pointed to --best; step 2 is not.
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 4 .*; there are: none; step 4 is the best "
+                     r"checkpoint, kept in .*/best: pass --best$"):
+    checkpoint_lib.inference_path(cfg.workdir, step=4)
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 2 .*; there are: none$"):
+    checkpoint_lib.inference_path(cfg.workdir, step=2)
 
 def test_best_is_decided_from_what_every_worker_saw_not_from_the_file_the_chief_rewrites(tmp_path, idx_dir,
                                                                                         one_device):

@@ -44,7 +44,7 @@ def test_resolve_config_takes_the_classes_from_the_data(tmp_path):
     preflight.resolve_config(helpers.config(tmp_path, num_classes=4), _Source())
 
 
-def test_check_workdir_compares_flags_txt_of_a_workdir_with_a_checkpoint_and_writes_nothing(tmp_path):
+def test_check_workdir_compares_the_latest_flags_of_a_workdir_with_a_checkpoint_and_writes_nothing(tmp_path):
   cfg = helpers.config(tmp_path, arch="mlp")
   preflight.check_workdir(cfg)  # A workdir that does not exist yet is fine...
   assert not os.path.exists(cfg.workdir)  # ...and is not created by the check.
@@ -56,6 +56,13 @@ def test_check_workdir_compares_flags_txt_of_a_workdir_with_a_checkpoint_and_wri
   preflight.check_workdir(cfg.replace(train_steps=50))
   with pytest.raises(errors.UserError, match=r"another model configuration: --arch \(workdir has 'mlp'"):
     preflight.check_workdir(cfg.replace(arch="dcgan"))
+  # A resume that changed the data position on purpose: the same command again (without the flag) continues, and
+  # going back to the first run's batch is the change.
+  workdir_lib.write_config(cfg.replace(batch_size=16, allow_data_position_change=True),
+                           workdir_lib.latest_flags_path(cfg.workdir))
+  preflight.check_workdir(cfg.replace(batch_size=16))
+  with pytest.raises(errors.UserError, match=r"--batch_size \(workdir has 16, this run 8\)"):
+    preflight.check_workdir(cfg)
   (tmp_path / "file").write_text("")
   with pytest.raises(errors.UserError, match="is a file, not a directory"):
     preflight.check_workdir(cfg.replace(workdir=str(tmp_path / "file" / "run")))

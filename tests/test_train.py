@@ -170,7 +170,7 @@ def test_a_fresh_start_removes_the_event_files_and_grids_of_a_run_that_saved_no_
   old_files = glob.glob(os.path.join(cfg.workdir, "tensorboard", "events.*"))
   assert len(old_files) == 1
   train.run(cfg, one_device)
-  assert "Removed 2 TensorBoard event file(s) and sample grid(s)" in caplog.text
+  assert "Removed 1 TensorBoard event file(s) and 1 sample grid(s)" in caplog.text
   assert not any(os.path.exists(path) for path in old_files)
   assert sorted(os.listdir(workdir_lib.samples_dir(cfg.workdir))) == ["step_00000001.png"]
   values, _, _ = figures.read_hparams(workdir_lib.tensorboard_dir(cfg.workdir))

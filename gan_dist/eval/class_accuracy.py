@@ -1,6 +1,6 @@
 """How often a conditional generator draws the class it is asked for, judged by the dataset's feature network.
 
-  python -m gan_dist.eval.class_accuracy --workdir=W [--step=N] [--num_per_class=100] [--seed=0]
+  python -m gan_dist.eval.class_accuracy --workdir=W [--step=N | --best] [--num_per_class=100] [--seed=0]
       [--data_dir=DIR] [--eval_cache_dir=DIR] [--truncation=T]
 
 Samples --num_per_class images of every class from W's latest checkpoint or --step (the EMA generator if the run
