@@ -51,22 +51,26 @@ def test_sigma_is_the_largest_singular_value(make_layer, shape):
   assert np.linalg.svd(kernel, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-4)
 
 
-@pytest.mark.parametrize("layer,x", [
-    (keras.layers.Dense(7, activation="relu"), _x(3, 5)),
-    (keras.layers.Conv2D(6, 3, strides=2, padding="same"), _x(2, 5, 5, 4)),
-    (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same"), _x(2, 5, 5, 4)),
-    (keras.layers.Embedding(9, 5), np.array([[1, 2], [3, 8]])),
-])
-def test_the_forward_pass_is_the_layer_with_the_normalized_kernel(layer, x):
+@pytest.mark.parametrize("make_layer,x", [
+    (lambda: keras.layers.Dense(7, activation="relu"), _x(3, 5)),
+    (lambda: keras.layers.Conv2D(6, 3, strides=2, padding="same"), _x(2, 5, 5, 4)),
+    (lambda: keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same"), _x(2, 5, 5, 4)),
+    (lambda: keras.layers.Embedding(9, 5), np.array([[1, 2], [3, 8]])),
+], ids=["dense", "conv2d", "conv2d_transpose", "embedding"])
+def test_the_forward_pass_is_the_layer_with_the_normalized_kernel(make_layer, x):
   """Each supported layer computes what Keras' own layer computes with W / sigma as its kernel (the export)."""
   keras.utils.set_random_seed(0)
+  layer = make_layer()  # After the seed: made at collection, its weights would depend on the test order.
   sn = gan_layers.SpectralNormalization(layer)
   out = sn(x, training=True)
   reference = type(layer).from_config(layer.get_config())
   reference(x)
   normalized = sn.normalized_kernel().numpy()
   sigma = float((sn.kernel_variable.numpy() / normalized).flat[0])
-  assert sigma == pytest.approx(np.linalg.svd(_matrix(sn), compute_uv=False)[0], rel=0.5)  # One iteration: rough.
+  # One power iteration from a random u: sigma = u'^T W v for unit u', v, a lower bound of the largest singular
+  # value that may still be far below it (tests/models/test_layers.py::test_sigma_is_the_largest_singular_value
+  # shows it converges).
+  assert 0.0 < sigma <= np.linalg.svd(_matrix(sn), compute_uv=False)[0] * (1 + 1e-5)
   reference.set_weights([normalized] + [w.numpy() for w in layer.weights[1:]])
   np.testing.assert_allclose(sn(x), reference(x), rtol=1e-5, atol=1e-6)
   assert out.shape == reference(x).shape
