@@ -185,7 +185,9 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
   metrics = {}
   window = _Window()
   if evaluator is not None:
-    writer.scalars(step, {f"eval_floor/{k}": v for k, v in evaluator.floors.items()})
+    # At the first step this run trains, after its start: at the resumed step itself they would be a second point
+    # beside the earlier run's (the start drops only later ones).
+    writer.scalars(step + 1, {f"eval_floor/{k}": v for k, v in evaluator.floors.items()})
   with preemption.StopRequest() as stop:
     while step < cfg.train_steps:
       num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
