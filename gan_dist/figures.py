@@ -10,7 +10,7 @@ Every function returns the encoded file (matplotlib and PIL render to memory); c
 
 import io
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -60,27 +60,25 @@ def read_scalars(logdir: str) -> Scalars:
   """
   found: Dict[str, Dict[int, float]] = {}
   started = False
-  for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      if event.HasField("session_log") and event.session_log.status == tf.compat.v1.SessionLog.START:
-        # TensorBoard ignores a run's first START: nothing precedes it.
-        if started:
-          for points in found.values():
-            for step in [s for s in points if s >= event.step]:
-              del points[step]
-        started = True
-      for value in event.summary.value:
-        if value.HasField("tensor"):
-          array = tf.make_ndarray(value.tensor)
-          if array.ndim != 0 or not np.issubdtype(array.dtype, np.number):
-            continue
-          number = float(array)
-        elif value.HasField("simple_value"):
-          number = float(value.simple_value)
-        else:
+  for event in _events(logdir):
+    if event.HasField("session_log") and event.session_log.status == tf.compat.v1.SessionLog.START:
+      # TensorBoard ignores a run's first START: nothing precedes it.
+      if started:
+        for points in found.values():
+          for step in [s for s in points if s >= event.step]:
+            del points[step]
+      started = True
+    for value in event.summary.value:
+      if value.HasField("tensor"):
+        array = tf.make_ndarray(value.tensor)
+        if array.ndim != 0 or not np.issubdtype(array.dtype, np.number):
           continue
-        found.setdefault(value.tag, {})[int(event.step)] = number
+        number = float(array)
+      elif value.HasField("simple_value"):
+        number = float(value.simple_value)
+      else:
+        continue
+      found.setdefault(value.tag, {})[int(event.step)] = number
   return {tag: sorted(points.items()) for tag, points in found.items() if points}
 
 
@@ -91,19 +89,25 @@ def read_hparams(logdir: str) -> Tuple[Dict[str, object], List[str], str]:
   values: Optional[Dict[str, object]] = None
   metrics: Optional[List[str]] = None
   name = ""
-  for path in sorted(tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*"), key=_event_file_order):
-    for record in tf.data.TFRecordDataset(path):
-      for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
-        if value.metadata.plugin_data.plugin_name != "hparams":
-          continue
-        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-        if content.HasField("session_start_info") and values is None:
-          values = {key: getattr(v, v.WhichOneof("kind"))
-                    for key, v in content.session_start_info.hparams.items()}
-          name = content.session_start_info.group_name
-        if content.HasField("experiment") and metrics is None:
-          metrics = [info.name.tag for info in content.experiment.metric_infos]
+  for event in _events(logdir):
+    for value in event.summary.value:
+      if value.metadata.plugin_data.plugin_name != "hparams":
+        continue
+      content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+      if content.HasField("session_start_info") and values is None:
+        values = {key: getattr(v, v.WhichOneof("kind"))
+                  for key, v in content.session_start_info.hparams.items()}
+        name = content.session_start_info.group_name
+      if content.HasField("experiment") and metrics is None:
+        metrics = [info.name.tag for info in content.experiment.metric_infos]
   return values or {}, metrics or [], name
+
+
+def _events(logdir: str) -> Iterator[tf.compat.v1.Event]:
+  """The Event protos of the event files directly under `logdir`, in writing order (TensorBoard's reading order)."""
+  for path in sorted(workdir_lib.event_files(logdir), key=_event_file_order):
+    for record in tf.data.TFRecordDataset(path):
+      yield tf.compat.v1.Event.FromString(record.numpy())
 
 
 def _event_file_order(path: str) -> Tuple[int, int, str]:
@@ -231,7 +235,7 @@ def augmentation_figure(rows: Sequence[Tuple[str, np.ndarray]], title: str = "")
 def sample_grid_paths(workdir: str) -> List[Tuple[int, str]]:
   """[(step, path)] of the training sample grids `<workdir>/samples/step_*.png`, by step."""
   found = []
-  for path in tf.io.gfile.glob(f"{workdir_lib.samples_dir(workdir)}/step_*.png"):
+  for path in workdir_lib.sample_grid_files(workdir):
     match = _STEP_PNG.search(path)
     if match:
       found.append((int(match.group(1)), path))

@@ -8,7 +8,7 @@
 Any path may be on a TensorFlow filesystem (gs://...).
 """
 
-from typing import Tuple
+from typing import List, Tuple
 
 import tensorflow as tf
 
@@ -48,12 +48,22 @@ def sample_grid_path(workdir: str, step: int) -> str:
   return f"{samples_dir(workdir)}/step_{step:08d}.png"
 
 
+def event_files(logdir: str) -> List[str]:
+  """The TensorBoard event files directly under `logdir` (a run's tensorboard/ or any log folder), unordered."""
+  return tf.io.gfile.glob(f"{logdir.rstrip('/')}/events.out.tfevents.*")
+
+
+def sample_grid_files(workdir: str) -> List[str]:
+  """The sample grids `sample_grid_path` names that `workdir` holds, unordered."""
+  return tf.io.gfile.glob(f"{samples_dir(workdir)}/step_*.png")
+
+
 def remove_unsaved_run_outputs(workdir: str) -> Tuple[int, int]:
   """Removes what an earlier run that saved no checkpoint wrote for its viewers: its TensorBoard event files and
   sample grids (a fresh start discards that run; its points would mix with the new run's, its HParams would name
   the row). Profiler traces and logs stay. Returns how many (event files, sample grids) were removed."""
-  events = tf.io.gfile.glob(f"{tensorboard_dir(workdir)}/events.out.tfevents.*")
-  grids = tf.io.gfile.glob(f"{samples_dir(workdir)}/step_*.png")
+  events = event_files(tensorboard_dir(workdir))
+  grids = sample_grid_files(workdir)
   for path in events + grids:
     tf.io.gfile.remove(path)
   return len(events), len(grids)
