@@ -69,11 +69,20 @@ class DiskFullError(GanDistError):
 
 
 class Preempted(GanDistError):
-  """SIGTERM/SIGINT was handled: every worker saved a checkpoint at `step`."""
+  """SIGTERM/SIGINT was handled: every worker saved a checkpoint at `step`, or (`saved` False) the signal came while
+  the run started and every worker stopped before training, with nothing new to save (`step`: the checkpoint it
+  resumed from, 0 if none)."""
 
   exit_code = EXIT_PREEMPTED
 
-  def __init__(self, step: int, signal_name: str):
-    super().__init__(f"{signal_name} received: saved a checkpoint at step {step} on every worker; rerun the same "
-                     f"command to continue from it")
+  def __init__(self, step: int, signal_name: str, saved: bool = True):
+    if saved:
+      message = (f"{signal_name} received: saved a checkpoint at step {step} on every worker; rerun the same command "
+                 "to continue from it")
+    else:
+      kept = f"the checkpoint of step {step} is the latest" if step else "the workdir holds no checkpoint yet"
+      message = (f"{signal_name} received while the run started: stopped before training, nothing new to save "
+                 f"({kept}); rerun the same command to {'continue from it' if step else 'start'}")
+    super().__init__(message)
     self.step = step
+    self.saved = saved

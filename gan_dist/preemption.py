@@ -13,6 +13,14 @@ trainer's flat loop where the other exits are. Python runs signal handlers betwe
 arrives while a chunk runs is acted on when the chunk returns: the run finishes the chunk it is in (or the checkpoint
 or sample it is writing), then stops.
 
+The trainer holds its StopRequest from its first check on. A signal while the run starts (reading the data, building
+and restoring the model, training an evaluator's feature network: minutes, for large folders) is voted on once, in
+one collective just before anything is written; every worker then stops before training, with exit 75 and nothing
+new to save, and the workdir stays as it was. A scheduler requeues that like any other preemption (ended by the
+signal's default action instead, launch/slurm.sbatch would have taken the job as finished). Only the connection of
+a multi-worker cluster lets signals end the process at once (strategy.make: TensorFlow's C++ code holds Python's
+lock meanwhile).
+
 A SIGINT after the first request (Ctrl-C twice, or Ctrl-C after a scheduler's SIGTERM) raises KeyboardInterrupt at
 once: the user does not want to wait for the save (`cli.run` ends the process by SIGINT with one line, no
 traceback). Python runs a handler once for signals that arrived while a chunk ran, so two Ctrl-C within one chunk
@@ -53,12 +61,15 @@ class StopRequest:
 
   Attributes:
     signal_name: "SIGTERM" or "SIGINT" once a stop was requested, else None.
+    training: set by the trainer when its loop starts; before, a request means stopping before training (the log
+      line says which).
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.signal_name: Optional[str] = None
+    self.training = False
     self._previous = {}
     self._wakeup = None  # (read fd, write fd, the wakeup fd it replaced)
     self._sigints = 0
@@ -88,8 +99,12 @@ class StopRequest:
         raise KeyboardInterrupt  # Ctrl-C after a first request: the user does not want to wait for the save.
       return
     self.signal_name = name
-    logging.warning("%s received: finishing the current steps, then saving a checkpoint and exiting "
-                    "(Ctrl-C again to stop without saving)", name)
+    if self.training:
+      logging.warning("%s received: finishing the current steps, then saving a checkpoint and exiting "
+                      "(Ctrl-C again to stop without saving)", name)
+    else:
+      logging.warning("%s received while the run starts: it stops before training, with nothing new to save "
+                      "(Ctrl-C again to stop at once)", name)
 
   def __enter__(self) -> "StopRequest":
     if threading.current_thread() is threading.main_thread():

@@ -328,6 +328,14 @@ def gather_rows(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarr
   return gather().numpy()
 
 
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+  """Whether `flag` is true on any worker: a collective in a multi-worker cluster (every worker must call it), this
+  process's flag otherwise."""
+  if task(strategy)[0] is None:
+    return bool(flag)
+  return bool(gather_rows(strategy, np.array([float(flag)])).max() > 0)
+
+
 def barrier(strategy: tf.distribute.Strategy) -> None:
   """Returns when every worker got here (no-op in one process): e.g. before exiting, so that no worker leaves while
   the chief still writes a checkpoint that a launcher would otherwise kill it in the middle of."""

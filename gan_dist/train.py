@@ -1,6 +1,7 @@
 """The trainer loop: flat and readable. Checks (preflight.py) first, then the loop; builds nothing itself.
 
   check everything (replicas, data, workdir, model, checkpoint, other workers) -- nothing written yet
+  SIGTERM/SIGINT on any worker meanwhile: exit 75, nothing written
   clean what a killed run left, write flags.txt
   while step < train_steps:
       train(iterator, n, stop=signal seen)      n steps in one tf.function; one all-reduce at the end
@@ -112,7 +113,9 @@ def run(cfg: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     errors.CorruptCheckpointError, errors.DivergedError, errors.PeerFailureError, errors.Preempted: see errors.py.
   """
   try:
-    return _run(cfg, strategy)
+    # From the first check on (preemption.py): a SIGTERM while the run starts also ends it with exit 75.
+    with preemption.StopRequest() as stop:
+      return _run(cfg, strategy, stop)
   except strategy_lib.PEER_ERRORS as e:
     failure = strategy_lib.peer_failure(strategy, e)
     if failure is None:
@@ -120,7 +123,7 @@ def run(cfg: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     raise failure from e
 
 
-def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
+def _run(cfg, strategy: tf.distribute.Strategy, stop: preemption.StopRequest) -> dict:
   # 1. Check everything before writing anything: a refused run leaves the workdir exactly as it was.
   is_chief = strategy_lib.is_chief(strategy)
   preflight.check_replicas(cfg, strategy)
@@ -144,6 +147,11 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
     # Before any write: it refuses data without labels for a conditional model. It may train and cache the
     # dataset's feature network once (outside the workdir).
     evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+  # A stop asked for meanwhile, on any worker: all stop here, before writing (one collective; later requests ride on
+  # the steps' all-reduce). The workers agree on the step, so all of them take part or none.
+  if step < cfg.train_steps and strategy_lib.any_worker(strategy, stop.requested):
+    raise errors.Preempted(step, stop.signal_name or "another worker's stop signal", saved=False)
+  stop.training = True
 
   # 2. From here on the run writes to the workdir.
   checkpointer.clean_leftovers()
@@ -188,62 +196,61 @@ def _run(cfg, strategy: tf.distribute.Strategy) -> dict:
     # At the first step this run trains, after its start: at the resumed step itself they would be a second point
     # beside the earlier run's (the start drops only later ones).
     writer.scalars(step + 1, {f"eval_floor/{k}": v for k, v in evaluator.floors.items()})
-  with preemption.StopRequest() as stop:
-    while step < cfg.train_steps:
-      num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
-      if profile and step == profile[0] - 1:
-        tf.profiler.experimental.start(workdir_lib.tensorboard_dir(cfg.workdir))
-      with _Timer(window, "train"):
-        result = train(iterator, num_steps, stop=lambda: stop.requested)
-      first, step = step + 1, step + num_steps
-      if profile and step == profile[1]:
-        tf.profiler.experimental.stop()
-        logging.info("Wrote a profile of steps %d-%d to %s", profile[0], profile[1],
-                     workdir_lib.tensorboard_dir(cfg.workdir))
-      if result.diverged:
-        raise errors.DivergedError(_divergence_message(cfg, result, first, step, checkpointer))
-      window.add(result)
+  while step < cfg.train_steps:
+    num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
+    if profile and step == profile[0] - 1:
+      tf.profiler.experimental.start(workdir_lib.tensorboard_dir(cfg.workdir))
+    with _Timer(window, "train"):
+      result = train(iterator, num_steps, stop=lambda: stop.requested)
+    first, step = step + 1, step + num_steps
+    if profile and step == profile[1]:
+      tf.profiler.experimental.stop()
+      logging.info("Wrote a profile of steps %d-%d to %s", profile[0], profile[1],
+                   workdir_lib.tensorboard_dir(cfg.workdir))
+    if result.diverged:
+      raise errors.DivergedError(_divergence_message(cfg, result, first, step, checkpointer))
+    window.add(result)
 
-      if is_chief and _due(step, cfg.sample_every, cfg):
-        with _Timer(window, "samples"):
-          state.prepare_ema()
-          grid = sampling.image_grid(sampling.generate(generate_fn, grid_noise, grid_labels), rows=grid_rows)
-          writer.image(step, "samples", grid)
-          summaries.write_png(workdir_lib.sample_grid_path(cfg.workdir, step), grid)
+    if is_chief and _due(step, cfg.sample_every, cfg):
+      with _Timer(window, "samples"):
+        state.prepare_ema()
+        grid = sampling.image_grid(sampling.generate(generate_fn, grid_noise, grid_labels), rows=grid_rows)
+        writer.image(step, "samples", grid)
+        summaries.write_png(workdir_lib.sample_grid_path(cfg.workdir, step), grid)
 
-      scores = None
-      if evaluator is not None and _due(step, cfg.eval_every, cfg):
-        with _Timer(window, "eval"):
-          state.prepare_ema()
-          scores = evaluator(state.sampling_generator, step)
-          writer.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
-          best_fcd = min(best_fcd, scores["fcd"]) if np.isfinite(scores["fcd"]) else best_fcd
-          writer.scalars(step, {"hparams/fcd_last": scores["fcd"], "hparams/fcd_best": best_fcd,
-                                **{f"hparams/{k}_last": scores[k] for k in ("label_accuracy", "memorization")
-                                   if k in scores}})
+    scores = None
+    if evaluator is not None and _due(step, cfg.eval_every, cfg):
+      with _Timer(window, "eval"):
+        state.prepare_ema()
+        scores = evaluator(state.sampling_generator, step)
+        writer.scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+        best_fcd = min(best_fcd, scores["fcd"]) if np.isfinite(scores["fcd"]) else best_fcd
+        writer.scalars(step, {"hparams/fcd_last": scores["fcd"], "hparams/fcd_best": best_fcd,
+                              **{f"hparams/{k}_last": scores[k] for k in ("label_accuracy", "memorization")
+                                 if k in scores}})
 
-      if _due(step, cfg.checkpoint_every, cfg) or result.stop:
-        with _Timer(window, "checkpoints"):
-          path = checkpointer.save(step)
-        if is_chief:
-          logging.info("Saved checkpoint %s", path)
-        else:  # Its own copy went to a temporary directory, already removed (checkpoint.Checkpointer.save).
-          logging.info("Saved checkpoint step %d with the chief (which writes %s)", step, path)
-      if scores is not None and np.isfinite(scores["fcd"]):
-        with _Timer(window, "checkpoints"):
-          checkpointer.save_best(step, "fcd", scores["fcd"])
-      # Last, so that its line counts this step's samples, evaluation and checkpoint; also at a stop, so that the
-      # steps since the last summary are logged (a resumed run's next point averages only its own steps).
-      if _due(step, cfg.summary_every, cfg) or result.stop:
-        started = time.perf_counter()
-        metrics = _summarize(cfg, state, window, step, images_per_step, writer)
-        window = _Window()
-        window.seconds["summaries"] = time.perf_counter() - started  # Writing a summary counts in the next one.
-      writer.flush()
-      if result.stop and step < cfg.train_steps:
-        strategy_lib.barrier(strategy)  # No worker leaves while the chief still writes.
-        writer.close()
-        raise errors.Preempted(step, stop.signal_name or "another worker's stop signal")
+    if _due(step, cfg.checkpoint_every, cfg) or result.stop:
+      with _Timer(window, "checkpoints"):
+        path = checkpointer.save(step)
+      if is_chief:
+        logging.info("Saved checkpoint %s", path)
+      else:  # Its own copy went to a temporary directory, already removed (checkpoint.Checkpointer.save).
+        logging.info("Saved checkpoint step %d with the chief (which writes %s)", step, path)
+    if scores is not None and np.isfinite(scores["fcd"]):
+      with _Timer(window, "checkpoints"):
+        checkpointer.save_best(step, "fcd", scores["fcd"])
+    # Last, so that its line counts this step's samples, evaluation and checkpoint; also at a stop, so that the
+    # steps since the last summary are logged (a resumed run's next point averages only its own steps).
+    if _due(step, cfg.summary_every, cfg) or result.stop:
+      started = time.perf_counter()
+      metrics = _summarize(cfg, state, window, step, images_per_step, writer)
+      window = _Window()
+      window.seconds["summaries"] = time.perf_counter() - started  # Writing a summary counts in the next one.
+    writer.flush()
+    if result.stop and step < cfg.train_steps:
+      strategy_lib.barrier(strategy)  # No worker leaves while the chief still writes.
+      writer.close()
+      raise errors.Preempted(step, stop.signal_name or "another worker's stop signal")
 
   strategy_lib.barrier(strategy)
   writer.close()

@@ -85,6 +85,22 @@ def test_is_chief():
   assert strategy_lib.is_chief(tf.distribute.get_strategy())  # One process.
 
 
+@pytest.mark.parametrize("local,others,expected", [(False, 0.0, False), (False, 1.0, True), (True, 0.0, True)])
+def test_any_worker_is_true_when_one_worker_votes_yes(mirrored2, monkeypatch, local, others, expected):
+  """One vote per replica, gathered (the collective that check_workers_agree uses across processes, tests/
+  test_peer_failure.py): any yes wins. In one process the flag itself, without a collective."""
+  assert strategy_lib.any_worker(mirrored2, local) is local
+  sent = []
+
+  def gather_rows(strategy, row):
+    sent.append(row.tolist())
+    return np.array([row, [others]])  # This worker's row, then the other worker's.
+
+  monkeypatch.setattr(strategy_lib, "gather_rows", gather_rows)
+  assert strategy_lib.any_worker(_fake_strategy({"worker": ["a:1", "b:1"]}, "worker", 1), local) is expected
+  assert sent == [[float(local)]]
+
+
 def test_slurm_cluster_becomes_tf_config():
   # Ranks follow Slurm's node-list order (node9 before node10), not the names' sort order.
   env = dict(SLURM_PROCID="2", SLURM_STEP_NUM_TASKS="4", SLURM_STEP_NODELIST="node[9-10],gpu07",

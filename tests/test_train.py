@@ -80,6 +80,37 @@ def test_sigterm_mid_chunk_saves_that_chunk_and_stops(tmp_path, idx_dir, one_dev
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_run_starts_stops_it_before_training_with_exit_75_and_writes_nothing(
+    tmp_path, four_steps, idx_dir, one_device, monkeypatch, signum):
+  """A scheduler's SIGTERM (or a first Ctrl-C) during the checks before training, here while the first batch is
+  read: exit 75 like a preemption during training (so that launch/slurm.sbatch requeues the job; ended by the
+  signal's default action, it would not), with nothing new to save and nothing written, resumed or fresh."""
+  real = data.check_first_batch
+
+  def check_first_batch(*args, **kwargs):
+    signal.raise_signal(signum)  # Its handler runs now: Python code, in the main thread.
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(data, "check_first_batch", check_first_batch)
+  previous = signal.getsignal(signum)
+  resumed = helpers.copy_run(four_steps, tmp_path, train_steps=8)
+  fresh = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, workdir=str(tmp_path / "fresh"), train_steps=8)
+  name = signal.Signals(signum).name
+  for cfg, step, kept in ((resumed, 4, "the checkpoint of step 4 is the latest"),
+                          (fresh, 0, "the workdir holds no checkpoint yet")):
+    before = helpers.snapshot(cfg.workdir)
+    with pytest.raises(errors.Preempted) as raised:
+      train.run(cfg, one_device)
+    assert raised.value.exit_code == errors.EXIT_PREEMPTED and raised.value.step == step and not raised.value.saved
+    assert str(raised.value).startswith(f"{name} received while the run started: stopped before training, nothing "
+                                        f"new to save ({kept}); rerun the same command to "), str(raised.value)
+    assert helpers.snapshot(cfg.workdir) == before  # Not even flags.txt, nor a workdir for the fresh run.
+    assert signal.getsignal(signum) is previous  # Restored, as after training.
+  assert not os.path.exists(fresh.workdir)
+
+
+@pytest.mark.slow
 def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_path, four_steps, one_device):
   cfg = helpers.copy_run(four_steps, tmp_path)
   # Resumed with absurd learning rates (allowed on resume): the weights blow up to inf/NaN within a chunk.

@@ -7,6 +7,7 @@ srun cannot show what matters here: which processes Slurm signals (`scancel --si
 latter), and that an srun which receives SIGTERM kills its tasks at once.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ TARGETS = {"tasks": [], "batch_shell": ["--batch"], "whole_job": ["--full"]}
 WAIT_S = 240  # Per phase; the test ends its jobs whatever happens (finally: scancel).
 
 
+@functools.lru_cache(maxsize=None)
 def _slurm_running() -> bool:
   if not shutil.which("sbatch") or not shutil.which("sinfo"):
     return False
@@ -33,6 +35,15 @@ def _slurm_running() -> bool:
     return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15, check=False).returncode == 0
   except subprocess.TimeoutExpired:
     return False
+
+
+@pytest.fixture
+def slurm():
+  """Skips the test without a running Slurm. Asked when a test of this file runs, once per test process, not at
+  collection: without a controller `sinfo` takes ~9 s to give up, and every test process collects this file (two
+  skipif marks cost each of them 18 s of the suite's start)."""
+  if not _slurm_running():
+    pytest.skip("no Slurm cluster: start one with bash ../shared/slurm/start.sh")
 
 
 def _wait_for(log, pattern, what, after=0):
@@ -52,7 +63,7 @@ def _job_field(job_id, field):
   return re.search(rf"\b{field}=(\S+)", out).group(1)
 
 
-@pytest.mark.skipif(not _slurm_running(), reason="no Slurm cluster: start one with bash ../shared/slurm/start.sh")
+@pytest.mark.usefixtures("slurm")
 def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tmp_path, mnist_dir):
   """For each target: SIGTERM -> every task saves step S1 and exits 75 -> the script requeues its job -> the job
   reruns, resumes from S1 and trains on -> SIGTERM again -> saves S2 > S1 -> MAX_REQUEUES=1 makes that final."""
@@ -113,7 +124,7 @@ while True:
 """
 
 
-@pytest.mark.skipif(not _slurm_running(), reason="no Slurm cluster: start one with bash ../shared/slurm/start.sh")
+@pytest.mark.usefixtures("slurm")
 def test_plain_scancel_is_final_and_scancel_signal_term_requeues(tmp_path):
   """A plain `scancel JOB` (Slurm marks the job cancelled, then sends SIGTERM to the whole job): the tasks save and
   exit 75, and the script does not requeue (`scontrol requeue` would revive the cancelled job). Beside it,
