@@ -274,7 +274,7 @@ while ((remaining > 0)); do
     remaining=$((remaining - 1))
     if [[ "$rc" == 75 ]]; then
       preempted=$((preempted + 1))
-      echo "local.sh: worker $i saved a checkpoint and stopped (exit 75)"
+      echo "local.sh: worker $i stopped after saving a checkpoint, or before training (exit 75)"
       continue
     fi
     if ((rc != 0)); then
@@ -287,7 +287,7 @@ while ((remaining > 0)); do
              "other workers" >&2
       elif [[ -n "$stop_signal" ]] && ((rc > 128)); then
         echo "local.sh: worker $i (pid $pid) ended by a signal (exit status $rc) after SIG$stop_signal, without a" \
-             "checkpoint (a worker still starting up has nothing to save); stopping the other workers" >&2
+             "checkpoint (a worker still connecting to the cluster has nothing to save); stopping the other workers" >&2
       else
         echo "local.sh: worker $i (pid $pid) failed with exit status $rc; stopping the other workers." \
              "Its log: $log_dir/worker_$i.log" >&2
@@ -314,8 +314,8 @@ while ((remaining > 0)); do
 done
 wait "${log_pids[@]}" 2>/dev/null  # Every line the workers printed has been shown and logged.
 if ((preempted > 0)); then
-  echo "local.sh: all $num_workers worker(s) saved a checkpoint after ${stop_signal:-a stop signal}; rerun the same" \
-       "command to continue"
+  echo "local.sh: all $num_workers worker(s) stopped after ${stop_signal:-a stop signal}, with a checkpoint saved or" \
+       "before training; rerun the same command to continue"
   exit 75
 fi
 echo "local.sh: all $num_workers worker(s) succeeded"

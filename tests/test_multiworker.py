@@ -75,6 +75,8 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
     tmp_path, mirrored2, one_device, op_determinism, monkeypatch, caplog):
   """One run, image-folder data (mixed files, a bad one, shuffled, flipped), on changing topologies:
 
+  0. 2 workers start it, and worker 1 alone gets SIGTERM while they start (after restoring, while the evaluator
+     trains its feature network): both stop before training and exit 75, having written nothing.
   1. 2 workers (launch/local.sh) train to step 4, evaluating every 2 steps: both evaluate at the same steps with the
      same figures, the chief alone writes the best checkpoint, samples, events; both end bitwise equal.
   2. One process on one device resumes to step 6, and equals one device that trained the 6 steps straight: the same
@@ -108,12 +110,27 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
            "--sample_every=1000", "--num_samples=4"]
   ckpt = lambda step, where=workdir: str(where / "checkpoints" / f"ckpt-{step}")
 
-  # 1. Two workers from scratch: one 2-worker MultiWorkerMirroredStrategy job (not two one_device chiefs), whose
-  # steps run inside tf.function (nothing of the strategy runs eagerly). A tiny evaluation: 40 samples, and a
-  # feature network trained on first use on the folder's images (grayscale and labelled: the quick supervised one).
+  # 0. Stage 1's command, stopped while it starts. Worker 1 logs that it found no checkpoint ~3 s before the workers
+  # vote on stopping: its evaluator trains the feature network meanwhile (on first use, on the folder's images,
+  # grayscale and labelled: the quick supervised one), and caches it.
   cache = tmp_path / "cache"
-  rc, out = _local(tmp_path, flags + [f"--workdir={workdir}", "--train_steps=4", "--eval_every=2", "--eval_num=40",
-                                      f"--eval_cache_dir={cache}"], "stage1.out")
+  stage1 = flags + [f"--workdir={workdir}", "--train_steps=4", "--eval_every=2", "--eval_num=40",
+                    f"--eval_cache_dir={cache}"]
+  with subprocs.Proc(subprocs.local_sh_cmd(2, *stage1), tmp_path / "stage0.out", subprocs.env(tmp_path)) as proc:
+    proc.wait_for_text("No checkpoint in", path=workdir / "logs" / "worker_1.log")
+    os.kill(subprocs.worker_pids(proc.output())[1], signal.SIGTERM)
+    assert proc.wait() == 75, subprocs.tail(proc.output())
+    out = proc.output()
+  assert ("[worker 1] error: SIGTERM received while the run started: stopped before training, nothing new to save "
+          "(the workdir holds no checkpoint yet)") in out, subprocs.tail(out)
+  assert "[worker 0] error: another worker's stop signal received while the run started" in out
+  assert "local.sh: all 2 worker(s) stopped after a stop signal, with a checkpoint saved or before training" in out
+  assert os.listdir(workdir) == ["logs"]  # Only local.sh's logs: no flags.txt, checkpoint, event file or sample.
+
+  # 1. Two workers from scratch: one 2-worker MultiWorkerMirroredStrategy job (not two one_device chiefs), whose
+  # steps run inside tf.function (nothing of the strategy runs eagerly). A tiny evaluation: 40 samples, with the
+  # feature network of stage 0.
+  rc, out = _local(tmp_path, stage1, "stage1.out")
   assert rc == 0, subprocs.tail(out)
   assert "local.sh: all 2 worker(s) succeeded" in out
   assert out.count("Strategy CollectiveAllReduceStrategy with 2 replica(s)") == 2
@@ -126,11 +143,12 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
   fingerprints = _fingerprints(workdir, 4)
   assert fingerprints == {0: checkpoint_lib.fingerprint(ckpt(4)), 1: checkpoint_lib.fingerprint(ckpt(4))}, out
   # Both evaluated at the same steps with bitwise the same figures (else their collectives, and their decisions to
-  # save a best checkpoint, would not have matched). The feature network was cached.
+  # save a best checkpoint, would not have matched), with the feature network stage 0 cached.
   logs = [(workdir / "logs" / f"worker_{i}.log").read_text() for i in range(2)]
   evaluations = [re.findall(r"Evaluation at step (\d+): (.*)", log) for log in logs]
   assert [s for s, _ in evaluations[0]] == ["2", "4"] and evaluations[0] == evaluations[1], evaluations
   assert [f for _, _, files in os.walk(cache) for f in files]
+  assert len(re.findall(r"\[worker \d\] .*Feature network \S+ loaded from ", out)) == 2, subprocs.tail(out)
   # Only the chief wrote TensorBoard events (its pid is in the file name), samples, flags.txt and the best
   # checkpoint (checkpoints/best/ and best.json: the step of the lowest FCD)...
   events = os.listdir(workdir / "tensorboard")
@@ -194,8 +212,9 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
   assert stopped[1][0] == "SIGTERM" and stopped[0][0] == "another worker's stop signal", stopped
   reached = stopped[0][1]
   assert stopped[1][1] == reached >= 8, stopped  # The same step on both workers.
-  assert all(f"local.sh: worker {i} saved a checkpoint and stopped (exit 75)" in out for i in range(2))
-  assert "local.sh: all 2 worker(s) saved a checkpoint after a stop signal" in out
+  assert all(f"local.sh: worker {i} stopped after saving a checkpoint, or before training (exit 75)" in out
+             for i in range(2))
+  assert "local.sh: all 2 worker(s) stopped after a stop signal, with a checkpoint saved or before training" in out
   assert tf.train.latest_checkpoint(str(workdir / "checkpoints")) == ckpt(reached)
   assert _fingerprints(workdir, reached) == {0: checkpoint_lib.fingerprint(ckpt(reached)),
                                              1: checkpoint_lib.fingerprint(ckpt(reached))}

@@ -149,12 +149,13 @@ def test_slurm_requeues_after_a_save_unless_the_job_was_cancelled(tmp_path, job_
   log = tmp_path / "scontrol.log"
   if requeued:
     assert result.returncode == 0, result.stderr
-    assert "slurm.sbatch: every task saved a checkpoint; requeueing job 4242 (requeue 1 of 10)" in result.stderr
+    assert ("slurm.sbatch: every task saved a checkpoint or stopped before training; requeueing job 4242 (requeue 1 "
+            "of 10)") in result.stderr
     assert log.read_text() == "requeue 4242\n"
   else:
     assert result.returncode == 75, result.stderr
-    assert ("slurm.sbatch: every task saved a checkpoint; not requeueing job 4242: it was cancelled (scancel) or "
-            "Slurm is ending it (JobState=COMPLETING Reason=None)") in result.stderr
+    assert ("slurm.sbatch: every task saved a checkpoint or stopped before training; not requeueing job 4242: it was "
+            "cancelled (scancel) or Slurm is ending it (JobState=COMPLETING Reason=None)") in result.stderr
     assert not log.exists()
 
 

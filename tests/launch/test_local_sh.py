@@ -263,8 +263,9 @@ def test_local_sh_passes_the_signal_on_and_exits_75_when_every_worker_saved(tmp_
     assert out.count(f"[worker {i}] worker {i} got ") == 1 and f"[worker {i}] worker {i} got {sig.name}" in out
     assert f"[worker {i}] worker {i} saved" in out
     assert f"worker {i} saved" in (tmp_path / "w" / "logs" / f"worker_{i}.log").read_text()
-    assert f"local.sh: worker {i} saved a checkpoint and stopped (exit 75)" in out
-  assert f"local.sh: all 2 worker(s) saved a checkpoint after {short}; rerun the same command to continue" in out
+    assert f"local.sh: worker {i} stopped after saving a checkpoint, or before training (exit 75)" in out
+  assert (f"local.sh: all 2 worker(s) stopped after {short}, with a checkpoint saved or before training; rerun the "
+          "same command to continue") in out
   subprocs.assert_gone(pids.values())
 
 
