@@ -9,6 +9,7 @@ Each worker runs one replica per local GPU, or one on the CPU; the global batch 
 """
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -319,13 +320,19 @@ def disagreement(fields, rows: np.ndarray):
 
 def gather_rows(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarray:
   """All workers' `local` vectors, one row per replica: float64 [num_replicas, len(local)] (a collective)."""
-  value = tf.constant(local[None, :])
+  return _gather_fn(strategy)(tf.constant(np.asarray(local, np.float64)[None, :])).numpy()
 
-  @tf.function(autograph=False)
-  def gather():
-    return strategy.gather(strategy.run(lambda: tf.identity(value)), axis=0)
 
-  return gather().numpy()
+@functools.lru_cache(maxsize=None)
+def _gather_fn(strategy: tf.distribute.Strategy):
+  """One tf.function per strategy for gather_rows: a function made at each call was traced at each call (every
+  evaluation of a multi-worker run), and TensorFlow warned of excessive retracing from the fifth."""
+
+  @tf.function(autograph=False, reduce_retracing=True)
+  def gather(value):
+    return strategy.gather(strategy.run(tf.identity, args=(value,)), axis=0)
+
+  return gather
 
 
 def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:

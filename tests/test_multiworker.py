@@ -137,6 +137,8 @@ def test_two_workers_then_one_process_equals_one_process_throughout_then_one_wor
   assert all(f"[worker {i}] " in out for i in range(2))
   assert "OneDeviceStrategy" not in out
   assert "eagerly has significant overhead" not in out
+  # The workers' votes and gathered figures (strategy.gather_rows): one traced function, not one per call.
+  assert "triggered tf.function retracing" not in out
   assert _saved_counters(ckpt(4)) == (4, {"g_optimizer": 4, "d_optimizer": 4})
   # Both workers ended with bitwise identical weights, optimizer state and step: the chief's checkpoint and the
   # one the other worker wrote to its temporary directory have the same fingerprint.
