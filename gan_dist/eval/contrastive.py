@@ -109,7 +109,10 @@ def make_step(model: keras.Model, head: keras.Model, optimizer: keras.optimizers
   """A tf.function (images [B, H, W, C], labels int32 [B], step int64) -> (contrastive loss, label loss) scalars
   that takes one optimizer step on `model` and `head`: NT-Xent of two views, plus, if `labelled`, the cross-entropy
   of the first view's logits (examples labelled -1 left out)."""
-  variables = model.trainable_variables + head.trainable_variables
+  # Unlabelled, the logits get no gradient: left out (they stay as initialised either way; Keras would warn about
+  # variables without gradients at every trace).
+  unused = set() if labelled else {id(v) for v in model.get_layer("logits").trainable_variables}
+  variables = [v for v in model.trainable_variables if id(v) not in unused] + head.trainable_variables
 
   @tf.function(autograph=False)
   def step(images, labels, index):

@@ -138,6 +138,8 @@ def test_a_folder_holds_out_a_fixed_tenth_as_its_test_split(tmp_path):
   assert features.data_hash(other_train) != features.data_hash(train)
 
 
+# Keras' warnings as errors: unlabelled, the logits are left out of the update (no "Gradients do not exist" warning).
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_unlabelled_or_colour_data_gets_a_contrastive_network_and_greyscale_labels_a_classifier(tmp_path):
   assert features.kind((28, 28, 1), 10) == "supervised"
   assert features.kind((28, 28, 1), 0) == features.kind((32, 32, 3), 10) == "contrastive"
