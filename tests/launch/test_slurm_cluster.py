@@ -1,5 +1,5 @@
-"""launch/slurm.sbatch on a real Slurm cluster: SIGTERM wherever it lands saves, requeues and resumes; a plain
-scancel saves and is final.
+"""launch/slurm.sbatch on a real Slurm cluster: SIGTERM wherever it lands saves, requeues and resumes (also while the
+tasks start: they stop before training); a plain scancel saves and is final.
 
 Needs a running Slurm (`bash ../shared/slurm/start.sh`: Debian's slurm-wlm, one node); skipped without one. A fake
 srun cannot show what matters here: which processes Slurm signals (`scancel --signal=TERM` reaches the tasks,
@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +162,32 @@ def test_plain_scancel_is_final_and_scancel_signal_term_requeues(tmp_path):
   finally:
     for job_id, _ in jobs.values():
       subprocess.run(["scancel", job_id], check=False)
+
+
+@pytest.mark.usefixtures("slurm")
+def test_sigterm_while_the_tasks_start_stops_them_before_training_and_requeues(tmp_path):
+  """A preemption that lands while gan_dist starts (here: after restoring, while its evaluator trains the feature
+  network, ~3 s before training) is a stop like any other: the task exits 75 without training or writing, and the
+  script requeues the job (ended by SIGTERM's default action, the task's exit would have been final)."""
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=60)["root"]
+  log, workdir = tmp_path / "job.log", tmp_path / "workdir"
+  command = ["sbatch", "--parsable", "--job-name=gan_dist_test_starting", f"--output={log}", "--nodes=1",
+             "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
+             "--flagfile=configs/mlp_gan.cfg", "--dataset=folder", f"--data_dir={folder}", "--channels=1",
+             "--batch_size=16", f"--workdir={workdir}", "--train_steps=40", "--eval_every=20", "--eval_num=40",
+             f"--eval_cache_dir={tmp_path / 'cache'}"]
+  submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=sys.executable, MAX_REQUEUES="1"),
+                             capture_output=True, text=True, check=True)
+  job_id = submitted.stdout.strip().split(";")[0]
+  try:
+    _wait_for(str(log), r"No checkpoint in ", "the restore")
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    _wait_for(str(log), rf"requeueing job {job_id} \(requeue 1 of 1\)", "the requeue")
+    text = open(log).read()
+    assert ("error: SIGTERM received while the run started: stopped before training, nothing new to save (the "
+            "workdir holds no checkpoint yet)") in text, text[-4000:]
+    assert "slurm.sbatch: the tasks exited 75" in text
+    assert os.listdir(workdir) == []  # slurm.sbatch made it (a local workdir); gan_dist wrote nothing.
+    assert _job_field(job_id, "Restarts") == "1"
+  finally:
+    subprocess.run(["scancel", job_id], check=False)
