@@ -138,24 +138,35 @@ def test_slurm_creates_a_local_workdir_and_not_a_remote_one(tmp_path):
   assert result.returncode == 0 and (tmp_path / "shared" / "run").is_dir(), result.stderr
 
 
+SAVED = "every task saved a checkpoint or stopped before training"
+KILLED_STARTING = "SIGTERM ended a task while it started, with nothing to save"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("job_state,requeued", [
-    ("JobState=RUNNING Reason=None", True),  # The --signal before the time limit, preemption, scancel --signal.
-    ("JobState=COMPLETING Reason=TimeLimit", True),  # The time limit itself passed while the tasks saved.
-    ("JobState=COMPLETING Reason=None", False),  # A plain scancel: final.
-], ids=["running", "time_limit", "cancelled"])
-def test_slurm_requeues_after_a_save_unless_the_job_was_cancelled(tmp_path, job_state, requeued):
-  result = _slurm_batch(tmp_path, ["--workdir=gs://bucket/run"], srun_rc=75, job_state=job_state)
+@pytest.mark.parametrize("srun_rc,job_state,requeued", [
+    (75, "JobState=RUNNING Reason=None", True),  # The --signal before the time limit, preemption, scancel --signal.
+    (75, "JobState=COMPLETING Reason=TimeLimit", True),  # The time limit itself passed while the tasks saved.
+    (75, "JobState=COMPLETING Reason=None", False),  # A plain scancel: final.
+    (143, "JobState=RUNNING Reason=None", True),  # SIGTERM while a task imported TensorFlow or connected.
+    (143, "JobState=COMPLETING Reason=None", False),
+    (1, "JobState=RUNNING Reason=None", False),  # A failure: final.
+], ids=["running", "time_limit", "cancelled", "killed_starting", "killed_starting_cancelled", "failed"])
+def test_slurm_requeues_after_a_save_or_a_stop_while_starting_unless_the_job_was_cancelled(tmp_path, srun_rc,
+                                                                                           job_state, requeued):
+  result = _slurm_batch(tmp_path, ["--workdir=gs://bucket/run"], srun_rc=srun_rc, job_state=job_state)
   log = tmp_path / "scontrol.log"
+  what = {75: SAVED, 143: KILLED_STARTING}.get(srun_rc)
   if requeued:
     assert result.returncode == 0, result.stderr
-    assert ("slurm.sbatch: every task saved a checkpoint or stopped before training; requeueing job 4242 (requeue 1 "
-            "of 10)") in result.stderr
+    assert f"slurm.sbatch: {what}; requeueing job 4242 (requeue 1 of 10)" in result.stderr
     assert log.read_text() == "requeue 4242\n"
   else:
-    assert result.returncode == 75, result.stderr
-    assert ("slurm.sbatch: every task saved a checkpoint or stopped before training; not requeueing job 4242: it was "
-            "cancelled (scancel) or Slurm is ending it (JobState=COMPLETING Reason=None)") in result.stderr
+    assert result.returncode == srun_rc, result.stderr
+    if what:
+      assert (f"slurm.sbatch: {what}; not requeueing job 4242: it was cancelled (scancel) or Slurm is ending it "
+              "(JobState=COMPLETING Reason=None)") in result.stderr
+    else:
+      assert "requeueing" not in result.stderr
     assert not log.exists()
 
 

@@ -165,29 +165,45 @@ def test_plain_scancel_is_final_and_scancel_signal_term_requeues(tmp_path):
 
 
 @pytest.mark.usefixtures("slurm")
-def test_sigterm_while_the_tasks_start_stops_them_before_training_and_requeues(tmp_path):
-  """A preemption that lands while gan_dist starts (here: after restoring, while its evaluator trains the feature
-  network, ~3 s before training) is a stop like any other: the task exits 75 without training or writing, and the
-  script requeues the job (ended by SIGTERM's default action, the task's exit would have been final)."""
+def test_sigterm_while_the_tasks_start_stops_them_and_requeues(tmp_path):
+  """A preemption that lands while gan_dist starts is a stop like any other, and the script requeues the job:
+    * a second after srun started the task, while it imports TensorFlow (3-5 s; no handler of gan_dist's yet):
+      SIGTERM's default action ends it (143), having written nothing, which the script takes as such a stop;
+    * after restoring, while the evaluator trains its feature network (~3 s before training): the task exits 75
+      without training or writing."""
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=60)["root"]
-  log, workdir = tmp_path / "job.log", tmp_path / "workdir"
-  command = ["sbatch", "--parsable", "--job-name=gan_dist_test_starting", f"--output={log}", "--nodes=1",
-             "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
-             "--flagfile=configs/mlp_gan.cfg", "--dataset=folder", f"--data_dir={folder}", "--channels=1",
-             "--batch_size=16", f"--workdir={workdir}", "--train_steps=40", "--eval_every=20", "--eval_num=40",
-             f"--eval_cache_dir={tmp_path / 'cache'}"]
-  submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=sys.executable, MAX_REQUEUES="1"),
-                             capture_output=True, text=True, check=True)
-  job_id = submitted.stdout.strip().split(";")[0]
+  # In the order they come: both jobs start at once.
+  moments = {"importing": r"slurm\.sbatch: 1 node\(s\)", "restoring": r"No checkpoint in "}
+  jobs = {}
   try:
-    _wait_for(str(log), r"No checkpoint in ", "the restore")
-    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
-    _wait_for(str(log), rf"requeueing job {job_id} \(requeue 1 of 1\)", "the requeue")
-    text = open(log).read()
-    assert ("error: SIGTERM received while the run started: stopped before training, nothing new to save (the "
-            "workdir holds no checkpoint yet)") in text, text[-4000:]
-    assert "slurm.sbatch: the tasks exited 75" in text
-    assert os.listdir(workdir) == []  # slurm.sbatch made it (a local workdir); gan_dist wrote nothing.
-    assert _job_field(job_id, "Restarts") == "1"
+    for name in moments:
+      log, workdir = tmp_path / f"{name}.log", tmp_path / name
+      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{name}", f"--output={log}", "--nodes=1",
+                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
+                 "--flagfile=configs/mlp_gan.cfg", "--dataset=folder", f"--data_dir={folder}", "--channels=1",
+                 "--batch_size=16", f"--workdir={workdir}", "--train_steps=40", "--eval_every=20", "--eval_num=40",
+                 f"--eval_cache_dir={tmp_path / (name + '_cache')}"]
+      submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=sys.executable,
+                                                                     MAX_REQUEUES="1"),
+                                 capture_output=True, text=True, check=True)
+      jobs[name] = (submitted.stdout.strip().split(";")[0], str(log), workdir)
+    for name, (job_id, log, _) in jobs.items():
+      _wait_for(log, moments[name], name)
+      if name == "importing":
+        time.sleep(1)  # srun has started the task.
+      subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    for name, (job_id, log, workdir) in jobs.items():
+      _wait_for(log, rf"requeueing job {job_id} \(requeue 1 of 1\)", f"the requeue ({name})")
+      text = open(log).read()
+      if name == "restoring":
+        assert ("error: SIGTERM received while the run started: stopped before training, nothing new to save (the "
+                "workdir holds no checkpoint yet)") in text, text[-4000:]
+        assert "slurm.sbatch: the tasks exited 75" in text
+      else:
+        assert "slurm.sbatch: the tasks exited 143" in text and "Strategy " not in text, text[-4000:]
+        assert "SIGTERM ended a task while it started, with nothing to save; requeueing" in text
+      assert os.listdir(workdir) == []  # slurm.sbatch made it (a local workdir); gan_dist wrote nothing.
+      assert _job_field(job_id, "Restarts") == "1"
   finally:
-    subprocess.run(["scancel", job_id], check=False)
+    for job_id, _, _ in jobs.values():
+      subprocess.run(["scancel", job_id], check=False)
