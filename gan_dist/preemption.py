@@ -17,9 +17,9 @@ The trainer holds its StopRequest from its first check on. A signal while the ru
 and restoring the model, training an evaluator's feature network: minutes, for large folders) is voted on once, in
 one collective just before anything is written; every worker then stops before training, with exit 75 and nothing
 new to save, and the workdir stays as it was. A scheduler requeues that like any other preemption (ended by the
-signal's default action instead, launch/slurm.sbatch would have taken the job as finished). Only the connection of
-a multi-worker cluster lets signals end the process at once (strategy.make: TensorFlow's C++ code holds Python's
-lock meanwhile).
+signal's default action instead, launch/slurm.sbatch would have taken the job as finished). Before the trainer
+starts (importing TensorFlow, connecting the workers of a cluster, whose C++ code holds Python's lock: strategy.make)
+a signal ends the process at once, having written nothing; slurm.sbatch requeues after that exit (143) too.
 
 A SIGINT after the first request (Ctrl-C twice, or Ctrl-C after a scheduler's SIGTERM) raises KeyboardInterrupt at
 once: the user does not want to wait for the save (`cli.run` ends the process by SIGINT with one line, no
