@@ -87,8 +87,8 @@ def test_is_chief():
 
 @pytest.mark.parametrize("local,others,expected", [(False, 0.0, False), (False, 1.0, True), (True, 0.0, True)])
 def test_any_worker_is_true_when_one_worker_votes_yes(mirrored2, monkeypatch, local, others, expected):
-  """One vote per replica, gathered (the collective that check_workers_agree uses across processes, tests/
-  test_peer_failure.py): any yes wins. In one process the flag itself, without a collective."""
+  """One vote per replica, gathered: any yes wins. In one process the flag itself, without a collective. (Two real
+  worker processes voting: tests/test_multiworker.py, stage 0.)"""
   assert strategy_lib.any_worker(mirrored2, local) is local
   sent = []
 
