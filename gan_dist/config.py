@@ -241,10 +241,10 @@ DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g", "dataset", "split", "clas
 # saves, where caches are), and paths (a path names no setting a row could be compared by): left out of
 # TensorBoard's HParams table (`hparams`).
 NOT_HPARAMS = ("workdir", "data_dir", "eval_data_dir", "inception_weights", "strategy", "num_cpu_replicas", "cluster",
-               "worker_hosts", "task_index", "communication", "peer_timeout_s", "cluster_start_timeout_s", "deterministic", "resume_step",
-               "allow_data_position_change", "profile_steps", "skip_bad_images", "data_cache_dir", "steps_per_loop",
-               "checkpoint_every", "max_to_keep", "keep_checkpoint_every_n_hours", "summary_every", "sample_every",
-               "num_samples", "eval_every", "eval_cache_dir")
+               "worker_hosts", "task_index", "communication", "peer_timeout_s", "cluster_start_timeout_s",
+               "deterministic", "resume_step", "allow_data_position_change", "profile_steps", "skip_bad_images",
+               "data_cache_dir", "steps_per_loop", "checkpoint_every", "max_to_keep", "keep_checkpoint_every_n_hours",
+               "summary_every", "sample_every", "num_samples", "eval_every", "eval_cache_dir")
 # Fields that legitimately differ between the workers of one run.
 PER_WORKER_FIELDS = ("task_index",)
 

@@ -59,6 +59,16 @@ def _wait_for(log, pattern, what, after=0):
   raise AssertionError(f"no {what} in {WAIT_S} s; the job's log:\n{text[-4000:]}")
 
 
+def _sbatch(name, log, time_min, args, **env) -> str:
+  """Submits slurm.sbatch (one node, one CPU, no GPU, log `log`) with gan_dist's `args` and `env` added to this
+  environment; returns the job id."""
+  command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{name}", f"--output={log}", "--nodes=1",
+             "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", f"--time={time_min}", SBATCH, *args]
+  submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, **env), capture_output=True, text=True,
+                             check=True)
+  return submitted.stdout.strip().split(";")[0]
+
+
 def _job_field(job_id, field):
   out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
   return re.search(rf"\b{field}=(\S+)", out).group(1)
@@ -72,14 +82,11 @@ def test_sigterm_to_tasks_batch_shell_or_whole_job_saves_requeues_and_resumes(tm
   try:
     for target in TARGETS:
       workdir, log = tmp_path / target, tmp_path / f"{target}.log"
-      env = dict(os.environ, PYTHON=sys.executable, MAX_REQUEUES="1")
-      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{target}", f"--output={log}", "--nodes=1",
-                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=15", SBATCH,
-                 "--flagfile=configs/mlp_gan.cfg", f"--data_dir={mnist_dir}", f"--workdir={workdir}",
-                 "--train_steps=10000000", "--steps_per_loop=10", "--summary_every=20", "--sample_every=10000000",
-                 "--checkpoint_every=10000000"]
-      submitted = subprocess.run(command, cwd=conftest.REPO, env=env, capture_output=True, text=True, check=True)
-      jobs[target] = (submitted.stdout.strip().split(";")[0], str(log), workdir)
+      args = ["--flagfile=configs/mlp_gan.cfg", f"--data_dir={mnist_dir}", f"--workdir={workdir}",
+              "--train_steps=10000000", "--steps_per_loop=10", "--summary_every=20", "--sample_every=10000000",
+              "--checkpoint_every=10000000"]
+      job_id = _sbatch(target, log, 15, args, PYTHON=sys.executable, MAX_REQUEUES="1")
+      jobs[target] = (job_id, str(log), workdir)
 
     saved = {}
     for target, (job_id, log, workdir) in jobs.items():
@@ -138,12 +145,7 @@ def test_plain_scancel_is_final_and_scancel_signal_term_requeues(tmp_path):
   try:
     for name in cancels:
       log = tmp_path / f"{name}.log"
-      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{name}", f"--output={log}", "--nodes=1",
-                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
-                 f"--workdir={tmp_path / name}"]
-      submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=str(python)),
-                                 capture_output=True, text=True, check=True)
-      jobs[name] = (submitted.stdout.strip().split(";")[0], str(log))
+      jobs[name] = (_sbatch(name, log, 5, [f"--workdir={tmp_path / name}"], PYTHON=str(python)), str(log))
     for name, (job_id, log) in jobs.items():
       _wait_for(log, r"task ready", "the task's start")
       subprocess.run(["scancel", *cancels[name], job_id], check=True)
@@ -178,15 +180,12 @@ def test_sigterm_while_the_tasks_start_stops_them_and_requeues(tmp_path):
   try:
     for name in moments:
       log, workdir = tmp_path / f"{name}.log", tmp_path / name
-      command = ["sbatch", "--parsable", f"--job-name=gan_dist_test_{name}", f"--output={log}", "--nodes=1",
-                 "--gpus-per-node=0", "--cpus-per-task=1", "--oversubscribe", "--time=5", SBATCH,
-                 "--flagfile=configs/mlp_gan.cfg", "--dataset=folder", f"--data_dir={folder}", "--channels=1",
-                 "--batch_size=16", f"--workdir={workdir}", "--train_steps=40", "--eval_every=20", "--eval_num=40",
-                 f"--eval_cache_dir={tmp_path / (name + '_cache')}"]
-      submitted = subprocess.run(command, cwd=conftest.REPO, env=dict(os.environ, PYTHON=sys.executable,
-                                                                     MAX_REQUEUES="1"),
-                                 capture_output=True, text=True, check=True)
-      jobs[name] = (submitted.stdout.strip().split(";")[0], str(log), workdir)
+      job_id = _sbatch(name, log, 5, ["--flagfile=configs/mlp_gan.cfg", "--dataset=folder", f"--data_dir={folder}",
+                                      "--channels=1", "--batch_size=16", f"--workdir={workdir}", "--train_steps=40",
+                                      "--eval_every=20", "--eval_num=40",
+                                      f"--eval_cache_dir={tmp_path / (name + '_cache')}"],
+                       PYTHON=sys.executable, MAX_REQUEUES="1")
+      jobs[name] = (job_id, str(log), workdir)
     for name, (job_id, log, _) in jobs.items():
       _wait_for(log, moments[name], name)
       if name == "importing":
