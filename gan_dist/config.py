@@ -122,7 +122,8 @@ class Config:
   data_cache_dir: str = _field("", "Where one-time data conversions are written: a TFDS dataset prepared as "
                                "TFRecord (sequential only) is converted once to ArrayRecord (random access) under "
                                "DIR/<name>/<config>/<version>. Empty: <TFDS data dir>/gan_dist_array_record. Never the "
-                               "workdir.")
+                               "workdir. Also where the shards of a remote --dataset=packed are copied (when DIR is "
+                               "local; else the temporary directory).")
   # Model.
   arch: str = _field("dcgan", "Architecture: a module name under gan_dist/models/, or the dotted path of a module "
                      "of your own defining build(cfg, num_classes) -> gan_dist.models.Gan (importable from the "

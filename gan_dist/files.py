@@ -1,16 +1,17 @@
 """Files on any TensorFlow filesystem (local, gs://, ram://): the one atomic write and the one temporary suffix.
 
-Every file gan_dist writes into a workdir or a cache goes through `write_atomic`: the bytes go to
-`<path>.<random>.gan_dist_tmp` and are renamed onto `path`, so a reader (another worker, a resumed run) sees the old
+Every file gan_dist writes into a workdir or a cache goes through `atomic_output` (`write_atomic` for bytes,
+`copy_atomic` for a copy): it is written as `<path>.<random>.gan_dist_tmp` and renamed onto `path`, so a reader (another worker, a resumed run) sees the old
 file or the new one, never half of one, and two processes writing the same file at once (a shared cache) do not
 interleave. What a killed process leaves behind ends in `TMP_SUFFIX`, which is how `checkpoint.clean_leftovers`
 recognises it.
 """
 
+import contextlib
 import os
 import tempfile
 import uuid
-from typing import Union
+from typing import Iterator, Union
 
 import tensorflow as tf
 
@@ -30,6 +31,26 @@ def temporary_name(path: str) -> str:
   return f"{path}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
 
 
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+  """Yields a fresh temporary name beside `path` to write the file under; renames it onto `path` when the block
+  ends, or removes it if the block raises (a full disk, a bad input, an interrupt): never half a file at `path`.
+
+  For writers that take a file name (TensorFlow's copy, ArrayRecord's writer on local paths) rather than bytes.
+  """
+  tmp = temporary_name(path)
+  try:
+    yield tmp
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    try:
+      if tf.io.gfile.exists(tmp):
+        tf.io.gfile.remove(tmp)
+    except (tf.errors.OpError, OSError):
+      pass
+    raise
+
+
 def write_atomic(path: str, payload: Union[bytes, str]) -> None:
   """Writes `payload` to `path` (creating its directory) through a temporary name and a rename.
 
@@ -40,19 +61,15 @@ def write_atomic(path: str, payload: Union[bytes, str]) -> None:
   directory = parent(path)
   if directory:
     tf.io.gfile.makedirs(directory)
-  tmp = temporary_name(path)
-  try:
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-      f.write(payload.encode() if isinstance(payload, str) else payload)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  except BaseException:
-    # A failed write (a full disk, `path` a directory) or an interrupt leaves nothing behind: not even the half.
-    try:
-      if tf.io.gfile.exists(tmp):
-        tf.io.gfile.remove(tmp)
-    except (tf.errors.OpError, OSError):
-      pass
-    raise
+  with atomic_output(path) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(payload.encode() if isinstance(payload, str) else payload)
+
+
+def copy_atomic(source: str, path: str) -> None:
+  """Copies the file `source` to `path` (any filesystems; `path`'s directory exists) through a temporary name and a
+  rename: a reader sees no half copy, and processes copying the same file at once do not write into each other's."""
+  with atomic_output(path) as tmp:
+    tf.io.gfile.copy(source, tmp, overwrite=True)
 
 
 def check_writable_file(path: str, flag: str) -> None:

@@ -98,6 +98,21 @@ def test_a_tfrecord_dataset_is_converted_once_in_the_same_order(tfrecord_dir, tm
   assert test.num_examples == 7 and os.path.getmtime(os.path.join(converted, "dataset_info.json")) == stamp
 
 
+def test_a_shard_that_does_not_convert_whole_leaves_no_file_and_the_next_run_converts_it(tfrecord_dir, tmp_path,
+                                                                                        monkeypatch):
+  cache = str(tmp_path / "cache")
+  cfg = helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir, data_cache_dir=cache)
+  write = tfds_source._write_array_record  # pylint: disable=protected-access
+  monkeypatch.setattr(tfds_source, "_write_array_record", lambda records, path: write(records, path) - 1)
+  with pytest.raises(data.DataError, match=r"holds 29 records but its dataset_info\.json says 30; prepare "
+                                           r"--dataset=gan_dist_test_images again"):
+    data.open_source(cfg)
+  converted = os.path.join(cache, "gan_dist_test_images", "1.0.0")
+  assert os.listdir(converted) == []  # No half-written shard under its name or a temporary one, no dataset_info.
+  monkeypatch.setattr(tfds_source, "_write_array_record", write)
+  assert data.open_source(cfg).num_examples == 30
+
+
 def test_default_conversion_dir_and_class_filter(tfrecord_dir):
   cfg = helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir, class_filter=2)
   source = data.open_source(cfg)

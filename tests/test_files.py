@@ -73,3 +73,30 @@ def test_path_helpers(tmp_path):
   assert files.parent("gs://b/run/flags.txt") == "gs://b/run" and files.parent("flags.txt") == ""
   assert files.is_local("/tmp/x") and files.is_local("runs/x") and not files.is_local("gs://b/x")
   assert files.existing_ancestor(str(tmp_path / "no" / "such" / "dir")) == str(tmp_path)
+
+
+def test_atomic_output_renames_on_success_and_removes_the_file_when_the_block_raises(tmp_path):
+  path = str(tmp_path / "out.bin")
+  with files.atomic_output(path) as tmp:
+    assert tmp.endswith(files.TMP_SUFFIX) and os.path.dirname(tmp) == str(tmp_path)
+    with open(tmp, "wb") as f:  # A writer that takes a file name (ArrayRecord's), not bytes.
+      f.write(b"first")
+    assert not os.path.exists(path)  # Nothing at `path` until the block ends.
+  assert open(path, "rb").read() == b"first" and os.listdir(tmp_path) == ["out.bin"]
+  with pytest.raises(ValueError, match="bad record count"):
+    with files.atomic_output(path) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(b"half of the second")
+      raise ValueError("bad record count")
+  assert open(path, "rb").read() == b"first" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_copy_atomic_copies_across_filesystems_and_leaves_no_temporary_file(tmp_path):
+  local, remote = str(tmp_path / "a.bin"), "ram://gan_dist_test_copy/dir/a.bin"
+  files.write_atomic(local, b"\x00bytes\xff" * 1000)
+  files.copy_atomic(local, remote)
+  files.copy_atomic(remote, str(tmp_path / "back.bin"))
+  files.copy_atomic(local, str(tmp_path / "back.bin"))  # Replaces an existing file.
+  assert files.read_bytes(remote) == files.read_bytes(str(tmp_path / "back.bin")) == b"\x00bytes\xff" * 1000
+  assert tf.io.gfile.listdir("ram://gan_dist_test_copy/dir") == ["a.bin"]
+  assert sorted(os.listdir(tmp_path)) == ["a.bin", "back.bin"]

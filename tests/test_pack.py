@@ -4,12 +4,15 @@ a damaged shard is named in one line."""
 import dataclasses
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from gan_dist import data
 from gan_dist import errors
+from gan_dist import files
 from gan_dist import main
 from gan_dist import pack
 from gan_dist import train
@@ -163,3 +166,54 @@ def test_an_unreadable_file_is_packed_empty_and_replaced_as_in_its_folder(tmp_pa
     batch = next(iter(data.eval_dataset(data.open_source(cfg), (16, 16, 3), batch_size=43)))
     images.append(batch["images"].numpy())
   np.testing.assert_array_equal(images[0], images[1])  # The same substitute for it, and for the two bad files.
+
+
+def test_a_remote_pack_is_copied_once_by_shard_digest_and_a_copy_must_match_the_manifest(tmp_path, folder,
+                                                                                          monkeypatch):
+  # ArrayRecord reads local files: the shards of a pack on another filesystem (ram:// here, gs:// for users) are
+  # copied into --data_cache_dir, named by their SHA-256 in the manifest.
+  out, cache = f"ram://gan_dist_test_remote_pack_{os.getpid()}/pack", str(tmp_path / "cache")
+  manifest = data.write_pack(folder, out, shard_size=7)
+  cfg = helpers.config(tmp_path, dataset="packed", data_dir=out, data_cache_dir=cache)
+  folder_images = _images(helpers.config(tmp_path, dataset="folder", data_dir=folder))
+  np.testing.assert_array_equal(_images(cfg), folder_images)
+  copies = os.path.join(cache, "gan_dist_packs")
+  expected = sorted(f"{s['sha256'][:16]}-{s['file']}" for s in manifest["shards"])
+  assert sorted(os.listdir(copies)) == expected  # One per shard; no temporary file left.
+  stamps = {name: os.stat(os.path.join(copies, name)).st_mtime_ns for name in expected}
+  data.open_source(cfg)  # Opened again: the copies are read, not made again.
+  assert {name: os.stat(os.path.join(copies, name)).st_mtime_ns for name in expected} == stamps
+
+  # Another folder packed at the same place: same shard names, other bytes. Its copies are its own (a copy named
+  # by path alone served the old images).
+  tf.io.gfile.rmtree(out)
+  other = helpers.make_image_folder(str(tmp_path / "other"), num=40, seed=7)["root"]
+  data.write_pack(other, out, shard_size=7)
+  np.testing.assert_array_equal(_images(cfg), _images(helpers.config(tmp_path, dataset="folder", data_dir=other)))
+  assert len(os.listdir(copies)) == 12
+
+  # A remote shard damaged in place (same size, one byte changed): its copy does not match the manifest and is not
+  # kept. A remote --data_cache_dir is no place for local copies: the temporary directory is.
+  shard = f"{out}/shard-00002-of-00006.array_record"
+  damaged = bytearray(files.read_bytes(shard))
+  damaged[50] ^= 0xFF
+  files.write_atomic(shard, bytes(damaged))
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+  (tmp_path / "cwd").mkdir()
+  monkeypatch.chdir(tmp_path / "cwd")
+  remote_cache = dataclasses.replace(cfg, data_cache_dir="ram://gan_dist_test_pack_cache")
+  with pytest.raises(errors.UserError) as refused:
+    data.open_source(remote_cache)
+  assert str(refused.value) == (f"pack shard {shard} is damaged: its bytes differ from the manifest's SHA-256; pack "
+                                "the folder again (python -m gan_dist.pack)")
+  shards = json.loads(files.read_text(f"{out}/manifest.json"))["shards"]
+  # Shards 0 and 1 copied (opening checks them in order), shard 2's bad copy removed; no local "ram:" folder.
+  assert sorted(os.listdir(tmp_path / "tmp" / "gan_dist_packs")) == sorted(f"{s['sha256'][:16]}-{s['file']}"
+                                                                           for s in shards[:2])
+  assert not os.listdir(tmp_path / "cwd")
+
+
+def _images(cfg) -> np.ndarray:
+  """The source's images in its fixed order (16x16 RGB), for comparing two sources example by example."""
+  batches = data.eval_dataset(data.open_source(cfg), (16, 16, 3), batch_size=64)
+  return np.concatenate([b["images"].numpy() for b in batches])

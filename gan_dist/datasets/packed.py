@@ -13,7 +13,8 @@ Layout of a pack directory:
   plan.json                               only while packing: what is being packed (an interrupted packing with the
                                           same plan resumes at the first missing shard; another plan restarts)
 Shards are written locally, then copied through tf.io.gfile (any TensorFlow filesystem); reading a remote pack
-copies each shard once into a local cache directory (ArrayRecord reads local files).
+copies each shard once into a local cache directory (ArrayRecord reads local files): --data_cache_dir when it is
+local, else the temporary directory, named by the shard's SHA-256, so that a pack written again is copied again.
 """
 
 import hashlib
@@ -46,6 +47,13 @@ def _array_record():
 def is_pack(directory: str) -> bool:
   """Whether `directory` holds a complete pack."""
   return bool(directory) and tf.io.gfile.exists(f"{directory.rstrip('/')}/{MANIFEST}")
+
+
+_OTHER_BYTES = "its bytes differ from the manifest's SHA-256"
+
+
+class _DamagedCopy(Exception):
+  """A remote shard whose copied bytes are not the manifest's."""
 
 
 def _shard_name(index: int, count: int) -> str:
@@ -131,9 +139,8 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
       for path in paths[shard["first"]:shard["first"] + shard["count"]]:
         writer.write(_file_bytes(path, progress))
       writer.close()
-      # Complete shards only ever have their final name: a kill leaves a temporary file that the next run ignores.
-      tf.io.gfile.copy(staging, f"{target}{files.TMP_SUFFIX}", overwrite=True)
-      tf.io.gfile.rename(f"{target}{files.TMP_SUFFIX}", target, overwrite=True)
+      # Complete shards only ever have their final name: a kill leaves a temporary file that the next run removes.
+      files.copy_atomic(staging, target)
       tf.io.gfile.rmtree(os.path.dirname(staging))
       progress(f"wrote {target} ({shard['count']} images)")
     shards.append(dict(shard, bytes=tf.io.gfile.stat(target).length, sha256=_sha256(target)))
@@ -162,7 +169,7 @@ def _damaged_shards(out: str, manifest: dict) -> List[tuple]:
     path = f"{out}/{shard['file']}"
     problem = _shard_file_problem(path, shard)
     if problem is None and _sha256(path) != shard["sha256"]:
-      problem = "its bytes differ from the manifest's SHA-256"
+      problem = _OTHER_BYTES
     if problem:
       damaged.append((shard["file"], problem))
   return damaged
@@ -188,9 +195,10 @@ class PackedSource(FolderSource):
   def _reader(self, shard: int):
     with self._reader_lock:
       if self._readers[shard] is None:
-        path = f"{self.pack}/{self.manifest['shards'][shard]['file']}"
+        entry = self.manifest["shards"][shard]
+        path = f"{self.pack}/{entry['file']}"
         if not files.is_local(path):
-          path = _local_copy(path, self._cache_dir)
+          path = _local_copy(path, entry["sha256"], self._cache_dir)
         self._readers[shard] = _array_record().ArrayRecordReader(path, "readahead_buffer_size:0")
       return self._readers[shard]
 
@@ -206,14 +214,24 @@ class PackedSource(FolderSource):
     return data
 
 
-def _local_copy(path: str, cache_dir: str) -> str:
-  """A local copy of a remote shard, made once (keyed by its path) under `cache_dir` or the temporary directory."""
-  key = hashlib.sha256(path.encode()).hexdigest()[:16]
-  local = os.path.join(cache_dir or tempfile.gettempdir(), "gan_dist_packs", f"{key}-{os.path.basename(path)}")
+def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
+  """A local copy of the remote shard `path` whose bytes have the digest `sha256` (from the manifest), made once.
+
+  Named by that digest: a pack packed again (a repaired shard) is copied again, never read from a stale copy.
+  Workers of one machine may copy the same shard at once: each through a temporary name of its own.
+
+  Raises:
+    _DamagedCopy: the bytes copied are not the ones the manifest names (the copy is not kept).
+  """
+  folder = os.path.join(cache_dir if cache_dir and files.is_local(cache_dir) else tempfile.gettempdir(),
+                        "gan_dist_packs")
+  local = os.path.join(folder, f"{sha256[:16]}-{os.path.basename(path)}")
   if not os.path.exists(local):
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    tf.io.gfile.copy(path, f"{local}{files.TMP_SUFFIX}", overwrite=True)
-    os.replace(f"{local}{files.TMP_SUFFIX}", local)
+    os.makedirs(folder, exist_ok=True)
+    with files.atomic_output(local) as tmp:
+      tf.io.gfile.copy(path, tmp, overwrite=True)
+      if _sha256(tmp) != sha256:  # Its name vouches for its bytes: a damaged shard is not kept under it.
+        raise _DamagedCopy(_OTHER_BYTES)
   return local
 
 
@@ -239,6 +257,8 @@ def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_di
     if problem is None:
       try:
         found = source._reader(index).num_records()  # pylint: disable=protected-access
+      except _DamagedCopy as e:
+        found, problem = -1, str(e)
       except Exception as e:  # pylint: disable=broad-except  (the reader's own errors: a damaged file)
         found, problem = -1, f"it cannot be read ({' '.join(str(e).split())[:200]})"
       if problem is None and found != shard["count"]:

@@ -15,6 +15,7 @@ unfinished conversion and is completed by the next run. Workers converting at th
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -25,10 +26,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import files
 from gan_dist.datasets import images as images_lib
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
 
-_TMP = ".gan_dist_tmp"
 _SCAN_CHUNK = 4096
 # Set (to anything but "" or "0") on a machine without internet access: a dataset that is not prepared is an error at
 # once, without trying a download.
@@ -124,7 +125,7 @@ def convert_to_array_record(builder, out_dir: str) -> str:
                   "(random access) in %s; later runs read the converted copy (set --data_cache_dir to choose where)",
                   builder.name, out_dir)
   tf.io.gfile.makedirs(out_dir)
-  local = "://" not in out_dir
+  local = files.is_local(out_dir)
   for split in builder.info.splits.values():
     template = split.filename_template
     out_template = template.replace(data_dir=epath.Path(out_dir), filetype_suffix="array_record")
@@ -133,32 +134,30 @@ def convert_to_array_record(builder, out_dir: str) -> str:
       target = os.fspath(out_template.sharded_filepath(shard_index=shard, num_shards=split.num_shards))
       if tf.io.gfile.exists(target):
         continue
-      partial = f"{target}{_TMP}-{os.getpid()}"
-      # ArrayRecord writes through its own file layer: write locally, then copy through tf.io.gfile if remote.
-      staging = partial if local else os.path.join(tempfile.mkdtemp(prefix="gan_dist_"), os.path.basename(target))
       records = (r.numpy() for r in tf.data.TFRecordDataset(source))
-      written = _write_array_record(records, staging)
-      if written != expected:
-        tf.io.gfile.remove(staging)
-        raise DataError(f"{source} holds {written} records but its dataset_info.json says {expected}; prepare "
-                        f"--dataset={builder.name} again")
-      if not local:
-        tf.io.gfile.copy(staging, partial, overwrite=True)
-        tf.io.gfile.remove(staging)
-      tf.io.gfile.rename(partial, target, overwrite=True)
+      with files.atomic_output(target) as partial:
+        # ArrayRecord writes through its own file layer: write locally, then copy through tf.io.gfile if remote.
+        staging = partial if local else os.path.join(tempfile.mkdtemp(prefix="gan_dist_"), os.path.basename(target))
+        try:
+          written = _write_array_record(records, staging)
+          if written != expected:
+            raise DataError(f"{source} holds {written} records but its dataset_info.json says {expected}; prepare "
+                            f"--dataset={builder.name} again")
+          if not local:
+            tf.io.gfile.copy(staging, partial, overwrite=True)
+        finally:
+          if not local:
+            shutil.rmtree(os.path.dirname(staging), ignore_errors=True)
       logging.info("Converted %s (%d records) to %s", source, written, target)
   for name in tf.io.gfile.listdir(source_dir):
     if ".tfrecord-" in name or name == "dataset_info.json" or tf.io.gfile.isdir(f"{source_dir}/{name}"):
       continue
-    tf.io.gfile.copy(f"{source_dir}/{name}", f"{out_dir}/{name}", overwrite=True)
+    files.copy_atomic(f"{source_dir}/{name}", f"{out_dir}/{name}")
   with tf.io.gfile.GFile(f"{source_dir}/dataset_info.json") as f:
     info = json.load(f)
   info["fileFormat"] = "array_record"
   info.pop("alternativeFileFormats", None)
-  partial = f"{info_path}{_TMP}-{os.getpid()}"
-  with tf.io.gfile.GFile(partial, "w") as f:
-    json.dump(info, f, indent=2)
-  tf.io.gfile.rename(partial, info_path, overwrite=True)  # Last: marks the conversion complete.
+  files.write_atomic(info_path, json.dumps(info, indent=2))  # Last: marks the conversion complete.
   return out_dir
 
 
