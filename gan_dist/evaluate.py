@@ -122,6 +122,8 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   check_selection(fv)
   workdir = fv.workdir.rstrip("/")
   steps = kept_steps(workdir) if fv.all else ([fv.step] if fv.step is not None else None)
+  if fv.all:  # Its CSV and plot are written after every evaluation: a folder that cannot take them is refused now.
+    files.check_writable_dir(f"{workdir}/eval", "--all", label=f"{workdir}/eval (where --all writes its CSV and plot)")
   results, evaluator = evaluate_workdir(workdir, steps, best=fv.best, **eval_overrides(fv))
   net = evaluator.feature_net
   report = {

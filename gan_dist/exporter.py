@@ -34,8 +34,11 @@ from gan_dist import models
 from gan_dist import sampling
 
 FORMATS = ("saved_model", "keras")
-# Where a SavedModel export keeps the model's facts, relative to the export directory.
+# Where a SavedModel export keeps the model's facts, relative to the export directory. Written last: it marks the
+# export complete.
 FACTS_PATH = "assets.extra/gan_dist.json"
+# What a SavedModel directory holds: an export interrupted before its facts were written holds nothing else.
+_SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
 
 
 def check_out(fmt: str, out: str) -> None:
@@ -43,8 +46,8 @@ def check_out(fmt: str, out: str) -> None:
 
   Raises:
     errors.UserError: an unknown format, an empty path, a path that does not suit the format or cannot be written,
-      or (saved_model) a directory that holds files but no earlier export: an export never mixes its files with
-      others (e.g. --out=W, the workdir itself); an earlier export is replaced.
+      or (saved_model) a directory that holds other files than a SavedModel: an export never mixes its files with
+      others (e.g. --out=W, the workdir itself); an earlier export, complete or interrupted, is replaced.
   """
   if fmt not in FORMATS:
     raise errors.UserError(f"--format={fmt!r} is not one of {', '.join(FORMATS)}")
@@ -60,8 +63,7 @@ def check_out(fmt: str, out: str) -> None:
     files.check_writable_file(out, "--out")
     return
   files.check_writable_dir(out, "--out")
-  if (tf.io.gfile.isdir(out) and tf.io.gfile.listdir(out) and
-      not tf.io.gfile.exists(f"{out.rstrip('/')}/{FACTS_PATH}")):
+  if tf.io.gfile.isdir(out) and not {name.rstrip("/") for name in tf.io.gfile.listdir(out)} <= _SAVED_MODEL_ENTRIES:
     raise errors.UserError(f"--out={out} is a directory that holds other files than an export; give a new or empty "
                            "directory (an earlier export there would be replaced)")
 
@@ -94,7 +96,7 @@ def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable,
 
 
 def write_saved_model(generator: keras.Model, gan: models.Gan, facts: dict, out: str) -> None:
-  """Writes the SavedModel of `generator` with its `serving_default` signature to directory `out`, and `facts`
+  """Writes the SavedModel of `generator` with its `serving_default` signature to directory `out`, and then `facts`
   (JSON-serialisable) to `FACTS_PATH` inside it."""
   # Keras' ExportArchive, not a tf.Module holding the model: it lists every variable in the SavedModel's own object
   # graph, without which TensorFlow 1-style loaders (saved_model_cli run, TF Serving) find the variables
@@ -103,8 +105,13 @@ def write_saved_model(generator: keras.Model, gan: models.Gan, facts: dict, out:
   archive.track(generator)
   function, signature = serving_function(generator, gan)
   archive.add_endpoint("serving_default", function, input_signature=signature)
+  facts_path = f"{out.rstrip('/')}/{FACTS_PATH}"
+  # The facts of an earlier export go first: if this one is interrupted, the directory is no export (the demo and
+  # read_facts refuse it) rather than a new model described by the old facts.
+  if tf.io.gfile.exists(facts_path):
+    tf.io.gfile.remove(facts_path)
   archive.write_out(out, verbose=False)
-  files.write_atomic(f"{out.rstrip('/')}/{FACTS_PATH}", json.dumps(facts, indent=2, sort_keys=True) + "\n")
+  files.write_atomic(facts_path, json.dumps(facts, indent=2, sort_keys=True) + "\n")
 
 
 def write_keras(generator: keras.Model, out: str) -> None:

@@ -1,10 +1,11 @@
 """Files on any TensorFlow filesystem (local, gs://, ram://): the one atomic write and the one temporary suffix.
 
 Every file gan_dist writes into a workdir or a cache goes through `atomic_output` (`write_atomic` for bytes,
-`copy_atomic` for a copy): it is written as `<path>.<random>.gan_dist_tmp` and renamed onto `path`, so a reader (another worker, a resumed run) sees the old
-file or the new one, never half of one, and two processes writing the same file at once (a shared cache) do not
-interleave. What a killed process leaves behind ends in `TMP_SUFFIX`, which is how `checkpoint.clean_leftovers`
-recognises it.
+`copy_atomic` for a copy): it is written as `<path>.<random>.gan_dist_tmp` and renamed onto `path`, so a reader
+(another worker, a resumed run) sees the old file or the new one, never half of one, and two processes writing the
+same file at once (a shared cache) do not interleave. (TensorFlow writes checkpoints, TensorBoard events and
+SavedModels itself, with its own temporary names; a SavedModel export writes its facts file last.) What a killed
+process leaves behind ends in `TMP_SUFFIX`, which is how `checkpoint.clean_leftovers` recognises it.
 """
 
 import contextlib
@@ -88,11 +89,15 @@ def check_writable_file(path: str, flag: str) -> None:
   _check_can_create_in(parent(path) or ("/" if path.startswith("/") else "."), f"{flag}={path}")
 
 
-def check_writable_dir(path: str, flag: str) -> None:
-  """As `check_writable_file`, for an output directory: `path` must be a directory or not exist yet."""
+def check_writable_dir(path: str, flag: str, label: str = "") -> None:
+  """As `check_writable_file`, for an output directory: `path` must be a directory or not exist yet.
+
+  `label`: how the messages name the directory when no flag names it alone (default "FLAG=PATH").
+  """
+  label = label or f"{flag}={path}"
   if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-    raise errors.UserError(f"{flag}={path} is a file, not a directory")
-  _check_can_create_in(path, f"{flag}={path}")
+    raise errors.UserError(f"{label} is a file, not a directory")
+  _check_can_create_in(path, label)
 
 
 def _check_can_create_in(folder: str, what: str) -> None:

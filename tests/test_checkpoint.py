@@ -162,7 +162,8 @@ def test_fingerprint_sees_every_value(tmp_path):
   assert checkpoint_lib.fingerprint(ckpt.write(str(tmp_path / "c"))) != first
 
 
-def test_best_checkpoint_keeps_the_lowest_value_and_a_tool_asking_its_step_is_pointed_to_best(tmp_path, idx_dir, one_device):
+def test_best_checkpoint_keeps_the_lowest_value_and_a_tool_asking_its_step_is_pointed_to_best(tmp_path, idx_dir,
+                                                                                              one_device):
   # No training needed: the state's variables are what save_best writes (train.run calls it after an evaluation,
   # see tests/eval/test_evaluator.py).
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=2)

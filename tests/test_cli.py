@@ -145,7 +145,8 @@ def test_guard_ends_a_run_stopped_by_a_second_ctrl_c_as_interrupted_whatever_err
       try:
         signal.raise_signal(signal.SIGINT)
       except KeyboardInterrupt:
-        raise SystemError("Objects/listobject.c:338: bad argument to internal function")  # pylint: disable=raise-missing-from
+        # pylint: disable-next=raise-missing-from
+        raise SystemError("Objects/listobject.c:338: bad argument to internal function")
 
   def bad_input(argv):
     raise errors.UserError("bad --data_dir")

@@ -2,6 +2,7 @@
 conversion of a dataset prepared as TFRecord, checked record by record against TFDS's own sequential reader."""
 
 import os
+import re
 import socket
 
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gan_dist import data
+from gan_dist import errors
 from gan_dist.datasets import tfds_source
 from tests import helpers
 
@@ -123,7 +125,7 @@ def test_default_conversion_dir_and_class_filter(tfrecord_dir):
   assert set(got["labels"].numpy().tolist()) == {2}
 
 
-def test_unknown_names_and_splits_are_one_line_errors(tfrecord_dir):
+def test_unknown_names_and_splits_are_one_line_errors(tfrecord_dir, tmp_path):
   with pytest.raises(data.DataError, match="Unknown TensorFlow Datasets name") as error:
     data.open_source(helpers.config_values(dataset="no_such_dataset_xyz"))
   assert "\n" not in str(error.value)
@@ -131,6 +133,26 @@ def test_unknown_names_and_splits_are_one_line_errors(tfrecord_dir):
     data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir,
                                            split="validation"))
   assert "\n" not in str(error.value)
+  # Slices that cannot work are refused before the TFRecord dataset is converted (minutes on a large one).
+  cache = tmp_path / "cache"
+  for split, why in (("train[:abc]", r"Error parsing split 'train\[:abc\]'"),
+                     ("train[:1000]", r"Requested slice \[:1000\] incompatible with 30 examples"),
+                     ("train[20:10]", "it selects no examples"), ("train[30:]", "it selects no examples")):
+    with pytest.raises(data.DataError, match=rf"^--split={re.escape(split)} of --dataset=gan_dist_test_images: "
+                                             rf"{why}") as error:
+      data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir, split=split,
+                                             data_cache_dir=str(cache)))
+    assert "\n" not in str(error.value)
+  assert not cache.exists()
+  assert data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir,
+                                                split="train[-5:]", data_cache_dir=str(cache))).num_examples == 5
+  # A --data_cache_dir under a file: one line, before converting.
+  (tmp_path / "a_file").write_text("mine")
+  with pytest.raises(errors.UserError, match=rf"^{tmp_path}/a_file/gan_dist_test_images/1\.0\.0 \(where "
+                                             r"--dataset=gan_dist_test_images is converted; --data_cache_dir chooses\)"
+                                             rf": {tmp_path}/a_file is a file, not a directory$"):
+    data.open_source(helpers.config_values(dataset="gan_dist_test_images", data_dir=tfrecord_dir,
+                                           data_cache_dir=str(tmp_path / "a_file")))
 
 
 def _closed_port() -> int:
@@ -176,3 +198,7 @@ def test_a_download_that_cannot_work_is_refused_before_it_starts(tmp_path, monke
   with pytest.raises(data.DataError, match=r"downloaded \(ConnectionError\)"):
     data.open_source(cfg)
   assert attempts == [("mnist", {"file_format": "array_record"})] * 2
+  # A dataset without images is refused from its features, before any download is tried.
+  with pytest.raises(data.DataError, match=r"^--dataset=imdb_reviews has no image feature \(features: text, label\)"):
+    data.open_source(helpers.config_values(dataset="imdb_reviews", data_dir=str(root)))
+  assert len(attempts) == 2

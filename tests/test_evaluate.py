@@ -149,3 +149,13 @@ def test_the_command_line_fails_in_one_line(run_cfg, monkeypatch, capsys):
   assert out == ""
   assert err.strip().splitlines()[-1].startswith("error: no checkpoint at step 3 in ")
   assert len([l for l in err.splitlines() if l.startswith("error: ")]) == 1 and "Traceback" not in err
+
+
+def test_all_refuses_an_eval_folder_it_could_not_write_before_evaluating(run_cfg, tmp_path, monkeypatch, capsys):
+  workdir = _copy(run_cfg, tmp_path)
+  (tmp_path / "workdir" / "eval").write_text("mine")  # A file where --all writes its CSV and plot.
+  monkeypatch.setattr(evaluate, "evaluate_workdir", lambda *a, **k: pytest.fail("evaluated although refused"))
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--all"))
+  assert cli.guard(evaluate.main)(["evaluate"]) == errors.EXIT_USAGE
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f"error: {workdir}/eval (where --all writes its CSV and plot) is a file, not a directory")

@@ -88,6 +88,26 @@ def test_best_is_exported_and_an_earlier_export_is_replaced(tmp_path, tmp_path_f
   np.testing.assert_allclose(best.numpy().astype(int), expected.numpy().astype(int), atol=1)
   assert exporter.read_facts(out)["step"] == 1
 
+  # An export interrupted while it writes the SavedModel: the directory keeps no facts (of the model it replaced),
+  # so nothing takes it for an export; exporting again is allowed there, and completes it.
+  def interrupted(self, *args, **kwargs):
+    del self, args, kwargs
+    raise KeyboardInterrupt
+
+  # (ExportArchive() makes an archive of the backend's own class.)
+  monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", interrupted)
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", f"--out={out}"))
+  with pytest.raises(KeyboardInterrupt):
+    export.main([])
+  with pytest.raises(FileNotFoundError, match="is .* a SavedModel written by `python -m gan_dist.export`"):
+    exporter.read_facts(out)
+  monkeypatch.undo()
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", f"--out={out}"))
+  export.main([])  # The latest checkpoint's generator again (not the best's), with its facts.
+  again = tf.saved_model.load(out).signatures["serving_default"](noise=tf.ones([2, workdirs.LATENT_DIM]))["images"]
+  np.testing.assert_array_equal(again.numpy(), latest.numpy())
+  assert exporter.read_facts(out)["step"] == 1
+
 
 @pytest.mark.slow
 def test_command_line_exports(tmp_path, tmp_path_factory):

@@ -211,6 +211,11 @@ def test_a_remote_pack_is_copied_once_by_shard_digest_and_a_copy_must_match_the_
   assert sorted(os.listdir(tmp_path / "tmp" / "gan_dist_packs")) == sorted(f"{s['sha256'][:16]}-{s['file']}"
                                                                            for s in shards[:2])
   assert not os.listdir(tmp_path / "cwd")
+  # A local --data_cache_dir under a file: one line naming it, before any copy.
+  (tmp_path / "a_file").write_text("mine")
+  with pytest.raises(errors.UserError, match=rf"^{tmp_path}/a_file/gan_dist_packs \(where the shards of {out} are "
+                                             rf"copied\): {tmp_path}/a_file is a file, not a directory$"):
+    data.open_source(dataclasses.replace(cfg, data_cache_dir=str(tmp_path / "a_file")))
 
 
 def _images(cfg) -> np.ndarray:

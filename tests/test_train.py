@@ -147,7 +147,8 @@ def test_summaries_are_window_means_and_log_the_time_split_and_profile_steps_wri
   # Step 6's samples and checkpoint, and the summary written at step 3, count in the window that step 6 logs.
   for name in ("train", "checkpoints", "samples", "summaries"):
     assert metrics[f"time/{name}"] > 0, name
-  assert abs(sum(metrics[f"time/{n}"] for n in train._Window.ACTIVITIES) - 1.0) < 1e-6  # pylint: disable=protected-access
+  activities = train._Window.ACTIVITIES  # pylint: disable=protected-access
+  assert abs(sum(metrics[f"time/{n}"] for n in activities) - 1.0) < 1e-6
   # What the trainer wrote to TensorBoard at steps 3 and 6 is the mean of the train step's own per-step values of
   # steps 1-3 and 4-6 (each call ran one step), not the last step's value nor a mean over the whole run.
   assert [r.steps for r in per_step] == [1] * 6

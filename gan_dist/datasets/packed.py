@@ -214,6 +214,12 @@ class PackedSource(FolderSource):
     return data
 
 
+def _copies_dir(cache_dir: str) -> str:
+  """The local folder of remote shards' copies: under --data_cache_dir if it is local, else the temporary one."""
+  return os.path.join(cache_dir if cache_dir and files.is_local(cache_dir) else tempfile.gettempdir(),
+                      "gan_dist_packs")
+
+
 def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
   """A local copy of the remote shard `path` whose bytes have the digest `sha256` (from the manifest), made once.
 
@@ -223,8 +229,7 @@ def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
   Raises:
     _DamagedCopy: the bytes copied are not the ones the manifest names (the copy is not kept).
   """
-  folder = os.path.join(cache_dir if cache_dir and files.is_local(cache_dir) else tempfile.gettempdir(),
-                        "gan_dist_packs")
+  folder = _copies_dir(cache_dir)
   local = os.path.join(folder, f"{sha256[:16]}-{os.path.basename(path)}")
   if not os.path.exists(local):
     os.makedirs(folder, exist_ok=True)
@@ -251,6 +256,9 @@ def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_di
     raise DataError(f"--data_dir={pack}: unknown pack format {manifest.get('format')!r} (this version reads {FORMAT})")
   source = PackedSource(pack, manifest, np.arange(manifest["num_examples"], dtype=np.int64), crop, skip_bad,
                         cache_dir=cache_dir)
+  if not files.is_local(pack):
+    copies = _copies_dir(cache_dir)
+    files.check_writable_dir(copies, "--data_cache_dir", label=f"{copies} (where the shards of {pack} are copied)")
   for index, shard in enumerate(manifest["shards"]):
     path = f"{pack}/{shard['file']}"
     problem = _shard_file_problem(path, shard)

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from gan_dist import errors
 from gan_dist import files
 from gan_dist.datasets import images as images_lib
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
@@ -52,9 +53,14 @@ def _first_line(error: Exception) -> str:
 def _builder(name: str, data_dir: str):
   tfds = _tfds()
   try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
+    return tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except  (TFDS raises many types for unknown names)
     raise DataError(f"Unknown TensorFlow Datasets name --dataset={name}: {_first_line(e)}") from None
+
+
+def _prepare(builder, name: str, data_dir: str) -> None:
+  """Downloads and prepares `builder`'s dataset unless it is prepared; refuses in seconds where that cannot work."""
+  tfds = _tfds()
   if not builder.is_prepared():
     problem = download_problem(os.fspath(builder.data_dir_root))
     if problem is None:
@@ -69,7 +75,6 @@ def _builder(name: str, data_dir: str):
           f"MNIST or Fashion-MNIST (e.g. --data_dir=../shared/data/mnist), a TFDS data dir prepared elsewhere, or "
           f"use --dataset=folder --data_dir=FOLDER for your own images."
       ) from None
-  return builder
 
 
 def download_problem(data_dir_root: str) -> Optional[str]:
@@ -93,11 +98,13 @@ def download_problem(data_dir_root: str) -> Optional[str]:
 
 
 def conversion_dir(builder, cache_dir: str) -> str:
-  """Where the ArrayRecord copy of a TFRecord-prepared dataset goes: <root>/<name>/[<config>/]<version>."""
-  root = os.fspath(builder.data_dir_root).rstrip("/")
-  data_dir = os.fspath(builder.data_dir)
-  relative = data_dir[len(root):].strip("/") if data_dir.startswith(root) else data_dir.strip("/").split("/", 1)[-1]
-  return f"{(cache_dir or f'{root}/gan_dist_array_record').rstrip('/')}/{relative}"
+  """Where the ArrayRecord copy of a TFRecord-prepared dataset goes: <root>/<name>/[<config>/]<version>, where
+  <root> is `cache_dir` or <TFDS data dir>/gan_dist_array_record.
+
+  The dataset's full name, not its directory: a builder read from its files alone (a dataset whose code TFDS does
+  not have) has its data dir as its root, and the copy would go inside TFDS's own prepared directory."""
+  root = cache_dir or f"{os.fspath(builder.data_dir_root).rstrip('/')}/gan_dist_array_record"
+  return f"{root.rstrip('/')}/{builder.info.full_name}"
 
 
 def _write_array_record(records, path: str) -> int:
@@ -121,6 +128,8 @@ def convert_to_array_record(builder, out_dir: str) -> str:
   if tf.io.gfile.exists(info_path):
     return out_dir
   source_dir = os.fspath(builder.data_dir)
+  files.check_writable_dir(out_dir, "--data_cache_dir",
+                           label=f"{out_dir} (where --dataset={builder.name} is converted; --data_cache_dir chooses)")
   logging.warning("--dataset=%s is prepared as TFRecord (sequential reads only): converting it once to ArrayRecord "
                   "(random access) in %s; later runs read the converted copy (set --data_cache_dir to choose where)",
                   builder.name, out_dir)
@@ -258,8 +267,9 @@ def open_tfds(name: str, data_dir: str, split: str, cache_dir: str = "", crop: s
   """
   tfds = _tfds()
   builder = _builder(name, data_dir)
-  features = builder.info.features
+  features = builder.info.features  # Known before a download: a dataset without images is refused first.
   image_key, label_key = _image_and_label_keys(name, features)
+  _prepare(builder, name, data_dir)
   known = list(builder.info.splits.keys()) if isinstance(builder.info.splits, dict) else []
   base_split = split.split("[")[0]
   if known and base_split not in known:
@@ -267,11 +277,19 @@ def open_tfds(name: str, data_dir: str, split: str, cache_dir: str = "", crop: s
   raw = tfds.decode.DeserializeMethod.RAW_BYTES
   where = os.fspath(builder.data_dir)
   try:
-    data_source = builder.as_data_source(split=split, deserialize_method=raw)
-  except NotImplementedError:  # Prepared as TFRecord: no random access.
-    where = convert_to_array_record(builder, conversion_dir(builder, cache_dir))
-    data_source = tfds.builder_from_directory(where).as_data_source(split=split, deserialize_method=raw)
-  except (ValueError, KeyError) as e:
+    if known:  # The split's syntax and slice, checked before a conversion that may take minutes.
+      splits = builder.info.splits
+      parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(splits)
+      if not any((splits[p.splitname].num_examples if p.to is None else p.to) > (p.from_ or 0) for p in parts):
+        raise ValueError("it selects no examples")
+    try:
+      data_source = builder.as_data_source(split=split, deserialize_method=raw)
+    except NotImplementedError:  # Prepared as TFRecord: no random access.
+      where = convert_to_array_record(builder, conversion_dir(builder, cache_dir))
+      data_source = tfds.builder_from_directory(where).as_data_source(split=split, deserialize_method=raw)
+  except errors.UserError:  # The conversion's own refusals (a UserError is a ValueError too).
+    raise
+  except (ValueError, KeyError, AssertionError) as e:
     raise DataError(f"--split={split} of --dataset={name}: {_first_line(e)}") from None
   num_classes = int(features[label_key].num_classes) if label_key else 0
   source = TfdsSource(data_source, features, image_key, label_key, num_classes, f"TFDS {name} {split} in {where}",

@@ -60,7 +60,8 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   if not gan.conditional:
     raise errors.UserError(f"--arch={restored.cfg.arch} is not conditional: there is no requested class to check")
   net = features_lib.load_or_train(restored.cfg, gan.image_shape)
-  print(f"Feature network {net.key}: test accuracy {features_lib.format_accuracy(net.test_accuracy)}, checksum {net.checksum}")
+  print(f"Feature network {net.key}: test accuracy {features_lib.format_accuracy(net.test_accuracy)}, "
+        f"checksum {net.checksum}")
   accuracy = per_class_accuracy(net.model, restored.generate_fn(), gan, fv.num_per_class, fv.seed,
                                 restored.cfg.truncation)
   truncated = f", noise truncated to +-{restored.cfg.truncation:g}" if restored.cfg.truncation else ""

@@ -17,6 +17,7 @@ from absl import flags
 from gan_dist import cli
 from gan_dist import data
 from gan_dist import errors
+from gan_dist import files
 from gan_dist.eval import features as features_lib
 
 
@@ -58,6 +59,11 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS if fv is None else fv
   cfg = cli.config_from_flags(fv)
+  # Where the network goes is checked before it trains (minutes).
+  if fv.out:
+    files.check_writable_dir(fv.out.rstrip("/"), "--out")
+  else:
+    files.check_writable_dir(features_lib.cache_root(cfg), "--eval_cache_dir")
   train_source, test_source = features_lib.training_splits(cfg)
   image_shape = parse_image_shape(fv.image_shape, train_source)
   net = features_lib.train_net(cfg, image_shape, train_source, test_source, steps=fv.steps or None)

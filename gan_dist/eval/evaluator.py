@@ -140,16 +140,17 @@ class Evaluator:
     self.extractors: List[_Extractor] = []
     if gan.conditional and train.num_classes < 2:
       raise errors.UserError("a conditional model needs a labelled dataset to check its labels on")
+    # A wrong --inception_weights is refused before the feature network may train (minutes).
+    inception_checksum = inception_lib.weights_checksum(cfg.inception_weights) if cfg.inception_weights else ""
     self.feature_net = features_lib.load_or_train(cfg, image_shape, write=write, agree=self._agree)
     with strategy.scope():
       replicated = features_lib.build(image_shape, self.feature_net.num_classes, self.feature_net.info["seed"])
     replicated.set_weights(self.feature_net.model.get_weights())
     self.extractors.append(_Extractor("classifier", replicated, f"classifier-{self.feature_net.checksum}", full=True))
     if cfg.inception_weights:
-      checksum = inception_lib.weights_checksum(cfg.inception_weights)
       with strategy.scope():
         replicated = inception_lib.build(cfg.inception_weights, image_shape)
-      self.extractors.append(_Extractor("inception", replicated, f"inception-{checksum}", full=False))
+      self.extractors.append(_Extractor("inception", replicated, f"inception-{inception_checksum}", full=False))
 
     floors: Dict[str, float] = {}
     for extractor in self.extractors:

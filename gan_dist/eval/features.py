@@ -396,8 +396,9 @@ def train_net(cfg, image_shape: ImageShape, train_source: Optional[data.DataSour
               test_accuracy=None if math.isnan(accuracy) else accuracy,
               test_examples=int(min(test_source.num_examples, max_examples or test_source.num_examples)),
               checksum=checksum(model), procedure=procedure, **extra)
+  view_match = f"view-match accuracy {format_accuracy(extra['view_match_accuracy'])}, " if extra else ""
   logging.info("Feature network %s: test accuracy %s, %schecksum %s", key, format_accuracy(info["test_accuracy"]),
-               f"view-match accuracy {format_accuracy(extra['view_match_accuracy'])}, " if extra else "", info["checksum"])
+               view_match, info["checksum"])
   return FeatureNet(model, key, info["num_classes"], tuple(image_shape), accuracy, info["checksum"], info)
 
 
@@ -451,7 +452,7 @@ def load_or_train(cfg, image_shape: ImageShape, write: bool = True, max_examples
       load only if every worker has it, so that all spend the same time and reach their next collective together).
 
   Raises:
-    errors.UserError: the dataset is too small, or the cached entry is damaged.
+    errors.UserError: the dataset is too small, the cached entry is damaged, or the cache cannot be written.
   """
   train_source, test_source = training_splits(cfg)
   key = cache_key(cfg.dataset, image_shape, train_source, max_examples, steps)
@@ -461,6 +462,8 @@ def load_or_train(cfg, image_shape: ImageShape, write: bool = True, max_examples
     logging.info("Feature network %s loaded from %s (test accuracy %s, checksum %s)", key, directory,
                  format_accuracy(net.test_accuracy), net.checksum)
     return net
+  if write:  # Checked before the training (minutes), not when its result is saved.
+    files.check_writable_dir(cache_root(cfg), "--eval_cache_dir")
   net = train_net(cfg, image_shape, train_source, test_source, max_examples, steps)
   if write:
     save(net, directory)

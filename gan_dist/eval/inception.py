@@ -34,8 +34,29 @@ def _local_copy(path: str) -> str:
   return local
 
 
+def check_weights(path: str) -> None:
+  """Refuses, in one line and before any work, a weights file that is not there or is not HDF5.
+
+  Raises:
+    errors.UserError: the reason.
+  """
+  if not tf.io.gfile.exists(path):
+    raise errors.UserError(f"--inception_weights={path} does not exist; pass a local copy of Keras' "
+                           "InceptionV3 weights (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    signature = f.read(8)
+  if signature != _HDF5_SIGNATURE:
+    raise errors.UserError(f"--inception_weights={path} is not a Keras InceptionV3 weights file (an HDF5 "
+                           ".h5 or .weights.h5 file)")
+
+
 def weights_checksum(path: str) -> str:
-  """16 hex digits of the sha256 of the weights file (the cache key of real-data features)."""
+  """16 hex digits of the sha256 of the weights file (the cache key of real-data features).
+
+  Raises:
+    errors.UserError: see `check_weights`.
+  """
+  check_weights(path)
   digest = hashlib.sha256()
   with tf.io.gfile.GFile(path, "rb") as f:
     while True:
@@ -52,14 +73,7 @@ def build(weights_path: str, image_shape) -> keras.Model:
   Raises:
     errors.UserError: no file at `weights_path`, or it does not hold InceptionV3 weights with the 1000-class top.
   """
-  if not tf.io.gfile.exists(weights_path):
-    raise errors.UserError(f"--inception_weights={weights_path} does not exist; pass a local copy of Keras' "
-                            "InceptionV3 weights (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
-  with tf.io.gfile.GFile(weights_path, "rb") as f:
-    signature = f.read(8)
-  if signature != _HDF5_SIGNATURE:  # Checked before building the network, which takes seconds.
-    raise errors.UserError(f"--inception_weights={weights_path} is not a Keras InceptionV3 weights file (an HDF5 "
-                           ".h5 or .weights.h5 file)")
+  check_weights(weights_path)  # Before building the network, which takes seconds.
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("float32")
   try:

@@ -63,6 +63,18 @@ def test_main_writes_to_out_at_the_shape_asked(tmp_path, capsys):
   assert net.image_shape == (32, 32, 3) and "32x32x3" in net.key and net.key.endswith("-contrastive-v1-steps2")
 
 
+def test_an_out_or_cache_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch):
+  idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=32)
+  (tmp_path / "a_file").write_text("mine")
+  monkeypatch.setattr(features, "train_net", lambda *a, **k: pytest.fail("trained although its output is refused"))
+  for flag, message in ((f"--out={tmp_path}/a_file", f"--out={tmp_path}/a_file is a file, not a directory"),
+                        (f"--eval_cache_dir={tmp_path}/a_file/cache",
+                         f"--eval_cache_dir={tmp_path}/a_file/cache: {tmp_path}/a_file is a file, not a directory")):
+    with pytest.raises(errors.UserError, match=f"^{message}$"):
+      classifier.main([], _flags(f"--data_dir={idx}", flag))
+  assert (tmp_path / "a_file").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_the_command_line_trains_and_fails_in_one_line(tmp_path):
   idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=32)

@@ -150,15 +150,34 @@ def test_unlabelled_colour_data_is_evaluated_with_contrastive_features(tmp_path,
     evaluator_lib.Evaluator(conditional, tf.distribute.get_strategy(), models.build(conditional, 2))
 
 
-def test_bad_inception_weights_are_refused_before_building(tmp_path):
+def test_bad_inception_weights_are_refused_before_building_and_before_the_feature_network_trains(tmp_path):
   bad = tmp_path / "not_inception.weights.h5"
   bad.write_bytes(b"not a weights file")
-  with pytest.raises(errors.UserError, match="is not a Keras InceptionV3 weights file"):
-    inception.build(str(bad), (28, 28, 1))
-  with pytest.raises(errors.UserError, match="does not exist"):
-    inception.build(str(tmp_path / "missing.h5"), (28, 28, 1))
-  assert inception.weights_checksum(str(bad)) == inception.weights_checksum(str(bad)) and \
-      len(inception.weights_checksum(str(bad))) == 16
+  missing = str(tmp_path / "missing.h5")
+  for function in (inception.build, lambda path, _: inception.weights_checksum(path)):
+    with pytest.raises(errors.UserError, match="is not a Keras InceptionV3 weights file"):
+      function(str(bad), (28, 28, 1))
+    with pytest.raises(errors.UserError, match="does not exist"):
+      function(missing, (28, 28, 1))
+  hdf5 = tmp_path / "other.h5"
+  hdf5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+  assert inception.weights_checksum(str(hdf5)) == inception.weights_checksum(str(hdf5)) and \
+      len(inception.weights_checksum(str(hdf5))) == 16
+  # In a run: refused at once, nothing trained or cached (it used to come after the feature network's training,
+  # as a NotFoundError traceback).
+  cfg, gan = _setup(tmp_path, tf.distribute.get_strategy(), arch="mlp", eval_num=4, inception_weights=missing)
+  with pytest.raises(errors.UserError, match=f"^--inception_weights={missing} does not exist"):
+    evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
+  assert not os.path.exists(cfg.eval_cache_dir)
+
+
+def test_an_evaluation_cache_that_cannot_be_written_is_refused_before_the_feature_network_trains(tmp_path):
+  (tmp_path / "a_file").write_text("mine")
+  cfg, gan = _setup(tmp_path, tf.distribute.get_strategy(), arch="mlp", eval_num=4)
+  cfg = cfg.replace(eval_cache_dir=str(tmp_path / "a_file" / "cache"))
+  with pytest.raises(errors.UserError, match=f"^--eval_cache_dir={tmp_path}/a_file/cache: {tmp_path}/a_file is a "
+                                             "file, not a directory$"):
+    evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
 
 
 @pytest.mark.slow

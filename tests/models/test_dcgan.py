@@ -16,8 +16,8 @@ def test_shapes_ranges_and_parameter_counts():
   assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
   logits = gan.discriminator(images, training=False)
   assert logits.shape == (3, 1) and logits.dtype == tf.float32
-  # The tutorial's model.summary(): generator 2,330,944 parameters (2,305,472 trainable: the 25,472 BN moving statistics are
-  # not), discriminator 212,865.
+  # The tutorial's model.summary(): generator 2,330,944 parameters (2,305,472 trainable: the 25,472 BN moving
+  # statistics are not), discriminator 212,865.
   assert gan.generator.count_params() == 2_330_944
   assert sum(int(np.prod(v.shape)) for v in gan.generator.trainable_variables) == 2_305_472
   assert gan.discriminator.count_params() == 212_865
