@@ -49,6 +49,7 @@ from gan_dist import data
 from gan_dist import state as state_lib
 from gan_dist import strategy as strategy_lib
 from gan_dist import train_step as train_step_lib
+import throughput  # pylint: disable=g-import-not-at-top  (benchmarks/throughput.py, beside this script)
 
 FLAGS = cli.FLAGS
 
@@ -179,15 +180,6 @@ def _run_child(*args) -> dict:
   return json.loads(lines[-1])
 
 
-def _cpu_flags() -> list:
-  try:
-    with open("/proc/cpuinfo") as f:
-      words = set(f.read().split())
-  except OSError:
-    return []
-  return sorted(w for w in words if w.startswith(("avx512", "amx")))
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -230,7 +222,7 @@ def main(argv):
       "targets": {"peak_rss_ratio_at_most_1.2": large["peak_rss_mb"] <= 1.2 * small["peak_rss_mb"],
                   "pipeline_at_least_3x_step": all(v["images_per_s"] >= 3 * step["images_per_s"]
                                                    for v in results.values())},
-      "machine": {"cpus": os.cpu_count(), "cpu_flags_avx512_amx": _cpu_flags(),
+      "machine": {"cpus": os.cpu_count(), "cpu": throughput.cpu(),
                   "load_average_before": [round(x, 2) for x in load_before],
                   "load_average_after": [round(x, 2) for x in os.getloadavg()]},
       "write_images_s": round(write_s, 1),
@@ -256,7 +248,7 @@ def main(argv):
           f"{v['open_s']:.2f} s; "
           f"{f['images_per_s']:.0f} vs {v['images_per_s']:.0f} images/s; peak RSS {f['peak_rss_mb']:.0f} vs "
           f"{v['peak_rss_mb']:.0f} MB (packing took {v['pack_s']:.0f} s, {v['pack_mb']:.0f} MB of shards).")
-  print(f"Machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and "
+  print(f"Machine: {throughput.cpu()}, load average {load_before[0]:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (other jobs share it).")
 
 

@@ -342,7 +342,8 @@ def main(argv):
       _collect(config, proc, records)
   finals = [r for r in records if r.get("final")]
   report = (f"Training wall time per config: {FLAGS.minutes:g} min; evaluation every {FLAGS.every:g} min on "
-            f"{FLAGS.num} samples (not counted).\n\n{table(finals)}\n\n{time_table(records)}\n")
+            f"{FLAGS.num} samples (not counted). Measured on {throughput.cpu()}.\n\n{table(finals)}\n\n"
+            f"{time_table(records)}\n")
   files.write_atomic(os.path.join(FLAGS.out_dir, "results.md"), report)
   files.write_atomic(os.path.join(FLAGS.out_dir, "quality.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
   files.write_atomic(os.path.join(FLAGS.out_dir, "fcd_vs_time.png"), fcd_figure(records))

@@ -1,7 +1,8 @@
 """Checkpoints: everything needed to resume exactly, saved by every worker, kept by the chief.
 
 Saved: G, D, the EMA generator (if any), both optimizers (their slots, iterations and float16 loss scales), the
-step and the dropout seed states. Noise and data order are functions of (seed, step), so nothing else needs saving.
+step, the dropout seed states and ADA's augmentation probability (--augment=ada). Noise and data order are functions
+of (seed, step), so nothing else needs saving.
 Mirrored variables are saved once, so checkpoints do not depend on the topology (a 2-worker run resumes on one
 process with any replica count, and the other way round).
 
@@ -33,6 +34,7 @@ import tensorflow as tf
 # The reader of one checkpoint prefix (see _reader); tf.train.load_checkpoint has no other public equivalent.
 from tensorflow.python.training import py_checkpoint_reader
 
+from gan_dist import config as config_lib
 from gan_dist import errors
 from gan_dist import files
 from gan_dist import strategy as strategy_lib
@@ -216,10 +218,10 @@ class Checkpointer:
     try:
       self.checkpoint.restore(path).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+      shaping = ", ".join(f"--{name}" for name in config_lib.CHECKPOINT_SHAPING_FIELDS)
       raise errors.UserError(
-          f"checkpoint {path} belongs to another model than this run's (--arch, --latent_dim, --num_classes, "
-          f"--image_size, --precision or --ema_decay differ): {str(e).splitlines()[0][:200]}; use a new --workdir "
-          "or the flags of the run that wrote it") from None
+          f"checkpoint {path} belongs to another model than this run's (one of {shaping} differs): "
+          f"{str(e).splitlines()[0][:200]}; use a new --workdir or the flags of the run that wrote it") from None
     restored = int(self.state.step.numpy())
     logging.info("Resumed from %s at step %d", path, restored)
     self._apply_learning_rates()

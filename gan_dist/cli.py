@@ -1,6 +1,6 @@
 """Command-line plumbing of every `python -m gan_dist.<tool>`: flag parsing, the one-line error, the tool runner.
 
-Only command-line modules import this one (main, sample, export, evaluate, plots, serve, eval.classifier,
+Only command-line modules import this one (main, sample, export, evaluate, plots, pack, serve, eval.classifier,
 eval.class_accuracy); library code takes a Config or arguments and never reads absl's FLAGS.
 
 gan_dist's own outcomes (bad input, divergence, a damaged checkpoint, a failed peer, preemption) end with one line

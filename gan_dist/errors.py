@@ -1,4 +1,5 @@
-"""gan_dist's own errors and the process exit code of each; `main.py` is the only place that turns them into exits.
+"""gan_dist's own errors and the process exit code of each; `cli.guard` turns them into exits (for every tool,
+`main.py` through it).
 
 Exit codes of `python -m gan_dist.main` (also in README "When things go wrong"):
 

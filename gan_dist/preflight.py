@@ -78,7 +78,8 @@ def check_workdir(cfg: config_lib.Config) -> None:
   (--allow_data_position_change), the same command again continues without the flag, and going back is the change.
 
   Raises:
-    errors.UserError: another model's workdir, a changed data position, a read-only or full filesystem.
+    errors.UserError: another model's workdir, a changed data position, a read-only filesystem (a full one:
+      `check_model`, which knows the checkpoints' size).
   """
   # Only a checkpoint binds a workdir: flags.txt alone (a run stopped before its first save, --train_steps=0 to
   # prepare the data) is replaced by this run's.

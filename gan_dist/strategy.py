@@ -1,7 +1,8 @@
 """Builds the tf.distribute strategy named by --strategy, and answers "am I the chief?".
 
 CPU-only hosts can be split into --num_cpu_replicas logical devices so that MirroredStrategy runs several replicas
-without a GPU; that must happen before TensorFlow runs any op, so `make` is the first thing `main` does.
+without a GPU; that must happen before TensorFlow runs any op, so `make` comes first in `api.fit` (after only the
+config checks, which run no op).
 
 multi_worker_mirrored finds its cluster in TF_CONFIG (launch/local.sh, launch/k8s), Slurm's environment
 (launch/slurm.sbatch) or --worker_hosts/--task_index; the latter two are turned into TF_CONFIG. Worker 0 is the chief.
@@ -41,7 +42,7 @@ def split_cpu(num_replicas: int) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas)
   except RuntimeError as e:
     raise RuntimeError(f"--num_cpu_replicas={num_replicas} must be applied before TensorFlow initialises its "
-                       f"devices (it is set in strategy.make, the first thing main does): {e}") from None
+                       f"devices (it is set in strategy.make, before a run's first op): {e}") from None
 
 
 # The workers' gRPC ports under Slurm. Jobs that share a node (several small jobs, or one per GPU) must not take

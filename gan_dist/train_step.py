@@ -1,4 +1,5 @@
-"""The distributed train step: the only place that reduces losses, scales them for float16 and calls strategy.run.
+"""The distributed train step: the only place that reduces losses and scales them for float16; it runs the replicas'
+steps with strategy.run (as elsewhere only the evaluator's feature extraction and the workers' votes do).
 
 One generator step on a replica:
   * `d_steps_per_g - 1` discriminator-only updates, each on a new batch;

@@ -1,6 +1,7 @@
 """The layout of a run directory, and its flags.txt.
 
-  <workdir>/flags.txt            every Config field of the run (written once, by the chief of the first run)
+  <workdir>/flags.txt            every Config field of the run (written by the chief when a run starts where no
+                                 checkpoint is yet; resumes keep it)
   <workdir>/flags_latest.txt     the flags of the latest resumed run
   <workdir>/checkpoints/         ckpt-<step>.*, the `checkpoint` index; best/ (the best checkpoint by FCD)
   <workdir>/tensorboard/         event files (and profiler traces)

@@ -213,7 +213,7 @@ def test_input_pipeline(tmp_path, monkeypatch, capsys):
   assert set(report["pipeline_to_step_ratio"]) == {"8", "32"}
   assert all(_positive(r) for r in report["pipeline_to_step_ratio"].values())
   assert set(report["targets"]) == {"peak_rss_ratio_at_most_1.2", "pipeline_at_least_3x_step"}
-  assert report["machine"]["cpus"] == os.cpu_count()
+  assert report["machine"]["cpus"] == os.cpu_count() and " cores" in report["machine"]["cpu"]
   summary = stdout[stdout.index("\nPeak RSS: "):]
   assert "Throughput: " in summary and "images/s consumed by the dcgan64 step" in summary and "Machine: " in summary
   # --dir keeps the images: two folders of 16 JPEGs, and the 8-image view links into the first.
@@ -249,7 +249,7 @@ def test_quality(tmp_path, monkeypatch, capsys):
     assert truncated["fcd"] != record["fcd"]
   assert all(_positive(r["wall_minutes_with_evals"]) for r in records if r.get("final"))
   results = (out_dir / "results.md").read_text()
-  assert results in stdout
+  assert results in stdout and "Measured on " in results and " cores." in results
   assert "| config | steps | training wall time | steps/s | FCD (floor) |" in results
   assert f"| `{name}` | 1 | " in results
   assert "| TF-tutorial loop (dcgan.cfg hyper-parameters) | 1 | " in results
