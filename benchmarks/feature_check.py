@@ -97,7 +97,9 @@ def main(argv):
     sets[name] = (feats, logits, None)
   if FLAGS.workdir:
     run = inference.load(FLAGS.workdir)
-    noise, labels = sampling.inputs(len(floor_features), run.gan.latent_dim, run.gan.num_classes, seed=0)
+    # Untruncated noise: the generator's own distribution, whatever the run's --truncation.
+    noise, labels = sampling.inputs(len(floor_features), run.gan.latent_dim, run.gan.num_classes, seed=0,
+                                    truncation=0.0)
     images = sampling.generate(run.generate_fn(), noise, labels)
     feats, logits = features_lib.predict_images(predict, images)
     sets[f"generator ({run.describe()})"] = (feats, logits, labels if run.gan.conditional else None)

@@ -22,8 +22,6 @@ from gan_dist import sampling
 from gan_dist import strategy as strategy_lib
 from gan_dist import train
 
-Config = config_lib.Config
-
 
 def config(flagfile: str = "", **values) -> config_lib.Config:
   """A validated Config: the fields of a flagfile (e.g. "configs/dcgan.cfg"), if given, then `values`.

@@ -11,7 +11,7 @@ CHECKPOINT_SHAPING_FIELDS; if it changes which examples a step reads, to DATA_PO
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from absl import flags
 from absl import logging
@@ -449,8 +449,3 @@ def check_resume_compatible(saved: Config, current: Config) -> Optional[str]:
 def hparams(cfg: Config) -> Dict[str, Any]:
   """{field: value} of every field that shapes the result of a run (all but NOT_HPARAMS), for TensorBoard."""
   return {name: getattr(cfg, name) for name in NAMES if name not in NOT_HPARAMS}
-
-
-def differing_fields(a: Config, b: Config) -> List[str]:
-  """Names of the fields (other than PER_WORKER_FIELDS) on which two workers' configs differ."""
-  return [name for name in NAMES if name not in PER_WORKER_FIELDS and getattr(a, name) != getattr(b, name)]

@@ -33,19 +33,18 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist import files
-from gan_dist.datasets import images as _images
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
 from gan_dist.datasets.folder import FolderSource, open_folder
 from gan_dist.datasets import packed as _packed
 from gan_dist.datasets.packed import PackedSource, is_pack, open_packed, write_pack
-from gan_dist.datasets.idx import IDX_DATASETS, IDX_FILES, IdxSource, find_idx_files, load_idx, read_idx
+from gan_dist.datasets.idx import IDX_DATASETS, IdxSource, find_idx_files, load_idx, read_idx
 from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
-__all__ = ["DataError", "DataSource", "FolderSource", "PackedSource", "IdxSource", "TfdsSource", "IDX_FILES",
-           "BAD_IMAGE_ERROR", "open_source", "bad_image_message", "check_first_batch", "steps_per_epoch",
-           "make_dataset_fn", "eval_dataset", "global_batch_indices", "preprocess", "read_idx", "load_idx",
-           "find_idx_files", "write_pack", "SHARD_SIZE", "graph_fn"]
+__all__ = ["DataError", "DataSource", "FolderSource", "PackedSource", "IdxSource", "TfdsSource", "BAD_IMAGE_ERROR",
+           "open_source", "bad_image_message", "check_first_batch", "steps_per_epoch", "make_dataset_fn",
+           "eval_dataset", "global_batch_indices", "read_idx", "load_idx", "find_idx_files", "write_pack",
+           "SHARD_SIZE", "graph_fn"]
 SHARD_SIZE = _packed.SHARD_SIZE
 
 # Salt of the flip draws, so that they are not correlated with the shuffles seeded by (seed, epoch).
@@ -67,16 +66,16 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
   """
   split = split or cfg.split
   if cfg.dataset == "packed" or (cfg.dataset == "folder" and is_pack(cfg.data_dir)):
-    source = open_packed(cfg.data_dir, cfg.crop, cfg.skip_bad_images, cfg.data_cache_dir)
+    source = open_packed(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images, cache_dir=cfg.data_cache_dir)
   elif cfg.dataset == "folder":
-    source = open_folder(cfg.data_dir, cfg.crop, cfg.skip_bad_images)
+    source = open_folder(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images)
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
-    source = load_idx(cfg.data_dir, split, cfg.crop)
+    source = load_idx(cfg.data_dir, split, crop=cfg.crop)
   elif cfg.data_dir and not tf.io.gfile.isdir(cfg.data_dir):
     relative = f" (from {os.getcwd()})" if files.is_local(cfg.data_dir) and not os.path.isabs(cfg.data_dir) else ""
     raise DataError(f"--data_dir={cfg.data_dir} does not exist{relative}")
   else:
-    source = open_tfds(cfg.dataset, cfg.data_dir, split, cfg.data_cache_dir, cfg.crop)
+    source = open_tfds(cfg.dataset, cfg.data_dir, split, cache_dir=cfg.data_cache_dir, crop=cfg.crop)
   if cfg.class_filter >= 0:
     if not source.num_classes:
       raise DataError(f"--class_filter={cfg.class_filter}: {source.name} has no classes (no labels or class "
@@ -109,11 +108,6 @@ def bad_image_message(error: Exception) -> Optional[str]:
 def steps_per_epoch(num_examples: int, cfg) -> int:
   """Generator steps per epoch (each step draws `d_steps_per_g` global batches)."""
   return num_examples // cfg.batch_size // cfg.d_steps_per_g
-
-
-def preprocess(images: tf.Tensor, image_shape: Tuple[int, int, int], crop: str = "center") -> tf.Tensor:
-  """uint8 [B, h, w, c] (c in 1..4) -> float32 [B, H, W, C] in [-1, 1]: channels converted, cropped, resized."""
-  return _images.transform(images, image_shape, crop)
 
 
 def _batches_per_epoch(num_examples: int, global_batch: int) -> int:

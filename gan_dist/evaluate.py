@@ -5,13 +5,13 @@
 evaluates the latest checkpoint (or --step N, or the best one kept in checkpoints/best/, or with --all every kept
 checkpoint) with the run's EMA generator when it kept one, and prints one JSON object: the metrics of
 `gan_dist.eval.evaluator.Evaluator` (fcd, kid, kid_std, classifier_score, precision, recall; label_accuracy overall
-and per class for conditional models; fid and inception_score with --inception_weights), their real-data floors
-(real test images scored the same way), and the feature network used (key, test accuracy, checksum). With --all it
-also writes `W/eval/metrics.csv` (one row per step) and `W/eval/metrics.png` (each metric against the step, its
-floor dashed). Reads W/flags.txt; --data_dir, --eval_cache_dir, --inception_weights and --truncation (BigGAN's
-truncation trick: noise truncated to [-T, T]) given here override the run's. Never trains the generator; the
-feature network is trained once per dataset and cached. A workdir without checkpoints, or a step that is not kept,
-is one line `error: ...` and exit code 2.
+and per class for conditional models; memorization for a run with --eval_data_dir; fid and inception_score with
+--inception_weights), their real-data floors (real test images scored the same way), and the feature network used
+(key, test accuracy, checksum). With --all it also writes `W/eval/metrics.csv` (one row per step) and
+`W/eval/metrics.png` (each metric against the step, its floor dashed). Reads W/flags.txt; --data_dir,
+--eval_cache_dir, --inception_weights and --truncation (BigGAN's truncation trick: noise truncated to [-T, T]) given
+here override the run's. Never trains the generator; the feature network is trained once per dataset and cached. A
+workdir without checkpoints, or a step that is not kept, is one line `error: ...` and exit code 2.
 """
 
 import csv

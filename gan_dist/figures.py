@@ -272,7 +272,7 @@ def progress_gif(frames: Sequence[Tuple[int, bytes]], frame_ms: int = 400, min_s
 
 
 def interpolation_inputs(latent_dim: int, num_classes: int, seed: int, rows: int = INTERPOLATION_ROWS,
-                         steps: int = INTERPOLATION_STEPS, truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+                         steps: int = INTERPOLATION_STEPS, *, truncation: float) -> Tuple[np.ndarray, np.ndarray]:
   """Inputs of a latent interpolation figure: each row walks on the great circle between two noise vectors.
 
   The end points of row r are rows 2r and 2r + 1 of `sampling.noise(2 * rows, latent_dim, seed, truncation)` (as

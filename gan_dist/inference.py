@@ -69,7 +69,7 @@ class Run:
   def sample(self, num: int, seed: int, label: Optional[int] = None) -> np.ndarray:
     """float32 images [num, H, W, C] in [-1, 1] of `sampling.inputs` (image i the same for any num; the run's
     --truncation)."""
-    z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, label, self.cfg.truncation)
+    z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, label, truncation=self.cfg.truncation)
     return sampling.generate(self.generate_fn(), z, y)
 
 

@@ -39,7 +39,7 @@ def truncate(values: np.ndarray, threshold: float) -> np.ndarray:
   return np.clip(mapped.numpy(), -threshold, threshold).astype(values.dtype)
 
 
-def noise(num: int, latent_dim: int, seed: int, truncation: float = 0.0) -> np.ndarray:
+def noise(num: int, latent_dim: int, seed: int, truncation: float) -> np.ndarray:
   """float32 [num, latent_dim]: standard normal rows (truncated to [-truncation, truncation] when it is > 0, see
   `truncate`), row i a function of (seed, i) only."""
   if not _is_int(num) or num < 1:
@@ -73,14 +73,14 @@ def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarra
   return (np.arange(num) % max(num_classes, 1)).astype(np.int32)
 
 
-def inputs(num: int, latent_dim: int, num_classes: int, seed: int, label: Optional[int] = None,
-           truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+def inputs(num: int, latent_dim: int, num_classes: int, seed: int, label: Optional[int] = None, *,
+           truncation: float) -> Tuple[np.ndarray, np.ndarray]:
   """(noise float32 [num, latent_dim], labels int32 [num]) of seed `seed` (see `noise` and `labels`)."""
   return noise(num, latent_dim, seed, truncation), labels(num, num_classes, label)
 
 
 def class_rows(num: int, latent_dim: int, num_classes: int, seed: int,
-               truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray, int]:
+               truncation: float) -> Tuple[np.ndarray, np.ndarray, int]:
   """A grid with one row per class (conditional) or a near-square one: (noise, labels, rows; 0 = near-square).
 
   Conditional models: `num // num_classes` images per class (at least one), row k all of class k, the layout of

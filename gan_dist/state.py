@@ -36,8 +36,8 @@ class TrainState:
     gan: the generator/discriminator pair.
     g_optimizer, d_optimizer: Adam, each wrapped in its own LossScaleOptimizer under mixed_float16.
     step: int64 scalar, generator steps done.
-    ema_generator: a copy of the generator holding the EMA of its weights, or None.
     seed: the run's --seed (fixes the noise used to re-estimate the EMA generator's BatchNorm statistics).
+    ema_generator: a copy of the generator holding the EMA of its weights, or None.
     augment_p: float32 scalar, ADA's augmentation probability (--augment=ada), or None. One value on every replica
       and worker (assigned in cross-replica context from all-reduced statistics: `train_step`), checkpointed.
   """
@@ -46,8 +46,8 @@ class TrainState:
   g_optimizer: keras.optimizers.Optimizer
   d_optimizer: keras.optimizers.Optimizer
   step: tf.Variable
+  seed: int
   ema_generator: Optional[keras.Model] = None
-  seed: int = 0
   augment_p: Optional[tf.Variable] = None
   _recalibrate: Optional[Callable[..., None]] = dataclasses.field(default=None, repr=False)
 
@@ -194,4 +194,5 @@ def create_state(cfg, strategy: tf.distribute.Strategy, num_classes: int = 0) ->
     if cfg.augment == "ada":
       augment_p = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="augment_p",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-  return TrainState(gan, g_optimizer, d_optimizer, step, ema_generator, seed=cfg.seed, augment_p=augment_p)
+  return TrainState(gan, g_optimizer, d_optimizer, step, seed=cfg.seed, ema_generator=ema_generator,
+                    augment_p=augment_p)

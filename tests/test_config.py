@@ -101,12 +101,6 @@ def test_resume_compatibility_rules():
   assert config_lib.check_resume_compatible(folder, folder.replace(dataset="packed")) is None
 
 
-def test_differing_fields_ignore_the_per_worker_ones():
-  a = config_lib.make_config(task_index=0)
-  assert config_lib.differing_fields(a, a.replace(task_index=1)) == []
-  assert config_lib.differing_fields(a, a.replace(seed=3, batch_size=8)) == ["seed", "batch_size"]
-
-
 def test_the_config_module_does_not_import_tensorflow():
   code = "import sys, gan_dist.config; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,

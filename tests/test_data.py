@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import data
+from gan_dist.datasets import images as images_lib
 from tests import helpers
 
 
@@ -28,11 +29,11 @@ def _example_ids(batch):
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reader_roundtrip(tmp_path, gz):
   d = helpers.make_idx_dir(str(tmp_path), num=12, gz=gz)
-  source = data.load_idx(d, "train")
+  source = data.load_idx(d, "train", crop="center")
   assert source.images.shape == (12, 28, 28, 1) and source.images.dtype == np.uint8
   assert source.labels.tolist() == [i % 10 for i in range(12)]
   assert source.num_classes == 10
-  assert data.load_idx(d, "test").images.shape == (12, 28, 28, 1)
+  assert data.load_idx(d, "test", crop="center").images.shape == (12, 28, 28, 1)
 
 
 def test_idx_reader_rejects_bad_files(tmp_path):
@@ -89,10 +90,11 @@ def test_offline_without_files_is_one_clear_line(tmp_path, monkeypatch):
 
 
 def test_normalisation_and_resize():
+  """`images.transform`, what every source's pipeline applies to its decoded images."""
   images = tf.constant([[[[0]], [[255]]], [[[128]], [[64]]]], tf.uint8)  # [2, 2, 1, 1]
-  x = data.preprocess(images, (2, 1, 1), crop="none")
+  x = images_lib.transform(images, (2, 1, 1), crop="none")
   np.testing.assert_allclose(x.numpy().ravel(), [-1.0, 1.0, 128 / 127.5 - 1, 64 / 127.5 - 1], atol=1e-6)
-  big = data.preprocess(tf.zeros([3, 28, 28, 1], tf.uint8) + 255, (64, 64, 3))
+  big = images_lib.transform(tf.zeros([3, 28, 28, 1], tf.uint8) + 255, (64, 64, 3), crop="center")
   assert big.shape == (3, 64, 64, 3)
   assert float(tf.reduce_min(big)) >= -1.0 and float(tf.reduce_max(big)) <= 1.0
 

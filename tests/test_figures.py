@@ -120,14 +120,14 @@ def test_progress_gif_has_a_captioned_frame_per_grid_and_holds_the_last():
 
 
 def test_interpolation_inputs_walk_between_noise_rows():
-  noise, labels = figures.interpolation_inputs(latent_dim=6, num_classes=10, seed=5, rows=3, steps=4)
+  noise, labels = figures.interpolation_inputs(latent_dim=6, num_classes=10, seed=5, rows=3, steps=4, truncation=0.0)
   assert noise.shape == (12, 6) and noise.dtype == np.float32 and labels.dtype == np.int32
-  ends = sampling.noise(6, 6, 5)
+  ends = sampling.noise(6, 6, 5, truncation=0.0)
   for row in range(3):
     np.testing.assert_allclose(noise[4 * row], ends[2 * row], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(noise[4 * row + 3], ends[2 * row + 1], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 4))
-  _, labels = figures.interpolation_inputs(latent_dim=6, num_classes=0, seed=5, rows=3, steps=4)
+  _, labels = figures.interpolation_inputs(latent_dim=6, num_classes=0, seed=5, rows=3, steps=4, truncation=0.0)
   assert labels.shape == (12,) and not labels.any()
   # The run's --truncation: between truncated end points, as the demo's walk (serve/model.py) and sample grids.
   truncated, _ = figures.interpolation_inputs(latent_dim=6, num_classes=10, seed=5, rows=3, steps=4, truncation=0.5)

@@ -242,7 +242,7 @@ def _first_pixels(dataset, num_batches):
 @pytest.mark.parametrize("start_step", [0, 5])
 def test_workers_get_disjoint_slices_of_each_global_batch(tmp_path, start_step):
   """The dataset of each of 2 workers (1 replica each) holds its half of the one-process global batch."""
-  source = data.load_idx(helpers.make_idx_dir(str(tmp_path / "data"), num=64), "train")
+  source = data.load_idx(helpers.make_idx_dir(str(tmp_path / "data"), num=64), "train", crop="center")
   cfg = helpers.config(tmp_path, batch_size=16, seed=3)
   fn = data.make_dataset_fn(cfg, source, (28, 28, 1), start_step=start_step)
   steps = 6  # More than one epoch (4 steps), so reshuffled epochs are covered too.

@@ -54,7 +54,7 @@ def test_samples_vary_and_are_the_generator_s_images(runs, kind):
   # Not a constant picture, and not twelve copies of one image.
   assert images.std() > 5
   assert images.reshape(12, -1).astype(float).std(axis=0).mean() > 2
-  noise, labels = sampling.inputs(12, workdirs.LATENT_DIM, run.gan.num_classes, 3)
+  noise, labels = sampling.inputs(12, workdirs.LATENT_DIM, run.gan.num_classes, 3, truncation=0.0)
   np.testing.assert_allclose(images.astype(int), _direct(run, noise, labels), atol=1)
   if run.gan.conditional:
     np.testing.assert_array_equal(arrays["labels"], np.arange(12) % 10)
@@ -68,7 +68,7 @@ def test_one_label_and_labels_the_model_does_not_have(runs):
   run = runs["conditional"]
   arrays = sample.sample(run, 4, seed=1, label=7)
   np.testing.assert_array_equal(arrays["labels"], [7, 7, 7, 7])
-  noise = sampling.noise(4, workdirs.LATENT_DIM, 1)
+  noise = sampling.noise(4, workdirs.LATENT_DIM, 1, truncation=0.0)
   np.testing.assert_allclose(arrays["images"].astype(int), _direct(run, noise, arrays["labels"]), atol=1)
   with pytest.raises(errors.UserError, match=r"--label=10 outside \[0, 10\)"):
     sample.sample(run, 4, seed=1, label=10)
@@ -80,7 +80,7 @@ def test_grid_one_row_per_class_or_the_sampled_images(runs):
   run = runs["conditional"]
   grid = sample.grid_image(run, 25, 0, None, sample.sample(run, 25, 0)["images"])
   assert grid.shape == (10 * 28, 2 * 28, 1)  # 25 images -> 2 of each class, one row per class.
-  noise, labels, _ = sampling.class_rows(25, workdirs.LATENT_DIM, 10, 0)
+  noise, labels, _ = sampling.class_rows(25, workdirs.LATENT_DIM, 10, 0, truncation=0.0)
   row_of_class_3 = _direct(run, noise[6:8], labels[6:8])
   np.testing.assert_allclose(grid[3 * 28:4 * 28].astype(int), np.concatenate(list(row_of_class_3), axis=1), atol=1)
   for kind, label in (("conditional", 4), ("unconditional", None)):

@@ -12,16 +12,16 @@ from tests import helpers
 
 
 def test_noise_row_i_depends_on_the_seed_and_i_only():
-  many = sampling.noise(40, 8, seed=7)
+  many = sampling.noise(40, 8, seed=7, truncation=0.0)
   assert many.shape == (40, 8) and many.dtype == np.float32
-  np.testing.assert_array_equal(sampling.noise(3, 8, seed=7), many[:3])
-  np.testing.assert_array_equal(sampling.noise(40, 8, seed=7), many)
-  assert not np.allclose(sampling.noise(3, 8, seed=8), many[:3])
+  np.testing.assert_array_equal(sampling.noise(3, 8, seed=7, truncation=0.0), many[:3])
+  np.testing.assert_array_equal(sampling.noise(40, 8, seed=7, truncation=0.0), many)
+  assert not np.allclose(sampling.noise(3, 8, seed=8, truncation=0.0), many[:3])
   assert abs(float(many.mean())) < 0.3 and 0.7 < float(many.std()) < 1.3  # Standard normal.
 
 
 def test_truncation_maps_the_normal_onto_the_truncated_normal_monotonically():
-  plain = sampling.noise(50000, 4, seed=5)
+  plain = sampling.noise(50000, 4, seed=5, truncation=0.0)
   np.testing.assert_array_equal(sampling.truncate(plain, 0.0), plain)  # 0: off.
   np.testing.assert_array_equal(sampling.noise(50000, 4, seed=5, truncation=0.0), plain)
   for t in (0.5, 1.0, 2.0):
@@ -63,16 +63,16 @@ def test_labels_cycle_through_the_classes_or_hold_one():
 def test_noise_takes_a_whole_number_of_images_and_a_seed_numpy_accepts():
   for num in (0, -1, 2.0, True):  # 0 failed later, in the concatenation of no batches.
     with pytest.raises(ValueError, match="the number of images must be an integer >= 1"):
-      sampling.noise(num, 4, seed=0)
+      sampling.noise(num, 4, seed=0, truncation=0.0)
   for seed in (-1, 2**32, 1.5, "0"):
     with pytest.raises(ValueError, match=r"a seed is an integer in \[0, 2\*\*32 - 1\]"):
-      sampling.noise(1, 4, seed=seed)
-  assert sampling.noise(1, 4, seed=2**32 - 1).shape == (1, 4)
+      sampling.noise(1, 4, seed=seed, truncation=0.0)
+  assert sampling.noise(1, 4, seed=2**32 - 1, truncation=0.0).shape == (1, 4)
 
 
 def test_inputs_are_noise_and_labels():
-  noise, labels = sampling.inputs(6, 5, 3, seed=1, label=2)
-  np.testing.assert_array_equal(noise, sampling.noise(6, 5, 1))
+  noise, labels = sampling.inputs(6, 5, 3, seed=1, label=2, truncation=0.0)
+  np.testing.assert_array_equal(noise, sampling.noise(6, 5, 1, truncation=0.0))
   np.testing.assert_array_equal(labels, np.full(6, 2))
 
 
@@ -84,15 +84,15 @@ def test_inputs_and_class_rows_pass_the_truncation_on():
 
 
 def test_class_rows_one_row_per_class_or_near_square():
-  noise, labels, rows = sampling.class_rows(25, 4, 10, seed=3)
+  noise, labels, rows = sampling.class_rows(25, 4, 10, seed=3, truncation=0.0)
   assert rows == 10 and noise.shape == (20, 4)  # 25 images -> 2 per class.
   np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 2))
-  np.testing.assert_array_equal(noise, sampling.noise(20, 4, 3))
-  noise, labels, rows = sampling.class_rows(3, 4, 10, seed=3)  # Fewer images than classes: one of each.
+  np.testing.assert_array_equal(noise, sampling.noise(20, 4, 3, truncation=0.0))
+  noise, labels, rows = sampling.class_rows(3, 4, 10, seed=3, truncation=0.0)  # Fewer images than classes: one of each.
   assert rows == 10 and len(noise) == 10
-  noise, labels, rows = sampling.class_rows(7, 4, 0, seed=3)
+  noise, labels, rows = sampling.class_rows(7, 4, 0, seed=3, truncation=0.0)
   assert rows == 0 and noise.shape == (7, 4) and labels.dtype == np.int32 and not labels.any()
-  np.testing.assert_array_equal(noise, sampling.noise(7, 4, 3))
+  np.testing.assert_array_equal(noise, sampling.noise(7, 4, 3, truncation=0.0))
 
 
 def test_slerp_keeps_the_end_points_and_the_norm():
@@ -104,7 +104,7 @@ def test_slerp_keeps_the_end_points_and_the_norm():
   np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0)
   np.testing.assert_allclose(path[2], [np.sqrt(0.5), np.sqrt(0.5)])  # Half-way along the circle.
   # Gaussian end points: the great circle keeps the norm near theirs; a straight line would shrink it by ~30%.
-  a, b = sampling.noise(2, 100, seed=0)
+  a, b = sampling.noise(2, 100, seed=0, truncation=0.0)
   norms = np.linalg.norm(sampling.slerp(a, b, np.linspace(0, 1, 9)), axis=1)
   assert norms.min() > 0.95 * min(norms[0], norms[-1])
   # (Nearly) parallel vectors: the straight line, no division by sin(0).
@@ -154,7 +154,7 @@ def test_grid_columns_and_tile():
 @pytest.mark.parametrize("arch, num_classes", [("mlp", 0), ("cgan_mlp", 10)])
 def test_generate_in_batches_equals_one_call(arch, num_classes):
   gan = models.build(helpers.config_values(arch=arch, latent_dim=8), num_classes)
-  noise, labels = sampling.inputs(5, 8, num_classes, seed=2)
+  noise, labels = sampling.inputs(5, 8, num_classes, seed=2, truncation=0.0)
   fn = sampling.make_generate_fn(gan.generator, gan)
   images = sampling.generate(fn, noise, labels, batch_size=2)
   assert images.shape == (5, 28, 28, 1) and images.dtype == np.float32

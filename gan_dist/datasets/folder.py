@@ -185,8 +185,8 @@ class FolderSource(DataSource):
 
   decodes_files = True
 
-  def __init__(self, root: str, paths: List[str], labels: np.ndarray, class_names: List[str], crop: str = "center",
-               skip_bad: bool = True, name: str = ""):
+  def __init__(self, root: str, paths: List[str], labels: np.ndarray, class_names: List[str], crop: str,
+               skip_bad: bool, name: str = ""):
     # Bytes, not str: numpy stores them at one byte per character (a path list, not a copy of the dataset).
     self._paths = np.asarray([p.encode() for p in paths], dtype=object)
     self.labels = labels
@@ -273,7 +273,7 @@ class FolderSource(DataSource):
     return examples.batch(batch_size)
 
 
-def open_folder(root: str, crop: str = "center", skip_bad: bool = True) -> FolderSource:
+def open_folder(root: str, crop: str, skip_bad: bool) -> FolderSource:
   """Lists `root` (see `list_images`) into a FolderSource."""
   paths, labels, classes = list_images(root)
   described = f"{len(classes)} classes" if classes else "no class folders"

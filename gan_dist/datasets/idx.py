@@ -119,8 +119,8 @@ class IdxSource(DataSource):
     images: uint8 [num_examples, H, W, 1] as numpy (a copy, for tools such as the MNIST classifier).
   """
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str,
-               keep: Optional[np.ndarray] = None, crop: str = "center"):
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str, crop: str,
+               keep: Optional[np.ndarray] = None):
     self._images = images  # uint8 [N_all, H, W, C]; replaced by a tensor on first use.
     self._images_tensor = None
     self._all_labels = labels
@@ -148,7 +148,7 @@ class IdxSource(DataSource):
   def filtered(self, keep: np.ndarray, name: str) -> "IdxSource":
     """The same split restricted to its examples `keep` (int64 indices into this split), sharing the images."""
     rows = np.asarray(keep, np.int64) if self._keep is None else self._keep[np.asarray(keep, np.int64)]
-    source = IdxSource(self._images, self._all_labels, self.num_classes, name, rows, self.crop)
+    source = IdxSource(self._images, self._all_labels, self.num_classes, name, self.crop, keep=rows)
     source._images_tensor = self._images_tensor  # pylint: disable=protected-access
     return source
 
@@ -173,7 +173,7 @@ class IdxSource(DataSource):
     return rows.map(graph_fn(gather), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def load_idx(data_dir: str, split: str, crop: str = "center") -> IdxSource:
+def load_idx(data_dir: str, split: str, crop: str) -> IdxSource:
   """Reads `split` ("train" or "test") of the IDX files in `data_dir`.
 
   Raises:
@@ -192,5 +192,4 @@ def load_idx(data_dir: str, split: str, crop: str = "center") -> IdxSource:
   if not len(labels):
     raise DataError(f"{paths[0]} holds no images; replace it with an intact copy")
   logging.info("Read %d IDX images of %s (%.1f MB, held in memory)", len(images), split, images.nbytes / 2**20)
-  return IdxSource(images[..., None], labels.astype(np.int32), int(labels.max()) + 1, f"IDX files in {data_dir}",
-                   crop=crop)
+  return IdxSource(images[..., None], labels.astype(np.int32), int(labels.max()) + 1, f"IDX files in {data_dir}", crop)

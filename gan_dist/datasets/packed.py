@@ -178,8 +178,8 @@ def _damaged_shards(out: str, manifest: dict) -> List[tuple]:
 class PackedSource(FolderSource):
   """A pack's examples: a FolderSource whose file bytes come from the shards (same order, decoding, labels)."""
 
-  def __init__(self, pack: str, manifest: dict, records: np.ndarray, crop: str = "center", skip_bad: bool = True,
-               name: str = "", cache_dir: str = ""):
+  def __init__(self, pack: str, manifest: dict, records: np.ndarray, crop: str, skip_bad: bool, cache_dir: str,
+               name: str = ""):
     paths = [f"{pack}/{manifest['paths'][i]}" for i in records]  # Named by pack and original path, for messages.
     super().__init__(pack, paths, np.asarray(manifest["labels"], np.int32)[records], manifest["class_names"], crop,
                      skip_bad, name or f"packed image folder {pack}")
@@ -189,8 +189,8 @@ class PackedSource(FolderSource):
     self._reader_lock = threading.Lock()
 
   def filtered(self, keep: np.ndarray, name: str) -> "PackedSource":
-    return PackedSource(self.pack, self.manifest, self._records[keep], self.crop, self.skip_bad, name,
-                        self._cache_dir)
+    return PackedSource(self.pack, self.manifest, self._records[keep], self.crop, self.skip_bad, self._cache_dir,
+                        name)
 
   def _reader(self, shard: int):
     with self._reader_lock:
@@ -240,7 +240,7 @@ def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
   return local
 
 
-def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_dir: str = "") -> PackedSource:
+def open_packed(pack: str, crop: str, skip_bad: bool, cache_dir: str) -> PackedSource:
   """Opens a complete pack, checking every shard's record count (a truncated or damaged shard is named).
 
   Raises:
@@ -255,7 +255,7 @@ def open_packed(pack: str, crop: str = "center", skip_bad: bool = True, cache_di
   if manifest.get("format") != FORMAT:
     raise DataError(f"--data_dir={pack}: unknown pack format {manifest.get('format')!r} (this version reads {FORMAT})")
   source = PackedSource(pack, manifest, np.arange(manifest["num_examples"], dtype=np.int64), crop, skip_bad,
-                        cache_dir=cache_dir)
+                        cache_dir)
   if not files.is_local(pack):
     copies = _copies_dir(cache_dir)
     files.check_writable_dir(copies, "--data_cache_dir", label=f"{copies} (where the shards of {pack} are copied)")

@@ -174,7 +174,7 @@ class TfdsSource(DataSource):
   """A split of a TFDS image dataset, read by random access (see the module docstring)."""
 
   def __init__(self, data_source, features, image_key: str, label_key: Optional[str], num_classes: int, name: str,
-               crop: str = "center", keep: Optional[np.ndarray] = None):
+               crop: str, keep: Optional[np.ndarray] = None):
     self._data_source = data_source
     self._features = features
     self._image_key = image_key
@@ -259,7 +259,7 @@ def _image_and_label_keys(name: str, features):
   return image_key, label_key
 
 
-def open_tfds(name: str, data_dir: str, split: str, cache_dir: str = "", crop: str = "center") -> TfdsSource:
+def open_tfds(name: str, data_dir: str, split: str, cache_dir: str, crop: str) -> TfdsSource:
   """Opens `split` of TFDS dataset `name` for random access (converting it once if it was prepared as TFRecord).
 
   Raises:

@@ -32,8 +32,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   cli.show_in_help(fv, ("workdir", "seed", "data_dir", "eval_cache_dir", "truncation"))
 
 
-def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int,
-                       truncation: float = 0.0) -> np.ndarray:
+def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int, truncation: float) -> np.ndarray:
   """float [num_classes]: for each class k, the fraction of `num_per_class` samples of k that `model` calls k.
 
   Args:

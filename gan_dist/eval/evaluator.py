@@ -20,7 +20,8 @@ deciding differently whether a checkpoint is the best would enter a collective a
 chief except cache writes.
 
 Metrics (plain floats): fcd, kid, kid_std, classifier_score, precision, recall; conditional models also
-label_accuracy and label_accuracy/<k> for every class k; with --inception_weights also fid and inception_score.
+label_accuracy and label_accuracy/<k> for every class k; with --eval_data_dir also memorization (the share of
+samples nearer to a training image than to a held-out one); with --inception_weights also fid and inception_score.
 See `gan_dist.eval.metrics` for their definitions.
 """
 
@@ -199,15 +200,14 @@ class Evaluator:
       self._functions[key] = (generator, run)  # Holding the generator keeps id() unique while the entry lives.
     return self._functions[key][1]
 
-  def sample_inputs(self, total: int, truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+  def sample_inputs(self, total: int, truncation: float) -> Tuple[np.ndarray, np.ndarray]:
     """Noise float32 [total, latent_dim] (truncated to [-truncation, truncation] when > 0, `sampling.truncate`)
     and labels int32 [total]: row i depends on (--seed, i) only."""
     noise = np.random.RandomState([self.cfg.seed % 2**32, EVAL_NOISE_STREAM]).standard_normal(
         (total, self.gan.latent_dim)).astype(np.float32)
     return sampling.truncate(noise, truncation), sampling.labels(total, self.gan.num_classes)
 
-  def generated_outputs(self, generator: keras.Model,
-                        truncation: float = 0.0) -> Tuple[List[np.ndarray], np.ndarray]:
+  def generated_outputs(self, generator: keras.Model, truncation: float) -> Tuple[List[np.ndarray], np.ndarray]:
     """([features_0 [num, F0], logits_0 [num, K0], features_1, ...] of `num` generated images, their labels int32
     [num]), on every worker."""
     strategy = self.strategy

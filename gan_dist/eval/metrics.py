@@ -67,11 +67,17 @@ def frechet_distance_of_features(real: np.ndarray, fake: np.ndarray) -> float:
   return float(max(diff @ diff + np.sum(a * a) + np.sum(b * b) - 2.0 * trace_sqrt, 0.0))
 
 
-def fcd(real: np.ndarray, fake: np.ndarray) -> float:
-  """Frechet distance between the feature sets real [N, F] and fake [M, F]."""
+def fcd(real: np.ndarray, fake: np.ndarray, real_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> float:
+  """Frechet distance between the feature sets real [N, F] and fake [M, F] (FCD; FID on Inception's features).
+
+  From the features (`frechet_distance_of_features`) when min(N, M) <= F, else from the Gaussian statistics.
+
+  Args:
+    real_stats: `gaussian_stats(real)` if already computed (a `Reference` keeps them); None: computed here.
+  """
   if min(len(real), len(fake)) <= np.shape(real)[1]:
     return frechet_distance_of_features(real, fake)
-  return frechet_distance(*gaussian_stats(real), *gaussian_stats(fake))
+  return frechet_distance(*(gaussian_stats(real) if real_stats is None else real_stats), *gaussian_stats(fake))
 
 
 def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
@@ -206,10 +212,7 @@ class Reference:
       full: fcd, kid, kid_std, classifier_score, precision, recall. Otherwise (Inception): fid, inception_score
       (10 splits, as published).
     """
-    if min(len(self.features), len(features)) <= self.features.shape[1]:
-      distance = frechet_distance_of_features(self.features, features)
-    else:
-      distance = frechet_distance(self.mu, self.cov, *gaussian_stats(features))
+    distance = fcd(self.features, features, real_stats=(self.mu, self.cov))
     if not self.full:
       return {"fid": distance, "inception_score": classifier_score(logits, splits=10)}
     kid_mean, kid_std = kid(self.features, features)

@@ -21,8 +21,6 @@ from keras import layers
 
 from gan_dist.models import Gan, dcgan32, float32_logits
 
-IMAGE_SHAPE = dcgan32.IMAGE_SHAPE
-
 
 def make_generator(cfg, num_classes: int, shape) -> keras.Model:
   """[noise [B, latent_dim], one-hot [B, num_classes]] -> [B, H, W, C] images in [-1, 1]."""

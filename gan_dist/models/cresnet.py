@@ -29,7 +29,6 @@ from keras import layers
 from gan_dist.models import Gan, float32_logits, require_classes, resnet
 from gan_dist.models.layers import FanOut, conditional_batch_norm, sn_dense
 
-IMAGE_SHAPE = resnet.IMAGE_SHAPE
 EMBEDDING_DIM = 128  # BigGAN's shared embedding size.
 
 

@@ -177,7 +177,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
     truncation = _truncation(args, model.truncation)
-    noise, labels = model.inputs(num, seed, label, truncation)
+    noise, labels = model.inputs(num, seed, label, truncation=truncation)
     images = model.images(noise, labels)
     cycling = model.num_classes if model.conditional and label is None else 0
     return _respond(images, labels, noise, sampling.grid_columns(num, cycling), fmt, scale, f"samples_seed{seed}",
@@ -195,7 +195,7 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
     fmt = _format(args)
     scale = _int(args, "scale", 1, 1, MAX_SCALE)
     truncation = _truncation(args, model.truncation)
-    noise, labels = model.walk_inputs(seed_a, seed_b, frames, label, truncation)
+    noise, labels = model.walk_inputs(seed_a, seed_b, frames, label, truncation=truncation)
     images = model.images(noise, labels)
     return _respond(images, labels, noise, frames, fmt, scale, f"walk_{seed_a}_{seed_b}",
                     {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, "class": "any" if label is None else label,

@@ -70,17 +70,17 @@ class ServedModel:
     self.trace_counts[size] = self.trace_counts.get(size, 0) + 1
     return self._images_fn(noise, labels)
 
-  def inputs(self, num: int, seed: int, label: Optional[int] = None,
-             truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+  def inputs(self, num: int, seed: int, label: Optional[int] = None, *,
+             truncation: float) -> Tuple[np.ndarray, np.ndarray]:
     """`sampling.inputs` of a grid: noise float32 [num, latent_dim] (truncated to [-truncation, truncation] when >
     0), labels int32 [num].
 
     Labels: all `label`, or (None) image i has class i mod num_classes (zeros for unconditional models).
     """
-    return sampling.inputs(num, self.latent_dim, self.num_classes, seed, label, truncation)
+    return sampling.inputs(num, self.latent_dim, self.num_classes, seed, label, truncation=truncation)
 
-  def walk_inputs(self, seed_a: int, seed_b: int, frames: int, label: Optional[int] = None,
-                  truncation: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+  def walk_inputs(self, seed_a: int, seed_b: int, frames: int, label: Optional[int] = None, *,
+                  truncation: float) -> Tuple[np.ndarray, np.ndarray]:
     """A latent walk (`sampling.slerp`) from the first image of seed_a's grid to the first of seed_b's (both of
     that `truncation`).
 

@@ -27,11 +27,11 @@ def test_per_class_accuracy_counts_what_the_network_calls_each_requested_class()
   gan = models.build(helpers.config_values(arch="cgan_mlp"), 10)
   generate_fn = sampling.make_generate_fn(gan.generator, gan)
   model = features.build((28, 28, 1), 10)  # Untrained: only the bookkeeping is under test.
-  accuracy = class_accuracy.per_class_accuracy(model, generate_fn, gan, num_per_class=3, seed=0)
+  accuracy = class_accuracy.per_class_accuracy(model, generate_fn, gan, num_per_class=3, seed=0, truncation=0.0)
   assert accuracy.shape == (10,) and ((0.0 <= accuracy) & (accuracy <= 1.0)).all()
   assert np.allclose(accuracy * 3, np.round(accuracy * 3))  # Fractions of 3 samples.
   # Recomputed by hand: sample k * 3 + j asks for class k.
-  noise = sampling.noise(30, gan.latent_dim, 0)
+  noise = sampling.noise(30, gan.latent_dim, 0, truncation=0.0)
   labels = np.repeat(np.arange(10, dtype=np.int32), 3)
   predicted = np.argmax(model(sampling.generate(generate_fn, noise, labels), training=False)[1], -1)
   np.testing.assert_allclose(accuracy, (predicted == labels).reshape(10, 3).mean(1))

@@ -89,8 +89,8 @@ def test_noise_of_a_sample_depends_on_its_index_only(tmp_path):
   strategy = tf.distribute.get_strategy()
   cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=10)
   evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
-  noise_10, labels = evaluator.sample_inputs(10)
-  noise_500, _ = evaluator.sample_inputs(500)
+  noise_10, labels = evaluator.sample_inputs(10, truncation=0.0)
+  noise_500, _ = evaluator.sample_inputs(500, truncation=0.0)
   np.testing.assert_array_equal(noise_10, noise_500[:10])
   assert labels.dtype == np.int32 and not labels.any()  # Unconditional: labels are ignored zeros.
   found = evaluator(gan.generator)
@@ -103,7 +103,7 @@ def test_truncation_of_the_config_or_of_the_call_scores_truncated_noise(tmp_path
   strategy = tf.distribute.get_strategy()
   cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=16)
   plain = evaluator_lib.Evaluator(cfg, strategy, gan)
-  noise, _ = plain.sample_inputs(16)
+  noise, _ = plain.sample_inputs(16, truncation=0.0)
   truncated, _ = plain.sample_inputs(16, truncation=0.5)
   np.testing.assert_array_equal(truncated, sampling.truncate(noise, 0.5))
   assert np.abs(truncated).max() <= 0.5

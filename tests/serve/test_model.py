@@ -22,7 +22,7 @@ def unconditional(tmp_path_factory):
 def test_generation_is_traced_once_per_bucket(conditional):
   model = model_lib.ServedModel(conditional._images_fn, conditional.facts)  # pylint: disable=protected-access
   for num in (1, 3, 5, 64, 2, 7, 33, 64, 1, 100, 4):
-    noise, labels = model.inputs(num, seed=num)
+    noise, labels = model.inputs(num, seed=num, truncation=0.0)
     images = model.images(noise, labels)
     assert images.shape == (num, 28, 28, 1) and images.dtype == np.uint8
   # 100 images run as 64 + 36 (padded to 64): no new shape.
@@ -39,8 +39,8 @@ def test_the_default_truncation_is_the_run_s_and_none_for_exports_from_before_it
 
 
 def test_image_i_of_a_seed_does_not_depend_on_how_many_are_asked(conditional):
-  few_noise, few_labels = conditional.inputs(3, seed=7)
-  many_noise, many_labels = conditional.inputs(40, seed=7)
+  few_noise, few_labels = conditional.inputs(3, seed=7, truncation=0.0)
+  many_noise, many_labels = conditional.inputs(40, seed=7, truncation=0.0)
   np.testing.assert_array_equal(few_noise, many_noise[:3])
   np.testing.assert_array_equal(few_labels, many_labels[:3])
   # Other batch sizes may sum in another order: at most one grey level apart.
@@ -52,28 +52,28 @@ def test_image_i_of_a_seed_does_not_depend_on_how_many_are_asked(conditional):
 
 
 def test_inputs_are_the_sampling_library_s(conditional, unconditional):
-  noise, labels = conditional.inputs(12, seed=0)
-  np.testing.assert_array_equal(noise, sampling.noise(12, workdirs.LATENT_DIM, 0))
+  noise, labels = conditional.inputs(12, seed=0, truncation=0.0)
+  np.testing.assert_array_equal(noise, sampling.noise(12, workdirs.LATENT_DIM, 0, truncation=0.0))
   np.testing.assert_array_equal(labels, np.arange(12) % 10)
-  _, labels = conditional.inputs(4, seed=0, label=3)
+  _, labels = conditional.inputs(4, seed=0, label=3, truncation=0.0)
   np.testing.assert_array_equal(labels, [3, 3, 3, 3])
-  _, labels = unconditional.inputs(4, seed=0)  # Unconditional models get zeros, which they ignore.
+  _, labels = unconditional.inputs(4, seed=0, truncation=0.0)  # Unconditional models get zeros, which they ignore.
   assert labels.dtype == np.int32 and not labels.any()
 
 
 def test_walk_goes_from_seed_a_to_seed_b(conditional):
-  noise, labels = conditional.walk_inputs(5, 9, frames=7, label=4)
+  noise, labels = conditional.walk_inputs(5, 9, frames=7, label=4, truncation=0.0)
   assert noise.shape == (7, workdirs.LATENT_DIM) and noise.dtype == np.float32
-  np.testing.assert_allclose(noise[0], conditional.inputs(1, 5)[0][0], rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(noise[-1], conditional.inputs(1, 9)[0][0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(noise[0], conditional.inputs(1, 5, truncation=0.0)[0][0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(noise[-1], conditional.inputs(1, 9, truncation=0.0)[0][0], rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(labels, np.full(7, 4))
   # Spherical interpolation keeps the norm near that of the end points (a straight line would shrink it by ~30%).
   norms = np.linalg.norm(noise, axis=1)
   assert norms.min() > 0.9 * min(norms[0], norms[-1])
-  same, labels = conditional.walk_inputs(5, 5, frames=3)
+  same, labels = conditional.walk_inputs(5, 5, frames=3, truncation=0.0)
   np.testing.assert_allclose(same, np.repeat(same[:1], 3, axis=0), atol=1e-6)
   np.testing.assert_array_equal(labels, [0, 0, 0])  # No class: that of a grid's first image.
-  images = conditional.images(*conditional.walk_inputs(0, 1, frames=4, label=2))
+  images = conditional.images(*conditional.walk_inputs(0, 1, frames=4, label=2, truncation=0.0))
   assert images.shape == (4, 28, 28, 1)
 
 
@@ -83,7 +83,7 @@ def test_saved_model_serves_the_same_images_and_facts(conditional, unconditional
     served = model_lib.from_saved_model(path)
     assert served.facts["source"] == "saved_model"
     assert dict(served.facts, source="workdir") == from_workdir.facts
-    noise, labels = from_workdir.inputs(5, seed=11)
+    noise, labels = from_workdir.inputs(5, seed=11, truncation=0.0)
     np.testing.assert_array_equal(served.images(noise, labels), from_workdir.images(noise, labels))
   with pytest.raises(FileNotFoundError, match="saved_model.pb not found"):
     model_lib.from_saved_model(str(tmp_path / "missing"))
