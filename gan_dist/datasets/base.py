@@ -28,7 +28,7 @@ class DataSource:
 
   name: str = ""
   num_classes: int = 0
-  crop: str = "center"
+  crop: str  # Every source sets it from its caller (--crop): no default here.
   # Whether reading may meet a file that does not decode (folders and packs of encoded images): then a run reads its
   # first batch before it writes anything (data.check_first_batch).
   decodes_files: bool = False
