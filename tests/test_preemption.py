@@ -75,12 +75,12 @@ def test_ctrl_c_after_a_sigterm_stops_at_once(main_thread):
 # ------------------------------------------------------------------------------------------- through the command
 
 
-def _command(data_dir, workdir):
+def _command(data_dir, workdir, num_samples: int):
   # The MLP GAN on one device: fast steps, no periodic checkpoints (only the stop's); after each chunk of 20 steps a
-  # summary line and a sample grid of 10,000 images (over a second; see the test).
+  # summary line and a sample grid of `num_samples` images (the time between a stop's log line and its save).
   return subprocs.main_cmd("--flagfile=configs/mlp_gan.cfg", "--strategy=one_device", f"--data_dir={data_dir}",
                            f"--workdir={workdir}", "--batch_size=16", "--steps_per_loop=20", "--summary_every=20",
-                           "--checkpoint_every=100000", "--sample_every=20", "--num_samples=10000",
+                           "--checkpoint_every=100000", "--sample_every=20", f"--num_samples={num_samples}",
                            "--train_steps=100000")
 
 
@@ -102,15 +102,17 @@ def test_ctrl_c_saves_and_exits_75_then_in_the_resumed_run_a_second_ctrl_c_stops
   first): it stops at once, by SIGINT, with one line and saving nothing.
 
   The first Ctrl-C is seen (and logged) when the chunk of steps in flight returns; the checkpoint is written after
-  that chunk's summary and sample grid. A large grid (10,000 images, every chunk) keeps that interval over a second
-  on any machine, so the second Ctrl-C, sent when the log shows the first one, arrives before the save for certain.
+  that chunk's summary and sample grid. In the resumed run a large grid (30,000 images, every chunk; the first run's
+  are small) keeps that interval long, where the test polls the log every 2 ms: so the second Ctrl-C, sent when the
+  log shows the first one, arrives before the save unless this test's process waits seconds for a core. (From the
+  log line to the saved checkpoint's: 5.2 s with 30,000 images, 1.7 s with 10,000, on a busy 2-core AVX-512 AMD
+  EPYC; the grid alone of 10,000 took 0.64 s.)
   (SIGTERM to a worker: test_multiworker.py; the handlers' rules: the tests above.)
   """
   data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=64)
   workdir = tmp_path / "W"
-  cmd = _command(data_dir, workdir)
   environ = subprocs.env(tmp_path)
-  with subprocs.Proc(cmd, tmp_path / "first.log", environ) as proc:
+  with subprocs.Proc(_command(data_dir, workdir, 100), tmp_path / "first.log", environ) as proc:
     _trained(proc)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait() == 75, subprocs.tail(proc.output())
@@ -122,7 +124,7 @@ def test_ctrl_c_saves_and_exits_75_then_in_the_resumed_run_a_second_ctrl_c_stops
   saved = int(found.group(2))
   assert saved > 0 and _latest_step(workdir) == saved
 
-  with subprocs.Proc(cmd, tmp_path / "second.log", environ) as proc:
+  with subprocs.Proc(_command(data_dir, workdir, 30000), tmp_path / "second.log", environ) as proc:
     _trained(proc, after=saved)
     assert f"Resumed from {workdir}/checkpoints/ckpt-{saved} at step {saved}" in proc.output()
     os.killpg(proc.pid, signal.SIGINT)
