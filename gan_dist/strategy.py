@@ -237,6 +237,9 @@ def make(cfg) -> tf.distribute.Strategy:
                    "their addresses and ports, then rerun")
     try:
       with _signals_end_the_process():
+        # Where a run waits for its peers, and that a Ctrl-C now ends it at once (see _signals_end_the_process).
+        logging.info("Waiting for the %d workers of the cluster to connect (at most --cluster_start_timeout_s=%d s)",
+                     sum(len(hosts) for hosts in cluster.values()), cfg.cluster_start_timeout_s)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
             cluster_resolver=resolver,
             communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))

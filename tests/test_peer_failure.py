@@ -144,8 +144,9 @@ def test_a_cluster_that_never_starts_ends_its_workers_and_a_taken_port_is_named(
   procs = [worker_0("alone", free[:2]), worker_0("interrupted", free[2:]), worker_0("taken", [taken, free[0]])]
   alone, interrupted, taken_port = procs
   try:
-    interrupted.wait_for_text("Cluster {")  # Logged just before the workers connect.
-    time.sleep(1.0)
+    # Logged once a signal ends the process at once, just before the workers connect.
+    interrupted.wait_for_text("Waiting for the 2 workers of the cluster to connect (at most "
+                              "--cluster_start_timeout_s=10 s)")
     os.kill(interrupted.pid, signal.SIGINT)
     sent = time.monotonic()
     assert interrupted.wait(30) == -signal.SIGINT and time.monotonic() - sent < 10, subprocs.tail(interrupted.output())
