@@ -48,6 +48,45 @@ def test_fcd_kid_precision_recall_of_a_set_against_itself_and_against_a_shifted_
   assert metrics.precision_recall(real, far) == (0.0, 0.0)
 
 
+def test_kid_and_kid_std_are_the_mean_and_std_of_the_unbiased_mmd_of_the_seeded_subsets():
+  # The same subsets as kid's (RandomState(seed), per subset a real then a fake draw without replacement), each
+  # one's unbiased MMD^2 computed here in float64 from the kernel's definition.
+  rng = np.random.RandomState(3)
+  real = rng.standard_normal((60, 4)).astype(np.float32)
+  fake = (rng.standard_normal((50, 4)) * 1.3 + 0.2).astype(np.float32)
+  subsets, size = 12, 20
+  kernel = lambda a, b: (a @ b.T / 4 + 1.0) ** 3  # (x.y / F + 1)^3
+  off_diagonal = ~np.eye(size, dtype=bool)
+  draw = np.random.RandomState(7)
+  mmds = []
+  for _ in range(subsets):
+    x = real[draw.choice(len(real), size, replace=False)].astype(np.float64)
+    y = fake[draw.choice(len(fake), size, replace=False)].astype(np.float64)
+    mmds.append(kernel(x, x)[off_diagonal].mean() + kernel(y, y)[off_diagonal].mean() - 2.0 * kernel(x, y).mean())
+  # The subset estimates spread (std 0.43 of their mean here), so a std that is not theirs (scaled, with ddof=1:
+  # x1.04, or of other subsets: seed 0's is 7% off) misses rel 1e-4; kid's float32 kernel elements cost 3e-8.
+  assert np.std(mmds) > 0.3 * abs(np.mean(mmds))
+  mean, std = metrics.kid(real, fake, num_subsets=subsets, subset_size=size, seed=7)
+  assert mean == pytest.approx(np.mean(mmds), rel=1e-4)
+  assert std == pytest.approx(np.std(mmds), rel=1e-4)  # ddof=0: torch-fidelity's kid_std.
+
+
+def test_precision_and_recall_count_points_inside_the_other_sets_nearest_neighbour_balls_boundary_included():
+  # k=1: each ball reaches the nearest other point of its set. Integer coordinates: float32 distances are exact.
+  real = np.array([[0.0], [10.0], [20.0], [30.0], [40.0]], np.float32)
+  fake = np.array([[-11.0], [-10.0], [0.0], [21.0], [30.0]], np.float32)
+  np.testing.assert_allclose(metrics.knn_radii(real, k=1), [100] * 5)  # The real balls cover [-10, 50].
+  np.testing.assert_allclose(metrics.knn_radii(fake, k=1), [1, 1, 100, 81, 81])
+  precision, recall = metrics.precision_recall(real, fake, k=1)
+  # Precision: -10 (on the boundary of 0's ball), 0, 21 and 30 are inside a real ball; -11 is 11 from 0 (121 > 100).
+  assert precision == pytest.approx(4 / 5)
+  # Recall: the fake balls are -11: [-12, -10], -10: [-11, -9], 0: [-10, 10], 21: [12, 30], 30: [21, 39]; 0, 10
+  # (on the boundary of 0's ball), 20 and 30 are inside one, 40 is 10 from 30 (100 > 81).
+  assert recall == pytest.approx(4 / 5)
+  # Balls 1.5x too wide (squared) would take in -11 and 40: (1.0, 1.0); open balls would leave out -10 and 10:
+  # (0.6, 0.6); either set's radii at the default k=3 would cover everything: 1.0.
+
+
 def test_every_metric_stays_in_its_range_on_arbitrary_inputs():
   rng = np.random.RandomState(1)
   for trial in range(5):
