@@ -1,6 +1,7 @@
 """Differentiable augmentation (augment.py) and ADA inside the train step: each transform's shape, range,
-gradient, identity at p = 0 and seeding; exact resampling; topology independence; ADA's p on 1 device, 2 replicas
-and 2 workers, restored on resume; refusals."""
+gradient, identity at p = 0 and seeding; exact resampling, aniso and cutout at fixed parameters; the spread of the
+drawn scalings and cutout centres; topology independence; ADA's p on 1 device, 2 replicas and 2 workers, restored
+on resume; refusals."""
 
 import dataclasses
 import os
@@ -130,6 +131,101 @@ def test_resampling_moves_pixels_exactly():
   turned = _apply(x, ["rot90"]).numpy()
   for i in range(B):
     assert any(np.array_equal(turned[i], np.rot90(x.numpy()[i], k, axes=(0, 1))) for k in range(4)), i
+
+
+class _FixedDraws:
+  """Stands in for augment._Draws: a transform's k-th draw is values[k] (one per example); integers must lie in the
+  range the transform asks for."""
+
+  def __init__(self, *values):
+    self._values = list(values)
+
+  def normal(self, stddev):
+    del stddev
+    return tf.constant(self._values.pop(0), tf.float32)
+
+  def integers(self, minval, maxval):
+    value = self._values.pop(0)
+    assert np.all((minval <= np.array(value)) & (np.array(value) < maxval)), (value, minval, maxval)
+    return tf.constant(value, tf.int32)
+
+
+def _mirrored_bilinear(size, scale):
+  """[size, size]: out[j] reads in[(j - c) / scale + c], bilinear, mirrored once at each border (enough for a
+  factor of 1/2 or 2)."""
+  c = (size - 1) / 2.0
+  src = (np.arange(size) - c) / scale + c
+  src = np.where(src < 0, -src, src)
+  src = np.where(src > size - 1, 2 * (size - 1) - src, src)
+  lo = np.floor(src).astype(int)
+  w = src - lo
+  return (1 - w)[:, None] * np.eye(size)[lo] + w[:, None] * np.eye(size)[np.minimum(lo + 1, size - 1)]
+
+
+def test_aniso_with_a_fixed_factor_scales_x_by_s_and_y_by_one_over_s():
+  """log2 s = 1 for every example: x is stretched by 2 and y squeezed by 2 (mirrored), as numpy resamples it."""
+  x = _images(channels=2)
+  out = augment.TRANSFORMS["aniso"](x, _FixedDraws([1.0] * B), tf.ones([B], tf.bool)).numpy()
+  want = np.einsum("yk,bkxc,xl->bylc", _mirrored_bilinear(H, 0.5), x.numpy(), _mirrored_bilinear(H, 2.0).T)
+  np.testing.assert_allclose(out, want, atol=1e-5)  # Isotropic (2, 2) or swapped axes differ by O(1).
+
+
+def test_cutout_at_fixed_centres_zeroes_exactly_a_half_size_square_clipped_at_the_borders():
+  """A 16 x 12 image: the square is 8 x 6 (half of each side), rows [cy - 4, cy + 4) and columns [cx - 3, cx + 3)
+  of the drawn centre, the part inside the image zeroed and nothing else (DiffAugment's rand_cutout)."""
+  height, width = 16, 12
+  x = tf.random.stateless_uniform([4, height, width, 3], seed=[7, 1], minval=0.1, maxval=1.0)
+  # Inside; half out at the top right; half out at the bottom left; touching the left border.
+  centres_y, centres_x = [8, 0, 16, 5], [6, 12, 0, 3]
+  out = augment.TRANSFORMS["cutout"](x, _FixedDraws(centres_y, centres_x), tf.ones([4], tf.bool)).numpy()
+  keep = np.ones([4, height, width, 1], np.float32)
+  for i, (cy, cx) in enumerate(zip(centres_y, centres_x)):
+    keep[i, max(cy - 4, 0):cy + 4, max(cx - 3, 0):cx + 3] = 0.0
+  assert (1 - keep).reshape(4, -1).sum(axis=1).tolist() == [8 * 6, 4 * 3, 4 * 3, 8 * 6]
+  np.testing.assert_array_equal(out, x.numpy() * keep)
+
+
+def test_scale_factors_are_2_to_the_normal_with_std_0_2_isotropic_for_scale_and_reciprocal_for_aniso():
+  """ADA's scalings, drawn as training draws them: log2 of the factor ~ N(0, 0.2); scale uses it for both axes,
+  aniso s for x and 1 / s for y. Each example's factors are read from its output: an image whose channels are
+  ramps along x and along y comes out with slopes 1 / s_x and 1 / s_y at its centre."""
+  n, size = 8000, 8
+  c = (size - 1) / 2.0
+  ramp = (np.arange(size, dtype=np.float32) - c) / c  # In [-1, 1]; bilinear interpolation keeps a ramp a ramp.
+  images = tf.constant(np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None]), axis=-1)[None].repeat(n, 0))
+  for name, sign in (("scale", 1.0), ("aniso", -1.0)):
+    out = augment.apply(images, [name], tf.constant([3, 4], tf.int64), 1.0, n).numpy()
+    mid = size // 2  # Columns / rows mid - 1 and mid read c -+ 0.5 / s: inside the image for s > 1 / 7.
+    log_x = np.log2(ramp[mid] - ramp[mid - 1]) - np.log2(out[:, mid, mid, 0] - out[:, mid, mid - 1, 0])
+    log_y = np.log2(ramp[mid] - ramp[mid - 1]) - np.log2(out[:, mid, mid, 1] - out[:, mid - 1, mid, 1])
+    np.testing.assert_allclose(log_y, sign * log_x, atol=1e-4, err_msg=name)  # float32 slopes: ~1e-6.
+    # 8000 normals: standard errors 0.2 / sqrt(8000) = 0.0022 of the mean and 0.2 / sqrt(2 * 7999) = 0.0016 of the
+    # std; 5 of them, so no seed fails by chance, while a std of 0.22 or 0.18 (10%, 12 of them off) would.
+    assert abs(log_x.mean()) < 5 * 0.0022, (name, log_x.mean())
+    assert abs(log_x.std() - 0.2) < 5 * 0.0016, (name, log_x.std())
+
+
+def test_cutout_centres_are_uniform_over_every_position_of_a_square_touching_the_image():
+  """Drawn as training draws them: each example loses one 8 x 6 square of a 16 x 12 image, clipped at the
+  borders, and its centre row takes each of DiffAugment's 17 values (0 to 16: a square whose upper or lower half
+  hangs out) about equally often."""
+  n, height, width = 1700, 16, 12
+  out = augment.apply(tf.ones([n, height, width, 1]), ["cutout"], tf.constant([3, 4], tf.int64), 1.0, n).numpy()
+  cut = out[..., 0] == 0.0
+  assert np.all((out == 0.0) | (out == 1.0))
+  rows, cols = cut.any(axis=2), cut.any(axis=1)
+  first_row, last_row = rows.argmax(axis=1), height - 1 - rows[:, ::-1].argmax(axis=1)
+  first_col, last_col = cols.argmax(axis=1), width - 1 - cols[:, ::-1].argmax(axis=1)
+  top = np.where(first_row > 0, first_row, last_row + 1 - 8)  # Clipped at the top: it ends at top + 8 all the same.
+  left = np.where(first_col > 0, first_col, last_col + 1 - 6)
+  ys, xs = np.arange(height), np.arange(width)
+  square = (((ys >= top[:, None]) & (ys < top[:, None] + 8))[:, :, None]
+            & ((xs >= left[:, None]) & (xs < left[:, None] + 6))[:, None, :])
+  np.testing.assert_array_equal(cut, square)
+  counts = np.bincount(top + 4, minlength=17)
+  # 100 expected per centre row, binomial standard deviation 9.7: within 5 of them.
+  assert len(counts) == 17 and np.all(np.abs(counts - 100) < 50), counts
+  assert set(left + 3) == set(range(13))  # Centre columns 0 to 12.
 
 
 def test_each_example_is_augmented_by_its_position_in_the_global_batch():
