@@ -26,6 +26,11 @@ def _example_ids(batch):
   return np.round((batch["images"].numpy()[:, 0, 0, 0] + 1.0) * 127.5).astype(int)
 
 
+def _assert_labels_are_the_examples(batch):
+  """helpers.make_idx_dir labels example i with i % 10: each label is that of the image beside it."""
+  np.testing.assert_array_equal(batch["labels"].numpy(), _example_ids(batch) % 10)
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reader_roundtrip(tmp_path, gz):
   d = helpers.make_idx_dir(str(tmp_path), num=12, gz=gz)
@@ -96,7 +101,8 @@ def test_normalisation_and_resize():
   np.testing.assert_allclose(x.numpy().ravel(), [-1.0, 1.0, 128 / 127.5 - 1, 64 / 127.5 - 1], atol=1e-6)
   big = images_lib.transform(tf.zeros([3, 28, 28, 1], tf.uint8) + 255, (64, 64, 3), crop="center")
   assert big.shape == (3, 64, 64, 3)
-  assert float(tf.reduce_min(big)) >= -1.0 and float(tf.reduce_max(big)) <= 1.0
+  # White stays white: every pixel, edges included, of every (gray-repeated) channel.
+  np.testing.assert_array_equal(big.numpy(), np.ones([3, 64, 64, 3], np.float32))
 
 
 def test_per_replica_batches_cover_global_batch_without_overlap(tmp_path):
@@ -111,13 +117,17 @@ def test_per_replica_batches_cover_global_batch_without_overlap(tmp_path):
     assert b["images"].shape == (4, 28, 28, 1) and b["images"].dtype == tf.float32
     assert b["labels"].shape == (4,) and b["labels"].dtype == tf.int32
     assert -1.0 <= float(tf.reduce_min(b["images"])) and float(tf.reduce_max(b["images"])) <= 1.0
+    _assert_labels_are_the_examples(b)
   ids = np.concatenate([_example_ids(b) for b in step])
   assert len(set(ids)) == 16
   # Two workers with 2 replicas each see the same global batch, split without overlap.
   per_worker = []
   for pid in range(2):
     wit = iter(fn(_ctx(num_pipelines=2, pipeline_id=pid, replicas=4)))
-    per_worker.append(np.concatenate([_example_ids(next(wit)) for _ in range(2)]))
+    batches = [next(wit) for _ in range(2)]
+    for b in batches:
+      _assert_labels_are_the_examples(b)
+    per_worker.append(np.concatenate([_example_ids(b) for b in batches]))
   assert not set(per_worker[0]) & set(per_worker[1])
   np.testing.assert_array_equal(np.sort(np.concatenate(per_worker)), np.sort(ids))
 

@@ -3,6 +3,7 @@
 Bad inputs run in this process through what the entry point runs once started (cli.parse_flags, then
 cli.guard(sample.main)); one test starts the real command."""
 
+import errno
 import os
 import re
 import shutil
@@ -90,15 +91,36 @@ def test_grid_one_row_per_class_or_the_sampled_images(runs):
     assert grid.shape == (2 * 28, 3 * 28, 1)
 
 
-def test_write_npz_is_atomic_and_round_trips(tmp_path):
+def test_write_npz_is_atomic_and_round_trips(tmp_path, monkeypatch):
   arrays = {"images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4, 1), "labels": np.array([1, 2], np.int32)}
   path = str(tmp_path / "out" / "s.npz")
   sample.write_npz(path, arrays)
   loaded = np.load(path)
   assert sorted(loaded.files) == ["images", "labels"]
   np.testing.assert_array_equal(loaded["images"], arrays["images"])
+  np.testing.assert_array_equal(loaded["labels"], arrays["labels"])
   assert loaded["labels"].dtype == np.int32
   assert os.listdir(tmp_path / "out") == ["s.npz"]
+  old = (tmp_path / "out" / "s.npz").read_bytes()
+  newer = {"images": arrays["images"][::-1], "labels": np.array([3, 4], np.int32)}
+  write = tf.io.gfile.GFile.write
+
+  def disk_fills_halfway(f, data):
+    write(f, data[:len(data) // 2])
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  def rename_fails(*unused_args, **unused_kwargs):
+    raise tf.errors.PermissionDeniedError(None, None, "rename refused")
+
+  # A write that fails midway, or once the new file is whole, leaves the old samples and no temporary file.
+  for target, name, failure in ((tf.io.gfile.GFile, "write", disk_fills_halfway),
+                                (tf.io.gfile, "rename", rename_fails)):
+    with monkeypatch.context() as patch:
+      patch.setattr(target, name, failure)
+      with pytest.raises((OSError, tf.errors.OpError), match="No space left on device|rename refused"):
+        sample.write_npz(path, newer)
+    assert (tmp_path / "out" / "s.npz").read_bytes() == old, name
+    assert os.listdir(tmp_path / "out") == ["s.npz"], name
 
 
 def test_main_grid_alone_writes_no_npz_and_out_writes_the_samples(runs, tmp_path, monkeypatch, capsys):

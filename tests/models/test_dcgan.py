@@ -1,7 +1,6 @@
 """The TF-tutorial DCGAN: shapes, ranges and the tutorial's parameter counts."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from gan_dist import models
@@ -21,8 +20,3 @@ def test_shapes_ranges_and_parameter_counts():
   assert gan.generator.count_params() == 2_330_944
   assert sum(int(np.prod(v.shape)) for v in gan.generator.trainable_variables) == 2_305_472
   assert gan.discriminator.count_params() == 212_865
-
-
-def test_unknown_arch_lists_known_ones():
-  with pytest.raises(ValueError, match="known architectures:.*dcgan"):
-    models.build(helpers.config_values(arch="no_such_gan"))

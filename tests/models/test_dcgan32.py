@@ -45,14 +45,6 @@ def test_discriminator_layers_and_parameter_count():
   assert d(tf.zeros([2, 32, 32, 3])).shape == (2, 1)
 
 
-@pytest.mark.parametrize("size,channels", [(48, 3), (64, 1), (32, 1)])
-def test_other_shapes_from_the_config(size, channels):
-  gan = models.build(helpers.config_values(arch="dcgan32", image_size=size, channels=channels))
-  assert gan.image_shape == (size, size, channels)
-  images = gan.generator(tf.zeros([1, 100]))
-  assert images.shape == (1, size, size, channels) and gan.discriminator(images).shape == (1, 1)
-
-
 def test_unsupported_shape_names_the_supported_ones():
   with pytest.raises(ValueError) as error:
     models.build(helpers.config_values(arch="dcgan32", image_size=40))

@@ -330,6 +330,11 @@ def test_float32_copy_of_a_resnet_generator_is_keras_only():
   g = state.gan.generator
   noise = tf.random.stateless_normal([4, LATENT], seed=[7, 8])
   onehot = tf.one_hot([0, 1, 2, 1], K)
+  # Orthogonal initial kernels have sigma = 1, so W / sigma = W: scaled, a copy of the raw W gives other images.
+  sn_layers = gan_layers.spectral_normalization_layers(g)
+  assert sn_layers
+  for layer in sn_layers:
+    layer.kernel_variable.assign(layer.kernel_variable * 3.0)
   for _ in range(3):  # Move u and the BatchNorm statistics away from their initial values.
     g([noise, onehot], training=True)
   next(layer for layer in g.layers if isinstance(layer, gan_layers.SelfAttention)).gamma.assign(0.5)

@@ -91,7 +91,11 @@ def test_walk_is_one_row_from_seed_a_to_seed_b(client):
   strip = _png(client.get("/api/walk?seed_a=4&seed_b=5&frames=6&class=2"))
   assert strip.shape == (28, 6 * 28, 1)
   first = _png(client.get("/api/generate?num=1&seed=4&class=2"))
+  last = _png(client.get("/api/generate?num=1&seed=5&class=2"))
+  # Different images, so that the last frame tells a walk ending at seed_b from one ending where it started.
+  assert np.abs(first.astype(int) - last.astype(int)).mean() > 1
   np.testing.assert_allclose(strip[:, :28].astype(int), first.astype(int), atol=1)
+  np.testing.assert_allclose(strip[:, -28:].astype(int), last.astype(int), atol=1)
 
 
 def test_truncation_draws_truncated_noise_in_grids_and_walks(client):
