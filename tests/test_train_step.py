@@ -6,6 +6,7 @@ of the penalties) run one replica (`one_device`): tracing the step for 2 replica
 of the time here, so the tests of the plain mlp step share two traced steps (`plain_runs`: one device, 2 replicas),
 each test starting from the same step-0 state restored from a checkpoint."""
 
+import functools
 import os
 
 import keras
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
+from gan_dist import data
 from gan_dist import losses
 from gan_dist import models
 from gan_dist import state as state_lib
@@ -109,7 +111,10 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, request, one_d
   """The trainer's own step (make_train_step) on 2 replicas updates G and D as one device on the same global batch:
   per-example losses reduced by the global batch size, gradients summed over replicas, BatchNorm statistics of the
   global batch, and noise (and augmentation) drawn for the global batch then split (mlp: BatchNorm in G, no
-  dropout); with --mode_seeking_weight, each replica's rows hold whole pairs."""
+  dropout); with --mode_seeking_weight, each replica's rows hold whole pairs.
+
+  Adam's step hides the scale of a gradient (lr * m / sqrt(v) is the same for 2g), so the weights alone miss a
+  replica gradient averaged instead of summed; its first moment m is linear in the gradients and does not."""
   weights = []
   for name, strategy in (("one_device", one_device), ("mirrored", mirrored2)):
     if variant:
@@ -118,12 +123,25 @@ def test_one_device_and_two_replicas_take_the_same_step(tmp_path, request, one_d
       run = request.getfixturevalue("plain_runs")[name]
       state, it, train = run.state, run.restart(), run.train
     result = train(it, 2)
-    weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights()))
-  (m1, g1, d1), (m2, g2, d2) = weights
+    weights.append((result.means(), state.gan.generator.get_weights(), state.gan.discriminator.get_weights(),
+                    _first_moments(state)))
+  (m1, g1, d1, f1), (m2, g2, d2, f2) = weights
   for name in m1:
     assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
+  trainable = state.gan.generator.trainable_variables + state.gan.discriminator.trainable_variables
+  assert len(f1) == len(f2) == len(trainable)  # Every variable's m, each compared below.
+  for (path, a), (_, b) in zip(f1, f2):
+    # float32 round-off of sums over 8 examples in another order: observed <= 2.1e-6 of the variable's largest
+    # |m| (elements near 0 cancel, so not relative to each element); a factor 2 in the gradient is 0.5 of it.
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=path)
   for a, b in zip(g1 + d1, g2 + d2):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _first_moments(state):
+  """[(path, Adam's first moment m)] of every trainable variable of G and D."""
+  return [(v.path, v.numpy()) for opt in (state.g_optimizer, state.d_optimizer) for v in opt.variables
+          if v.name.endswith("_momentum")]
 
 
 def test_metrics_cover_every_step_of_a_call(plain_runs):
@@ -209,12 +227,38 @@ def test_batchnorm_statistics_are_global_and_identical(mirrored2):
 
 
 @pytest.mark.slow
-def test_extra_discriminator_steps(tmp_path, one_device):
+def test_extra_discriminator_steps(tmp_path, one_device, monkeypatch):
+  """--d_steps_per_g=3: two D-only updates per G update, then the joint one, each on a new batch: global batches
+  3s, 3s + 1 and 3s + 2 of the data order make step s (which examples a batch holds is read from the first pixel of
+  its images, which helpers.make_idx_dir sets to the example's index)."""
+  seen = []  # (step, draw, sorted example indices) of every batch the step's gradient functions got.
+
+  def recording(grads_fn):
+    def record(draw, step, images):
+      indices = np.rint((images.numpy()[:, 0, 0, 0] + 1.0) * 127.5).astype(int)
+      seen.append((int(step), draw, sorted(indices.tolist())))
+      return 0
+
+    def wrapped(cfg, state, batch, step, draw):
+      # A py_function runs when the step does, not when it is traced; the gradients wait for it.
+      done = tf.py_function(functools.partial(record, draw), [step, batch["images"]], tf.int32)
+      with tf.control_dependencies([done]):
+        batch = {key: tf.identity(value) for key, value in batch.items()}
+      return grads_fn(cfg, state, batch, step, draw)
+    return wrapped
+
+  monkeypatch.setattr(train_step_lib, "d_gradients", recording(train_step_lib.d_gradients))
+  monkeypatch.setattr(train_step_lib, "gd_gradients", recording(train_step_lib.gd_gradients))
   cfg, state, it, train = _setup(tmp_path, one_device, arch="mlp", d_steps_per_g=3)
   train(it, tf.constant(2))
   assert int(state.step.numpy()) == 2
   assert int(state.g_optimizer.iterations.numpy()) == 2
-  assert int(state.d_optimizer.iterations.numpy()) == 6  # Two extra D updates per G update, each on a new batch.
+  assert int(state.d_optimizer.iterations.numpy()) == 6  # Two extra D updates per G update.
+  assert sorted(s[:2] for s in seen) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+  order = iter(data.global_batch_indices(64, cfg.batch_size, cfg.seed))  # The data order of _setup's 64 examples.
+  expected = [sorted(next(order).numpy().tolist()) for _ in range(6)]
+  assert len({i for batch in expected for i in batch}) == 6 * cfg.batch_size  # 6 batches of one epoch: disjoint.
+  assert [indices for _, _, indices in sorted(seen)] == expected
 
 
 @pytest.mark.slow
@@ -281,7 +325,8 @@ def test_ema_batchnorm_statistics_are_those_of_the_ema_weights(plain_runs):
                                                                marks=pytest.mark.slow),
                                                   ("hinge", dict(r1_weight=1.0), 1)])
 def test_penalties_in_a_conditional_step(tmp_path, request, loss, extra, replicas):
-  """In the distributed step the penalty is reported, finite and moves D: its weight changes the D update."""
+  """In the distributed step the penalty is reported, finite and moves D: its weight changes the D update, and leaves
+  G's unchanged (nor does computing it touch G, e.g. its BatchNorm statistics)."""
   strategy = request.getfixturevalue("mirrored2" if replicas == 2 else "one_device")
   cfg, state, it, train = _setup(tmp_path, strategy, arch="cgan_mlp", loss=loss, latent_dim=8, **extra)
   metrics = train(it, tf.constant(2)).means()
@@ -289,6 +334,33 @@ def test_penalties_in_a_conditional_step(tmp_path, request, loss, extra, replica
   assert penalty in metrics
   for name, value in metrics.items():
     assert np.isfinite(value), name
+  # One more step from the state reached, with the penalty's weight 0 and as configured: the trainer's replica_step
+  # on the same batch and step (eagerly: no second trainer to trace), each from the same restored variables.
+  (weight_name, weight), = extra.items()
+  batch, step = next(it), state.step.read_value()
+  checkpoint = checkpoint_lib.make_checkpoint(state)
+  start = checkpoint.write(str(tmp_path / "start"))
+  d_start = _flat(state.gan.discriminator.get_weights())
+  after = []
+  for w in (0.0, weight):
+    checkpoint.read(start).assert_consumed()
+    step_cfg = cfg.replace(**{weight_name: w})
+    strategy.run(lambda b, c=step_cfg: train_step_lib.replica_step(c, state, (b,), step), args=(batch,))
+    after.append((state.gan.generator.get_weights(), _flat(state.gan.discriminator.get_weights())))
+  (g_without, d_without), (g_with, d_with) = after
+  # G bitwise: the same ops on the same values. What fails is a penalty that runs G again (its BatchNorm statistics
+  # move); not one added to G's loss: this D is piecewise linear, so a penalty has no gradient with respect to G.
+  for a, b in zip(g_without, g_with):
+    np.testing.assert_array_equal(a, b)
+  # The penalty changes D's update by 22% (gp, 10) and 4.4% (r1, 1) of its norm; a penalty that was multiplied away
+  # changes it by exactly 0, one that barely acts by under 1%.
+  update = d_without - d_start
+  assert np.linalg.norm(d_with - d_without) > 1e-2 * np.linalg.norm(update) > 0
+
+
+def _flat(weights) -> np.ndarray:
+  """A model's weights (get_weights) as one vector."""
+  return np.concatenate([w.ravel() for w in weights])
 
 
 def _conditional_forward(cfg):
@@ -312,7 +384,8 @@ def _grad_norms(gan, images, labels):
 @pytest.mark.parametrize("loss,weights", [("wasserstein", dict(gp_weight=10.0)), ("hinge", dict(r1_weight=3.0)),
                                           ("non_saturating", dict(gp_weight=2.0, r1_weight=0.5))])
 def test_d_loss_is_the_loss_plus_the_weighted_penalties_at_the_real_labels(loss, weights):
-  cfg = helpers.config_values(arch="cgan_mlp", loss=loss, batch_size=6, latent_dim=8, **weights)
+  # An odd batch: a share of correct calls is never 1/2, so a flipped comparison (its complement) is another number.
+  cfg = helpers.config_values(arch="cgan_mlp", loss=loss, batch_size=7, latent_dim=8, **weights)
   gan, batch, fwd = _conditional_forward(cfg)
   value, metrics = train_step_lib.d_loss(cfg, gan, fwd)
   d_vec, g_vec = losses.get(loss)(fwd.real_logits, fwd.fake_logits)
@@ -337,7 +410,11 @@ def test_d_loss_is_the_loss_plus_the_weighted_penalties_at_the_real_labels(loss,
   # D's accuracy and outputs: shares of the global-batch mean, here one device, so the plain means.
   real, fake = fwd.real_logits.numpy().ravel(), fwd.fake_logits.numpy().ravel()
   assert metrics["d_real_accuracy"].numpy() == pytest.approx(np.mean(real > 0))
-  assert metrics["d_fake_output"].numpy() == pytest.approx(np.mean(1 / (1 + np.exp(-fake))), rel=1e-5)
+  assert metrics["d_fake_accuracy"].numpy() == pytest.approx(np.mean(fake < 0))
+  real_output, fake_output = np.mean(1 / (1 + np.exp(-real))), np.mean(1 / (1 + np.exp(-fake)))
+  assert metrics["d_real_output"].numpy() == pytest.approx(real_output, rel=1e-5)
+  assert metrics["d_fake_output"].numpy() == pytest.approx(fake_output, rel=1e-5)
+  assert abs(real_output - fake_output) > 1e-3  # Outputs swapped between real and fake would fail the two above.
 
 
 def _softmax_cross_entropy(labels, logits):
