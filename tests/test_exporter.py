@@ -175,6 +175,6 @@ def test_bad_output_refused_before_reading_the_workdir(tmp_path, fmt, out, probl
 def test_a_missing_workdir_or_step_is_a_user_error(tmp_path, tmp_path_factory):
   with pytest.raises(errors.UserError, match="flags.txt not found"):
     exporter.export(str(tmp_path / "missing"), str(tmp_path / "out"))
-  with pytest.raises(errors.UserError):
+  with pytest.raises(errors.UserError, match=r"no checkpoint at step 7 in .*; there are: 1$"):
     exporter.export(workdirs.trained("unconditional", tmp_path_factory), str(tmp_path / "out"), step=7)
   assert not (tmp_path / "out").exists()

@@ -81,7 +81,6 @@ def test_float32_copy_uses_keras_own_layers_in_float32():
   x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
   assert copy(x).dtype == tf.float32
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
-  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
 
 
 @pytest.fixture(scope="module")
