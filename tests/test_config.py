@@ -42,9 +42,11 @@ def test_code_is_refused_what_the_flags_refuse(values, message, as_flag):
   with pytest.raises(errors.UserError) as raised:
     config_lib.make_config(**values)
   assert message in str(raised.value)
-  if as_flag:  # The same value on the command line is refused too.
-    with pytest.raises(errors.UserError):
+  if as_flag:  # The same value on the command line is refused too, naming that flag.
+    with pytest.raises(errors.UserError) as raised:
       config_lib.from_args([as_flag])
+    name = as_flag.split("=")[0]
+    assert f"{as_flag}:" in str(raised.value) or f"flag '{name[2:]}'" in str(raised.value), str(raised.value)
 
 
 def test_replace_validates_and_integers_are_accepted_for_floats():

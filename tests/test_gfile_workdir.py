@@ -4,6 +4,7 @@ would fail to find or write these paths."""
 
 import dataclasses
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_a_trained_workdir_on_ram_filesystem_loads_and_samples_there(tmp_path_fa
 
 
 @pytest.mark.slow
-def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, one_device):
+def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, one_device, caplog):
   root = "ram://gan_dist_e2e"
   _copy_tree_to_ram(helpers.make_idx_dir(str(tmp_path / "idx"), num=64), f"{root}/data")
   workdir = f"{root}/workdir"
@@ -59,7 +60,9 @@ def test_train_resume_sample_export_and_plot_on_ram_filesystem(tmp_path, one_dev
 
   # Resume: the same command with more steps continues from the ram:// checkpoint.
   cfg = dataclasses.replace(cfg, train_steps=4)
-  assert train.run(cfg, one_device)["step"] == 4
+  with caplog.at_level(logging.INFO, logger="absl"):
+    assert train.run(cfg, one_device)["step"] == 4
+  assert f"Resumed from {workdir}/checkpoints/ckpt-2 at step 2" in caplog.text  # Not a restart that also ends at 4.
   assert tf.io.gfile.exists(f"{workdir}/checkpoints/ckpt-4.index")
   assert tf.io.gfile.exists(f"{workdir}/flags_latest.txt")
 

@@ -1,8 +1,11 @@
 """The checks before a run writes anything, one by one (tests/test_main.py runs them through the CLI's entry)."""
 
 import os
+import shutil
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from gan_dist import errors
 from gan_dist import preflight
@@ -11,9 +14,8 @@ from gan_dist import workdir as workdir_lib
 from tests import helpers
 
 
-def test_check_config_names_the_known_architectures_and_profile_range_parses(tmp_path):
-  with pytest.raises(errors.UserError, match=r"unknown --arch='nope'; known architectures: .*dcgan.*mlp"):
-    preflight.check_config(helpers.config(tmp_path, arch="nope"))
+def test_profile_range_parses_first_last_and_refuses_the_rest(tmp_path):
+  # (check_config's unknown --arch: tests/models/test_custom_arch.py.)
   assert preflight.profile_range(helpers.config(tmp_path, profile_steps="")) is None
   assert preflight.profile_range(helpers.config(tmp_path, profile_steps="3,7")) == (3, 7)
   for bad in ("7,3", "0,2", "5", "a,b"):
@@ -46,26 +48,49 @@ def test_resolve_config_takes_the_classes_from_the_data(tmp_path):
 
 def test_check_workdir_compares_the_latest_flags_of_a_workdir_with_a_checkpoint_and_writes_nothing(tmp_path):
   cfg = helpers.config(tmp_path, arch="mlp")
-  preflight.check_workdir(cfg)  # A workdir that does not exist yet is fine...
-  assert not os.path.exists(cfg.workdir)  # ...and is not created by the check.
+
+  def check(run_cfg):
+    """check_workdir, which must leave everything under tmp_path as it was, whether it passes or refuses."""
+    before = helpers.snapshot(str(tmp_path))
+    try:
+      preflight.check_workdir(run_cfg)
+    finally:
+      assert helpers.snapshot(str(tmp_path)) == before
+
+  check(cfg)  # A workdir that does not exist yet is fine, and is not created by the check.
+  assert not os.path.exists(cfg.workdir)
   workdir_lib.write_config(cfg, workdir_lib.flags_path(cfg.workdir))
   # flags.txt alone (a run stopped before its first save, --train_steps=0 to prepare data) binds nothing.
-  preflight.check_workdir(cfg.replace(arch="dcgan"))
+  check(cfg.replace(arch="dcgan"))
   os.makedirs(workdir_lib.checkpoint_dir(cfg.workdir))
   open(os.path.join(workdir_lib.checkpoint_dir(cfg.workdir), "ckpt-2.index"), "w").close()
-  preflight.check_workdir(cfg.replace(train_steps=50))
+  check(cfg.replace(train_steps=50))
   with pytest.raises(errors.UserError, match=r"another model configuration: --arch \(workdir has 'mlp'"):
-    preflight.check_workdir(cfg.replace(arch="dcgan"))
+    check(cfg.replace(arch="dcgan"))
   # A resume that changed the data position on purpose: the same command again (without the flag) continues, and
   # going back to the first run's batch is the change.
   workdir_lib.write_config(cfg.replace(batch_size=16, allow_data_position_change=True),
                            workdir_lib.latest_flags_path(cfg.workdir))
-  preflight.check_workdir(cfg.replace(batch_size=16))
+  check(cfg.replace(batch_size=16))
   with pytest.raises(errors.UserError, match=r"--batch_size \(workdir has 16, this run 8\)"):
-    preflight.check_workdir(cfg)
+    check(cfg)
   (tmp_path / "file").write_text("")
   with pytest.raises(errors.UserError, match="is a file, not a directory"):
-    preflight.check_workdir(cfg.replace(workdir=str(tmp_path / "file" / "run")))
+    check(cfg.replace(workdir=str(tmp_path / "file" / "run")))
+
+
+def test_check_model_refuses_a_filesystem_without_room_for_two_checkpoints(tmp_path, one_device, monkeypatch):
+  cfg = helpers.config(tmp_path, arch="mlp", latent_dim=8)
+  state = state_lib.create_state(cfg, one_device, 10)
+  size = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in state.variables())
+  needed = 2 * size + preflight.DISK_MARGIN_BYTES
+  free = needed - 1000
+  monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * needed, 0, free))
+  with pytest.raises(errors.UserError, match=rf"^--workdir={cfg.workdir}: its filesystem has "
+                                             rf"{free / 2**20:.1f} MiB free, but a checkpoint of this run takes "
+                                             rf"{size / 2**20:.1f} MiB"):
+    preflight.check_model(cfg, state)
+  preflight.check_model(cfg, state, reclaimable_bytes=1000)  # What the run deletes first counts as free.
 
 
 def test_check_model_refuses_a_class_filter_for_a_conditional_model(tmp_path, one_device):

@@ -41,6 +41,22 @@ def test_nt_xent_is_low_for_matching_views_and_high_for_unrelated_ones():
   assert float(tf.reduce_mean(unrelated)) > 3.0
 
 
+def test_nt_xent_is_simclr_loss_of_each_view_against_the_other_2b_minus_2_views():
+  """Against NT-Xent written out in float64: view k's positive is the other view of its image; its negatives are the
+  2B - 2 views of the other images (never itself: without that mask the loss of matching views rose 0.61 -> 1.05)."""
+  rng = np.random.RandomState(1)
+  first, second = (rng.standard_normal((6, 5)).astype(np.float32) for _ in range(2))
+  z = np.concatenate([first, second]).astype(np.float64)
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  similarity = z @ z.T / contrastive.TEMPERATURE
+  expected = []
+  for k in range(12):
+    positive = (k + 6) % 12
+    others = [j for j in range(12) if j != k]
+    expected.append(-similarity[k, positive] + np.log(np.sum(np.exp(similarity[k, others]))))
+  np.testing.assert_allclose(contrastive.nt_xent(first, second).numpy(), expected, rtol=1e-5)
+
+
 def test_batch_plan_covers_epochs_in_seeded_orders():
   indices, batch = contrastive.batch_plan(10, 4, steps=5, seed=0)
   assert batch == 4 and indices.shape == (20,)

@@ -78,5 +78,6 @@ def test_a_module_that_cannot_serve_is_one_line(tmp_path, monkeypatch, name, tex
 def test_a_missing_dotted_module_and_an_unknown_name_are_one_line(tmp_path):
   with pytest.raises(errors.UserError, match=r"--arch=nowhere.gans: the module does not import"):
     preflight.check_config(helpers.config(tmp_path, arch="nowhere.gans"))
-  with pytest.raises(errors.UserError, match=r"unknown --arch='nope'; known architectures: .*or a dotted module"):
+  with pytest.raises(errors.UserError,
+                     match=r"unknown --arch='nope'; known architectures: .*dcgan.*mlp.*or a dotted module"):
     preflight.check_config(helpers.config(tmp_path, arch="nope"))
