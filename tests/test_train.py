@@ -6,6 +6,7 @@ tests/test_multiworker.py and tests/test_crash_safety.py.
 
 import dataclasses
 import glob
+import logging
 import os
 import signal
 import threading
@@ -133,17 +134,26 @@ def test_divergence_stops_without_saving_and_keeps_the_last_good_checkpoint(tmp_
       assert np.isfinite(value).all(), name
 
 
-def test_summaries_are_window_means_and_log_the_time_split_and_profile_steps_write_a_trace(tmp_path, idx_dir,
-                                                                                            one_device, monkeypatch):
-  """One run for two claims: what it logs (window means, time split), and the profiler trace of steps 2-3 (which
-  changes no value: chunks are single steps here anyway)."""
+def test_profile_steps_end_chunks_at_the_trace_edges_and_write_a_trace(tmp_path, idx_dir, one_device, monkeypatch,
+                                                                         caplog):
+  """--profile_steps=2,3 with chunks of up to 4 steps: the trace starts after step 1 and stops after step 3, so the
+  chunks are 1, 2 and 1 steps (a trace of other steps, or of whole chunks, would not be what was asked)."""
+  cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=4, steps_per_loop=4, summary_every=1000,
+                       sample_every=1000, checkpoint_every=1000, profile_steps="2,3")
+  chunks = _record_chunks(monkeypatch)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    assert train.run(cfg, one_device)["step"] == 4
+  assert [r.steps for r in chunks] == [1, 2, 1]
+  assert "Wrote a profile of steps 2-3 to " in caplog.text
+  assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+
+
+def test_summaries_are_window_means_and_log_the_time_split(tmp_path, idx_dir, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=6, steps_per_loop=1, summary_every=3,
-                       sample_every=3, checkpoint_every=3, profile_steps="2,3")
+                       sample_every=3, checkpoint_every=3)
   per_step = _record_chunks(monkeypatch)
   metrics = train.run(cfg, one_device)
   assert metrics["step"] == 6
-  # --profile_steps: a trace of the steps asked.
-  assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
   # The time split of the last window.
   for name in ("time/train", "time/checkpoints", "time/samples", "time/eval", "time/summaries"):
     assert 0.0 <= metrics[name] <= 1.0, name
