@@ -47,15 +47,16 @@ def slurm():
     pytest.skip("no Slurm cluster: start one with bash ../shared/slurm/start.sh")
 
 
-def _wait_for(log, pattern, what, after=0):
-  """Returns the first match of `pattern` in `log` at or after character `after`, waiting up to WAIT_S."""
+def _wait_for(log, pattern, what, after=0, poll_s=1.0):
+  """Returns the first match of `pattern` in `log` at or after character `after`, waiting up to WAIT_S (reading
+  the log every `poll_s`: short where the test signals a moment of the job)."""
   deadline = time.monotonic() + WAIT_S
   while time.monotonic() < deadline:
     text = open(log).read() if os.path.exists(log) else ""
     match = re.compile(pattern).search(text, after)
     if match:
       return match
-    time.sleep(1)
+    time.sleep(poll_s)
   raise AssertionError(f"no {what} in {WAIT_S} s; the job's log:\n{text[-4000:]}")
 
 
@@ -187,7 +188,8 @@ def test_sigterm_while_the_tasks_start_stops_them_and_requeues(tmp_path):
                        PYTHON=sys.executable, MAX_REQUEUES="1")
       jobs[name] = (job_id, str(log), workdir)
     for name, (job_id, log, _) in jobs.items():
-      _wait_for(log, moments[name], name)
+      # Within 50 ms of the line: the restore's window before the workers' vote is ~3 s, the import's 3-5 s.
+      _wait_for(log, moments[name], name, poll_s=0.05)
       if name == "importing":
         time.sleep(1)  # srun has started the task.
       subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
