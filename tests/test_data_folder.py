@@ -187,14 +187,21 @@ def test_order_and_flips_are_functions_of_seed_and_step(clean_folder):
   for step, batch in enumerate(resumed, start=6):
     np.testing.assert_array_equal(batch["images"], stream[step]["images"])
     np.testing.assert_array_equal(batch["labels"], stream[step]["labels"])
-  # Flips: every image is the unflipped one or its mirror, about half of them mirrored.
+  # Flips: every image is the unflipped one or its mirror, about half of them mirrored, each image by its own coin.
   plain = _take(data.make_dataset_fn(_cfg(clean_folder["root"], batch_size=8, seed=5), source, shape)(_ctx()), 11)
   flipped = same = 0
+  per_batch = []  # Mirrored images of each batch of 8.
   for a, b in zip(stream, plain):
+    mirrored = 0
     for x, y in zip(a["images"], b["images"]):
       same += np.array_equal(x, y)
-      flipped += np.array_equal(x, y[:, ::-1])
+      mirrored += np.array_equal(x, y[:, ::-1])
+    flipped += mirrored
+    per_batch.append(mirrored)
   assert same + flipped == 88 and 20 <= flipped <= 68
+  # A coin per image leaves a batch all flipped or all plain with probability 2/2**8, so nearly every batch mixes
+  # both (3 unmixed of 11: ~1e-4). One coin per batch mixes none; one per half batch passes this ~3% of the time.
+  assert sum(0 < m < 8 for m in per_batch) >= 9, per_batch
 
 
 @pytest.mark.parametrize("start_step", [0, pytest.param(5, marks=pytest.mark.slow)])

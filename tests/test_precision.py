@@ -162,12 +162,19 @@ def test_float16_checkpoint_restores_loss_scales(float16_state, tmp_path):
   cfg, strategy_, state = float16_state
   _set_scales(state, 2.0**7, 2.0**21)
   state.d_optimizer.step_counter.assign(17)
+  # Skipped counts a fresh state cannot have (run alone, the fixture's are 0, a fresh state's value): 3 and 5 more
+  # attempted than applied updates, different for G and D.
+  before = _counts(state)
+  precision.attempted_updates(state.g_optimizer).assign_add(3)
+  precision.attempted_updates(state.d_optimizer).assign_add(5)
   skipped = _counts(state)
+  assert skipped == {"skipped_steps/g": before["skipped_steps/g"] + 3, "skipped_steps/d": before["skipped_steps/d"] + 5}
   path = checkpoint_lib.make_checkpoint(state).save(str(tmp_path / "ckpt"))
 
   fresh = state_lib.create_state(cfg, strategy_)
   assert {k: float(v) for k, v in precision.loss_scales(fresh).items()} == {
       "loss_scale/g": 2.0**15, "loss_scale/d": 2.0**15}
+  assert _counts(fresh) == {"skipped_steps/g": 0, "skipped_steps/d": 0}
   checkpoint_lib.make_checkpoint(fresh).restore(path).assert_existing_objects_matched()
   assert {k: float(v) for k, v in precision.loss_scales(fresh).items()} == {
       "loss_scale/g": 2.0**7, "loss_scale/d": 2.0**21}
