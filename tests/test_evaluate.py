@@ -12,6 +12,7 @@ import pytest
 from gan_dist import cli
 from gan_dist import errors
 from gan_dist import evaluate
+from gan_dist import inference
 from tests import helpers
 from tests import subprocs
 from tests.eval import tiny_run
@@ -79,12 +80,19 @@ def test_best_evaluates_the_best_checkpoint_even_in_a_moved_workdir(run_cfg, tmp
   workdir = _copy(run_cfg, tmp_path)
   with pytest.raises(errors.UserError, match="no best checkpoint in .*train with --eval_every"):
     evaluate.evaluate_workdir(workdir, best=True)
-  # A best checkpoint of step 2 as the trainer keeps one (checkpoint.Checkpointer.save_best), then the workdir moves.
-  helpers.keep_as_best(workdir, 2)
+  # A best checkpoint of step 2 as the trainer keeps one (checkpoint.Checkpointer.save_best), with G's weights halved
+  # so that it is not checkpoints/ckpt-2 under another name, then the workdir moves.
+  kept = os.path.relpath(helpers.keep_as_best(workdir, 2, helpers.scale_generators(0.5)), workdir)
   moved = shutil.move(workdir, str(tmp_path / "moved"))
-  (best,), _ = evaluate.evaluate_workdir(moved, best=True)
-  (step_2,), _ = evaluate.evaluate_workdir(moved, [2])
-  assert best["step"] == 2 and best["metrics"] == pytest.approx(step_2["metrics"], rel=1e-6, abs=1e-9)
+  (best,), evaluator = evaluate.evaluate_workdir(moved, best=True)
+  assert best["step"] == 2
+  # The same evaluator on step 2's regular checkpoint, then on the best one's files restored by their path.
+  run = inference.load(moved, 2)
+  step_2 = evaluator(run.generator)
+  inference.restore(run.state, f"{moved}/{kept}")
+  direct = evaluator(run.generator)
+  assert best["metrics"] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+  assert abs(best["metrics"]["fcd"] - step_2["fcd"]) > 0.01 * step_2["fcd"], (best["metrics"], step_2)
 
 
 def test_bad_inputs_are_user_errors(run_cfg, tmp_path):

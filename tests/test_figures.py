@@ -126,6 +126,9 @@ def test_interpolation_inputs_walk_between_noise_rows():
   for row in range(3):
     np.testing.assert_allclose(noise[4 * row], ends[2 * row], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(noise[4 * row + 3], ends[2 * row + 1], rtol=1e-5, atol=1e-6)
+    # Between them, the great circle at 1/3 and 2/3 of the way (a straight line between these ends is 0.2 to 0.5 off).
+    np.testing.assert_allclose(noise[4 * row + 1:4 * row + 3],
+                               sampling.slerp(ends[2 * row], ends[2 * row + 1], [1 / 3, 2 / 3]), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 4))
   _, labels = figures.interpolation_inputs(latent_dim=6, num_classes=0, seed=5, rows=3, steps=4, truncation=0.0)
   assert labels.shape == (12,) and not labels.any()
@@ -133,4 +136,6 @@ def test_interpolation_inputs_walk_between_noise_rows():
   truncated, _ = figures.interpolation_inputs(latent_dim=6, num_classes=10, seed=5, rows=3, steps=4, truncation=0.5)
   ends = sampling.noise(6, 6, 5, truncation=0.5)
   np.testing.assert_allclose(truncated[[0, 3, 4, 7, 8, 11]], ends, rtol=1e-5, atol=1e-6)
+  walks = np.concatenate([sampling.slerp(a, b, np.arange(4) / 3) for a, b in ends.reshape(3, 2, 6)])
+  np.testing.assert_allclose(truncated, walks, rtol=1e-5, atol=1e-6)
   assert np.abs(ends).max() <= 0.5 and np.abs(truncated - noise).max() > 0.1

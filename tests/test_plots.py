@@ -63,6 +63,11 @@ def test_real_images_one_row_per_class(run_cfg):
   real, rows = plots.real_grid_images(run.cfg, run.gan, 25)
   assert rows == 10 and real.shape == (20, 28, 28, 1) and real.dtype == np.uint8
   assert real.std() > 10  # Random IDX pixels, not a blank.
+  # Each image's first pixel is its example index (helpers.make_idx_dir), of class index mod 10: row k (2 images a
+  # row) holds the first two examples of class k.
+  index = real[:, 0, 0, 0].astype(int).reshape(10, 2)
+  np.testing.assert_array_equal(index % 10, np.repeat(np.arange(10)[:, None], 2, axis=1))
+  np.testing.assert_array_equal(index, np.arange(10)[:, None] + [0, 10])
 
 
 def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monkeypatch, capsys):
@@ -105,12 +110,21 @@ def test_bad_input_leaves_the_workdir_as_it_was(run_cfg, tmp_path, monkeypatch, 
 
 def test_best_draws_the_generated_figures_of_the_best_checkpoint(run_cfg, tmp_path):
   workdir = shutil.copytree(run_cfg.workdir, str(tmp_path / "workdir"))
-  helpers.keep_as_best(workdir, 2)
+  # G's weights halved: a best that is not checkpoints/ckpt-2 under another name.
+  kept = helpers.keep_as_best(workdir, 2, helpers.scale_generators(0.5))
   best = plots.write_all(workdir, str(tmp_path / "best"), best=True)
   step_2 = plots.write_all(workdir, str(tmp_path / "step_2"), step=2)
-  latest = plots.write_all(workdir, str(tmp_path / "latest"))
-  same = lambda a, b, name: files.read_bytes(a[name]) == files.read_bytes(b[name])
-  assert same(best, step_2, "interpolation") and not same(best, latest, "interpolation")
+  pixels = {name: {k: np.asarray(_image(d[k])) for k in ("interpolation", "real_vs_generated")}
+            for name, d in (("best", best), ("step_2", step_2))}
+  for figure in ("interpolation", "real_vs_generated"):
+    assert not np.array_equal(pixels["best"][figure], pixels["step_2"][figure]), figure
+  # The interpolation drawn directly from the best checkpoint's files, restored by their path.
+  run = inference.load(workdir, 2)
+  inference.restore(run.state, kept)
+  noise, labels = figures.interpolation_inputs(run.gan.latent_dim, run.gan.num_classes, run.cfg.seed,
+                                               truncation=run.cfg.truncation)
+  direct = sampling.image_grid(sampling.generate(run.generate_fn(), noise, labels), rows=figures.INTERPOLATION_ROWS)
+  np.testing.assert_array_equal(pixels["best"]["interpolation"].reshape(direct.shape), direct)
 
 
 def test_augmentation_rows_show_the_same_images_at_rising_p(tmp_path):

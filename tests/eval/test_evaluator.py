@@ -234,14 +234,18 @@ def test_held_out_folder_is_the_reference_and_memorization_is_reported(tmp_path,
   the floor's memorization is that of the held-out images themselves (leave-one-out)."""
   monkeypatch.setattr(features, "CONTRASTIVE_STEPS", 2)
   trained, cache = colour_folder
-  held_out = helpers.make_image_folder(str(tmp_path / "held_out"), num=30, classes=(), bad=(), seed=1)["root"]
+  # 10 held-out images, fewer than --eval_num=16 and than the 60 trained on: the sizes tell the sets apart.
+  held_out = helpers.make_image_folder(str(tmp_path / "held_out"), num=10, classes=(), bad=(), seed=1)["root"]
   cfg = helpers.config(tmp_path, arch="dcgan32", dataset="folder", data_dir=trained, eval_data_dir=held_out,
                        eval_num=16, eval_cache_dir=cache)
   gan = models.build(cfg, 0)
   evaluator = evaluator_lib.Evaluator(cfg, tf.distribute.get_strategy(), gan)
   assert set(evaluator.floors) == KEYS | {"memorization"}
+  assert (evaluator.num_reference, evaluator.num_floor) == (10, 16)  # Every held-out image; 16 of the trained.
   train_features, held_out_features = evaluator._memorization  # pylint: disable=protected-access
-  assert len(train_features) == len(held_out_features) == 16
+  assert (len(train_features), len(held_out_features)) == (16, 10)
+  # The metrics' reference is the held-out images' features, not the training images'.
+  np.testing.assert_array_equal(evaluator.extractors[0].reference.features, held_out_features)
   assert evaluator.floors["memorization"] == metrics_lib.memorization(held_out_features, train_features,
                                                                       held_out_features, leave_one_out=True)
   found = evaluator(gan.generator)
