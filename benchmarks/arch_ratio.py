@@ -55,14 +55,16 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _step(path, strategy, name):
   extra = [f"--batch_size={FLAGS.batch_size}"] if FLAGS.batch_size else []
-  cfg = config_lib.from_args([*throughput.config_args(path), f"--data_dir={FLAGS.data_dir}", "--workdir=/tmp/arch_ratio",
-                              f"--steps_per_loop={FLAGS.steps_per_loop}", *extra, *FLAGS.config_flag])
+  cfg = config_lib.from_args([*throughput.config_args(path), f"--data_dir={FLAGS.data_dir}",
+                              "--workdir=/tmp/arch_ratio", f"--steps_per_loop={FLAGS.steps_per_loop}", *extra,
+                              *FLAGS.config_flag])
   source = data.open_source(cfg)
   cfg = preflight.resolve_config(cfg, source)
   state = state_lib.create_state(cfg, strategy, cfg.num_classes)
   iterator = iter(strategy.distribute_datasets_from_function(data.make_dataset_fn(cfg, source, state.gan.image_shape)))
   train = train_step_lib.make_train_step(cfg, strategy, state)
-  params = sum(int(tf.size(v)) for v in state.gan.generator.trainable_variables + state.gan.discriminator.trainable_variables)
+  networks = (state.gan.generator, state.gan.discriminator)
+  params = sum(int(tf.size(v)) for network in networks for v in network.trainable_variables)
   return dict(name=name, cfg=cfg, run=lambda: train(iterator, cfg.steps_per_loop),
               images=cfg.batch_size * cfg.d_steps_per_g * cfg.steps_per_loop, params=params)
 

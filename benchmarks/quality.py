@@ -145,7 +145,8 @@ def _label_fields(metrics: dict, num_classes: int) -> dict:
 
 
 def _evaluate_loop(name, cfg, train_chunk, evaluator, gan, generator_fn, prepare=lambda: None):
-  """Trains with `train_chunk() -> (steps done, their metric means)` until --minutes of training time; evaluates every --every minutes.
+  """Trains with `train_chunk() -> (steps done, their metric means)` until --minutes of training time; evaluates
+  every --every minutes.
 
   Returns the final record; the final samples go to --out_dir (`_write_samples`).
   """

@@ -1,4 +1,5 @@
-r"""Where the time of a train step goes, from two `--profile_steps` traces: CPU time per TensorFlow op type, side by side.
+r"""Where the time of a train step goes, from two `--profile_steps` traces: CPU time per TensorFlow op type, side by
+side.
 
   python3 -m gan_dist.main --flagfile=configs/faces64.cfg --data_dir=FOLDER --train_steps=30 --steps_per_loop=1 \
       --profile_steps=21,25 --strategy=one_device --workdir=/tmp/prof1
