@@ -84,7 +84,9 @@ def check_writable_file(path: str, flag: str) -> None:
   Raises:
     errors.UserError: the one-line reason.
   """
-  if tf.io.gfile.isdir(path):
+  if not path:
+    raise errors.UserError(f"{flag} is empty; give a file name")
+  if path.endswith("/") or tf.io.gfile.isdir(path):
     raise errors.UserError(f"{flag}={path} is a directory; give a file name")
   _check_can_create_in(parent(path) or ("/" if path.startswith("/") else "."), f"{flag}={path}")
 

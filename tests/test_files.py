@@ -47,6 +47,8 @@ def test_output_paths_that_cannot_be_written_are_refused_in_one_line(tmp_path):
   (tmp_path / "a_dir").mkdir()
   refused = [
       (files.check_writable_file, str(tmp_path / "a_dir"), r"--out=.*/a_dir is a directory; give a file name"),
+      (files.check_writable_file, str(tmp_path / "new") + "/", r"--out=.*/new/ is a directory; give a file name"),
+      (files.check_writable_file, "", r"^--out is empty; give a file name$"),
       (files.check_writable_file, str(tmp_path / "a_file" / "x.npz"), r"/a_file is a file, not a directory"),
       (files.check_writable_file, "/proc/gan_dist_test/x.npz", r"cannot write into /proc \("),
       (files.check_writable_dir, str(tmp_path / "a_file"), r"--out=.*/a_file is a file, not a directory"),

@@ -202,10 +202,18 @@ def test_best_samples_the_best_checkpoint(runs, tmp_path, monkeypatch):
     (["--grid=FILE/grid.png"], r"--grid=.*/file/grid.png: .*/file is a file, not a directory"),
     (["--best"], "no best checkpoint in .*: train with --eval_every"),
     (["--best", "--step=1"], "pass --step or --best, not both"),
+    (["--out="], r"^error: --out is empty; give a file name$"),
+    (["--out=DIR/new/"], r"--out=.*/dir/new/ is a directory; give a file name"),  # Not a traceback after sampling.
+    (["--grid=DIR/g/"], r"--grid=.*/dir/g/ is a directory; give a file name"),
+    (["--num=64", "MEMORY"], r"^error: --num=64: sampling 64 images of 28x28x1 needs about 0\.0 GiB of memory, more "
+                             r"than the 0\.0 GiB available; sample fewer"),
 ])
 def test_outputs_and_checkpoints_are_checked_before_sampling(argv, message, runs, tmp_path, monkeypatch, capsys):
   (tmp_path / "dir").mkdir()
   (tmp_path / "file").write_text("")
+  if "MEMORY" in argv:  # A machine with 1,000 bytes available (--num=10**11 asked for 11.6 TiB: a traceback).
+    argv = [a for a in argv if a != "MEMORY"]
+    monkeypatch.setattr(sample, "_available_memory", lambda: 1000)
   argv = [f"--workdir={runs['conditional'].cfg.workdir}"] + [
       a.replace("DIR", str(tmp_path / "dir")).replace("FILE", str(tmp_path / "file")) for a in argv]
   monkeypatch.chdir(tmp_path)
