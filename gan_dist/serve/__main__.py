@@ -21,11 +21,12 @@ except ImportError as e:
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  """The flags of `python -m gan_dist.serve`, besides the Config's (of which it reads --workdir)."""
+  """The flags of `python -m gan_dist.serve`, besides the Config's (of which it reads --workdir, and --truncation: the
+  demo's default truncation instead of the run's)."""
   flags.DEFINE_string("saved_model", "", "Serve this SavedModel export (python -m gan_dist.export) instead of a "
                       "--workdir.", flag_values=fv)
   cli.define_checkpoint_flags(fv, "Serve (of --workdir)")
-  cli.show_in_help(fv, ("workdir",))
+  cli.show_in_help(fv, ("workdir", "truncation"))
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy "
                       "in front of it for the public).", flag_values=fv)
   flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one.", lower_bound=0, upper_bound=65535,
@@ -42,7 +43,8 @@ def main(argv) -> None:
   fv = cli.FLAGS
   # --workdir has a default (/tmp/gan_dist); only a --workdir actually given competes with --saved_model.
   workdir = fv.workdir if fv["workdir"].present else ""
-  model = app_lib.load_model(workdir, fv.saved_model, fv.step, fv.best)
+  model = app_lib.load_model(workdir, fv.saved_model, fv.step, fv.best,
+                             truncation=fv.truncation if fv["truncation"].present else None)
   application = app_lib.create_app(model)
   try:
     server = waitress.create_server(application, host=fv.host, port=fv.port, threads=fv.threads)

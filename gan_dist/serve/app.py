@@ -234,10 +234,20 @@ def create_app(model: model_lib.ServedModel) -> flask.Flask:
   return app
 
 
-def load_model(workdir: str = "", saved_model: str = "", step: Optional[int] = None, best: bool = False
-               ) -> model_lib.ServedModel:
+def load_model(workdir: str = "", saved_model: str = "", step: Optional[int] = None, best: bool = False,
+               truncation: Optional[float] = None) -> model_lib.ServedModel:
   """The model of a workdir (its latest checkpoint, that of `step`, or the best) or of a SavedModel export (exactly
-  one of them)."""
+  one of them); `truncation`, if given, is the demo's default truncation instead of the run's."""
+  if truncation is not None and not 0.0 <= truncation <= MAX_TRUNCATION:  # NaN fails this too.
+    raise errors.UserError(f"--truncation={truncation}: the demo takes 0 (none) or a number up to "
+                           f"{MAX_TRUNCATION:g}")
+  model = _load_model(workdir, saved_model, step, best)
+  if truncation is not None:
+    model.facts["truncation"] = truncation
+  return model
+
+
+def _load_model(workdir: str, saved_model: str, step: Optional[int], best: bool) -> model_lib.ServedModel:
   if workdir and saved_model:
     raise errors.UserError(f"--workdir={workdir} and --saved_model={saved_model} both given; serve one of them")
   if not workdir and not saved_model:

@@ -271,6 +271,16 @@ def test_app_from_environment(monkeypatch, tmp_path_factory):
     app_lib.load_model("", "S", best=True)
 
 
+def test_truncation_given_to_the_server_is_the_demo_s_default(tmp_path_factory):
+  """`python -m gan_dist.serve --truncation=T` (ignored until 2026-12-05, even nan): T replaces the run's default."""
+  workdir = workdirs.trained("unconditional", tmp_path_factory)
+  client = app_lib.create_app(app_lib.load_model(workdir, truncation=0.5)).test_client()
+  assert client.get("/api/info").json["truncation"] == 0.5
+  default = client.get("/api/generate?num=2&seed=3&format=npz").data
+  assert default == client.get("/api/generate?num=2&seed=3&format=npz&truncation=0.5").data
+  assert default != client.get("/api/generate?num=2&seed=3&format=npz&truncation=0").data
+
+
 def test_app_from_environment_serves_the_best_checkpoint(monkeypatch, tmp_path, tmp_path_factory):
   workdir = shutil.copytree(workdirs.trained("unconditional", tmp_path_factory), str(tmp_path / "workdir"))
   monkeypatch.delenv("GAN_DIST_SAVED_MODEL", raising=False)

@@ -37,6 +37,8 @@ def test_flags_and_their_bounds():
     (("--workdir=W", "--saved_model=S"), "both given"),
     (("--saved_model=S", "--step=2"), "a --saved_model export has one step"),
     (("--saved_model=S", "--best"), "--best picks a checkpoint of a workdir"),
+    (("--workdir=W", "--truncation=nan"), r"^--truncation=nan: the demo takes 0 \(none\) or a number up to 4$"),
+    (("--workdir=W", "--truncation=5"), r"^--truncation=5.0: the demo takes 0 \(none\) or a number up to 4$"),
 ])
 def test_refused_before_anything_is_loaded(monkeypatch, argv, message):
   monkeypatch.setattr(cli, "FLAGS", _flags(*argv))
