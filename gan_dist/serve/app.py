@@ -22,6 +22,7 @@ a step or `best`).
 import io
 import json
 import os
+import re
 from typing import Optional
 
 import flask
@@ -66,14 +67,24 @@ def _check_known(args, known) -> None:
       raise BadParameter(name, f"unknown parameter {name!r}; this endpoint takes {', '.join(known)}")
 
 
+# What a number in a query may look like: ASCII digits (Python's int() and float() also take "1_0" and other
+# scripts' digits, which no client means), at most 30 of them (int() refuses over 4,300 digits with its own error).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _shown(text: str) -> str:
+  """`text` as an error message quotes it: at most 40 characters of it."""
+  return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def _int(args, name: str, default: int, low: int, high: int) -> int:
   text = _single(args, name)
   if text is None or text == "":
     return default
-  try:
-    value = int(text.strip())
-  except ValueError:
-    raise BadParameter(name, f"{name} must be an integer from {low} to {high}, got {text!r}") from None
+  if not _INTEGER.fullmatch(text.strip()):
+    raise BadParameter(name, f"{name} must be an integer from {low} to {high}, got {_shown(text)}")
+  value = int(text.strip())
   if not low <= value <= high:
     raise BadParameter(name, f"{name} must be an integer from {low} to {high}, got {value}")
   return value
@@ -85,10 +96,9 @@ def _truncation(args, default: float) -> float:
   if text is None or text.strip() == "":
     return default
   message = f"truncation must be 0 (none) or a number up to {MAX_TRUNCATION:g}"
-  try:
-    value = float(text.strip())
-  except ValueError:
-    raise BadParameter("truncation", f"{message}, got {text!r}") from None
+  if not _DECIMAL.fullmatch(text.strip()):
+    raise BadParameter("truncation", f"{message}, got {_shown(text)}")
+  value = float(text.strip())
   if not 0.0 <= value <= MAX_TRUNCATION:  # NaN fails this too.
     raise BadParameter("truncation", f"{message}, got {text.strip()}")
   return value
@@ -100,12 +110,12 @@ def _class(args, model: model_lib.ServedModel) -> Optional[int]:
   if text is None or text.strip().lower() in ("", "any"):
     return None
   if not model.conditional:
-    raise BadParameter("class", f"class={text!r}: this model is unconditional; leave class out or use class=any")
+    raise BadParameter("class", f"class={_shown(text)}: this model is unconditional; leave class out or use "
+                       "class=any")
   high = model.num_classes - 1
-  try:
-    value = int(text.strip())
-  except ValueError:
-    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}, got {text!r}") from None
+  if not _INTEGER.fullmatch(text.strip()):
+    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}, got {_shown(text)}")
+  value = int(text.strip())
   if not 0 <= value <= high:
     raise BadParameter("class", f"unknown class {value}: this model has classes 0 to {high} (or 'any')")
   return value
@@ -114,7 +124,7 @@ def _class(args, model: model_lib.ServedModel) -> Optional[int]:
 def _format(args) -> str:
   text = (_single(args, "format") or "png").strip().lower()
   if text not in FORMATS:
-    raise BadParameter("format", f"format must be one of {', '.join(FORMATS)}, got {text!r}")
+    raise BadParameter("format", f"format must be one of {', '.join(FORMATS)}, got {_shown(text)}")
   return text
 
 

@@ -189,8 +189,15 @@ def test_unconditional_json_and_npz_have_no_labels(apps):
     ("conditional", "generate?truncation=-0.5", "truncation", "truncation must be 0 (none) or a number up to 4, "
      "got -0.5"),
     ("conditional", "generate?truncation=5", "truncation", "got 5"),
-    ("conditional", "walk?truncation=nan", "truncation", "got nan"),
+    ("conditional", "walk?truncation=nan", "truncation", "got 'nan'"),
     ("conditional", "walk?truncation=half", "truncation", "got 'half'"),
+    # Python's int() and float() take these; no client means them.
+    ("conditional", "generate?num=1_0", "num", "got '1_0'"),
+    ("conditional", "generate?num=%EF%BC%95", "num", "got '\uff15'"),  # A fullwidth 5.
+    ("conditional", "generate?seed=%D9%A3", "seed", "got '\u0663'"),  # An Arabic-Indic 3.
+    ("conditional", "generate?class=%EF%BC%95", "class", "class must be 'any' or a class id from 0 to 9"),
+    ("conditional", "generate?truncation=0_5", "truncation", "got '0_5'"),
+    ("conditional", "generate?seed=" + "9" * 5000, "seed", "got '" + "9" * 40 + "...'"),  # Quoted, not echoed whole.
 ])
 def test_bad_parameter_is_400_naming_it(apps, kind, path, parameter, message):
   response = apps[kind].test_client().get(f"/api/{path}")
