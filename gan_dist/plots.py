@@ -149,8 +149,9 @@ def main(argv) -> None:
     p_values = [float(p) for p in fv.augment_p]
   except ValueError:
     p_values = [-1.0]
-  if not all(0.0 <= p <= 1.0 for p in p_values):
-    raise errors.UserError(f"--augment_p={','.join(fv.augment_p)}: values of p must be numbers in [0, 1]")
+  if not p_values or not all(0.0 <= p <= 1.0 for p in p_values):  # Empty: an augmentation.png of no rows.
+    raise errors.UserError(f"--augment_p={','.join(fv.augment_p)}: values of p must be numbers in [0, 1] (one or "
+                           "more, comma-separated)")
   written = write_all(fv.workdir, fv.out_dir, fv.step, fv.data_dir if fv["data_dir"].present else "", p_values,
                       fv.best)
   for name, path in written.items():

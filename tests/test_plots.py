@@ -144,7 +144,9 @@ def test_augmentation_rows_show_the_same_images_at_rising_p(tmp_path):
   assert Image.open(io.BytesIO(png)).format == "PNG"
 
 
-def test_bad_augment_p_is_refused(run_cfg, monkeypatch):
-  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={run_cfg.workdir}", "--augment_p=0,2"))
-  with pytest.raises(errors.UserError, match=r"--augment_p=0,2: values of p must be numbers in \[0, 1\]"):
+@pytest.mark.parametrize("value", ["0,2", "", "x"])
+def test_bad_augment_p_is_refused(run_cfg, monkeypatch, value):
+  monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={run_cfg.workdir}", f"--augment_p={value}"))
+  with pytest.raises(errors.UserError, match=rf"^--augment_p={value}: values of p must be numbers in \[0, 1\] \(one "
+                                             r"or more, comma-separated\)$"):
     plots.main(["plots"])
