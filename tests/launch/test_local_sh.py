@@ -99,9 +99,14 @@ def test_local_sh_failing_worker_stops_the_others(tmp_path, on_sigterm):
   peer does (its handler only runs when the collective returns): local.sh kills it after its grace (FAILED_GRACE_S,
   3 s here, 10 by default)."""
   ignore = "signal.signal(signal.SIGTERM, lambda *_: print('worker 0 ignores SIGTERM', flush=True))\n"
+  # Worker 1 fails only once worker 0 has its handler: on a busy machine an interpreter can take over a second to
+  # start, and a SIGTERM before the handler would end worker 0 at once.
+  ready = tmp_path / "worker0_ready"
   python = _fake_python(tmp_path, (ignore if on_sigterm == "runs_on" else "") +
-                        "print('started', flush=True)\nif index == 1:\n  time.sleep(1)\n  sys.exit(3)\n"
-                        "time.sleep(600)\n")
+                        f"print('started', flush=True)\nready = {str(ready)!r}\n"
+                        "if index == 1:\n  while not os.path.exists(ready):\n    time.sleep(0.01)\n"
+                        "  time.sleep(1)\n  sys.exit(3)\n"
+                        "open(ready, 'w').close()\ntime.sleep(600)\n")
   started = time.monotonic()
   grace = dict(FAILED_GRACE_S=3) if on_sigterm == "runs_on" else {}  # "exits": the default 10 s, never waited.
   rc, out = _run(tmp_path, [2], PYTHON=python, **grace)
