@@ -8,12 +8,14 @@ gan_dist's own outcomes (bad input, divergence, a damaged checkpoint, a failed p
 bug or an environment problem and keeps its full traceback.
 """
 
+import difflib
 import gc
 import logging as pylogging
 import os
 import signal
 import sys
 import traceback
+import weakref
 from typing import Callable, Optional, Sequence
 
 from absl import app
@@ -29,6 +31,8 @@ FLAGS = flags.FLAGS
 _HELP = "--helpfull lists every flag"
 # absl's help flags: they print and exit with status 1, which gan_dist's exit codes call a bug; here they exit 0.
 _HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
+# The Config flags each tool's FlagValues reads (`show_in_help`), for `parse_flags` to refuse the others.
+_READS: "weakref.WeakKeyDictionary[flags.FlagValues, set]" = weakref.WeakKeyDictionary()
 # What a failed call may leave half-built in its frames: Keras models and layers, checkpoints, variables.
 _TRACKABLE = tf.__internal__.tracking.Trackable
 
@@ -100,7 +104,8 @@ def _release_failed_work() -> None:
 def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   """absl's parsing, with every flag and flagfile problem answered in one line and exit code 2.
 
-  A flagfile line that is not `--name=value` reaches absl as a positional argument, which gan_dist never takes.
+  A flagfile line that is not `--name=value` reaches absl as a positional argument, which gan_dist never takes. A
+  training flag named on the command line of a tool that does not read it is refused (see `show_in_help`).
   `fv` defaults to `FLAGS` as it is when called (tests point FLAGS at a private FlagValues).
   """
   fv = FLAGS if fv is None else fv
@@ -116,7 +121,47 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   if len(rest) > 1:
     sys.exit(fail(f"unexpected argument {rest[1]!r}: flags are --name=value, on the command line or one per line of "
                   f"a --flagfile ({_HELP})"))
+  unread = _unread_config_flags(argv, fv)
+  if unread:
+    sys.exit(fail(unread))
   return rest
+
+
+def _named(argv: Sequence[str], fv: flags.FlagValues) -> list:
+  """The flags named on the command line itself (`--name=value`, `--name value`, `--noname`), in order; not those
+  of its flagfiles."""
+  names = []
+  for arg in argv[1:]:
+    if arg == "--":  # absl: everything after it is positional.
+      break
+    if not arg.startswith("-"):
+      continue
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name not in fv and name.startswith("no") and name[2:] in fv:
+      name = name[2:]
+    names.append(name)
+  return names
+
+
+def _unread_config_flags(argv: Sequence[str], fv: flags.FlagValues) -> Optional[str]:
+  """The error for a Config flag named on the command line of a tool that does not read it, or None.
+
+  A tool lists the Config flags it reads with `show_in_help`; a command that lists none (the trainer, the
+  benchmarks) reads the whole Config. A flagfile may set any flag: a training config is shared by every tool.
+  """
+  reads = _READS.get(fv)
+  if not reads:
+    return None
+  for name in _named(argv, fv):
+    if name in config_lib.NAMES and name not in reads:
+      own = [n for n in fv if n not in config_lib.NAMES
+             and not (fv.find_module_defining_flag(n) or "absl").startswith("absl")]
+      # A tool flag that is a word of the name (--num_samples, --eval_num: --num) or close to it.
+      close = [n for n in own if n in name.split("_")] or difflib.get_close_matches(name, own, n=1)
+      hint = f"; did you mean --{close[0]}?" if close else ""
+      return (f"--{name} is a training flag this command does not read{hint} (of the training flags it reads "
+              f"{', '.join('--' + n for n in sorted(reads))}; --help lists its flags)")
+  return None
 
 
 def define_config_flags(fv: Optional[flags.FlagValues] = None) -> None:
@@ -147,10 +192,12 @@ def define_checkpoint_flags(fv: flags.FlagValues, verb: str) -> None:
 
 def show_in_help(fv: flags.FlagValues, names: Sequence[str]) -> None:
   """Lists the flags `names`, defined elsewhere (the Config's, `define_checkpoint_flags`), in the running command's
-  --help beside its own: the flags of the Config that a tool reads (--workdir, --seed, ...)."""
+  --help beside its own: the flags of the Config that a tool reads (--workdir, --seed, ...). Its other Config flags
+  are then refused on its command line (`parse_flags`): they would do nothing."""
   for name in names:
     # absl's --help shows the key flags of the module named sys.argv[0] (FlagValues.main_module_help).
     fv.register_key_flag_for_module(sys.argv[0], fv[name])
+  _READS.setdefault(fv, set()).update(name for name in names if name in config_lib.NAMES)
 
 
 def verbose(fv: Optional[flags.FlagValues] = None) -> bool:

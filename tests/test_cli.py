@@ -1,6 +1,9 @@
 """Command-line plumbing: flag problems and gan_dist's own errors are one line with their exit code."""
 
+import importlib
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -191,3 +194,61 @@ def test_help_exits_0_and_a_tool_s_help_lists_the_config_flags_it_reads(monkeypa
   with pytest.raises(SystemExit) as exited:  # Other exits of absl's parsing keep their code.
     cli.parse_flags(["sample", "--num=0"], fv)
   assert exited.value.code == errors.EXIT_USAGE
+
+
+_TOOLS = ("sample", "export", "evaluate", "plots", "pack", "serve.__main__", "eval.classifier", "eval.class_accuracy")
+
+
+def _tool_flags(monkeypatch, tool):
+  """A FlagValues with the Config's flags and `tool`'s, as `python -m gan_dist.<tool>` defines them."""
+  module = importlib.import_module(f"gan_dist.{tool}")
+  monkeypatch.setattr(sys, "argv", [module.__file__])  # absl's key flags of a tool are those of the module run.
+  fv = flags.FlagValues()
+  cli.define_config_flags(fv)
+  module.define_flags(fv)
+  return fv
+
+
+def test_a_tool_refuses_the_training_flags_it_does_not_read_unless_a_flagfile_sets_them(monkeypatch, capsys, tmp_path):
+  """`sample --num_samples=100` (a training flag: the grid of a run) used to sample the default 64 images: a flag
+  that would do nothing is refused in one line, with the tool's own flag it resembles. A flagfile may carry any flag
+  (one training config serves every tool), and the trainer, which reads the whole Config, refuses none."""
+  fv = _tool_flags(monkeypatch, "sample")
+  for argv, named in ((["--num_samples=100"], "--num_samples"), (["--workdir=W", "--nodeterministic"],
+                                                                 "--deterministic"),
+                      (["--batch_size", "64"], "--batch_size")):
+    with pytest.raises(SystemExit) as exited:
+      cli.parse_flags(["sample", *argv], fv)
+    assert exited.value.code == errors.EXIT_USAGE
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith(f"error: {named} is a training flag this command does not read"), line
+    assert "(of the training flags it reads --seed, --truncation, --workdir; --help lists its flags)" in line, line
+    assert ("did you mean --num?" in line) == (named == "--num_samples"), line
+  flagfile = tmp_path / "run.cfg"
+  flagfile.write_text("--arch=dcgan\n--batch_size=64\n--nodeterministic\n")
+  cli.parse_flags(["sample", f"--flagfile={flagfile}", "--workdir=W", "--seed=3", "--truncation=0.5", "--num=5"], fv)
+  assert (fv.workdir, fv.seed, fv.truncation, fv.num, fv.batch_size) == ("W", 3, 0.5, 5, 64)
+  trainer = flags.FlagValues()
+  config_lib.define_flags(trainer)
+  cli.parse_flags(["main", "--batch_size=64", "--nodeterministic", "--truncation=0.5"], trainer)
+  assert (trainer.batch_size, trainer.deterministic) == (64, False)
+
+
+@pytest.mark.parametrize("tool", _TOOLS)
+def test_every_flag_a_tool_s_usage_or_readme_names_is_one_it_reads(monkeypatch, tool):
+  """The commands of each tool's module docstring and of README.md pass the refusal above: every flag they name is
+  the tool's own or a training flag it lists as read (show_in_help)."""
+  fv = _tool_flags(monkeypatch, tool)
+  with pytest.raises(SystemExit):  # What the tool accepts: its own flags and the training flags it reads.
+    cli.parse_flags(["tool", "--arch=mlp"], fv)  # (No tool reads --arch: the run's flags.txt says it.)
+  command = f"gan_dist.{tool.replace('.__main__', '')}"
+  with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+    readme = f.read()
+  text = importlib.import_module(f"gan_dist.{tool}").__doc__ + readme
+  # A command runs from its name to the end of its line or of its `code span`.
+  named = {name for usage in re.findall(rf"-m {re.escape(command)}\b([^`\n]*)", text)
+           for name in re.findall(r"(?<![\w-])--(\w+)", usage)}
+  assert named, command
+  for name in named:
+    value = 100 if fv[name].value is None else fv[name].value  # (--step, --label, evaluate's --num: None.)
+    cli.parse_flags(["tool", f"--{name}={value}"], fv)

@@ -22,7 +22,8 @@ from gan_dist.eval import features as features_lib
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  """Flags of this CLI, on top of the Config's (it reads --dataset, --data_dir and --eval_cache_dir)."""
+  """Flags of this CLI, on top of the Config's (it reads --dataset, --data_dir, the flags that open it: --crop,
+  --skip_bad_images, --data_cache_dir; and --eval_cache_dir)."""
   flags.DEFINE_string("image_shape", "", "H,W,C the network takes, e.g. 64,64,3 for --arch=dcgan64 (default: the "
                       "dataset's own shape).", flag_values=fv)
   flags.DEFINE_integer("steps", 0, "Contrastive procedure only (colour or unlabelled data): optimizer steps "
@@ -30,7 +31,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "evaluation does not use).", lower_bound=0, flag_values=fv)
   flags.DEFINE_string("out", "", "Directory to write weights.npz and info.json to (default: the evaluation cache "
                       "entry, <eval_cache_dir>/classifier/<key>, which evaluation then loads).", flag_values=fv)
-  cli.show_in_help(fv, ("dataset", "data_dir", "eval_cache_dir"))
+  cli.show_in_help(fv, ("dataset", "data_dir", "crop", "skip_bad_images", "data_cache_dir", "eval_cache_dir"))
 
 
 def parse_image_shape(text: str, source: data.DataSource) -> Tuple[int, int, int]:
