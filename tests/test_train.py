@@ -43,8 +43,9 @@ def four_steps(tmp_path_factory, one_device):
 def _signal_during_call(monkeypatch, call: int, signum=signal.SIGTERM, delay_s=0.02):
   """Makes the train step's `call`-th invocation receive `signum` `delay_s` after it started (mid-chunk).
 
-  Mid-chunk as long as the chunk outlasts `delay_s`: 40 mlp steps took 260-430 ms on 2-core EPYCs against the 20 ms
-  timer (the suite runs on the CPU; with GAN_DIST_TEST_GPU=1 a fast GPU could finish the chunk first)."""
+  Mid-chunk on CPUs: 40 mlp steps took 260-430 ms on 2-core EPYCs against the 20 ms timer. A chunk that ends first
+  (a fast GPU, GAN_DIST_TEST_GPU=1) waits for the signal before the trainer asks whether to stop: what a signal that
+  arrives mid-chunk does anyway, since Python runs its handler only when the chunk returns."""
   real = train_step_lib.make_train_step
   calls = []
 
@@ -53,9 +54,20 @@ def _signal_during_call(monkeypatch, call: int, signum=signal.SIGTERM, delay_s=0
 
     def wrapped(iterator, num_steps, stop=lambda: False):
       calls.append(num_steps)
-      if len(calls) == call:
-        threading.Timer(delay_s, os.kill, (os.getpid(), signum)).start()
-      return step(iterator, num_steps, stop)
+      if len(calls) != call:
+        return step(iterator, num_steps, stop)
+      sent = threading.Event()
+
+      def send():
+        os.kill(os.getpid(), signum)
+        sent.set()
+
+      threading.Timer(delay_s, send).start()
+
+      def stop_once_sent():
+        sent.wait(60)
+        return stop()  # The handler has run on entering this call, in the main thread.
+      return step(iterator, num_steps, stop_once_sent)
     return wrapped
 
   monkeypatch.setattr(train_step_lib, "make_train_step", make)
