@@ -133,6 +133,16 @@ def is_local(path: str) -> bool:
   return "://" not in path
 
 
+def is_within(path: str, folder: str) -> bool:
+  """Whether `path` is `folder` or below it: local paths as they resolve (symbolic links, `..`), others as written."""
+  if is_local(path) != is_local(folder):
+    return False
+  if is_local(path):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+  path, folder = path.rstrip("/"), folder.rstrip("/")
+  return path == folder or path.startswith(folder + "/")
+
+
 def existing_ancestor(path: str) -> str:
   """The nearest existing directory at or above the local `path` (what a new directory would be created in)."""
   path = os.path.abspath(path)

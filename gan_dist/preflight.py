@@ -78,9 +78,14 @@ def check_workdir(cfg: config_lib.Config) -> None:
   (--allow_data_position_change), the same command again continues without the flag, and going back is the change.
 
   Raises:
-    errors.UserError: another model's workdir, a changed data position, a read-only filesystem (a full one:
-      `check_model`, which knows the checkpoints' size).
+    errors.UserError: another model's workdir, a changed data position, a workdir inside the image folder it
+      trains on, a read-only filesystem (a full one: `check_model`, which knows the checkpoints' size).
   """
+  if cfg.dataset == "folder" and cfg.data_dir and files.is_within(cfg.workdir, cfg.data_dir):
+    # A folder is listed anew at every start: the run's sample grids would become training images, a class of
+    # their own, and the next start would refuse the workdir's checkpoint (another number of classes).
+    raise errors.UserError(f"--workdir={cfg.workdir} is inside --data_dir={cfg.data_dir}: the run's sample grids "
+                           "would become training images; put the workdir outside the image folder")
   # Only a checkpoint binds a workdir: flags.txt alone (a run stopped before its first save, --train_steps=0 to
   # prepare the data) is replaced by this run's.
   if tf.io.gfile.exists(workdir_lib.flags_path(cfg.workdir)) and checkpoint_lib.has_checkpoint(cfg.workdir):

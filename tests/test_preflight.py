@@ -79,6 +79,23 @@ def test_check_workdir_compares_the_latest_flags_of_a_workdir_with_a_checkpoint_
     check(cfg.replace(workdir=str(tmp_path / "file" / "run")))
 
 
+def test_check_workdir_refuses_a_workdir_inside_the_image_folder_it_trains_on(tmp_path):
+  """A workdir inside --data_dir (the folder itself, a subfolder, or a link to it) would have its sample grids
+  listed as training images at the next start, a class of their own. Any other folder dataset layout is fine."""
+  images = helpers.make_image_folder(str(tmp_path / "images"), num=6, bad=())["root"]
+  os.symlink(images, str(tmp_path / "link"))
+  cfg = helpers.config(tmp_path, arch="mlp", dataset="folder", data_dir=images)
+  before = helpers.snapshot(str(tmp_path))
+  for workdir in (images, images + "/", os.path.join(images, "runs", "a"), str(tmp_path / "link" / "run"),
+                  os.path.join(images, "..", "images", "run")):
+    with pytest.raises(errors.UserError, match=r"is inside --data_dir=.*: the run's sample grids would become "
+                                               "training images; put the workdir outside the image folder"):
+      preflight.check_workdir(cfg.replace(workdir=workdir))
+  preflight.check_workdir(cfg.replace(workdir=str(tmp_path / "images_run")))  # A sibling whose name extends it.
+  preflight.check_workdir(cfg.replace(workdir=os.path.join(images, "run"), dataset="mnist"))  # Not a listing.
+  assert helpers.snapshot(str(tmp_path)) == before
+
+
 def test_check_model_refuses_a_filesystem_without_room_for_two_checkpoints(tmp_path, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, arch="mlp", latent_dim=8)
   state = state_lib.create_state(cfg, one_device, 10)

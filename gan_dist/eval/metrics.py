@@ -96,12 +96,18 @@ def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
 
 def kid(real: np.ndarray, fake: np.ndarray, num_subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
         seed: int = 0) -> Tuple[float, float]:
-  """(KID, its standard deviation over subsets) of real [N, F] and fake [M, F]; subsets of min(size, N, M)."""
+  """(KID, its standard deviation over subsets) of real [N, F] and fake [M, F]; subsets of min(size, N, M).
+
+  With N = M <= `subset_size` every subset is both whole sets: the KID of the sets, and a deviation of 0.
+  """
   real = np.asarray(real, np.float32)
   fake = np.asarray(fake, np.float32)
   m = min(subset_size, len(real), len(fake))
   if m < 2:
     raise ValueError(f"KID needs at least 2 examples of each set, got {len(real)} real and {len(fake)} fake")
+  if m == len(real) == len(fake):
+    # Every subset would hold both whole sets (only their order drawn): one value, no spread to estimate.
+    return float(_polynomial_mmd(real, fake)), 0.0
   rng = np.random.RandomState(seed)
   values = [_polynomial_mmd(real[rng.choice(len(real), m, replace=False)],
                             fake[rng.choice(len(fake), m, replace=False)]) for _ in range(num_subsets)]

@@ -71,6 +71,23 @@ def test_kid_and_kid_std_are_the_mean_and_std_of_the_unbiased_mmd_of_the_seeded_
   assert std == pytest.approx(np.std(mmds), rel=1e-4)  # ddof=0: torch-fidelity's kid_std.
 
 
+def test_kid_of_sets_no_larger_than_a_subset_is_their_mmd_with_a_deviation_of_exactly_0():
+  """evaluate --num=500 (subsets of 1,000): every subset would be both whole sets, reordered; the deviation is 0,
+  not the round-off of 100 reorderings (~1e-15), and KID is the sets' own unbiased MMD^2. Sets of unequal sizes
+  still draw subsets of the smaller one."""
+  rng = np.random.RandomState(4)
+  real = rng.standard_normal((30, 4)).astype(np.float32)
+  fake = (rng.standard_normal((30, 4)) + 0.5).astype(np.float32)
+  x, y = real.astype(np.float64), fake.astype(np.float64)
+  kernel = lambda a, b: (a @ b.T / 4 + 1.0) ** 3
+  off_diagonal = ~np.eye(30, dtype=bool)
+  mmd = kernel(x, x)[off_diagonal].mean() + kernel(y, y)[off_diagonal].mean() - 2.0 * kernel(x, y).mean()
+  mean, std = metrics.kid(real, fake, subset_size=1000)
+  assert std == 0.0 and mean == pytest.approx(mmd, rel=1e-4)
+  _, unequal_std = metrics.kid(real, np.concatenate([fake, fake[:10] + 1.0]), subset_size=1000)
+  assert unequal_std > 0.0
+
+
 def test_precision_and_recall_count_points_inside_the_other_sets_nearest_neighbour_balls_boundary_included():
   # k=1: each ball reaches the nearest other point of its set. Integer coordinates: float32 distances are exact.
   real = np.array([[0.0], [10.0], [20.0], [30.0], [40.0]], np.float32)
