@@ -3,8 +3,8 @@
   python -m gan_dist.pack --data_dir=FOLDER --out=DIR [--shard_size=10000]
   python -m gan_dist.main --dataset=packed --data_dir=DIR ...     (or --dataset=folder: a pack is recognised)
 
-Rerunning an interrupted packing resumes it (same folder listing) or starts over (another listing); a complete pack
-of the same listing is left as it is.
+Rerunning an interrupted packing resumes it (same folder listing and --shard_size) or starts over (another listing
+or --shard_size); a complete pack of the same listing is left as it is, and refused with another --shard_size.
 """
 
 from absl import flags
@@ -26,9 +26,8 @@ def main(argv) -> None:
   fv = cli.FLAGS
   if not fv.data_dir or not fv.out:
     raise errors.UserError("python -m gan_dist.pack needs --data_dir=FOLDER and --out=DIR")
-  manifest = data.write_pack(fv.data_dir, fv.out, fv.shard_size, progress=print)
-  print(f"Packed {manifest['num_examples']} images of {fv.data_dir} ({len(manifest['class_names'])} classes) into "
-        f"{len(manifest['shards'])} shard(s) in {fv.out.rstrip('/')}")
+  # write_pack prints the summary itself: only it knows whether it packed anything or left a complete pack alone.
+  data.write_pack(fv.data_dir, fv.out, fv.shard_size, progress=print)
 
 
 def run():

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import types
 
 import numpy as np
 import pytest
@@ -136,6 +137,64 @@ def test_packing_again_repairs_a_damaged_shard_as_its_error_says(tmp_path, folde
   repaired = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
   assert repaired == good  # The same shards and manifest as the first packing, nothing else left.
   data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out))  # Opens again.
+
+
+def _pack_command(argv, monkeypatch, capsys):
+  """helpers.tool_command(pack, ...) that also returns what the tool printed: (exit code, stdout, stderr)."""
+  printed = []
+
+  def readouterr():
+    captured = capsys.readouterr()
+    printed.append(captured.out)
+    return captured
+
+  code, err = helpers.tool_command(pack, argv, monkeypatch, types.SimpleNamespace(readouterr=readouterr))
+  return code, printed[-1], err
+
+
+def test_pack_prints_its_summary_and_a_rerun_on_the_complete_pack_only_nothing_to_do(tmp_path, folder, monkeypatch,
+                                                                                      capsys):
+  # A rerun printed "nothing to do" and then "Packed 42 images ...", as if it had packed them again.
+  out = str(tmp_path / "pack")
+  argv = [f"--data_dir={folder}", f"--out={out}", "--shard_size=7"]
+  code, printed, err = _pack_command(argv, monkeypatch, capsys)
+  assert code == 0, err
+  assert printed.splitlines()[-1] == f"Packed 42 images of {folder} (3 classes) into 6 shard(s) in {out}"
+  code, printed, err = _pack_command(argv, monkeypatch, capsys)
+  assert code == 0, err
+  assert printed == f"{out} already holds this pack (42 images); nothing to do\n"
+
+
+def test_a_complete_pack_with_another_shard_size_is_refused_naming_the_shard_size_and_left_as_it_was(
+    tmp_path, folder, monkeypatch, capsys):
+  # The same listing with another --shard_size was refused as "a pack of another listing".
+  out = str(tmp_path / "pack")
+  data.write_pack(folder, out, shard_size=7)
+  before = helpers.snapshot(out)
+  code, printed, err = _pack_command([f"--data_dir={folder}", f"--out={out}", "--shard_size=9"], monkeypatch, capsys)
+  assert code == 2 and not printed
+  assert err.splitlines() == [
+      f"error: --out={out} holds this listing packed with --shard_size=7, not 9; rerun with --shard_size=7 to keep "
+      "it, or remove it or choose another --out to pack with --shard_size=9"]
+  assert helpers.snapshot(out) == before
+
+
+def test_an_interrupted_packing_with_another_shard_size_starts_over_naming_the_shard_size(tmp_path, folder):
+  out = str(tmp_path / "pack")
+  written = []
+
+  def killed_after_one(message):
+    written.append(message)
+    raise KeyboardInterrupt  # Killed once the first shard is written.
+
+  with pytest.raises(KeyboardInterrupt):
+    data.write_pack(folder, out, shard_size=7, progress=killed_after_one)
+  assert sorted(os.listdir(out)) == ["plan.json", "shard-00000-of-00006.array_record"]
+  messages = []
+  manifest = data.write_pack(folder, out, shard_size=9, progress=messages.append)
+  assert messages[0] == f"{out} holds an interrupted packing of this listing with --shard_size=7, not 9: starting over"
+  assert sorted(os.listdir(out)) == sorted(["manifest.json"] + [s["file"] for s in manifest["shards"]])
+  assert [s["count"] for s in manifest["shards"]] == [9, 9, 9, 9, 6]
 
 
 def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):

@@ -87,10 +87,19 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   Resumable: an interrupted packing of the same folder listing continues at its first missing shard; a different
   listing (files added or removed) starts over; a complete pack of the same listing is left as it is, except for
   shards that no longer match the manifest (missing, truncated, changed bytes), which are written again: the repair
-  that a damaged shard's error asks for.
+  that a damaged shard's error asks for. A complete pack of the same listing with another shard size is refused
+  (packing it again would replace every shard); an interrupted one starts over with the new size.
+
+  Args:
+    folder: the image folder to pack.
+    out: the pack directory (any TensorFlow filesystem).
+    shard_size: images per shard.
+    progress: gets each line for the user: shards written or repaired, then the summary of the pack; or only the
+      line that a complete pack is left as it is.
 
   Raises:
-    DataError: the folder has no images, or `out` holds something else than a pack.
+    DataError: the folder has no images, or `out` holds something else than a pack, or a complete pack of another
+      listing or shard size.
     errors.UserError: `out` is a file, or nothing can be written where it is (files.check_writable_dir).
   """
   out = out.rstrip("/")
@@ -108,8 +117,13 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   plan_text = json.dumps(plan, sort_keys=True)
   if is_pack(out):
     manifest = json.loads(files.read_text(f"{out}/{MANIFEST}"))
-    if not all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names", "shard_size")):
+    if not all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names")):
       raise DataError(f"--out={out} holds a pack of another listing; remove it or choose another --out")
+    if manifest.get("shard_size") != shard_size:
+      old_size = manifest.get("shard_size")
+      raise DataError(f"--out={out} holds this listing packed with --shard_size={old_size}, not {shard_size}; rerun "
+                      f"with --shard_size={old_size} to keep it, or remove it or choose another --out to pack with "
+                      f"--shard_size={shard_size}")
     damaged = _damaged_shards(out, manifest)
     if not damaged:
       progress(f"{out} already holds this pack ({len(paths)} images); nothing to do")
@@ -124,8 +138,9 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   if tf.io.gfile.exists(out) and tf.io.gfile.listdir(out) and not tf.io.gfile.exists(f"{out}/{PLAN}"):
     raise DataError(f"--out={out} exists and is not a pack being written; choose an empty or new directory")
   tf.io.gfile.makedirs(out)
-  if tf.io.gfile.exists(f"{out}/{PLAN}") and files.read_text(f"{out}/{PLAN}") != plan_text:
-    progress(f"{out} holds an interrupted packing of another listing: starting over")
+  old_plan = files.read_text(f"{out}/{PLAN}") if tf.io.gfile.exists(f"{out}/{PLAN}") else plan_text
+  if old_plan != plan_text:
+    progress(f"{out} holds an interrupted packing {_other_plan(old_plan, plan)}: starting over")
     for name in tf.io.gfile.listdir(out):
       tf.io.gfile.remove(f"{out}/{name}")
   files.write_atomic(f"{out}/{PLAN}", plan_text)
@@ -150,7 +165,20 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
   manifest = dict(plan, shards=shards)
   files.write_atomic(f"{out}/{MANIFEST}", json.dumps(manifest))  # Last: marks the pack complete.
   tf.io.gfile.remove(f"{out}/{PLAN}")
+  progress(f"Packed {len(paths)} images of {root} ({len(class_names)} classes) into {count} shard(s) in {out}")
   return manifest
+
+
+def _other_plan(old_text: str, plan: dict) -> str:
+  """How the interrupted packing whose plan.json holds `old_text` differs from `plan`, for the line that it starts
+  over: another shard size of this listing, or another listing."""
+  try:
+    old = json.loads(old_text)
+  except ValueError:
+    old = None
+  if isinstance(old, dict) and dict(old, shard_size=plan["shard_size"], shards=plan["shards"]) == plan:
+    return f"of this listing with --shard_size={old['shard_size']}, not {plan['shard_size']}"
+  return "of another listing"
 
 
 def _shard_file_problem(path: str, shard: dict) -> Optional[str]:
