@@ -7,7 +7,7 @@
 
 `config` takes the same fields, defaults and rules as the flags (config.py); `fit` runs the same checks and
 trainer as the command line (which calls it) and raises gan_dist's errors instead of exiting; `load` opens a
-trained workdir (an `inference.Run`: its generator, step, config, and `sample`).
+trained workdir (an `inference.Run`: its `generator`, `step`, `cfg` and `sample`).
 """
 
 from typing import Callable, Optional

@@ -52,11 +52,8 @@ def sample(run: inference.Run, num: int, seed: int, label: Optional[int] = None)
   Raises:
     errors.UserError: `label` is not a class of the model.
   """
-  try:
-    noise, labels = sampling.inputs(num, run.gan.latent_dim, run.gan.num_classes, seed, label,
-                                    truncation=run.cfg.truncation)
-  except ValueError as e:  # A --label the model does not have.
-    raise errors.UserError(str(e)) from None
+  noise, labels = sampling.inputs(num, run.gan.latent_dim, run.gan.num_classes, seed, label,
+                                  truncation=run.cfg.truncation)
   arrays = {"images": sampling.to_uint8(sampling.generate(run.generate_fn(), noise, labels)).numpy()}
   if run.gan.conditional:
     arrays["labels"] = labels

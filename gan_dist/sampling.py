@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist import config as config_lib
+from gan_dist import errors
 
 MAX_SEED = config_lib.MAX_SEED
 
@@ -43,9 +44,9 @@ def noise(num: int, latent_dim: int, seed: int, truncation: float) -> np.ndarray
   """float32 [num, latent_dim]: standard normal rows (truncated to [-truncation, truncation] when it is > 0, see
   `truncate`), row i a function of (seed, i) only."""
   if not _is_int(num) or num < 1:
-    raise ValueError(f"num={num!r}: the number of images must be an integer >= 1")
+    raise errors.UserError(f"num={num!r}: the number of images must be an integer >= 1")
   if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
-    raise ValueError(f"seed={seed!r}: a seed is an integer in [0, 2**32 - 1]")
+    raise errors.UserError(f"seed={seed!r}: a seed is an integer in [0, 2**32 - 1]")
   values = np.random.RandomState(seed).standard_normal((num, latent_dim)).astype(np.float32)
   return truncate(values, truncation)
 
@@ -61,13 +62,13 @@ def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarra
   Unconditional models (num_classes 0) get zeros, which they ignore.
 
   Raises:
-    ValueError: `label` is not a class of the model.
+    errors.UserError (a ValueError): `label` is not a class of the model.
   """
   if label is not None:
     if not _is_int(label):
-      raise ValueError(f"--label={label!r} must be a class id (an integer)")
+      raise errors.UserError(f"--label={label!r} must be a class id (an integer)")
     if not 0 <= label < num_classes:
-      raise ValueError(f"--label={label} outside [0, {num_classes})" if num_classes else
+      raise errors.UserError(f"--label={label} outside [0, {num_classes})" if num_classes else
                        f"--label={label}: the model is not conditional (it has no classes)")
     return np.full([num], label, np.int32)
   return (np.arange(num) % max(num_classes, 1)).astype(np.int32)

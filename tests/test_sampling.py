@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import errors
 from gan_dist import models
 from gan_dist import sampling
 from tests import helpers
@@ -49,23 +50,23 @@ def test_labels_cycle_through_the_classes_or_hold_one():
   np.testing.assert_array_equal(sampling.labels(4, 10, label=3), [3, 3, 3, 3])
   unconditional = sampling.labels(4, 0)
   assert unconditional.dtype == np.int32 and not unconditional.any()
-  with pytest.raises(ValueError, match=r"outside \[0, 10\)"):
+  with pytest.raises(errors.UserError, match=r"outside \[0, 10\)"):
     sampling.labels(2, 10, label=10)
-  with pytest.raises(ValueError, match="not conditional"):
+  with pytest.raises(errors.UserError, match="not conditional"):
     sampling.labels(2, 0, label=0)
   np.testing.assert_array_equal(sampling.labels(2, 10, label=np.int64(3)), [3, 3])  # NumPy's integers are ids.
   # Not class ids: 3.7 drew class 3 and True class 1 (Python API), "3" was a TypeError.
   for label in (3.7, True, "3"):
-    with pytest.raises(ValueError, match=r"must be a class id \(an integer\)"):
+    with pytest.raises(errors.UserError, match=r"must be a class id \(an integer\)"):
       sampling.labels(2, 10, label=label)
 
 
 def test_noise_takes_a_whole_number_of_images_and_a_seed_numpy_accepts():
   for num in (0, -1, 2.0, True):  # 0 failed later, in the concatenation of no batches.
-    with pytest.raises(ValueError, match="the number of images must be an integer >= 1"):
+    with pytest.raises(errors.UserError, match="the number of images must be an integer >= 1"):
       sampling.noise(num, 4, seed=0, truncation=0.0)
   for seed in (-1, 2**32, 1.5, "0"):
-    with pytest.raises(ValueError, match=r"a seed is an integer in \[0, 2\*\*32 - 1\]"):
+    with pytest.raises(errors.UserError, match=r"a seed is an integer in \[0, 2\*\*32 - 1\]"):
       sampling.noise(1, 4, seed=seed, truncation=0.0)
   assert sampling.noise(1, 4, seed=2**32 - 1, truncation=0.0).shape == (1, 4)
 
