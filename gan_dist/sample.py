@@ -112,6 +112,8 @@ def main(argv) -> None:
   for flag, path, given in (("--grid", fv.grid, bool(fv.grid)), ("--out", fv.out, write_npz_file)):
     if given:  # Checked before sampling, which may take minutes.
       files.check_writable_file(path, flag)
+  if fv.grid and not fv.grid.lower().endswith(".png"):  # A g.jpg of PNG bytes misleads every viewer.
+    raise errors.UserError(f"--grid={fv.grid}: the grid is a PNG image; give a file name ending in .png")
   run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
   check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim)
   arrays = sample(run, fv.num, fv.seed, fv.label)

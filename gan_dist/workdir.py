@@ -82,7 +82,8 @@ def read_config(path: str, **overrides) -> config_lib.Config:
     errors.UserError: there is no such file (not a gan_dist workdir), or it does not parse.
   """
   if not tf.io.gfile.exists(path):
-    raise errors.UserError(f"{path} not found: is this a gan_dist workdir?")
+    raise errors.UserError(f"{path} not found: is this a gan_dist workdir? (--workdir names the directory a run "
+                           f"trained in; without it, the trainer's default {config_lib.Config().workdir})")
   return config_lib.from_flagfile(files.read_text(path), **overrides)
 
 

@@ -35,5 +35,8 @@ def test_the_tools_read_the_latest_run_s_flags(tmp_path):
 
 
 def test_a_directory_without_flags_txt_is_not_a_workdir(tmp_path):
-  with pytest.raises(errors.UserError, match="flags.txt not found: is this a gan_dist workdir"):
+  # A tool run without --workdir looks in the trainer's default: the message says where that came from.
+  with pytest.raises(errors.UserError, match=r"flags.txt not found: is this a gan_dist workdir\? \(--workdir names "
+                                             r"the directory a run trained in; without it, the trainer's default "
+                                             r"/tmp/gan_dist\)"):
     workdir_lib.read_run_config(str(tmp_path))
