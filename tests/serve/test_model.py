@@ -1,7 +1,10 @@
 """serve/model.py: deterministic inputs, one trace per batch bucket, and the two ways of loading a model."""
 
+import logging
+
 import numpy as np
 import pytest
+from tensorflow.python.eager.polymorphic_function import polymorphic_function
 
 from gan_dist import exporter
 from gan_dist import sampling
@@ -28,6 +31,22 @@ def test_generation_is_traced_once_per_bucket(conditional):
   # 100 images run as 64 + 36 (padded to 64): no new shape.
   assert model.trace_counts == {1: 1, 2: 1, 4: 1, 8: 1, 64: 1}
   assert model_lib.bucket(1) == 1 and model_lib.bucket(5) == 8 and model_lib.bucket(64) == 64
+
+
+def test_requests_of_every_bucket_trace_each_once_and_log_no_retracing_warning(conditional, caplog, monkeypatch):
+  # TensorFlow's retracing detector is global and warns at most twice per Python function: the other tests' models
+  # may have spent that already. A fresh one warns as it would in a new server process.
+  monkeypatch.setattr(polymorphic_function, "_frequent_tracing_detector_manager",
+                      polymorphic_function._FrequentTracingDetectorManager())  # pylint: disable=protected-access
+  model = model_lib.ServedModel(conditional._images_fn, conditional.facts)  # pylint: disable=protected-access
+  with caplog.at_level(logging.WARNING, logger="tensorflow"):
+    # Every bucket (7 of them, enough for TensorFlow's "5 out of the last N calls" rule), then some again.
+    for num in (1, 2, 3, 5, 9, 17, 33, 64, 1, 7, 40, 2):
+      images = model.images(*model.inputs(num, seed=num, truncation=0.0))
+      assert images.shape == (num, 28, 28, 1)
+  assert model.trace_counts == {b: 1 for b in model_lib.BUCKETS}
+  tensorflow_warnings = [r.getMessage() for r in caplog.records if r.name == "tensorflow"]
+  assert not [m for m in tensorflow_warnings if "retracing" in m], tensorflow_warnings
 
 
 def test_the_default_truncation_is_the_run_s_and_none_for_exports_from_before_it_was_a_fact(conditional):
