@@ -12,6 +12,7 @@ import difflib
 import gc
 import logging as pylogging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -112,7 +113,11 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   try:
     rest = fv(argv)
   except flags.Error as e:
-    sys.exit(fail(f"{e} ({_HELP})"))
+    message = re.sub(r"^ERROR::? *", "", str(e))  # (absl's prefix of a flagfile it cannot open)
+    if isinstance(e, flags.UnrecognizedFlagError) and _READS.get(fv):
+      # absl's suggestions include training flags this tool would refuse: suggest among those it takes.
+      message = f"Unknown command line flag '{e.flagname}'{_did_you_mean(e.flagname, _accepted(fv))}"
+    sys.exit(fail(f"{message} ({_HELP})"))
   except SystemExit as e:
     asked = any(a.startswith("-") and a.lstrip("-").split("=", 1)[0] in _HELP_FLAGS for a in argv[1:])
     if asked and e.code == 1:
@@ -143,6 +148,19 @@ def _named(argv: Sequence[str], fv: flags.FlagValues) -> list:
   return names
 
 
+def _accepted(fv: flags.FlagValues) -> list:
+  """The flags a tool takes: its own and absl's, and the training flags it reads."""
+  return [n for n in fv if n not in config_lib.NAMES or n in _READS.get(fv, ())]
+
+
+def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
+  """"; did you mean --x?" for the candidates that share a whole word with `name` (--num_samples, --eval_num: --num)
+  or are spelled like it; "" if none."""
+  words = set(name.split("_"))
+  close = [c for c in candidates if c in words or name in c.split("_")] or difflib.get_close_matches(name, candidates)
+  return f"; did you mean {' or '.join('--' + c for c in sorted(close)[:3])}?" if close else ""
+
+
 def _unread_config_flags(argv: Sequence[str], fv: flags.FlagValues) -> Optional[str]:
   """The error for a Config flag named on the command line of a tool that does not read it, or None.
 
@@ -154,13 +172,10 @@ def _unread_config_flags(argv: Sequence[str], fv: flags.FlagValues) -> Optional[
     return None
   for name in _named(argv, fv):
     if name in config_lib.NAMES and name not in reads:
-      own = [n for n in fv if n not in config_lib.NAMES
+      own = [n for n in _accepted(fv) if n not in reads
              and not (fv.find_module_defining_flag(n) or "absl").startswith("absl")]
-      # A tool flag that is a word of the name (--num_samples, --eval_num: --num) or close to it.
-      close = [n for n in own if n in name.split("_")] or difflib.get_close_matches(name, own, n=1)
-      hint = f"; did you mean --{close[0]}?" if close else ""
-      return (f"--{name} is a training flag this command does not read{hint} (of the training flags it reads "
-              f"{', '.join('--' + n for n in sorted(reads))}; --help lists its flags)")
+      return (f"--{name} is a training flag this command does not read{_did_you_mean(name, own)} (of the training "
+              f"flags it reads {', '.join('--' + n for n in sorted(reads))}; --help lists its flags)")
   return None
 
 
@@ -246,7 +261,8 @@ def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Calla
     pass
   # Only a Ctrl-C gets here (after the first one: see preemption.py): one line, then the conventional end of an
   # interrupted program, death by SIGINT (exit status 130 in a shell), so that scripts around it stop too.
-  fail("interrupted: stopped at once without saving this step; the last checkpoint is kept and the same command "
-       "resumes from it", 130)
+  # Said of any checkpoint: a Ctrl-C pair may come before the run's first save.
+  fail("interrupted: stopped at once without saving this step; the same command resumes from the last checkpoint, "
+       "if the run saved one", 130)
   signal.signal(signal.SIGINT, signal.SIG_DFL)
   os.kill(os.getpid(), signal.SIGINT)

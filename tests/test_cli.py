@@ -42,7 +42,7 @@ def _one_line_error(stderr: str) -> str:
     (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
     (["--flagfile=FLAGFILE_NOT_A_FLAG"], "unexpected argument 'batch_size 64': flags are --name=value"),
     (["--flagfile=FLAGFILE_SPACE"], "Unknown command line flag 'batch_size 64'"),
-    (["--flagfile=/nonexistent/x.cfg"], "Unable to open flagfile"),
+    (["--flagfile=/nonexistent/x.cfg"], "error: Unable to open flagfile"),  # Not absl's "ERROR:: " after ours.
     (["stray"], "unexpected argument 'stray'"),
 ])
 def test_bad_flags_and_flagfiles_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -232,6 +232,16 @@ def test_a_tool_refuses_the_training_flags_it_does_not_read_unless_a_flagfile_se
   config_lib.define_flags(trainer)
   cli.parse_flags(["main", "--batch_size=64", "--nodeterministic", "--truncation=0.5"], trainer)
   assert (trainer.batch_size, trainer.deterministic) == (64, False)
+
+
+def test_a_tool_suggests_for_an_unknown_flag_only_the_flags_it_takes(monkeypatch, capsys):
+  """absl suggested, for class_accuracy's --num, four flags of which three are training flags it refuses."""
+  fv = _tool_flags(monkeypatch, "eval.class_accuracy")
+  with pytest.raises(SystemExit) as exited:
+    cli.parse_flags(["class_accuracy", "--num=5"], fv)
+  assert exited.value.code == errors.EXIT_USAGE
+  assert _one_line_error(capsys.readouterr().err) == ("error: Unknown command line flag 'num'; did you mean "
+                                                      "--num_per_class? (--helpfull lists every flag)")
 
 
 @pytest.mark.parametrize("tool", _TOOLS)

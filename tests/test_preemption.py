@@ -134,8 +134,9 @@ def test_ctrl_c_saves_and_exits_75_then_in_the_resumed_run_a_second_ctrl_c_stops
     rc = proc.wait()
     out = proc.output()
   assert rc == -signal.SIGINT, subprocs.tail(out)  # Death by SIGINT, as an interrupted program ends (130 in a shell).
-  assert subprocs.error_lines(out) == ["error: interrupted: stopped at once without saving this step; the last "
-                                       "checkpoint is kept and the same command resumes from it"], subprocs.tail(out)
+  assert subprocs.error_lines(out) == ["error: interrupted: stopped at once without saving this step; the same "
+                                       "command resumes from the last checkpoint, if the run saved one"], (
+                                           subprocs.tail(out))
   assert "Traceback" not in out and not SAVED.search(out) and "Saved checkpoint" not in out, subprocs.tail(out)
   assert _latest_step(workdir) == saved
   assert not [n for n in os.listdir(workdir / "checkpoints") if n.startswith("ckpt-") and not n.startswith(

@@ -67,6 +67,9 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
     files.check_writable_dir(features_lib.cache_root(cfg), "--eval_cache_dir")
   train_source, test_source = features_lib.training_splits(cfg)
   image_shape = parse_image_shape(fv.image_shape, train_source)
+  if fv.steps and features_lib.kind(image_shape, train_source.num_classes) == "supervised":
+    raise errors.UserError(f"--steps={fv.steps} sets the contrastive procedure's length; {train_source.name} "
+                           "(greyscale, labelled) trains the supervised one, whose length is fixed: drop --steps")
   net = features_lib.train_net(cfg, image_shape, train_source, test_source, steps=fv.steps or None)
   out = fv.out.rstrip("/") or features_lib.net_dir(cfg, net.key)
   features_lib.save(net, out)

@@ -75,6 +75,18 @@ def test_an_out_or_cache_that_cannot_be_written_is_refused_before_training(tmp_p
   assert (tmp_path / "a_file").read_text() == "mine"
 
 
+def test_steps_are_refused_for_the_supervised_procedure_before_training(tmp_path, monkeypatch):
+  """--steps sets the contrastive procedure's length: on labelled greyscale data (the supervised procedure) it
+  would change nothing, so it is refused rather than ignored."""
+  idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=32)
+  monkeypatch.setattr(features, "train_net", lambda *a, **k: pytest.fail("trained although --steps is refused"))
+  with pytest.raises(errors.UserError, match=r"^--steps=30 sets the contrastive procedure's length; .* \(greyscale, "
+                                             r"labelled\) trains the supervised one, whose length is fixed: drop "
+                                             r"--steps$"):
+    classifier.main([], _flags(f"--data_dir={idx}", "--steps=30", f"--eval_cache_dir={tmp_path / 'cache'}"))
+  assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.slow
 def test_the_command_line_trains_and_fails_in_one_line(tmp_path):
   idx = helpers.make_idx_dir(str(tmp_path / "idx"), num=32)
