@@ -72,6 +72,11 @@ def test_health_and_info(apps):
   assert info["truncation"] == 0.0  # The run's --truncation: none.
   info = apps["unconditional"].test_client().get("/api/info").json
   assert (info["arch"], info["ema"], info["conditional"], info["num_classes"]) == ("mlp", False, False, 0)
+  # They take no parameter and ignore any (README): a load balancer's probe may add its own.
+  for path in ("/api/health?probe=lb", "/api/info?x=1"):
+    reply = apps["unconditional"].test_client().get(path)
+    assert reply.status_code == 200 and reply.json == apps["unconditional"].test_client().get(
+        path.split("?")[0]).json, path
 
 
 @pytest.mark.parametrize("kind, query, shape", [
