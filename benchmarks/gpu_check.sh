@@ -29,7 +29,8 @@ fi
 mnist=$1 faces=$2 out=$3
 parts=${4:-faces128 dcgan throughput tests}
 # Shorter runs for a check of this script on a CPU (tests/benchmarks/test_smoke.py): STEPS=2 EVERY=1
-# EXTRA="--batch_size=16" bash benchmarks/gpu_check.sh ... (EXTRA: flags after the config's, so they win).
+# EXTRA="--batch_size=16" bash benchmarks/gpu_check.sh MNIST_DIR MNIST_DIR OUT dcgan (EXTRA: flags after the
+# config's, so they win; the faces128 part is a GPU's: on 2 CPU cores it outlasts its 200 s limit).
 # Each part's own defaults (its steps, its summary interval) are spelled where it runs.
 steps=${STEPS:-}
 read -r -a extra <<<"${EXTRA:-}"

@@ -60,9 +60,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "are prefixes of it (each must be a multiple of --per_folder or smaller than it).",
                       flag_values=fv)
   flags.DEFINE_integer("per_folder", 10000, "Images per subfolder.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_string("dir", "", "Where to write the images (default: a temporary folder, deleted at the end).",
-                      flag_values=fv)
-  flags.DEFINE_boolean("keep", False, "Keep the images (reused by a later run with the same --dir).", flag_values=fv)
+  flags.DEFINE_string("dir", "", "Where to write the images, kept for a later run with the same --dir (default: a "
+                      "temporary folder, deleted at the end).", flag_values=fv)
   flags.DEFINE_float("seconds", 20.0, "Length of each timed drain of the pipeline.", flag_values=fv)
   flags.DEFINE_integer("step_calls", 3, "Timed calls of the train step (one step each) after a warm-up call.",
                        lower_bound=1, flag_values=fv)
@@ -210,7 +209,7 @@ def main(argv):
                                             for f in os.listdir(pack_dir)) / 2**20, 1)
     step = _run_child("--child=step")
   finally:
-    if not FLAGS.dir and not FLAGS.keep:
+    if not FLAGS.dir:
       shutil.rmtree(base, ignore_errors=True)
   small, large = results[sizes[0]], results[sizes[-1]]
   report = {

@@ -121,8 +121,11 @@ def cpu() -> str:
 
 def config_args(entry: str) -> list:
   """The flags of a benchmark's config entry: a flagfile, optionally followed by flags of its own after '+' signs
-  (`configs/small64.cfg+--augment=none` -> ["--flagfile=configs/small64.cfg", "--augment=none"])."""
+  (`configs/small64.cfg+--augment=none` -> ["--flagfile=configs/small64.cfg", "--augment=none"]); a relative
+  flagfile found only from the repository's root is named from there."""
   path, *own = entry.split("+")
+  if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO, path)):
+    path = os.path.join(REPO, path)  # The documented commands name configs/ as seen from the repository's root.
   return [f"--flagfile={path}", *own]
 
 

@@ -410,3 +410,16 @@ def test_gpu_check_trains_the_main_job_and_reports_its_images_per_s(tmp_path):
   assert {"checkpoints", "samples", "tensorboard", "flags.txt"} <= set(os.listdir(workdir))
   resolved = (workdir / "flags.txt").read_text().splitlines()
   assert "--arch=dcgan" in resolved and "--batch_size=16" in resolved and "--train_steps=2" in resolved
+
+
+def test_config_entries_name_the_repository_s_configs_from_any_directory(tmp_path, monkeypatch):
+  """`python3 benchmarks/arch_ratio.py --configs=configs/...` run outside the repository's root read its configs
+  (it failed with "Unable to open flagfile"); a relative flagfile that exists where the command runs stays it."""
+  monkeypatch.syspath_prepend(BENCHMARKS)
+  throughput = importlib.import_module("throughput")
+  monkeypatch.chdir(tmp_path)
+  assert throughput.config_args("configs/small64.cfg+--augment=none") == [
+      f"--flagfile={os.path.join(REPO, 'configs', 'small64.cfg')}", "--augment=none"]
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "small64.cfg").write_text("--arch=mlp\n")
+  assert throughput.config_args("configs/small64.cfg") == ["--flagfile=configs/small64.cfg"]

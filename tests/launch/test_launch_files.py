@@ -234,14 +234,14 @@ def test_k8s_job_and_service():
 
 @pytest.mark.slow
 def test_k8s_pod_script_builds_tf_config_for_each_index(tmp_path):
-  """Runs the container's own script with bash, a fake `python` recording what it was started with."""
+  """Runs the container's own script with bash, a fake `python3` recording what it was started with."""
   container = _rendered()["Job", "dcgan-a"]["spec"]["template"]["spec"]["containers"][0]
   assert container["command"] == ["/bin/bash", "-c"]
   script = container["args"][0]
   pod_env = {e["name"]: e["value"] for e in container["env"]}
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  fake_python = bin_dir / "python"
+  fake_python = bin_dir / "python3"
   fake_python.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
                          "tf_config = json.loads(os.environ['TF_CONFIG'])\n"
                          "print(json.dumps({'argv': sys.argv[1:], 'tf_config': tf_config}))\n")
