@@ -34,6 +34,12 @@ _HELP = "--helpfull lists every flag"
 _HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
 # The Config flags each tool's FlagValues reads (`show_in_help`), for `parse_flags` to refuse the others.
 _READS: "weakref.WeakKeyDictionary[flags.FlagValues, set]" = weakref.WeakKeyDictionary()
+# The help of training flags whose meaning differs in the tools that read them (the trainer's text: config.py).
+_TOOL_HELP = {
+    "workdir": "The directory a run trained in (its flags.txt and checkpoints/).",
+    "seed": "Seed of the images' noise: image i of a seed is the same whatever the number of images (and in the "
+            "web demo).",
+}
 # What a failed call may leave half-built in its frames: Keras models and layers, checkpoints, variables.
 _TRACKABLE = tf.__internal__.tracking.Trackable
 
@@ -212,6 +218,8 @@ def show_in_help(fv: flags.FlagValues, names: Sequence[str]) -> None:
   for name in names:
     # absl's --help shows the key flags of the module named sys.argv[0] (FlagValues.main_module_help).
     fv.register_key_flag_for_module(sys.argv[0], fv[name])
+    if name in _TOOL_HELP:  # A tool's process holds its own FlagValues: the trainer's text is left as it is.
+      fv[name].help = _TOOL_HELP[name]
   _READS.setdefault(fv, set()).update(name for name in names if name in config_lib.NAMES)
 
 

@@ -188,6 +188,9 @@ def test_help_exits_0_and_a_tool_s_help_lists_the_config_flags_it_reads(monkeypa
   listed = {name for name in ("workdir", "seed", "truncation", "step", "best", "batch_size", "data_dir")
             if f"--{name}:" in shown or f"--[no]{name}:" in shown}
   assert listed == {"workdir", "seed", "truncation", "step", "best"}
+  # In a tool, --workdir and --seed say what they mean there, not what they mean to the trainer.
+  assert "The directory a run trained in" in shown and "Seed of the images' noise" in shown
+  assert "resumed from it" not in shown and "the initial weights" not in shown
   with pytest.raises(SystemExit) as exited:
     cli.parse_flags(["sample", help_flag], fv)
   assert exited.value.code == errors.EXIT_OK and "error:" not in capsys.readouterr().err
