@@ -69,7 +69,7 @@ def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarra
       raise errors.UserError(f"--label={label!r} must be a class id (an integer)")
     if not 0 <= label < num_classes:
       raise errors.UserError(f"--label={label} outside [0, {num_classes})" if num_classes else
-                       f"--label={label}: the model is not conditional (it has no classes)")
+                             f"--label={label}: the model is not conditional (it has no classes)")
     return np.full([num], label, np.int32)
   return (np.arange(num) % max(num_classes, 1)).astype(np.int32)
 
