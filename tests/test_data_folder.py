@@ -140,6 +140,23 @@ def test_every_mode_and_format_decodes_like_pillow(tmp_path):
       np.testing.assert_allclose(got, want, atol=1.0, err_msg=f"{name}, {channels} channel(s)")
 
 
+def test_an_animated_webp_trains_on_its_first_frame(tmp_path):
+  """Stickers and web images: TensorFlow's decoder sized its buffer by the WebP header's alpha flag (RGB without it)
+  but wrote every animation frame as RGBA past it: the process aborted ("free(): corrupted unsorted chunks") or,
+  with larger frames, the image came out garbled."""
+  rng = np.random.RandomState(2)
+  first = rng.randint(0, 256, size=(16, 24, 3)).astype(np.uint8)
+  Image.fromarray(first).save(tmp_path / "anim.webp", save_all=True, append_images=[Image.new("RGB", (24, 16))],
+                              lossless=True)
+  assert Image.open(tmp_path / "anim.webp").n_frames == 2
+  source = data.open_source(_cfg(str(tmp_path), crop="none"))
+  for channels in (3, 1):
+    batch = next(iter(data.eval_dataset(source, (16, 24, channels), batch_size=1)))
+    got = np.round((batch["images"].numpy()[0] + 1.0) * 127.5)
+    want = first if channels == 3 else np.round(first @ np.array([0.2989, 0.5870, 0.1140]))[..., None]
+    np.testing.assert_allclose(got, want, atol=1.0)
+
+
 @pytest.mark.parametrize("name,scale", [("wide.png", 1), ("wide.jpg", 8)])
 def test_center_crop_and_stretch(tmp_path, name, scale):
   """A red | green | blue image twice as wide as high; the JPEG is big enough to be decoded at 1/8 scale."""

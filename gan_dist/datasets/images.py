@@ -31,6 +31,30 @@ def _decode_palette_bmp(contents: tf.Tensor) -> tf.Tensor:
   return tf.gather(rgb, tf.cast(indices, tf.int32))
 
 
+def _flag_webp_animation_alpha(contents: tf.Tensor) -> tf.Tensor:
+  """An animated WebP whose header (VP8X) does not flag alpha, with the flag set; any other file unchanged.
+
+  TensorFlow's decoder (2.21) sizes its output by that flag, RGB without it, but composes animation frames as RGBA
+  into it: it wrote past its buffer (the process aborted on a corrupted heap, or a larger image came out garbled).
+  Flagged, the first frame decodes exactly, as RGBA with opaque alpha, which `to_channels` drops as any alpha.
+  """
+  length = tf.strings.length(contents)
+
+  def animated_without_alpha():
+    flags = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, 20, 1), tf.uint8)[0], tf.int32)
+    webp = tf.logical_and(tf.strings.substr(contents, 0, 4) == "RIFF", tf.strings.substr(contents, 8, 8) == "WEBPVP8X")
+    animated = tf.logical_and(tf.bitwise.bitwise_and(flags, 0x02) != 0, tf.bitwise.bitwise_and(flags, 0x10) == 0)
+    return tf.logical_and(webp, animated), flags
+
+  def flagged(flags):
+    byte = tf.gather(tf.constant([bytes([i]) for i in range(256)]), tf.bitwise.bitwise_or(flags, 0x10))
+    return tf.strings.join([tf.strings.substr(contents, 0, 20), byte, tf.strings.substr(contents, 21, length - 21)])
+
+  # 30 bytes: the RIFF header and the VP8X chunk (its flags at byte 20); shorter files are no such WebP.
+  needed, flags = tf.cond(length >= 30, animated_without_alpha, lambda: (tf.constant(False), tf.constant(0)))
+  return tf.cond(needed, lambda: flagged(flags), lambda: contents)
+
+
 def _jpeg_log2_ratio(contents: tf.Tensor, min_side: int) -> tf.Tensor:
   """log2 of the largest of 1, 2, 4, 8 by which libjpeg may downscale a JPEG (in the DCT, nearly free) keeping both
   sides at least `min_side`: a 4000x3000 photo for a 64x64 model decodes at 500x375, 64 times less work and memory."""
@@ -51,7 +75,8 @@ def decode(contents: tf.Tensor, min_side: int = 0) -> tf.Tensor:
 
   Returns:
     uint8 [h, w, c] with c in 1..4 as stored (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; palette PNGs and 8-bit BMPs
-    expanded to RGB(A)); 16-bit PNGs scaled to 8 bits; the first frame of an animated GIF.
+    expanded to RGB(A)); 16-bit PNGs scaled to 8 bits; the first frame of an animated GIF, PNG or WebP (a WebP's
+    as RGBA).
 
   Raises:
     tf.errors.InvalidArgumentError (when run): empty, truncated, corrupt or not an image.
@@ -62,8 +87,9 @@ def decode(contents: tf.Tensor, min_side: int = 0) -> tf.Tensor:
   palette = tf.logical_and(tf.equal(bits, 8), header_size >= 40)
 
   def generic():
-    return tf.ensure_shape(tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False),
-                           [None, None, None])
+    decoded = tf.io.decode_image(_flag_webp_animation_alpha(contents), channels=0, dtype=tf.uint8,
+                                 expand_animations=False)
+    return tf.ensure_shape(decoded, [None, None, None])
 
   def paletted():
     return tf.ensure_shape(_decode_palette_bmp(contents), [None, None, None])
