@@ -17,7 +17,10 @@
 - Label accuracy (conditional models): the fraction of samples the classifier assigns the requested label, overall
   and per class.
 
-Every function is deterministic (subsets from a fixed seed), so the same features give the same figures.
+Every function is deterministic (subsets from a fixed seed), so the same features give the same figures. A set with a
+non-finite feature (a generator gone wrong: NaN or inf images) has no defined statistics: each of its figures is NaN
+(`gan_dist.evaluate` prints null, the trainer keeps no best checkpoint of it); a sample without finite logits counts
+as assigned no class.
 """
 
 from typing import Dict, Optional, Tuple
@@ -50,6 +53,11 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
   return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt, 0.0))
 
 
+def _finite(*arrays: np.ndarray) -> bool:
+  """Whether every element of every array is finite (metrics of a set with NaN or inf features are NaN)."""
+  return all(np.isfinite(a).all() for a in arrays)
+
+
 def frechet_distance_of_features(real: np.ndarray, fake: np.ndarray) -> float:
   """The Frechet distance of the Gaussians fitted to real [N, F] and fake [M, F], in O(N M F) when min(N, M) <= F.
 
@@ -74,21 +82,29 @@ def fcd(real: np.ndarray, fake: np.ndarray, real_stats: Optional[Tuple[np.ndarra
 
   Args:
     real_stats: `gaussian_stats(real)` if already computed (a `Reference` keeps them); None: computed here.
+
+  Returns:
+    The distance; NaN if a feature is not finite (the eigen- and singular value solvers would raise).
   """
+  if not _finite(real, fake):
+    return float("nan")
   if min(len(real), len(fake)) <= np.shape(real)[1]:
     return frechet_distance_of_features(real, fake)
   return frechet_distance(*(gaussian_stats(real) if real_stats is None else real_stats), *gaussian_stats(fake))
 
 
 def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
-  """Unbiased MMD^2 of two equal-size float32 sets [m, F] with the cubic polynomial kernel."""
+  """Unbiased MMD^2 of two equal-size float64 sets [m, F] with the cubic polynomial kernel."""
   m, dim = x.shape
 
   def kernel_sum(a, b, same):
+    # float64 elements: the MMD is a small difference of large kernel sums, and float32 elements (rel 6e-8 each) were
+    # 10-50% off for features 1,000 from the origin, and overflowed to NaN for features above ~3e6. As fast as the
+    # float32 kernel with its float64 sums (100 subsets of 1,000 x 128 features: ~3 s either way on 2 CPU cores).
     k = a @ b.T / dim + 1.0
-    k = k * k * k  # float32 elements (fast), float64 sums below.
-    total = k.sum(dtype=np.float64)
-    return total - np.trace(k, dtype=np.float64) if same else total
+    k = k * k * k
+    total = k.sum()
+    return total - np.trace(k) if same else total
 
   return float((kernel_sum(x, x, True) + kernel_sum(y, y, True)) / (m * (m - 1))
                - 2.0 * kernel_sum(x, y, False) / (m * m))
@@ -98,13 +114,16 @@ def kid(real: np.ndarray, fake: np.ndarray, num_subsets: int = KID_SUBSETS, subs
         seed: int = 0) -> Tuple[float, float]:
   """(KID, its standard deviation over subsets) of real [N, F] and fake [M, F]; subsets of min(size, N, M).
 
-  With N = M <= `subset_size` every subset is both whole sets: the KID of the sets, and a deviation of 0.
+  With N = M <= `subset_size` every subset is both whole sets: the KID of the sets, and a deviation of 0. (NaN,
+  NaN) if a feature is not finite.
   """
-  real = np.asarray(real, np.float32)
-  fake = np.asarray(fake, np.float32)
+  real = np.asarray(real, np.float64)
+  fake = np.asarray(fake, np.float64)
   m = min(subset_size, len(real), len(fake))
   if m < 2:
     raise ValueError(f"KID needs at least 2 examples of each set, got {len(real)} real and {len(fake)} fake")
+  if not _finite(real, fake):
+    return float("nan"), float("nan")
   if m == len(real) == len(fake):
     # Every subset would hold both whole sets (only their order drawn): one value, no spread to estimate.
     return float(_polynomial_mmd(real, fake)), 0.0
@@ -122,10 +141,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def classifier_score(logits: np.ndarray, splits: int = 1) -> float:
-  """exp(E KL(p(y|x) || p(y))) from logits [N, K], averaged over `splits` consecutive parts (Inception score)."""
+  """exp(E KL(p(y|x) || p(y))) from logits [N, K], averaged over `splits` consecutive parts (Inception score).
+
+  Part i holds rows [i N // splits, (i + 1) N // splits), as in the Inception score's reference implementation
+  (openai/improved-gan), so scores of N not divisible by `splits` compare; with N < `splits`, N parts of one row.
+  NaN if a logit is NaN.
+  """
   p = _softmax(logits)
+  parts = max(1, min(splits, len(p)))
   scores = []
-  for part in np.array_split(p, max(1, min(splits, len(p)))):
+  for i in range(parts):
+    part = p[i * len(p) // parts:(i + 1) * len(p) // parts]
     marginal = part.mean(axis=0, keepdims=True)
     kl = np.sum(part * (np.log(part + 1e-12) - np.log(marginal + 1e-12)), axis=1)
     scores.append(np.exp(kl.mean()))
@@ -133,7 +159,15 @@ def classifier_score(logits: np.ndarray, splits: int = 1) -> float:
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """[len(a), len(b)] squared Euclidean distances (float32 matrix products, clipped at 0)."""
+  """float32 [len(a), len(b)] squared Euclidean distances of a [n, F] and b [m, F] (clipped at 0).
+
+  |a|^2 + |b|^2 - 2 a.b in float32 (one matrix product: fast) loses the distance between points far from the origin
+  relative to their spread (an error of ~6e-8 |a|^2): both sets are first moved by b's mean (float64), which leaves
+  every distance as it is.
+  """
+  centre = np.mean(b, axis=0, dtype=np.float64)
+  a = (np.asarray(a, np.float64) - centre).astype(np.float32)
+  b = (np.asarray(b, np.float64) - centre).astype(np.float32)
   d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
   return np.maximum(d, 0.0)
 
@@ -145,7 +179,12 @@ def memorization(queries: np.ndarray, train: np.ndarray, held_out: np.ndarray, l
 
   Args:
     leave_one_out: the queries are `held_out` itself: each one's own row is left out of its held-out neighbours.
+
+  Returns:
+    The share; NaN if a feature is not finite.
   """
+  if not _finite(queries, train, held_out):
+    return float("nan")
   to_train = _squared_distances(queries, train).min(axis=1)
   to_held_out = _squared_distances(queries, held_out)
   if leave_one_out:
@@ -175,12 +214,15 @@ def _coverage(queries: np.ndarray, points: np.ndarray, radii: np.ndarray) -> flo
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_NEIGHBOURS,
                      real_radii: Optional[np.ndarray] = None) -> Tuple[float, float]:
-  """(precision, recall) of fake [M, F] against real [N, F]; `real_radii` (from `knn_radii(real)`) may be cached."""
+  """(precision, recall) of fake [M, F] against real [N, F]; `real_radii` (from `knn_radii(real)`) may be cached.
+  (NaN, NaN) if a feature is not finite (a NaN sample is in no ball and its ball holds nothing: no meaning)."""
   real = np.asarray(real, np.float32)
   fake = np.asarray(fake, np.float32)
   if min(len(real), len(fake)) <= k:
     raise ValueError(f"precision/recall with k={k} needs more than {k} examples of each set, got {len(real)} real "
                      f"and {len(fake)} fake")
+  if not _finite(real, fake):
+    return float("nan"), float("nan")
   if real_radii is None:
     real_radii = knn_radii(real, k)
   return _coverage(fake, real, real_radii), _coverage(real, fake, knn_radii(fake, k))
@@ -188,10 +230,12 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_NEIGHBOURS,
 
 def label_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[float, np.ndarray]:
   """(overall accuracy, float [num_classes] per-class accuracy; NaN for a class without samples). Examples without
-  a class (label -1: images at the root of a class folder tree) count in neither; NaN overall if none has one."""
+  a class (label -1: images at the root of a class folder tree) count in neither; NaN overall if none has one. A
+  sample whose logits are not all finite was assigned no class: it counts as wrong (argmax would pick a NaN's
+  position)."""
   labels = np.asarray(labels)
   known = labels >= 0
-  correct = np.argmax(logits, axis=1) == labels
+  correct = (np.argmax(logits, axis=1) == labels) & np.isfinite(logits).all(axis=1)
   per_class = np.array([correct[labels == k].mean() if np.any(labels == k) else np.nan for k in range(num_classes)])
   return (float(correct[known].mean()) if np.any(known) else float("nan")), per_class
 

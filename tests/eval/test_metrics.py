@@ -182,3 +182,87 @@ def test_memorization_counts_samples_nearer_to_training_images_than_to_held_out_
   assert 0.45 < metrics.memorization(fresh, train, held_out) < 0.55
   # Held-out images themselves, each without its own row: about T / (T + M - 1), not 0.
   assert 0.4 < metrics.memorization(held_out, train, held_out, leave_one_out=True) < 0.6
+
+
+def _exact_mmd(x, y):
+  """The unbiased MMD^2 of the cubic polynomial kernel, in float64 from its definition."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  kernel = lambda a, b: (a @ b.T / x.shape[1] + 1.0) ** 3
+  off_diagonal = ~np.eye(len(x), dtype=bool)
+  return kernel(x, x)[off_diagonal].mean() + kernel(y, y)[off_diagonal].mean() - 2.0 * kernel(x, y).mean()
+
+
+def _exact_precision_recall(real, fake, k=3):
+  """k-NN precision and recall from float64 pairwise differences (no |a|^2 + |b|^2 - 2ab cancellation)."""
+  real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+  squared = lambda a, b: ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+  real_radii = np.sort(squared(real, real), axis=1)[:, k]  # Index 0: the point itself.
+  fake_radii = np.sort(squared(fake, fake), axis=1)[:, k]
+  between = squared(fake, real)
+  return (between <= real_radii[None, :]).any(1).mean(), (between.T <= fake_radii[None, :]).any(1).mean()
+
+
+def test_kid_is_its_definition_on_features_far_from_the_origin():
+  """The cubic kernel of features with a common offset of 1,000 is ~1e18 and the MMD a difference of such sums:
+  float32 kernel elements (rel 6e-8 each) made KID 10% off here, and features of 1e20 overflowed float32 to NaN."""
+  rng = np.random.RandomState(5)
+  real = (rng.standard_normal((40, 8)) + 1e3).astype(np.float32)
+  fake = (rng.standard_normal((40, 8)) * 1.2 + 1e3).astype(np.float32)
+  mean, std = metrics.kid(real, fake)
+  assert std == 0.0 and mean == pytest.approx(_exact_mmd(real, fake), rel=1e-6)
+  huge = (rng.standard_normal((40, 8)) * 1e20).astype(np.float32)
+  mean, _ = metrics.kid(huge, huge[::-1] * 2)
+  assert np.isfinite(mean) and mean == pytest.approx(_exact_mmd(huge, huge[::-1] * 2), rel=1e-6)
+
+
+def test_precision_and_recall_are_their_definition_on_features_far_from_the_origin():
+  """Squared distances as |a|^2 + |b|^2 - 2ab in float32 lose the distances between points 1,000 from the origin
+  (error ~6e-8 x 1e6 x dim against distances ~dim): precision came out 0.71 instead of 0.62 here."""
+  rng = np.random.RandomState(6)
+  real = (rng.standard_normal((300, 16)) + 1e3).astype(np.float32)
+  fake = (rng.standard_normal((300, 16)) * 1.1 + 1e3).astype(np.float32)
+  expected = _exact_precision_recall(real, fake)
+  assert metrics.precision_recall(real, fake) == pytest.approx(expected, abs=1 / 300)
+  # Radii of a set whose points lie far from the origin are those of the same set moved to it.
+  np.testing.assert_allclose(metrics.knn_radii(real), metrics.knn_radii(real - 1e3), rtol=1e-3)
+
+
+def test_non_finite_features_give_nan_metrics_not_a_crash():
+  """A generator gone wrong (NaN or inf images) gives NaN features: each figure of that set is NaN, which the
+  trainer skips for the best checkpoint and `gan_dist.evaluate` prints as null (eigh raised LinAlgError, stopping
+  the run with a traceback)."""
+  rng = np.random.RandomState(7)
+  real = rng.standard_normal((50, 8)).astype(np.float32)
+  for bad_value in (np.nan, np.inf):
+    fake = rng.standard_normal((40, 8)).astype(np.float32)
+    fake[3] = bad_value
+    logits = rng.standard_normal((40, 5))
+    logits[3] = np.nan
+    found = metrics.Reference(real).compare(fake, logits)
+    for name in ("fcd", "kid", "kid_std", "precision", "recall", "classifier_score"):
+      assert np.isnan(found[name]), (bad_value, name)
+    partial = metrics.Reference(real, full=False).compare(fake, logits)
+    assert np.isnan(partial["fid"]) and np.isnan(partial["inception_score"]), bad_value
+    assert np.isnan(metrics.fcd(real[:6], fake)), bad_value  # The [N, M] path (fewer samples than features).
+    assert np.isnan(metrics.memorization(fake, real, real)), bad_value
+  # A sample without finite logits was assigned no class: it counts as wrong, whatever argmax makes of NaN.
+  logits = np.eye(3)[[0, 1, 2, 0]] * 5
+  logits[0] = np.nan
+  overall, per_class = metrics.label_accuracy(logits, np.array([0, 1, 2, 0]), 3)
+  assert overall == pytest.approx(3 / 4)  # Argmax takes a NaN row as its first class: 4 / 4.
+  np.testing.assert_allclose(per_class, [0.5, 1.0, 1.0])
+
+
+def test_inception_score_splits_are_the_reference_implementations_parts():
+  """openai/improved-gan's split i is rows [i N // splits, (i + 1) N // splits): for N = 15 and 10 splits parts of
+  1, 2, 1, 2, ... rows (np.array_split made 2, 2, 2, 2, 2, 1, 1, ...: another score)."""
+  rng = np.random.RandomState(8)
+  logits = rng.standard_normal((15, 6)) * 3
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  scores = []
+  for i in range(10):
+    part = p[i * 15 // 10:(i + 1) * 15 // 10]
+    scores.append(np.exp(np.mean(np.sum(part * (np.log(part) - np.log(part.mean(0, keepdims=True))), 1))))
+  assert metrics.classifier_score(logits, splits=10) == pytest.approx(np.mean(scores), rel=1e-9)
+  # Fewer samples than splits: one part per sample, each scoring 1 (no empty part, whose score would be NaN).
+  assert metrics.classifier_score(logits[:7], splits=10) == pytest.approx(1.0)
