@@ -37,7 +37,7 @@ from gan_dist.datasets.base import DataError, DataSource, graph_fn
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
 from gan_dist.datasets.folder import FolderSource, open_folder
 from gan_dist.datasets import packed as _packed
-from gan_dist.datasets.packed import PackedSource, is_pack, open_packed, write_pack
+from gan_dist.datasets.packed import PackedSource, open_packed, read_manifest, write_pack
 from gan_dist.datasets.idx import IDX_DATASETS, IdxSource, find_idx_files, load_idx, read_idx
 from gan_dist.datasets.tfds_source import TfdsSource, open_tfds
 
@@ -65,8 +65,11 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     DataError: a one-line message naming the problem and the fix.
   """
   split = split or cfg.split
-  if cfg.dataset == "packed" or (cfg.dataset == "folder" and is_pack(cfg.data_dir)):
-    source = open_packed(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images, cache_dir=cfg.data_cache_dir)
+  # Read once: a pack's manifest lists every example.
+  manifest = read_manifest(cfg.data_dir) if cfg.dataset in ("folder", "packed") else None
+  if cfg.dataset == "packed" or manifest is not None:
+    source = open_packed(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images, cache_dir=cfg.data_cache_dir,
+                         manifest=manifest)
   elif cfg.dataset == "folder":
     source = open_folder(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images)
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):

@@ -211,6 +211,29 @@ def test_pack_needs_data_dir_and_out(tmp_path, folder, monkeypatch, capsys):
   assert (tmp_path / "a_file").read_text() == "mine"
 
 
+@pytest.mark.parametrize("text", [b'{"name": "my photos", "version": 3}', b"not json", b"[1, 2]", b"\xff\xfe"])
+def test_a_folder_with_a_manifest_json_of_its_own_is_a_folder_not_a_pack(tmp_path, folder, monkeypatch, capsys,
+                                                                          text):
+  """Downloaded datasets come with a manifest.json of their own: --dataset=folder took such a folder for a pack
+  (refused as "unknown pack format None", or a traceback and exit 1 where it was not a JSON object), and packing into
+  a directory holding one failed the same ways."""
+  with open(os.path.join(folder, "manifest.json"), "wb") as f:
+    f.write(text)
+  source = data.open_source(helpers.config(tmp_path, dataset="folder", data_dir=folder))
+  assert not isinstance(source, data.PackedSource) and source.num_examples == 42
+  with pytest.raises(errors.UserError) as refused:
+    data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=folder))
+  assert str(refused.value) == (f"--data_dir={folder} is not a pack: its manifest.json is not a gan_dist pack's; "
+                                "for a folder of images pass --dataset=folder")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "manifest.json").write_bytes(text)
+  code, err = helpers.tool_command(pack, [f"--data_dir={folder}", f"--out={out}"], monkeypatch, capsys)
+  assert code == 2 and err.strip().endswith(f"--out={out} exists and is not a pack being written; choose an empty "
+                                            "or new directory"), err
+  assert os.listdir(out) == ["manifest.json"]
+
+
 def test_an_unreadable_file_is_packed_empty_and_replaced_as_in_its_folder(tmp_path, folder):
   # A broken link: training on the folder skips it like any bad file; packing stopped with a traceback.
   os.symlink(str(tmp_path / "gone.png"), os.path.join(folder, "cat", "broken.png"))

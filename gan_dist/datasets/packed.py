@@ -33,6 +33,8 @@ from gan_dist.datasets.base import DataError
 from gan_dist.datasets.folder import FolderSource, list_images
 
 FORMAT = "gan_dist-pack-v1"
+# What the format of every version of a pack's manifest starts with.
+_FORMAT_FAMILY = "gan_dist-pack-"
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 SHARD_SIZE = 10000
@@ -44,9 +46,22 @@ def _array_record():
   return array_record_module
 
 
-def is_pack(directory: str) -> bool:
-  """Whether `directory` holds a complete pack."""
-  return bool(directory) and tf.io.gfile.exists(f"{directory.rstrip('/')}/{MANIFEST}")
+def read_manifest(directory: str) -> Optional[dict]:
+  """The manifest of the complete pack in `directory`, or None where there is none: no manifest.json, or one that is
+  not a gan_dist pack's (a folder of images may hold a manifest.json of its own, and is still a folder).
+
+  A pack of another version of the format is a pack (`open_packed` names its format).
+  """
+  path = f"{directory.rstrip('/')}/{MANIFEST}"
+  if not directory or not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+    return None
+  try:
+    manifest = json.loads(files.read_text(path))
+  except ValueError:  # Not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError).
+    return None
+  if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith(_FORMAT_FAMILY):
+    return None
+  return manifest
 
 
 _OTHER_BYTES = "its bytes differ from the manifest's SHA-256"
@@ -115,8 +130,8 @@ def write_pack(folder: str, out: str, shard_size: int = SHARD_SIZE,
               shards=[dict(file=_shard_name(i, count), first=i * shard_size,
                            count=min(shard_size, len(paths) - i * shard_size)) for i in range(count)])
   plan_text = json.dumps(plan, sort_keys=True)
-  if is_pack(out):
-    manifest = json.loads(files.read_text(f"{out}/{MANIFEST}"))
+  manifest = read_manifest(out)
+  if manifest is not None:
     if not all(manifest.get(k) == plan[k] for k in ("format", "paths", "labels", "class_names")):
       raise DataError(f"--out={out} holds a pack of another listing; remove it or choose another --out")
     if manifest.get("shard_size") != shard_size:
@@ -268,18 +283,31 @@ def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
   return local
 
 
-def open_packed(pack: str, crop: str, skip_bad: bool, cache_dir: str) -> PackedSource:
+def open_packed(pack: str, crop: str, skip_bad: bool, cache_dir: str,
+                manifest: Optional[dict] = None) -> PackedSource:
   """Opens a complete pack, checking every shard's record count (a truncated or damaged shard is named).
+
+  Args:
+    pack: the pack directory.
+    crop: --crop.
+    skip_bad: --skip_bad_images.
+    cache_dir: --data_cache_dir (where a remote pack's shards are copied).
+    manifest: the pack's manifest where the caller has read it already (`read_manifest`); read here if None.
 
   Raises:
     DataError: not a complete pack, or a damaged shard.
   """
   pack = pack.rstrip("/")
-  if not is_pack(pack):
-    what = "an interrupted packing (rerun python -m gan_dist.pack to finish it)" if tf.io.gfile.exists(
-        f"{pack}/{PLAN}") else "not a pack (no manifest.json)"
+  manifest = read_manifest(pack) if manifest is None else manifest
+  if manifest is None:
+    if tf.io.gfile.exists(f"{pack}/{PLAN}"):
+      what = "an interrupted packing (rerun python -m gan_dist.pack to finish it)"
+    elif tf.io.gfile.exists(f"{pack}/{MANIFEST}"):
+      what = (f"not a pack: its {MANIFEST} is not a gan_dist pack's; for a folder of images pass "
+              "--dataset=folder")
+    else:
+      what = f"not a pack (no {MANIFEST})"
     raise DataError(f"--data_dir={pack} is {what}")
-  manifest = json.loads(files.read_text(f"{pack}/{MANIFEST}"))
   if manifest.get("format") != FORMAT:
     raise DataError(f"--data_dir={pack}: unknown pack format {manifest.get('format')!r} (this version reads {FORMAT})")
   source = PackedSource(pack, manifest, np.arange(manifest["num_examples"], dtype=np.int64), crop, skip_bad,
