@@ -180,14 +180,19 @@ class Evaluator:
     return bool(strategy_lib.gather_rows(self.strategy, np.array([1.0 if found else 0.0])).min() > 0)
 
   def _distributed_fn(self, generator: keras.Model) -> Callable:
-    """tf.function (per-replica noise, labels) -> per-replica (features, logits) of every extractor."""
+    """tf.function (per-replica noise, labels) -> per-replica (finite [b] float32: 1 where every pixel of the
+    image is finite, features, logits of every extractor)."""
     key = id(generator)
     if key not in self._functions:
       gan, extract = self.gan, [e.predict for e in self.extractors]
 
       def replica_fn(noise, labels):
         images = tf.cast(gan.generate(noise, labels, training=False, generator=generator), tf.float32)
-        outputs = []
+        # Checked on the images, not on the features: the CPU's fused Conv/ReLU/MaxPool kernels turn NaN pixels into
+        # finite features (every all-NaN image got the same ones, scored as an image). float32: gathered anywhere.
+        finite = tf.cast(tf.reduce_all(tf.math.is_finite(tf.reshape(images, [tf.shape(images)[0], -1])), axis=1),
+                         tf.float32)
+        outputs = [finite]
         for predict in extract:
           features, logits = predict(images)
           outputs += [features, logits]
@@ -209,7 +214,8 @@ class Evaluator:
 
   def generated_outputs(self, generator: keras.Model, truncation: float) -> Tuple[List[np.ndarray], np.ndarray]:
     """([features_0 [num, F0], logits_0 [num, K0], features_1, ...] of `num` generated images, their labels int32
-    [num]), on every worker."""
+    [num]), on every worker. The features and logits of an image with a NaN or inf pixel are NaN, so that the
+    figures of such a generator are NaN (`metrics`), not those of whatever the networks made of it."""
     strategy = self.strategy
     replicas = strategy.num_replicas_in_sync
     per_replica = min(EVAL_BATCH_PER_REPLICA, math.ceil(self.num / replicas))
@@ -227,6 +233,12 @@ class Evaluator:
       # Replica order is sample order: replica r of chunk c holds samples c*chunk + r*per_replica + [0, per_replica).
       parts.append([np.asarray(strategy.gather(o, axis=0)) for o in outputs])
     gathered = [np.concatenate([p[i] for p in parts])[:self.num] for i in range(len(parts[0]))]
+    bad = gathered.pop(0) < 0.5
+    if bad.any():
+      logging.warning("%d of %d generated images have NaN or inf pixels: the figures of this evaluation are NaN",
+                      int(bad.sum()), self.num)
+      for array in gathered:
+        array[bad] = np.nan
     return gathered, labels[:self.num]
 
   def __call__(self, generator: keras.Model, step: Optional[int] = None,

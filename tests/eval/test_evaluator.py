@@ -114,6 +114,19 @@ def test_truncation_of_the_config_or_of_the_call_scores_truncated_noise(tmp_path
   assert plain(gan.generator, truncation=0.0) == plain(gan.generator)
 
 
+def test_a_generator_of_nan_images_gets_nan_figures(tmp_path):
+  """Images with NaN or inf pixels (a custom architecture, float16 overflow) get NaN figures: the trainer keeps no
+  best checkpoint of them, `gan_dist.evaluate` prints null. The CPU's fused kernels of the feature network made all-NaN
+  images finite features, one vector for all: they were scored FCD 6.0, classifier score 1.0, as if images."""
+  strategy = tf.distribute.get_strategy()
+  cfg, gan = _setup(tmp_path, strategy, arch="mlp", eval_num=8)
+  evaluator = evaluator_lib.Evaluator(cfg, strategy, gan)
+  gan.generator.set_weights([np.full_like(w, np.nan) for w in gan.generator.get_weights()])
+  found = evaluator(gan.generator)
+  assert set(found) == KEYS and all(np.isnan(v) for v in found.values()), found
+  assert all(np.isfinite(v) for v in evaluator.floors.values())
+
+
 def test_format_metrics_is_one_line_without_per_class_figures():
   line = evaluator_lib.format_metrics({"fcd": 3.3712, "label_accuracy": 0.98, "label_accuracy/3": 0.5, "kid": 0.1})
   assert line == "fcd 3.371  kid 0.1  label_accuracy 0.98"
