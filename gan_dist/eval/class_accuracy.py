@@ -33,7 +33,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int, truncation: float) -> np.ndarray:
-  """float [num_classes]: for each class k, the fraction of `num_per_class` samples of k that `model` calls k.
+  """float [num_classes]: for each class k, the fraction of `num_per_class` samples of k that `model` calls k (an
+  image with a NaN or inf pixel is called no class).
 
   Args:
     model: a feature network (images in [-1, 1] -> (features, logits)).
@@ -45,7 +46,11 @@ def per_class_accuracy(model, generate_fn, gan, num_per_class: int, seed: int, t
   """
   noise, labels, _ = sampling.class_rows(num_per_class * gan.num_classes, gan.latent_dim, gan.num_classes, seed,
                                          truncation)
-  _, logits = features_lib.predict_images(model, sampling.generate(generate_fn, noise, labels))
+  images = sampling.generate(generate_fn, noise, labels)
+  _, logits = features_lib.predict_images(model, images)
+  # An image with a NaN or inf pixel is assigned no class (NaN logits count as wrong): the CPU's fused kernels of the
+  # network give every all-NaN image the same finite logits, one class's.
+  logits[~np.isfinite(images.reshape(len(images), -1)).all(axis=1)] = np.nan
   return metrics_lib.label_accuracy(logits, labels, gan.num_classes)[1]
 
 

@@ -42,6 +42,17 @@ def test_per_class_accuracy_counts_what_the_network_calls_each_requested_class()
   np.testing.assert_allclose(truncated, (predicted == labels).reshape(10, 3).mean(1))
 
 
+
+def test_images_with_nan_pixels_are_assigned_no_class():
+  """The feature network's fused CPU kernels give every all-NaN image the same finite logits, so one class scored
+  1.0 for a generator of NaN images; such an image is assigned no class: every class scores 0."""
+  gan = models.build(helpers.config_values(arch="cgan_mlp"), 10)
+  gan.generator.set_weights([np.full_like(w, np.nan) for w in gan.generator.get_weights()])
+  generate_fn = sampling.make_generate_fn(gan.generator, gan)
+  model = features.build((28, 28, 1), 10)
+  accuracy = class_accuracy.per_class_accuracy(model, generate_fn, gan, num_per_class=2, seed=0, truncation=0.0)
+  np.testing.assert_array_equal(accuracy, np.zeros(10))
+
 @pytest.mark.slow
 def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_device, capsys):
   cfg = tiny_run.shared_run(tmp_path_factory, one_device)
