@@ -68,7 +68,8 @@ def weights_checksum(path: str) -> str:
 
 
 def build(weights_path: str, image_shape) -> keras.Model:
-  """images float32 [B, H, W, C] in [-1, 1] -> (pool3 features [B, 2048], logits [B, 1000]), always float32.
+  """images float32 [B, H, W, C] in [-1, 1] -> (pool3 features [B, 2048], logits [B, 1000]), always float32, in
+  inference mode whatever `training` a call passes.
 
   Raises:
     errors.UserError: no file at `weights_path`, or it does not hold InceptionV3 weights with the 1000-class top.
@@ -93,7 +94,9 @@ def build(weights_path: str, image_shape) -> keras.Model:
     if image_shape[-1] == 1:
       x = keras.layers.Concatenate()([x, x, x])
     x = keras.layers.Resizing(INPUT_SIDE, INPUT_SIDE, interpolation="bilinear")(x)
-    features, logits = trunk(x)
+    # Always inference mode: called without training=False (model(x), fit), the nested network ran its BatchNorms
+    # on the batch's statistics and moved their moving averages for good.
+    features, logits = trunk(x, training=False)
     return keras.Model(images, [features, logits], name="inception_features")
   finally:
     keras.config.set_dtype_policy(previous)
