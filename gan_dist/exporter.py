@@ -13,7 +13,9 @@ sampling truncation) go to `<path>/assets.extra/gan_dist.json` (TF Serving's pla
 it); `read_facts` reads them.
 
 Keras file: the generator itself: `keras.saving.load_model("G.keras").predict(noise)` (conditional models:
-`.predict([noise, one_hot_labels])`) gives float32 images [B, H, W, C] in [-1, 1].
+`.predict([noise, one_hot_labels])`) gives float32 images [B, H, W, C] in [-1, 1]. A custom architecture's own
+layer classes stay in it (`inference.float32_copy`), so loading it then needs them too (a warning names them); its
+SavedModel, a traced graph, does not.
 
   exporter.export("runs/quick", "runs/quick/export")                 # SavedModel
   exporter.export("runs/quick", "G.keras", fmt="keras", step=2000)   # Keras file of checkpoint 2000
@@ -24,6 +26,7 @@ import os
 import tempfile
 from typing import Callable, List, Optional, Tuple
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -156,6 +159,11 @@ def export(workdir: str, out: str, step: Optional[int] = None, fmt: str = "saved
   run = inference.load(workdir, step, best)
   generator = inference.float32_copy(run.generator)
   if fmt == "keras":
+    needs = inference.keras_file_needs(generator)
+    if needs:  # A custom architecture's own layer classes: the file is right, but Keras alone cannot load it.
+      logging.warning("Loading %s needs, besides Keras: %s. Pass a class to keras.saving.load_model(path, "
+                      "custom_objects={name: class}); the SavedModel export (--format=saved_model) needs none of "
+                      "them", out, "; ".join(needs))
     write_keras(generator, out)
   else:
     write_saved_model(generator, run.gan, inference.facts(run), out)

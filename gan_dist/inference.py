@@ -12,7 +12,7 @@ web demo. Nothing is trained and nothing is written to the workdir.
 
 import dataclasses
 import os
-from typing import Optional
+from typing import List, Optional
 
 from absl import logging
 import keras
@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from gan_dist import checkpoint as checkpoint_lib
 from gan_dist import config as config_lib
+from gan_dist import errors
 from gan_dist import files
 from gan_dist import sampling
 from gan_dist import state as state_lib
@@ -114,25 +115,42 @@ def float32_copy(generator: keras.Model) -> keras.Model:
   layers of the ResNet recipe become Keras layers computing what they compute in inference (their `export_call`):
   a SpectralNormalization its wrapped layer with W / sigma (from the stored u) as kernel, a SelfAttention and a
   ConditionalBatchNorm a small graph of Conv2D/Dense, Dot, Softmax, BatchNormalization, Rescaling, Multiply, Add,
-  a FanOut nothing (its input goes to every reader).
+  a FanOut nothing (its input goes to every reader). A layer class of a custom architecture (--arch=my_module)
+  stays its own class, in float32: its Keras base class would compute something else, silently, or nothing (a
+  SavedModel then still loads without that code; a Keras file needs it: `keras_file_needs`).
 
   Args:
-    generator: a functional generator (float32 or mixed precision).
+    generator: a functional or Sequential generator (float32 or mixed precision).
 
   Returns:
-    The float32 Keras-only copy, with the same inputs and outputs ([B, H, W, C] images).
+    The float32 copy, with the same inputs and outputs ([B, H, W, C] images); Keras' own layer classes only for
+    gan_dist's architectures.
+
+  Raises:
+    errors.UserError: a custom architecture's layer that its class cannot rebuild from its get_config().
   """
   copies = []  # (original layer, its copy) of the layers cloned one to one, whose weights are copied after.
 
   def clone(layer):
     if hasattr(layer, "export_call"):
       return layer  # Replaced by the Keras layers of its export_call (see `call`).
-    keras_class = next(c for c in type(layer).__mro__ if c.__module__.split(".")[0] == "keras")
-    layer_config = layer.get_config()
-    layer_config["dtype"] = "float32"
-    if "synchronized" in layer_config:
-      layer_config["synchronized"] = False
-    copy = keras_class.from_config(layer_config)
+    copy_class = _copy_class(type(layer))
+    try:
+      layer_config = layer.get_config()
+      layer_config["dtype"] = "float32"
+      if "synchronized" in layer_config:
+        layer_config["synchronized"] = False
+      if issubclass(copy_class, keras.layers.Lambda):
+        # Its function is this process's own code (the architecture's), not read from a file: nothing to refuse.
+        copy = copy_class.from_config(layer_config, safe_mode=False)
+      else:
+        copy = copy_class.from_config(layer_config)
+    except (TypeError, ValueError, KeyError, NotImplementedError) as e:
+      name = copy_class.__name__
+      raise errors.UserError(
+          f"the generator's layer {layer.name!r} ({name} of {copy_class.__module__}) cannot be copied for export: "
+          f"{name}.from_config(its get_config()) failed ({type(e).__name__}: {' '.join(str(e).split())}); give "
+          f"{name} a get_config() that returns its __init__ arguments (Keras' rule for custom layers)") from None
     copies.append((layer, copy))
     return copy
 
@@ -141,10 +159,48 @@ def float32_copy(generator: keras.Model) -> keras.Model:
       return layer.export_call(*args, **kwargs)
     return layer(*args, **kwargs)
 
+  if isinstance(generator, keras.Sequential):
+    # A custom architecture's Sequential generator: Keras clones those without call_function; its functional view
+    # (the same layers and weights) clones as any functional generator.
+    generator = keras.Model(generator.inputs, generator.outputs, name=generator.name)
   copy = keras.models.clone_model(generator, clone_function=clone, call_function=call)
   for layer, layer_copy in copies:
     layer_copy.set_weights(layer.get_weights())
   return copy
+
+
+def _copy_class(layer_class: type) -> type:
+  """The class of a layer's float32 copy: a gan_dist subclass of a Keras layer (e.g. the replica-aware Dropout) its
+  Keras base class, which behaves the same in inference and needs no gan_dist to load; any other class itself:
+  Keras' own, a custom architecture's, a gan_dist layer whose only Keras base is the abstract Layer."""
+  if layer_class.__module__.split(".")[0] != "gan_dist":
+    return layer_class
+  base = next(c for c in layer_class.__mro__ if c.__module__.split(".")[0] == "keras")
+  return layer_class if base is keras.layers.Layer else base
+
+
+def keras_file_needs(model: keras.Model) -> List[str]:
+  """What `keras.saving.load_model` needs besides Keras to load `model` (e.g. a `float32_copy`) from a Keras file.
+
+  Returns:
+    One entry per layer class that is not Keras' own ("PixelNorm (my_gans.layers)": a custom architecture's; pass
+    it in `custom_objects`, or import its module when the class is registered serializable), then one for Lambda
+    layers (their Python function: load with safe_mode=False); empty for gan_dist's architectures.
+  """
+  needs, lambdas = [], []
+
+  def visit(layers):
+    for layer in layers:
+      layer_class = type(layer)
+      need = f"{layer_class.__name__} ({layer_class.__module__})"
+      if layer_class.__module__.split(".")[0] != "keras" and need not in needs:
+        needs.append(need)
+      lambdas.extend([layer] if isinstance(layer, keras.layers.Lambda) else [])
+      if isinstance(layer, keras.Model):  # A nested model: its own layers too.
+        visit(layer.layers)
+
+  visit(model.layers)
+  return needs + (["a Lambda layer's Python function (load with safe_mode=False)"] if lambdas else [])
 
 
 def facts(run: Run) -> dict:

@@ -83,6 +83,78 @@ def test_float32_copy_uses_keras_own_layers_in_float32():
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
 
 
+class _Tripled(keras.layers.Dense):
+  """A user's subclass of a Keras layer that changes what it computes (its Keras base class would not)."""
+
+  def call(self, inputs):
+    return super().call(inputs) * 3.0
+
+
+class _PixelNorm(keras.layers.Layer):
+  """A user's own layer: no Keras class computes it."""
+
+  def call(self, inputs):
+    return inputs * tf.math.rsqrt(tf.reduce_mean(tf.square(inputs), axis=-1, keepdims=True) + 1e-8)
+
+
+class _Scale(keras.layers.Layer):
+  """A user's layer whose constructor takes an argument that get_config does not return."""
+
+  def __init__(self, factor, **kwargs):
+    super().__init__(**kwargs)
+    self.factor = factor
+
+  def call(self, inputs):
+    return inputs * self.factor
+
+
+def _user_layers_model(*extra):
+  """A mixed-precision model of a custom architecture's layers: a Dense subclass, an own layer, a Python lambda."""
+  inputs = keras.Input((4,))
+  x = keras.layers.Dense(3, dtype="mixed_float16")(inputs)
+  x = _Tripled(3, dtype="mixed_float16")(x)
+  x = _PixelNorm(dtype="mixed_float16")(x)
+  x = keras.layers.Lambda(lambda t: t + 1.0, dtype="mixed_float16")(x)
+  for layer in extra:
+    x = layer(x)
+  return keras.Model(inputs, x)
+
+
+def test_float32_copy_keeps_what_a_custom_architectures_layers_compute():
+  """--arch=my_module's layers: a user's class is no Keras class in disguise (as gan_dist's own subclasses are)."""
+  model = _user_layers_model()
+  copy = inference.float32_copy(model)
+  assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
+  assert [type(layer) for layer in copy.layers[2:]] == [_Tripled, _PixelNorm, keras.layers.Lambda]
+  x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
+  assert copy(x).dtype == tf.float32
+  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
+  assert inference.keras_file_needs(copy) == ["_Tripled (tests.test_inference)", "_PixelNorm (tests.test_inference)",
+                                              "a Lambda layer's Python function (load with safe_mode=False)"]
+  inputs = keras.Input((4,))
+  assert inference.keras_file_needs(keras.Model(inputs, keras.layers.Dense(2)(inputs))) == []
+
+
+def test_float32_copy_of_a_sequential_generator():
+  """A custom architecture may build its generator as keras.Sequential (Keras clones those without call_function)."""
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="mixed_float16"), _Tripled(3),
+                            keras.layers.Activation("tanh", dtype="float32")])
+  copy = inference.float32_copy(model)
+  assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
+  x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
+  np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
+
+
+def test_float32_copy_of_a_layer_that_cannot_be_rebuilt_is_a_user_error():
+  # (Keras rebuilds a layer from the arguments its constructor was given when they are serialisable: 2.0 is.)
+  assert type(inference.float32_copy(_user_layers_model(_Scale(2.0))).layers[-1]) is _Scale
+  with pytest.raises(errors.UserError, match=r"layer 'scale' \(_Scale of tests.test_inference\) cannot be copied "
+                                             r"for export: .*Please implement `get_config\(\)`.*; give _Scale a "
+                                             r"get_config\(\)") as raised:
+    inference.float32_copy(_user_layers_model(_Scale(np.array([2.0, 3.0, 4.0]), name="scale")))
+  assert "\n" not in str(raised.value)
+
+
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory, one_device):
   """An mlp workdir with ckpt-2 and ckpt-4, copied by each test that damages it or adds a best checkpoint."""
