@@ -12,7 +12,9 @@ import pytest
 from gan_dist import cli
 from gan_dist import errors
 from gan_dist import evaluate
+from gan_dist import figures
 from gan_dist import inference
+from gan_dist import train
 from tests import helpers
 from tests import subprocs
 from tests.eval import tiny_run
@@ -167,3 +169,22 @@ def test_all_refuses_an_eval_folder_it_could_not_write_before_evaluating(run_cfg
   assert cli.guard(evaluate.main)(["evaluate"]) == errors.EXIT_USAGE
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
       f"error: {workdir}/eval (where --all writes its CSV and plot) is a file, not a directory")
+
+
+@pytest.mark.slow
+def test_the_trainers_tensorboard_figures_are_what_evaluate_computes_for_the_same_checkpoint(tmp_path, one_device):
+  """--eval_every scores the EMA generator just before saving; evaluate restores it (its BatchNorm statistics from
+  the checkpoint) and must score the same samples alike, floors included (TensorBoard keeps float32)."""
+  cfg = helpers.config(tmp_path, arch="dcgan", data_dir=helpers.make_idx_dir(str(tmp_path / "idx"), num=64),
+                       eval_cache_dir=str(tmp_path / "cache"), eval_num=40, eval_every=2, checkpoint_every=2,
+                       train_steps=4, max_to_keep=5, ema_decay=0.9)
+  train.run(cfg, one_device)
+  scalars = figures.read_scalars(f"{cfg.workdir}/tensorboard")
+  results, evaluator = evaluate.evaluate_workdir(cfg.workdir, [2, 4])
+  assert [r["step"] for r in results] == [2, 4]
+  for result in results:
+    for name, value in result["metrics"].items():
+      logged = dict(scalars[f"eval/{name}"])[result["step"]]
+      assert logged == pytest.approx(value, rel=1e-5, abs=1e-7), (result["step"], name)
+  for name, value in evaluator.floors.items():
+    assert scalars[f"eval_floor/{name}"][-1][1] == pytest.approx(value, rel=1e-5, abs=1e-7), name
