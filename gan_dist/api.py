@@ -52,13 +52,20 @@ def fit(cfg: config_lib.Config, make_strategy: Callable[[config_lib.Config], tf.
   return train.run(cfg, strategy)
 
 
-def load(workdir: str, step: Optional[int] = None) -> inference.Run:
-  """A trained workdir's latest (or step-`step`) checkpoint, ready to sample: `run.sample(num, seed)`."""
-  return inference.load(workdir, step)
+def load(workdir: str, step: Optional[int] = None, best: bool = False) -> inference.Run:
+  """A trained workdir's latest (step-`step`, or with `best` the best) checkpoint, ready to sample:
+  `run.sample(num, seed)`.
+
+  `best`: the best checkpoint that training with --eval_every kept (what --best opens in the tools).
+
+  Raises:
+    errors.UserError: not a workdir, no such checkpoint, or both `step` and `best`.
+  """
+  return inference.load(workdir, step, best)
 
 
-def sample(workdir: str, num: int, seed: int = 0, label: Optional[int] = None, step: Optional[int] = None
-           ) -> np.ndarray:
-  """uint8 images [num, H, W, C] of a trained workdir (class `label` for conditional models; image i is the same
-  for any num)."""
-  return sampling.to_uint8(load(workdir, step).sample(num, seed, label)).numpy()
+def sample(workdir: str, num: int, seed: int = 0, label: Optional[int] = None, step: Optional[int] = None,
+           best: bool = False) -> np.ndarray:
+  """uint8 images [num, H, W, C] of a trained workdir's checkpoint (as `load` picks it; class `label` for
+  conditional models; image i is the same for any num): what `python -m gan_dist.sample` writes."""
+  return sampling.to_uint8(load(workdir, step, best).sample(num, seed, label)).numpy()

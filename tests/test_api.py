@@ -2,13 +2,17 @@
 
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from gan_dist import api
 from gan_dist import errors
+from gan_dist import sampling
 from tests import conftest
+from tests import helpers
+from tests.serve import workdirs
 
 
 def _readme_example() -> str:
@@ -38,3 +42,17 @@ def test_config_applies_the_flag_rules():
     api.config(batch_size=0)
   with pytest.raises(errors.UserError, match="unknown config fields"):
     api.config(bogus=1)
+
+
+def test_load_and_sample_open_the_best_checkpoint(tmp_path, tmp_path_factory):
+  """The best checkpoint that training with --eval_every keeps, as --best opens it in every tool."""
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(workdirs.trained("unconditional", tmp_path_factory), workdir)
+  helpers.keep_as_best(workdir, 1, helpers.scale_generators(0.5))
+  run = api.load(workdir, best=True)
+  assert run.best and run.step == 1
+  best = api.sample(workdir, 3, seed=2, best=True)
+  np.testing.assert_array_equal(best, sampling.to_uint8(run.sample(3, seed=2)).numpy())
+  assert np.abs(best.astype(int) - api.sample(workdir, 3, seed=2).astype(int)).mean() > 1  # Not the latest.
+  with pytest.raises(errors.UserError, match="not both"):
+    api.sample(workdir, 3, step=1, best=True)
