@@ -7,6 +7,8 @@ import pytest
 from tensorflow.python.eager.polymorphic_function import polymorphic_function
 
 from gan_dist import exporter
+from gan_dist import inference
+from gan_dist import sample as sample_lib
 from gan_dist import sampling
 from gan_dist.serve import model as model_lib
 from tests.serve import workdirs
@@ -106,3 +108,13 @@ def test_saved_model_serves_the_same_images_and_facts(conditional, unconditional
     np.testing.assert_array_equal(served.images(noise, labels), from_workdir.images(noise, labels))
   with pytest.raises(FileNotFoundError, match="saved_model.pb not found"):
     model_lib.from_saved_model(str(tmp_path / "missing"))
+
+
+def test_the_demo_draws_gan_dist_sample_s_images(conditional, unconditional, tmp_path_factory):
+  """The same bytes for a float32 run; a mixed_float16 run's gan_dist.sample computes in float16, the demo (and the
+  exports) in float32: float16 rounding apart (the module docstring)."""
+  for kind, served, atol in (("unconditional", unconditional, 0), ("conditional", conditional, 4)):
+    run = inference.load(workdirs.trained(kind, tmp_path_factory))
+    sampled = sample_lib.sample(run, 6, seed=5)["images"]
+    demo = served.images(*served.inputs(6, seed=5, truncation=0.0))
+    np.testing.assert_allclose(demo.astype(int), sampled.astype(int), atol=atol)
