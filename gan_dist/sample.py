@@ -114,6 +114,9 @@ def main(argv) -> None:
       files.check_writable_file(path, flag)
   if fv.grid and not fv.grid.lower().endswith(".png"):  # A g.jpg of PNG bytes misleads every viewer.
     raise errors.UserError(f"--grid={fv.grid}: the grid is a PNG image; give a file name ending in .png")
+  if write_npz_file and not fv.out.lower().endswith(".npz"):  # E.g. --out=grid.png: a zip archive named as a PNG.
+    raise errors.UserError(f"--out={fv.out}: the samples are an .npz archive (images, labels); give a file name "
+                           "ending in .npz (--grid=FILE.png writes a PNG grid)")
   run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
   check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim)
   arrays = sample(run, fv.num, fv.seed, fv.label)

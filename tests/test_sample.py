@@ -206,6 +206,8 @@ def test_best_samples_the_best_checkpoint(runs, tmp_path, monkeypatch):
     (["--out=DIR/new/"], r"--out=.*/dir/new/ is a directory; give a file name"),  # Not a traceback after sampling.
     (["--grid=DIR/g/"], r"--grid=.*/dir/g/ is a directory; give a file name"),
     (["--grid=g.jpg"], r"^error: --grid=g\.jpg: the grid is a PNG image; give a file name ending in \.png$"),
+    (["--out=grid.png"], r"^error: --out=grid\.png: the samples are an \.npz archive \(images, labels\); give a "
+                         r"file name ending in \.npz \(--grid=FILE\.png writes a PNG grid\)$"),
     (["--num=64", "MEMORY"], r"^error: --num=64: sampling 64 images of 28x28x1 needs about 0\.0 GiB of memory, more "
                              r"than the 0\.0 GiB available; sample fewer"),
 ])
