@@ -4,10 +4,11 @@ Inputs are `sampling.inputs`: image i of seed s is the same whatever the number 
 `python -m gan_dist.sample --seed=s` draws the same noise and labels. The generator is the exports' float32 copy, so
 a float32 run's demo, exports and `gan_dist.sample` give the same bytes; a mixed-precision run's `gan_dist.sample`
 (and Python API) computes in float16 or bfloat16: rounding apart (a 20-step cgan_mlp: at most 1 level of 255 in
-float16, 3 in bfloat16). Batches are padded to the next bucket (1, 2, 4, ..., 64) so that generation is traced once per bucket, never per request: each bucket gets
-its own concrete function, traced on the bucket's first request. One tf.function called with all 7 buckets' shapes
-would trace as often, but TensorFlow would take those traces for accidental retracing and log a warning that reads
-like a bug. `trace_counts` records each trace so that tests can check it.
+float16, 3 in bfloat16). Batches are padded to the next bucket (1, 2, 4, ..., 64) so that generation is traced once
+per bucket, never per request: each bucket gets its own concrete function, traced on the bucket's first request. One
+tf.function called with all 7 buckets' shapes would trace as often, but TensorFlow would take those traces for
+accidental retracing and log a warning that reads like a bug. `trace_counts` records each trace so that tests can
+check it.
 """
 
 import math
