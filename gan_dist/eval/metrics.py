@@ -159,15 +159,16 @@ def classifier_score(logits: np.ndarray, splits: int = 1) -> float:
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """float32 [len(a), len(b)] squared Euclidean distances of a [n, F] and b [m, F] (clipped at 0).
+  """[len(a), len(b)] squared Euclidean distances of a [n, F] and b [m, F] (clipped at 0), in the inputs' precision
+  (float32 features: one fast float32 matrix product).
 
-  |a|^2 + |b|^2 - 2 a.b in float32 (one matrix product: fast) loses the distance between points far from the origin
-  relative to their spread (an error of ~6e-8 |a|^2): both sets are first moved by b's mean (float64), which leaves
-  every distance as it is.
+  |a|^2 + |b|^2 - 2 a.b loses the distance between points far from the origin relative to their spread (an error of
+  ~6e-8 |a|^2 in float32): both sets are first moved by b's mean (in float64), which leaves every distance as it is.
   """
+  dtype = np.result_type(a, b, np.float32)
   centre = np.mean(b, axis=0, dtype=np.float64)
-  a = (np.asarray(a, np.float64) - centre).astype(np.float32)
-  b = (np.asarray(b, np.float64) - centre).astype(np.float32)
+  a = (np.asarray(a, np.float64) - centre).astype(dtype)
+  b = (np.asarray(b, np.float64) - centre).astype(dtype)
   d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
   return np.maximum(d, 0.0)
 
