@@ -90,7 +90,7 @@ def test_links_odd_names_and_a_folder_named_like_an_image_are_listed_as_a_user_m
 
 
 @pytest.mark.parametrize("setup,match", [
-    ("missing", "is not a folder"), ("empty", "holds no image files"), ("no_images", "1 other files ignored"),
+    ("missing", "does not exist"), ("empty", "holds no image files"), ("no_images", "1 other files ignored"),
     ("no_data_dir", "needs --data_dir")])
 def test_folders_without_images_are_one_line_errors(tmp_path, setup, match):
   root = tmp_path / "root"
@@ -102,6 +102,23 @@ def test_folders_without_images_are_one_line_errors(tmp_path, setup, match):
   with pytest.raises(data.DataError, match=match) as error:
     data.open_source(_cfg("" if setup == "no_data_dir" else str(root)))
   assert "\n" not in str(error.value)
+
+
+def test_a_data_dir_that_is_no_folder_is_named_as_what_it_is(tmp_path, monkeypatch):
+  """--data_dir=~/photos (the shell leaves a ~ after = as it is) was "not a folder" while the user's ~/photos is one;
+  a typo in a path read as if the path were a file."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "photo.jpg").write_bytes(b"not a folder")
+  for root, message in [
+      ("~/photos", "--data_dir=~/photos does not exist: the shell expands no ~ after =; write the path out "
+                   "(e.g. $HOME/...)"),
+      ("phtos", f"--data_dir=phtos does not exist (from {tmp_path}); pass the folder that holds the images"),
+      (str(tmp_path / "phtos"), f"--data_dir={tmp_path / 'phtos'} does not exist; pass the folder that holds the "
+                                "images"),
+      ("photo.jpg", "--data_dir=photo.jpg is a file, not a folder; pass the folder that holds the images")]:
+    with pytest.raises(data.DataError) as error:
+      data.open_source(_cfg(root))
+    assert str(error.value) == message
 
 
 def test_class_filter_and_num_classes(folder):

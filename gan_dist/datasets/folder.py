@@ -136,13 +136,19 @@ def list_images(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
     (paths in example order, int32 labels [N], class names).
 
   Raises:
-    DataError: the folder is missing, or holds no image files.
+    DataError: the folder is missing or a file, or holds no image files.
   """
   if not root:
     raise DataError("--dataset=folder needs --data_dir=FOLDER: a folder of image files (.jpg, .jpeg, .png, .gif, "
                     ".bmp, .webp), optionally one subfolder per class")
+  if not tf.io.gfile.exists(root):
+    if root.startswith("~"):  # `--data_dir=~/photos`: bash expands a ~ only at the start of a word.
+      raise DataError(f"--data_dir={root} does not exist: the shell expands no ~ after =; write the path out (e.g. "
+                      "$HOME/...)")
+    relative = f" (from {os.getcwd()})" if files.is_local(root) and not os.path.isabs(root) else ""
+    raise DataError(f"--data_dir={root} does not exist{relative}; pass the folder that holds the images")
   if not tf.io.gfile.isdir(root):
-    raise DataError(f"--data_dir={root} is not a folder; pass the folder that holds the images")
+    raise DataError(f"--data_dir={root} is a file, not a folder; pass the folder that holds the images")
   root_files, subdirs, other = _entries(root)
   paths = [_join(root, f) for f in root_files]
   classes, per_class = [], []
