@@ -76,7 +76,8 @@ def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable,
 
   Returns:
     (function, [noise spec (+ labels spec)]): noise float32 [B, latent_dim] (+ labels int32 [B] for conditional
-    models) -> {"images": uint8 [B, H, W, C]}.
+    models) -> {"images": uint8 [B, H, W, C]}; labels outside [0, K), or not one per row of noise, are an
+    InvalidArgumentError.
   """
   def images(noise, labels):
     return {"images": sampling.to_uint8(gan.generate(noise, labels, generator=generator))}
@@ -88,7 +89,11 @@ def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable,
       # A label outside [0, K) would become an all-zero one-hot: images of no class, silently. Refuse it instead.
       message = f"labels must be class ids in [0, {gan.num_classes})"
       checks = [tf.debugging.assert_greater_equal(labels, 0, message=message),
-                tf.debugging.assert_less(labels, gan.num_classes, message=message)]
+                tf.debugging.assert_less(labels, gan.num_classes, message=message),
+                # A generator that multiplies by a function of the label (conditional BatchNorm) would broadcast a
+                # batch of one against the other input's batch: one label for every row, silently.
+                tf.debugging.assert_equal(tf.shape(labels)[0], tf.shape(noise)[0],
+                                          message="labels must hold one class id per row of noise")]
       with tf.control_dependencies(checks):
         return images(noise, tf.identity(labels))
     return images_of_classes, [noise_spec, tf.TensorSpec([None], tf.int32, name="labels")]

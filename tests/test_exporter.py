@@ -16,6 +16,7 @@ from gan_dist import errors
 from gan_dist import exporter
 from gan_dist import files
 from gan_dist import inference
+from gan_dist import models
 from gan_dist import sampling
 from tests.serve import workdirs
 
@@ -178,3 +179,27 @@ def test_a_missing_workdir_or_step_is_a_user_error(tmp_path, tmp_path_factory):
   with pytest.raises(errors.UserError, match=r"no checkpoint at step 7 in .*; there are: 1$"):
     exporter.export(workdirs.trained("unconditional", tmp_path_factory), str(tmp_path / "out"), step=7)
   assert not (tmp_path / "out").exists()
+
+
+def _broadcasting_conditional_gan(num_classes=3, latent_dim=4):
+  """A conditional Gan whose generator combines noise and labels by a product, as conditional BatchNorm does: a
+  batch of one broadcasts against the other's batch instead of failing."""
+  noise, onehot = keras.Input((latent_dim,), name="noise"), keras.Input((num_classes,), name="onehot")
+  x = keras.layers.Multiply()([keras.layers.Dense(4)(noise), keras.layers.Dense(4)(onehot)])
+  generator = keras.Model([noise, onehot], keras.layers.Reshape((2, 2, 1))(keras.layers.Activation("tanh")(x)))
+  images = keras.Input((2, 2, 1))
+  discriminator = keras.Model(images, keras.layers.Dense(1)(keras.layers.Flatten()(images)))
+  return generator, models.Gan(generator, discriminator, conditional=True, image_shape=(2, 2, 1),
+                               latent_dim=latent_dim, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("num_noise, num_labels", [(4, 1), (1, 4), (4, 2)])
+def test_serving_refuses_labels_and_noise_of_different_batches(num_noise, num_labels):
+  """One class id per noise row, as README says: a conditional-BatchNorm generator would otherwise broadcast a single
+  label over every row (or one noise row over every label), silently, and other mismatches fail deep in the graph."""
+  generator, gan = _broadcasting_conditional_gan()
+  function, signature = exporter.serving_function(generator, gan)
+  serving = tf.function(function, input_signature=signature, autograph=False)
+  assert serving(tf.zeros([4, 4]), tf.constant([0, 1, 2, 0]))["images"].shape == (4, 2, 2, 1)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="labels must hold one class id per row of noise"):
+    serving(tf.ones([num_noise, 4]), tf.zeros([num_labels], tf.int32))
