@@ -6,8 +6,10 @@
 
 The .npz holds `images` (uint8 [N, H, W, C]) and, for conditional models, `labels` (int32 [N]), drawn from the
 latest checkpoint (or --step, or --best: the best one that training with --eval_every kept) by the generator
-`inference.load` picks (the EMA copy when the run kept one). Image i of seed S is `sampling.inputs`'s, the same as
-the web demo's for that seed (with the run's --truncation, or this command's). It reads W and never writes to it.
+`inference.load` picks (the EMA copy when the run kept one). Image i of seed S is that of `sampling.inputs`'s noise
+and labels, as the web demo's for that seed (with the run's --truncation, or this command's): the same bytes for a
+float32 run; a mixed-precision run computes here in its precision, in the demo and the exports in float32 (rounding
+apart). It reads W and never writes to it.
 """
 
 import io
