@@ -121,6 +121,32 @@ def test_a_data_dir_that_is_no_folder_is_named_as_what_it_is(tmp_path, monkeypat
     assert str(error.value) == message
 
 
+def test_files_of_other_types_are_counted_by_type_where_a_class_or_the_folder_is_refused(tmp_path, caplog):
+  """A class of TIFF scans was dropped as a folder that "holds no images", and a folder of phone photos in HEIC was
+  refused as holding "no image files ... 3 other files ignored", without a word of what they were."""
+  root = helpers.make_image_folder(str(tmp_path / "root"), num=4, classes=("a", "b"), bad=())["root"]
+  os.makedirs(os.path.join(root, "scans", "old"))
+  for name in ("1.tif", "2.TIF", "old/3.tiff", "notes"):
+    with open(os.path.join(root, "scans", name), "wb") as f:
+      f.write(b"II*\x00")
+  with caplog.at_level(py_logging.INFO):
+    source = data.open_source(_cfg(root))
+  assert source.class_names == ["a", "b"]
+  messages = [r.getMessage() for r in caplog.records]
+  assert f"Folder {root}/scans holds no .jpg/.jpeg/.png/.gif/.bmp/.webp images (ignored: 2 .tif, 1 .tiff, 1 without " \
+         "extension): not a class" in messages
+  assert f"Ignored 5 files in {root} that are not .jpg/.jpeg/.png/.gif/.bmp/.webp images: 2 .tif, 1 .tiff, 1 .txt, " \
+         "1 without extension" in messages  # The helper's notes.txt too.
+  phone = tmp_path / "phone"
+  phone.mkdir()
+  for i in range(3):
+    (phone / f"IMG_{i}.HEIC").write_bytes(b"ftypheic")
+  with pytest.raises(data.DataError) as error:
+    data.open_source(_cfg(str(phone)))
+  assert str(error.value) == (f"--data_dir={phone} holds no image files (.jpg, .jpeg, .png, .gif, .bmp, .webp) at any "
+                              "depth; 3 other files ignored (3 .heic); point it at a folder of images")
+
+
 def test_class_filter_and_num_classes(folder):
   cats = data.open_source(_cfg(folder["root"], class_filter=1))
   assert cats.num_examples == 100 and set(cats.labels.tolist()) == {1} and cats.num_classes == 3

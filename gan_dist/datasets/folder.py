@@ -15,9 +15,10 @@ logged once (with the count of bad files met so far, kept in `bad_files`). With 
 stops the run with an error naming the file instead.
 """
 
+import collections
 import os
 import threading
-from typing import Dict, List, Tuple
+from typing import Counter, Dict, List, Tuple
 
 from absl import logging
 import numpy as np
@@ -44,8 +45,21 @@ def _join(directory: str, name: str) -> str:
   return f"{directory.rstrip('/')}/{name}"
 
 
-def _entries(directory: str) -> Tuple[List[str], List[str], int]:
-  """(image file names, subdirectory names, other entries) of `directory`, sorted, hidden entries skipped.
+def _kind(name: str) -> str:
+  """How an ignored file is counted: by its extension, lower-cased (".tif", ".heic")."""
+  extension = os.path.splitext(name)[1].lower()
+  return extension if extension else "without extension"
+
+
+def _kinds(ignored: Counter[str]) -> str:
+  """"2 .tif, 1 .tiff, 1 without extension": what the ignored files are, most frequent first (4 kinds at most)."""
+  ranked = sorted(ignored.items(), key=lambda item: (-item[1], item[0]))
+  return ", ".join(f"{count} {kind}" for kind, count in ranked[:4]) + (", ..." if len(ranked) > 4 else "")
+
+
+def _entries(directory: str) -> Tuple[List[str], List[str], Counter[str]]:
+  """(image file names, subdirectory names, other entries by `_kind`) of `directory`, sorted, hidden entries
+  skipped.
 
   Local directories are read with os.scandir, which types every entry in the same system call (following links)
   and sees names that are not UTF-8, which tf.io.gfile.listdir cannot return at all (the whole listing fails): such
@@ -55,7 +69,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
   Raises:
     DataError: the directory cannot be listed (permissions), in one line.
   """
-  found, dirs, other = [], [], 0
+  found, dirs, other = [], [], collections.Counter()
   try:
     if files.is_local(directory):
       with os.scandir(os.fsencode(directory)) as scan:
@@ -64,7 +78,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
             name = entry.name.decode("utf-8")
           except UnicodeDecodeError:
             logging.warning("Skipped %r in %s: its name is not UTF-8 (rename it to use it)", entry.name, directory)
-            other += 1
+            other["with a name that is not UTF-8"] += 1
             continue
           if name.startswith("."):
             continue
@@ -73,7 +87,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
           elif _is_image(name):
             found.append(name)
           else:
-            other += 1
+            other[_kind(name)] += 1
     else:
       for entry in sorted(tf.io.gfile.listdir(directory)):
         name = entry.rstrip("/")
@@ -86,7 +100,7 @@ def _entries(directory: str) -> Tuple[List[str], List[str], int]:
         elif tf.io.gfile.isdir(_join(directory, name)):
           dirs.append(name)
         else:
-          other += 1
+          other[_kind(name)] += 1
   except (OSError, tf.errors.OpError) as e:
     reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
     raise DataError(f"cannot list {directory}: {reason}") from None
@@ -107,11 +121,11 @@ def _real(directory: str) -> str:
   return os.path.realpath(directory) if files.is_local(directory) else directory.rstrip("/")
 
 
-def _images_below(directory: str, root: str) -> Tuple[List[str], int]:
-  """Paths of the image files anywhere below `directory` (a class folder of `root`), sorted, and the number of other
-  entries. A linked folder is followed once: a link back to a folder already listed (e.g. `up -> ..`) is skipped
+def _images_below(directory: str, root: str) -> Tuple[List[str], Counter[str]]:
+  """Paths of the image files anywhere below `directory` (a class folder of `root`), sorted, and the other entries
+  by `_kind`. A linked folder is followed once: a link back to a folder already listed (e.g. `up -> ..`) is skipped
   with a warning rather than followed until the path is too long."""
-  found, other, pending = [], 0, [directory]
+  found, other, pending = [], collections.Counter(), [directory]
   listed = {_real(root), _real(directory)}
   while pending:
     current = pending.pop()
@@ -161,18 +175,21 @@ def list_images(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
     if found:
       classes.append(name)
       per_class.append(found)
-    else:
-      logging.warning("Folder %s holds no images: not a class", _join(root, name))
+    else:  # What it holds instead (TIFF scans, HEIC photos) tells the user whether a class was meant.
+      logging.warning("Folder %s holds no %s images%s: not a class", _join(root, name), "/".join(IMAGE_EXTENSIONS),
+                      f" (ignored: {_kinds(skipped)})" if skipped else "")
   if not root_files and not classes:
-    raise DataError(f"--data_dir={root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) at any depth"
-                    f"{f'; {other} other files ignored' if other else ''}; point it at a folder of images")
+    ignored = f"; {sum(other.values())} other files ignored ({_kinds(other)})" if other else ""
+    raise DataError(f"--data_dir={root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) at any depth{ignored}; "
+                    "point it at a folder of images")
   unlabeled = 0 if not classes else -1
   labels = [unlabeled] * len(paths)
   for label, found in enumerate(per_class):
     paths.extend(found)
     labels.extend([label] * len(found))
   if other:
-    logging.info("Ignored %d files in %s that are not %s images", other, root, "/".join(IMAGE_EXTENSIONS))
+    logging.info("Ignored %d files in %s that are not %s images: %s", sum(other.values()), root,
+                 "/".join(IMAGE_EXTENSIONS), _kinds(other))
   if classes and root_files:
     logging.warning("%d images lie directly in %s, outside the %d class folders: they have no class (label -1); a "
                     "conditional model sees them with no class. Move them into a class folder to label them.",
