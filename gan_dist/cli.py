@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from gan_dist import config as config_lib
 from gan_dist import errors
+from gan_dist import files
 from gan_dist import preemption
 
 FLAGS = flags.FLAGS
@@ -112,7 +113,8 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   """absl's parsing, with every flag and flagfile problem answered in one line and exit code 2.
 
   A flagfile line that is not `--name=value` reaches absl as a positional argument, which gan_dist never takes. A
-  training flag named on the command line of a tool that does not read it is refused (see `show_in_help`).
+  training flag named on the command line of a tool that does not read it is refused (see `show_in_help`), and so is
+  a path the command reads on a filesystem TensorFlow cannot reach (`files.check_reachable`).
   `fv` defaults to `FLAGS` as it is when called (tests point FLAGS at a private FlagValues).
   """
   fv = FLAGS if fv is None else fv
@@ -135,6 +137,13 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
   unread = _unread_config_flags(argv, fv)
   if unread:
     sys.exit(fail(unread))
+  for name in _accepted(fv):  # Paths on filesystems TensorFlow cannot reach, before any work (files.py).
+    value = fv[name].value
+    if isinstance(value, str) and not files.is_local(value):
+      try:
+        files.check_reachable(value, f"--{name}={value}")
+      except errors.UserError as e:
+        sys.exit(fail(e))
   return rest
 
 
@@ -155,8 +164,9 @@ def _named(argv: Sequence[str], fv: flags.FlagValues) -> list:
 
 
 def _accepted(fv: flags.FlagValues) -> list:
-  """The flags a tool takes: its own and absl's, and the training flags it reads."""
-  return [n for n in fv if n not in config_lib.NAMES or n in _READS.get(fv, ())]
+  """The flags a command takes: its own and absl's, and the training flags it reads (all for the trainer)."""
+  reads = _READS.get(fv)
+  return [n for n in fv if not reads or n not in config_lib.NAMES or n in reads]
 
 
 def _did_you_mean(name: str, candidates: Sequence[str]) -> str:

@@ -119,6 +119,27 @@ def _check_can_create_in(folder: str, what: str) -> None:
       raise errors.UserError(f"{what}: cannot write into {folder} ({e.strerror or e})") from None
 
 
+def check_reachable(path: str, label: str) -> None:
+  """Refuses a path on a filesystem TensorFlow cannot reach: a scheme it has no filesystem for (s3://, hdfs:// in
+  TensorFlow 2.21) or a bucket it cannot talk to (no network, no credentials). Said before any work: the first use
+  would raise the filesystem's error, with a traceback, after minutes of reading data. Local paths pass unprobed.
+
+  Args:
+    path: any path (a missing one is reachable: outputs do not exist yet).
+    label: how the message names it (e.g. "--workdir=gs://b/run").
+
+  Raises:
+    errors.UserError: "LABEL cannot be reached: REASON" (the filesystem's first line).
+  """
+  if is_local(path):
+    return
+  try:
+    tf.io.gfile.exists(path)
+  except tf.errors.OpError as e:
+    reason = (e.message or "").strip().splitlines()
+    raise errors.UserError(f"{label} cannot be reached: {reason[0] if reason else type(e).__name__}") from None
+
+
 def read_bytes(path: str) -> bytes:
   with tf.io.gfile.GFile(path, "rb") as f:
     return f.read()

@@ -237,6 +237,29 @@ def test_a_tool_refuses_the_training_flags_it_does_not_read_unless_a_flagfile_se
   assert (trainer.batch_size, trainer.deterministic) == (64, False)
 
 
+def test_a_path_on_a_filesystem_tensorflow_cannot_reach_is_refused_when_the_command_reads_it(monkeypatch, capsys,
+                                                                                              tmp_path):
+  """`--workdir=s3://...` (no s3 filesystem in TensorFlow 2.21) or a gs:// bucket offline was a traceback, and the
+  trainer's only after reading its data: one line and exit 2 at parsing, for the trainer and a tool alike. A
+  flagfile's path that the tool does not read is not probed; ram:// is reachable."""
+  trainer = flags.FlagValues()
+  config_lib.define_flags(trainer)
+  sample = _tool_flags(monkeypatch, "sample")
+  for fv, argv, named in ((trainer, ["main", "--data_dir=foo://b/data"], "--data_dir=foo://b/data"),
+                          (sample, ["sample", "--workdir=foo://b/run"], "--workdir=foo://b/run"),
+                          (sample, ["sample", "--workdir=W", "--out=foo://b/x.npz"], "--out=foo://b/x.npz")):
+    with pytest.raises(SystemExit) as exited:
+      cli.parse_flags(argv, fv)
+    assert exited.value.code == errors.EXIT_USAGE
+    assert _one_line_error(capsys.readouterr().err) == (f"error: {named} cannot be reached: File system scheme 'foo' "
+                                                        f"not implemented (file: '{named.split('=')[1]}')")
+  flagfile = tmp_path / "run.cfg"
+  flagfile.write_text("--data_dir=foo://b/data\n")
+  sample = _tool_flags(monkeypatch, "sample")  # (A FlagValues keeps the values of its earlier parses.)
+  cli.parse_flags(["sample", f"--flagfile={flagfile}", "--workdir=ram://w/run"], sample)
+  assert (sample.data_dir, sample.workdir) == ("foo://b/data", "ram://w/run")
+
+
 def test_a_tool_suggests_for_an_unknown_flag_only_the_flags_it_takes(monkeypatch, capsys):
   """absl suggested, for class_accuracy's --num, four flags of which three are training flags it refuses."""
   fv = _tool_flags(monkeypatch, "eval.class_accuracy")

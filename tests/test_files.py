@@ -105,3 +105,14 @@ def test_copy_atomic_copies_across_filesystems_and_leaves_no_temporary_file(tmp_
   assert files.read_bytes(str(tmp_path / "back.bin")) == b"other"
   assert tf.io.gfile.listdir("ram://gan_dist_test_copy/dir") == ["a.bin"]
   assert sorted(os.listdir(tmp_path)) == ["a.bin", "back.bin"]
+
+
+def test_check_reachable_refuses_a_filesystem_tensorflow_cannot_reach_and_passes_the_others(tmp_path):
+  """A scheme TensorFlow has no filesystem for is one line naming the path and TensorFlow's reason; local paths
+  (missing ones too: outputs) and ram:// pass. (gs:// offline fails the same way, but tests do not reach out.)"""
+  with pytest.raises(errors.UserError) as refused:
+    files.check_reachable("foo://bucket/run", "--workdir=foo://bucket/run")
+  assert str(refused.value) == ("--workdir=foo://bucket/run cannot be reached: File system scheme 'foo' not "
+                                "implemented (file: 'foo://bucket/run')")
+  for path in (str(tmp_path / "missing" / "run"), "relative/run", "ram://reachable/run"):
+    files.check_reachable(path, "--out")
