@@ -27,6 +27,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+# Above this many features, and with more samples than features, the Frechet distance comes from the covariances
+# (`frechet_distance`: cheap, ~1e-6 relative low on rank-deficient ones) instead of QR factors of the features
+# (`frechet_distance_of_factors`: exact, but 10,000 x 2048 Inception features take ~10 s on 2 CPU cores, 10x np.cov).
+EXACT_FRECHET_MAX_FEATURES = 512
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 PR_NEIGHBOURS = 3
@@ -40,10 +44,13 @@ def gaussian_stats(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-  """Frechet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2).
+  """Frechet distance between the Gaussians N(mu1, cov1) and N(mu2, cov2), for callers with statistics only.
 
   Tr((S1 S2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2), which is
-  symmetric positive semi-definite, so no complex matrix square root (and no scipy) is needed.
+  symmetric positive semi-definite, so no complex matrix square root (and no scipy) is needed. A rank-deficient
+  covariance's null eigenvalues come out as round-off whose square roots (~1e-7 each) add up: 1e-6-1e-5 relative
+  too low on ReLU features, which are often linear combinations of fewer directions (`frechet_distance_of_factors`
+  is exact).
   """
   values, vectors = np.linalg.eigh(cov1)
   sqrt1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
@@ -58,39 +65,62 @@ def _finite(*arrays: np.ndarray) -> bool:
   return all(np.isfinite(a).all() for a in arrays)
 
 
-def frechet_distance_of_features(real: np.ndarray, fake: np.ndarray) -> float:
-  """The Frechet distance of the Gaussians fitted to real [N, F] and fake [M, F], in O(N M F) when min(N, M) <= F.
+def gaussian_factor(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(mean float64 [F], R float64 [min(N, F), F]) of features [N, F], with R^T R their covariance (ddof 1).
 
-  With S1 = A A^T and S2 = B B^T (A, B the centred features [F, N], [F, M] over sqrt(N - 1), sqrt(M - 1)), the
-  non-zero eigenvalues of S1^(1/2) S2 S1^(1/2) are those of (A^T B)(A^T B)^T, so Tr((S1 S2)^(1/2)) is the sum of the
-  singular values of A^T B [N, M], and Tr(S1) = ||A||^2. Inception's 2048 features of a few hundred samples thus
-  cost an SVD of [N, M] instead of two eigendecompositions of [2048, 2048] (seconds each on a CPU). Equal to
-  `frechet_distance` of `gaussian_stats` up to float64 round-off.
+  R is the triangular factor of the QR decomposition of the centred features over sqrt(N - 1): O(N F^2), no square
+  root of an eigenvalue.
   """
-  x, y = (np.asarray(f, np.float64) for f in (real, fake))
-  a = (x - x.mean(axis=0)) / np.sqrt(max(len(x) - 1, 1))
-  b = (y - y.mean(axis=0)) / np.sqrt(max(len(y) - 1, 1))
-  trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
-  diff = x.mean(axis=0) - y.mean(axis=0)
-  return float(max(diff @ diff + np.sum(a * a) + np.sum(b * b) - 2.0 * trace_sqrt, 0.0))
+  x = np.asarray(features, np.float64)
+  mean = x.mean(axis=0)
+  return mean, np.linalg.qr((x - mean) / np.sqrt(max(len(x) - 1, 1)), mode="r")
 
 
-def fcd(real: np.ndarray, fake: np.ndarray, real_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> float:
+def frechet_distance_of_factors(mu1: np.ndarray, r1: np.ndarray, mu2: np.ndarray, r2: np.ndarray) -> float:
+  """Frechet distance between N(mu1, R1^T R1) and N(mu2, R2^T R2) (`gaussian_factor`s).
+
+  The non-zero eigenvalues of S1 S2 = R1^T R1 R2^T R2 are those of (R1 R2^T)(R1 R2^T)^T, so Tr((S1 S2)^(1/2)) is the
+  sum of the singular values of R1 R2^T, and Tr(S1) = ||R1||^2. A null direction of a covariance adds a singular
+  value of round-off size (~1e-15), not the square root of one (~3e-8, as an eigendecomposition of S1 does).
+  """
+  trace_sqrt = np.linalg.svd(r1 @ r2.T, compute_uv=False).sum()
+  diff = mu1 - mu2
+  return float(max(diff @ diff + np.sum(r1 * r1) + np.sum(r2 * r2) - 2.0 * trace_sqrt, 0.0))
+
+
+def frechet_distance_of_features(real: np.ndarray, fake: np.ndarray) -> float:
+  """The Frechet distance of the Gaussians fitted to real [N, F] and fake [M, F], in O((N + M) F^2).
+
+  `frechet_distance_of_factors` of their `gaussian_factor`s: Inception's 2048 features of a few hundred samples cost
+  QR decompositions of [N, 2048] and an SVD of [N, M], not two eigendecompositions of [2048, 2048] (seconds each on
+  a CPU); the same as the sum of the singular values of A^T B [N, M] (A, B the centred features [F, N], [F, M] over
+  sqrt(N - 1), sqrt(M - 1)) up to float64 round-off.
+  """
+  return frechet_distance_of_factors(*gaussian_factor(real), *gaussian_factor(fake))
+
+
+def fcd(real: np.ndarray, fake: np.ndarray, cache: Optional[dict] = None) -> float:
   """Frechet distance between the feature sets real [N, F] and fake [M, F] (FCD; FID on Inception's features).
 
-  From the features (`frechet_distance_of_features`) when min(N, M) <= F, else from the Gaussian statistics.
+  Exact (`frechet_distance_of_factors`) unless min(N, M) > F > EXACT_FRECHET_MAX_FEATURES, where it comes from the
+  covariances (`frechet_distance`).
 
   Args:
-    real_stats: `gaussian_stats(real)` if already computed (a `Reference` keeps them); None: computed here.
+    cache: a dict kept with `real` (a `Reference`'s): the real side's factor or statistics are computed once.
 
   Returns:
-    The distance; NaN if a feature is not finite (the eigen- and singular value solvers would raise).
+    The distance; NaN if a feature is not finite (the solvers would raise).
   """
   if not _finite(real, fake):
     return float("nan")
-  if min(len(real), len(fake)) <= np.shape(real)[1]:
-    return frechet_distance_of_features(real, fake)
-  return frechet_distance(*(gaussian_stats(real) if real_stats is None else real_stats), *gaussian_stats(fake))
+  cache = {} if cache is None else cache
+  if min(len(real), len(fake)) > np.shape(real)[1] > EXACT_FRECHET_MAX_FEATURES:
+    if "stats" not in cache:
+      cache["stats"] = gaussian_stats(real)
+    return frechet_distance(*cache["stats"], *gaussian_stats(fake))
+  if "factor" not in cache:
+    cache["factor"] = gaussian_factor(real)
+  return frechet_distance_of_factors(*cache["factor"], *gaussian_factor(fake))
 
 
 def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
@@ -253,7 +283,7 @@ class Reference:
   def __init__(self, features: np.ndarray, full: bool = True):
     self.features = np.asarray(features, np.float32)
     self.full = full
-    self.mu, self.cov = gaussian_stats(self.features)
+    self._fcd_cache = {}  # Their Gaussian (`fcd`), computed at the first comparison.
     self.radii = knn_radii(self.features) if full else None
 
   def compare(self, features: np.ndarray, logits: np.ndarray) -> Dict[str, float]:
@@ -263,7 +293,7 @@ class Reference:
       full: fcd, kid, kid_std, classifier_score, precision, recall. Otherwise (Inception): fid, inception_score
       (10 splits, as published).
     """
-    distance = fcd(self.features, features, real_stats=(self.mu, self.cov))
+    distance = fcd(self.features, features, cache=self._fcd_cache)
     if not self.full:
       return {"fid": distance, "inception_score": classifier_score(logits, splits=10)}
     kid_mean, kid_std = kid(self.features, features)
