@@ -71,7 +71,13 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     source = open_packed(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images, cache_dir=cfg.data_cache_dir,
                          manifest=manifest)
   elif cfg.dataset == "folder":
-    source = open_folder(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images)
+    try:
+      source = open_folder(cfg.data_dir, crop=cfg.crop, skip_bad=cfg.skip_bad_images)
+    except DataError:
+      # Only once the listing failed: an image folder may hold a plan.json of its own. A pack being written holds
+      # no images, and saying what it is beats "no image files (1 .array_record, 1 .json)".
+      _packed.check_not_packing(cfg.data_dir)
+      raise
   elif cfg.dataset in IDX_DATASETS and find_idx_files(cfg.data_dir, split):
     source = load_idx(cfg.data_dir, split, crop=cfg.crop)
   elif cfg.data_dir and not tf.io.gfile.isdir(cfg.data_dir):

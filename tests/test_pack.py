@@ -77,8 +77,11 @@ def test_interrupted_packing_resumes_and_another_listing_starts_over(tmp_path, f
     data.write_pack(folder, out, shard_size=7, progress=killed_after_two)
   assert sorted(os.listdir(out)) == ["plan.json", "shard-00000-of-00006.array_record",
                                      "shard-00001-of-00006.array_record"]
-  with pytest.raises(errors.UserError, match="is an interrupted packing"):
-    data.open_source(helpers.config(tmp_path, dataset="packed", data_dir=out))
+  for dataset in ("packed", "folder"):  # As --dataset=folder, it "held no image files (1 .array_record, 1 .json)".
+    with pytest.raises(errors.UserError) as refused:
+      data.open_source(helpers.config(tmp_path, dataset=dataset, data_dir=out))
+    assert str(refused.value) == (f"--data_dir={out} is an interrupted packing (rerun python -m gan_dist.pack to "
+                                  "finish it)")
   messages = []
   data.write_pack(folder, out, shard_size=7, progress=messages.append)
   assert len([m for m in messages if m.startswith("wrote")]) == 4  # Only the missing shards.

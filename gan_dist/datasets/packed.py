@@ -283,6 +283,13 @@ def _local_copy(path: str, sha256: str, cache_dir: str) -> str:
   return local
 
 
+def check_not_packing(directory: str) -> None:
+  """Raises DataError if `directory` holds an interrupted packing (a plan, no manifest), naming it as such."""
+  directory = directory.rstrip("/")
+  if directory and tf.io.gfile.exists(f"{directory}/{PLAN}") and read_manifest(directory) is None:
+    raise DataError(f"--data_dir={directory} is an interrupted packing (rerun python -m gan_dist.pack to finish it)")
+
+
 def open_packed(pack: str, crop: str, skip_bad: bool, cache_dir: str,
                 manifest: Optional[dict] = None) -> PackedSource:
   """Opens a complete pack, checking every shard's record count (a truncated or damaged shard is named).
@@ -300,9 +307,8 @@ def open_packed(pack: str, crop: str, skip_bad: bool, cache_dir: str,
   pack = pack.rstrip("/")
   manifest = read_manifest(pack) if manifest is None else manifest
   if manifest is None:
-    if tf.io.gfile.exists(f"{pack}/{PLAN}"):
-      what = "an interrupted packing (rerun python -m gan_dist.pack to finish it)"
-    elif tf.io.gfile.exists(f"{pack}/{MANIFEST}"):
+    check_not_packing(pack)
+    if tf.io.gfile.exists(f"{pack}/{MANIFEST}"):
       what = (f"not a pack: its {MANIFEST} is not a gan_dist pack's; for a folder of images pass "
               "--dataset=folder")
     else:
