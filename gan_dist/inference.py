@@ -58,6 +58,11 @@ class Run:
     self.state.prepare_ema()
     return self.state.sampling_generator
 
+  @property
+  def class_names(self) -> List[str]:
+    """The name of each of the data's classes in label order ("" where the data named none)."""
+    return workdir_lib.read_class_names(self.cfg.workdir, self.cfg.num_classes)
+
   def describe(self) -> str:
     """E.g. "EMA generator, step 3000" ("..., step 3000, the best checkpoint" for the best one)."""
     best = ", the best checkpoint" if self.best else ""
@@ -211,6 +216,8 @@ def facts(run: Run) -> dict:
                num_classes=int(gan.num_classes) if gan.conditional else 0, latent_dim=int(gan.latent_dim),
                train_precision=cfg.precision,  # The export itself is always float32.
                truncation=cfg.truncation)  # How the run samples (0: no truncation); the demo's default.
+  if gan.conditional or cfg.class_filter >= 0:  # Label k's name (its class folder, ...), "" where the data named none.
+    found["class_names"] = run.class_names
   if cfg.class_filter >= 0:
     found["class_filter"] = cfg.class_filter
   if run.best:  # The run's best checkpoint (--best), not its latest or a --step.

@@ -162,6 +162,8 @@ def _run(cfg, strategy: tf.distribute.Strategy, stop: preemption.StopRequest) ->
       logging.warning("Removed %d TensorBoard event file(s) and %d sample grid(s) of an earlier run of %s that saved "
                       "no checkpoint: this run starts afresh", events, grids, cfg.workdir)
   write_flags(cfg, is_chief)
+  if is_chief and any(source.class_names):  # For people: the tools and the demo show label k by its name.
+    workdir_lib.write_class_names(cfg.workdir, source.class_names)
   logging.info("Data: %d examples from %s", source.num_examples, source.name)
   if step >= cfg.train_steps:
     logging.info("Step %d already reaches --train_steps=%d: nothing to do", step, cfg.train_steps)

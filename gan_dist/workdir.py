@@ -6,11 +6,15 @@
   <workdir>/checkpoints/         ckpt-<step>.*, the `checkpoint` index; best/ (the best checkpoint by FCD)
   <workdir>/tensorboard/         event files (and profiler traces)
   <workdir>/samples/             step_<step>.png sample grids
+  <workdir>/classes.json         the names of a conditional run's classes, in label order, where the data names them
+                                 (class folders, a pack, TFDS); written by the chief at every start
 Any path may be on a TensorFlow filesystem (gs://...).
 """
 
-from typing import List, Tuple
+import json
+from typing import List, Sequence, Tuple
 
+from absl import logging
 import tensorflow as tf
 
 from gan_dist import config as config_lib
@@ -19,6 +23,7 @@ from gan_dist import files
 
 FLAGS_FILE = "flags.txt"
 LATEST_FLAGS_FILE = "flags_latest.txt"
+CLASSES_FILE = "classes.json"
 
 
 def flags_path(workdir: str) -> str:
@@ -27,6 +32,10 @@ def flags_path(workdir: str) -> str:
 
 def latest_flags_path(workdir: str) -> str:
   return f"{workdir.rstrip('/')}/{LATEST_FLAGS_FILE}"
+
+
+def classes_path(workdir: str) -> str:
+  return f"{workdir.rstrip('/')}/{CLASSES_FILE}"
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -93,3 +102,25 @@ def read_run_config(workdir: str, **overrides) -> config_lib.Config:
   checkpoint is the same in both (a resume that changes it is refused)."""
   latest = latest_flags_path(workdir)
   return read_config(latest if tf.io.gfile.exists(latest) else flags_path(workdir), workdir=workdir, **overrides)
+
+
+def write_class_names(workdir: str, names: Sequence[str]) -> None:
+  """Records the names of the run's classes (label k is `names[k]`) in classes.json, atomically."""
+  files.write_atomic(classes_path(workdir), json.dumps(list(names), ensure_ascii=False, indent=1) + "\n")
+
+
+def read_class_names(workdir: str, num_classes: int) -> List[str]:
+  """The name of each of a run's `num_classes` classes: "" where the data named none (MNIST's digits, a
+  --num_classes above the data's, a run older than classes.json); a classes.json that is not a list of strings is
+  ignored with a warning (names are for people: a tool must not fail for them)."""
+  path = classes_path(workdir)
+  names = []
+  if num_classes and tf.io.gfile.exists(path):
+    try:
+      names = json.loads(files.read_text(path))
+    except (ValueError, UnicodeDecodeError):
+      names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+      logging.warning("%s is not a JSON list of class names: the classes are shown by number", path)
+      names = []
+  return (names + [""] * num_classes)[:num_classes]

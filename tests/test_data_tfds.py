@@ -51,6 +51,9 @@ def test_mock_cifar10_by_random_access(monkeypatch):
   with helpers.mock_tfds(monkeypatch, num_examples=24):
     source = data.open_source(cfg)
     assert source.num_examples == 24 and source.num_classes == 10 and source.name.startswith("TFDS cifar10")
+    # The builder's ClassLabel(num_classes=10) names its classes "0".."9" until a prepared dataset's metadata names
+    # them (the mock has none): no names.
+    assert source.class_names == []
     batches = list(data.make_dataset_fn(cfg, source, (32, 32, 3))(_ctx()).take(4))
     evaluated = list(data.eval_dataset(source, (32, 32, 1), batch_size=10))
   for batch in batches:
@@ -121,6 +124,7 @@ def test_default_conversion_dir_and_class_filter(tfrecord_dir):
   assert os.path.isdir(os.path.join(tfrecord_dir, "gan_dist_array_record", "gan_dist_test_images", "1.0.0"))
   _, labels = _reference(tfrecord_dir, "train")
   assert source.num_examples == int((labels == 2).sum()) and source.num_classes == 3
+  assert source.class_names == ["a", "b", "c"]  # The ClassLabel's names, all of them also after --class_filter.
   got = next(iter(data.eval_dataset(source, (8, 8, 3), batch_size=30)))
   assert set(got["labels"].numpy().tolist()) == {2}
 

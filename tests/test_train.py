@@ -19,6 +19,7 @@ from gan_dist import data
 from gan_dist import workdir as workdir_lib
 from gan_dist import errors
 from gan_dist import figures
+from gan_dist import inference
 from gan_dist import models
 from gan_dist import preflight
 from gan_dist import summaries
@@ -272,3 +273,22 @@ def test_write_flags_replaces_flags_txt_until_the_first_checkpoint_then_records_
   train.write_flags(other.replace(train_steps=9), is_chief=True)  # A resume: flags.txt stays the first run's.
   assert workdir_lib.read_config(flags_txt) == other
   assert workdir_lib.read_run_config(cfg.workdir) == other.replace(train_steps=9)
+
+
+def test_a_run_records_the_names_of_its_classes_for_the_tools_and_the_demo(tmp_path, four_steps, one_device):
+  """Class folders name the labels: the run writes them to classes.json and the facts of its exports and demo say
+  which label is which class; an unconditional model trained on one class (--class_filter) names that class. IDX
+  data names none: no classes.json, and then a conditional run's facts hold "" for each class."""
+  folder = helpers.make_image_folder(str(tmp_path / "images"), num=12, classes=("bird", "cat", "dog"), bad=())
+  cfg = helpers.config(tmp_path, arch="cgan_mlp", dataset="folder", data_dir=folder["root"], train_steps=1)
+  train.run(cfg, one_device)
+  assert workdir_lib.read_class_names(cfg.workdir, 3) == ["bird", "cat", "dog"]
+  assert inference.facts(inference.load(cfg.workdir))["class_names"] == ["bird", "cat", "dog"]
+  one_class = helpers.config(tmp_path / "one", arch="mlp", dataset="folder", data_dir=folder["root"], class_filter=1, batch_size=4,
+                             train_steps=1)
+  train.run(one_class, one_device)
+  assert inference.facts(inference.load(one_class.workdir))["class_names"] == ["bird", "cat", "dog"]
+  assert not os.path.exists(os.path.join(four_steps.workdir, "classes.json"))
+  assert "class_names" not in inference.facts(inference.load(four_steps.workdir))  # Unconditional, all classes.
+  os.remove(os.path.join(cfg.workdir, "classes.json"))  # As a conditional run on IDX data (or an older run) has it.
+  assert inference.facts(inference.load(cfg.workdir))["class_names"] == ["", "", ""]

@@ -40,3 +40,20 @@ def test_a_directory_without_flags_txt_is_not_a_workdir(tmp_path):
                                              r"the directory a run trained in; without it, the trainer's default "
                                              r"/tmp/gan_dist\)"):
     workdir_lib.read_run_config(str(tmp_path))
+
+
+def test_class_names_roundtrip_and_the_classes_the_data_did_not_name(tmp_path, caplog):
+  """Label k is names[k]; "" for a class the data did not name (a --num_classes above the data's, no classes.json);
+  a classes.json that is not a list of strings is ignored with a warning: names are for people, no tool fails."""
+  workdir = str(tmp_path / "run")
+  assert workdir_lib.read_class_names(workdir, 3) == ["", "", ""]
+  workdir_lib.write_class_names(workdir, ["bird", "cat", "chien é"])
+  assert (tmp_path / "run" / "classes.json").exists()
+  assert workdir_lib.read_class_names(workdir, 3) == ["bird", "cat", "chien é"]
+  assert workdir_lib.read_class_names(workdir, 4) == ["bird", "cat", "chien é", ""]
+  assert workdir_lib.read_class_names(workdir, 0) == []
+  for damaged in ('{"bird": 0}', "[1, 2]", "not json", b"\xff\xfe"):
+    (tmp_path / "run" / "classes.json").write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+    caplog.clear()
+    assert workdir_lib.read_class_names(workdir, 2) == ["", ""]
+    assert "is not a JSON list of class names" in caplog.text, damaged

@@ -1,6 +1,6 @@
 """What every data source is: a fixed-order split read on demand, and the error the data layer raises."""
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import tensorflow as tf
 
@@ -23,11 +23,14 @@ class DataSource:
   Attributes:
     name: where the examples come from, for logs.
     num_classes: classes of the dataset (0 if unlabeled; all classes also when `--class_filter` keeps one).
+    class_names: the name of each class in label order where the data names them (class folders, a pack, a TFDS
+      ClassLabel with names); empty otherwise (IDX files: the labels are the digits).
     crop: "center" or "none", what happens to non-square images before resizing (from `--crop`).
   """
 
   name: str = ""
   num_classes: int = 0
+  class_names: Sequence[str] = ()
   crop: str  # Every source sets it from its caller (--crop): no default here.
   # Whether reading may meet a file that does not decode (folders and packs of encoded images): then a run reads its
   # first batch before it writes anything (data.check_first_batch).

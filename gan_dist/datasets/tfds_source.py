@@ -182,6 +182,9 @@ class TfdsSource(DataSource):
     self._keep = keep  # int64 record keys of the examples (after --class_filter), or None for all records.
     self._lock = threading.Lock()
     self.num_classes = num_classes
+    names = list(features[label_key].names) if label_key else []
+    # A ClassLabel made from a number of classes names them "0", "1", ...: no names.
+    self.class_names = [] if names == [str(k) for k in range(len(names))] else names
     self.name = name
     self.crop = crop
 

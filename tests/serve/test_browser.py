@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import workdir as workdir_lib
 from tests import subprocs
 from tests.serve import workdirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", ""]
 RUN_TRUNCATION = 0.33  # The served run's --truncation: any number, not only steps of 0.05; the page starts from it.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
@@ -72,8 +74,10 @@ def server(tmp_path, tmp_path_factory):
   function that waits for its URL and returns it (the browser starts meanwhile: ask for this fixture first); stops
   it."""
   _require_browser()  # Before training and starting anything.
-  workdir = os.environ.get("GAN_DIST_DEMO_WORKDIR") or workdirs.with_truncation(
-      "conditional", tmp_path_factory, RUN_TRUNCATION, tmp_path / "workdir")
+  workdir = os.environ.get("GAN_DIST_DEMO_WORKDIR")
+  if not workdir:  # Named classes, as class folders give them (the run's IDX data named none); class 9 left unnamed.
+    workdir = workdirs.with_truncation("conditional", tmp_path_factory, RUN_TRUNCATION, tmp_path / "workdir")
+    workdir_lib.write_class_names(workdir, DIGIT_NAMES)
   with open(tmp_path / "server.log", "wb") as log:
     process = subprocess.Popen([sys.executable, "-m", "gan_dist.serve", f"--workdir={workdir}", "--port=0"],
                                stdout=subprocess.PIPE, stderr=log, cwd=REPO, env=subprocs.env())
@@ -128,6 +132,9 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
     assert browser.find_element(By.ID, "truncation").get_attribute("value") == str(RUN_TRUNCATION)
   first_seed = browser.find_element(By.ID, "grid").get_attribute("data-seed")
 
+  if not os.environ.get("GAN_DIST_DEMO_WORKDIR"):
+    options = [o.text for o in Select(browser.find_element(By.ID, "class")).options]
+    assert options == ["any"] + [f"{k} ({name})" for k, name in enumerate(DIGIT_NAMES[:9])] + ["9"], options
   Select(browser.find_element(By.ID, "class")).select_by_value("3")
   browser.find_element(By.ID, "new-samples").click()
   _wait(browser, f"""const img = document.getElementById('grid');
@@ -142,7 +149,8 @@ def test_pick_a_class_and_new_samples(server, browser, tmp_path):
         "the grid of seed 42")
   grid = browser.find_element(By.ID, "grid")
   seed = grid.get_attribute("data-seed")
-  assert "of class 3" in browser.find_element(By.ID, "caption").text
+  assert ("of class 3 (three)" if not os.environ.get("GAN_DIST_DEMO_WORKDIR") else "of class 3") in \
+      browser.find_element(By.ID, "caption").text
   assert not browser.find_element(By.ID, "error").is_displayed()
   assert f"seed={seed}" in browser.current_url and "class=3" in browser.current_url
 

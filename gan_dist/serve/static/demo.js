@@ -69,12 +69,18 @@
     list.append(row);
   }
 
+  // "3" or "3 (smiling)": label k with its name where the run's data named its classes (class folders, TFDS).
+  function className(k) {
+    const name = (info.class_names || [])[Number(k)];
+    return name ? `${k} (${name})` : String(k);
+  }
+
   function renderFacts() {
     const list = $("facts");
     list.replaceChildren();
     const [h, w, c] = info.image_shape;
     let dataset = info.dataset;
-    if (info.class_filter !== undefined) dataset += ` (class ${info.class_filter} only)`;
+    if (info.class_filter !== undefined) dataset += ` (class ${className(info.class_filter)} only)`;
     addFact(list, "Architecture", info.arch);
     addFact(list, "Dataset", dataset);
     addFact(list, "Step", Number(info.step).toLocaleString("en"));
@@ -98,7 +104,7 @@
       for (let k = 0; k < info.num_classes; k++) {
         const option = document.createElement("option");
         option.value = String(k);
-        option.textContent = String(k);
+        option.textContent = className(k);
         select.append(option);
       }
     }
@@ -140,7 +146,7 @@
       img.dataset.num = params.num;
       img.dataset.truncation = params.truncation;
       img.dataset.state = "ready";
-      const what = (params.class === "any" ? "" : ` of class ${params.class}`) +
+      const what = (params.class === "any" ? "" : ` of class ${className(params.class)}`) +
         (Number(params.truncation) > 0 ? `, noise truncated to ±${params.truncation}` : "");
       img.alt = `${params.num} generated images${what}, seed ${params.seed}`;
       $("caption").textContent = `${params.num} image${params.num === "1" ? "" : "s"}${what}, seed ${params.seed} ` +
