@@ -147,6 +147,34 @@ def test_files_of_other_types_are_counted_by_type_where_a_class_or_the_folder_is
                               "depth; 3 other files ignored (3 .heic); point it at a folder of images")
 
 
+def test_class_folders_one_level_too_high_are_pointed_out(tmp_path, caplog):
+  """data/train/{cat,dog} as --data_dir=data is one class, "train" (a conditional model was refused as having 1
+  class, with no word of why), and data/{train,val}/{cat,dog} are the classes train and val: both are said, with
+  the --data_dir that makes the subfolders classes."""
+  one = tmp_path / "one"
+  helpers.make_image_folder(str(one / "train"), num=4, classes=("cat", "dog"), bad=())
+  two = tmp_path / "two"
+  for split in ("train", "val"):
+    helpers.make_image_folder(str(two / split), num=4, classes=("cat", "dog"), bad=())
+  flat = tmp_path / "flat"  # Classes with images of their own and a subfolder or two: nothing to say.
+  helpers.make_image_folder(str(flat / "cat"), num=4, classes=("", "more", "old"), bad=())
+  helpers.make_image_folder(str(flat / "dog"), num=2, classes=(), bad=())
+  for root, classes in ((one, ["train"]), (two, ["train", "val"]), (flat, ["cat", "dog"])):
+    caplog.clear()
+    with caplog.at_level(py_logging.WARNING):
+      assert data.open_source(_cfg(str(root))).class_names == classes
+    messages = [r.getMessage() for r in caplog.records]
+    if root == one:
+      assert messages == [f"The images of the one class folder {one}/train lie in its subfolders cat, dog: they all "
+                          f"count as class 0. If those subfolders are the classes, pass --data_dir={one}/train"]
+    elif root == two:
+      assert messages == [f"The class folders train, val of {two} hold the same subfolders cat, dog, which hold "
+                          f"their images: the classes are train, val. If cat, dog are the classes, pass "
+                          f"--data_dir={two}/train (and keep the others apart)"]
+    else:
+      assert not messages
+
+
 def test_class_filter_and_num_classes(folder):
   cats = data.open_source(_cfg(folder["root"], class_filter=1))
   assert cats.num_examples == 100 and set(cats.labels.tolist()) == {1} and cats.num_classes == 3

@@ -143,6 +143,37 @@ def _images_below(directory: str, root: str) -> Tuple[List[str], Counter[str]]:
   return sorted(found), other
 
 
+def _image_subfolders(class_dir: str, found: List[str]) -> List[str]:
+  """The sorted subfolders of `class_dir` (one level down) that hold its images `found`; none if one lies directly in
+  it."""
+  names = set()
+  for path in found:
+    relative = path[len(class_dir.rstrip("/")) + 1:]
+    if "/" not in relative:
+      return []
+    names.add(relative.split("/", 1)[0])
+  return sorted(names)
+
+
+def _listed(names: List[str]) -> str:
+  return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def _warn_of_classes_one_level_down(root: str, classes: List[str], per_class: List[List[str]]) -> None:
+  """Warns where the classes the user meant seem to lie one level below the class folders: data/train/{cat,dog}
+  passed as data (one class, which a conditional model refuses), or data/{train,val}/{cat,dog} (the classes train
+  and val). Listing stays ImageFolder's; the warning names the --data_dir that makes the subfolders classes."""
+  below = [_image_subfolders(_join(root, name), found) for name, found in zip(classes, per_class)]
+  if len(classes) == 1 and len(below[0]) >= 2:
+    logging.warning("The images of the one class folder %s lie in its subfolders %s: they all count as class 0. If "
+                    "those subfolders are the classes, pass --data_dir=%s", _join(root, classes[0]),
+                    _listed(below[0]), _join(root, classes[0]))
+  elif len(classes) >= 2 and len(below[0]) >= 2 and all(b == below[0] for b in below):
+    logging.warning("The class folders %s of %s hold the same subfolders %s, which hold their images: the classes "
+                    "are %s. If %s are the classes, pass --data_dir=%s (and keep the others apart)", _listed(classes),
+                    root, _listed(below[0]), _listed(classes), _listed(below[0]), _join(root, classes[0]))
+
+
 def list_images(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
   """Lists the images of a folder tree.
 
@@ -182,6 +213,8 @@ def list_images(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
     ignored = f"; {sum(other.values())} other files ignored ({_kinds(other)})" if other else ""
     raise DataError(f"--data_dir={root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}) at any depth{ignored}; "
                     "point it at a folder of images")
+  if classes:
+    _warn_of_classes_one_level_down(root, classes, per_class)
   unlabeled = 0 if not classes else -1
   labels = [unlabeled] * len(paths)
   for label, found in enumerate(per_class):
