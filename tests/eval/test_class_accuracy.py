@@ -1,5 +1,7 @@
 """`python -m gan_dist.eval.class_accuracy`: per-class label accuracy of a conditional workdir."""
 
+import shutil
+
 from absl import flags
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from gan_dist import cli
 from gan_dist import errors
 from gan_dist import models
 from gan_dist import sampling
+from gan_dist import workdir as workdir_lib
 from gan_dist.eval import class_accuracy
 from gan_dist.eval import features
 from tests import helpers
@@ -42,7 +45,6 @@ def test_per_class_accuracy_counts_what_the_network_calls_each_requested_class()
   np.testing.assert_allclose(truncated, (predicted == labels).reshape(10, 3).mean(1))
 
 
-
 def test_images_with_nan_pixels_are_assigned_no_class():
   """The feature network's fused CPU kernels give every all-NaN image the same finite logits, so one class scored
   1.0 for a generator of NaN images; such an image is assigned no class: every class scores 0."""
@@ -52,6 +54,7 @@ def test_images_with_nan_pixels_are_assigned_no_class():
   model = features.build((28, 28, 1), 10)
   accuracy = class_accuracy.per_class_accuracy(model, generate_fn, gan, num_per_class=2, seed=0, truncation=0.0)
   np.testing.assert_array_equal(accuracy, np.zeros(10))
+
 
 @pytest.mark.slow
 def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_device, capsys):
@@ -63,6 +66,12 @@ def test_main_prints_every_class_of_the_requested_step(tmp_path_factory, one_dev
   assert all(f"  class {k}: " in out for k in range(10)) and "  mean: " in out
   assert class_accuracy.main([], _flags(*argv, "--truncation=0.5")) == errors.EXIT_OK
   assert "generator, step 2 (2 samples per class, noise truncated to +-0.5)" in capsys.readouterr().out
+  named = str(tmp_path_factory.mktemp("named") / "run")  # The run as class folders would have left it.
+  shutil.copytree(cfg.workdir, named)
+  workdir_lib.write_class_names(named, [f"digit {k}" for k in range(9)])
+  assert class_accuracy.main([], _flags(*argv[1:], f"--workdir={named}")) == errors.EXIT_OK
+  out = capsys.readouterr().out
+  assert all(f"  class {k} (digit {k}): " in out for k in range(9)) and "  class 9: " in out
 
 
 def test_an_unconditional_workdir_is_refused(tmp_path_factory):
