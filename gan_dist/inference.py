@@ -200,7 +200,8 @@ def keras_file_needs(model: keras.Model) -> List[str]:
       need = f"{layer_class.__name__} ({layer_class.__module__})"
       if layer_class.__module__.split(".")[0] != "keras" and need not in needs:
         needs.append(need)
-      lambdas.extend([layer] if isinstance(layer, keras.layers.Lambda) else [])
+      if isinstance(layer, keras.layers.Lambda):
+        lambdas.append(layer)
       if isinstance(layer, keras.Model):  # A nested model: its own layers too.
         visit(layer.layers)
 
