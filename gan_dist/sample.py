@@ -1,6 +1,6 @@
 """Samples a trained workdir into an .npz file and/or a PNG grid.
 
-  python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K] [--seed=S] [--step=N | --best]
+  python -m gan_dist.sample --workdir=W --num=64 --out=samples.npz [--label=K|NAME] [--seed=S] [--step=N | --best]
   python -m gan_dist.sample --workdir=W --num=100 --grid=grid.png     (one row per class when conditional)
   python -m gan_dist.sample --workdir=W --grid=grid.png --truncation=0.5   (BigGAN's truncation trick)
 
@@ -13,6 +13,7 @@ apart). It reads W and never writes to it.
 """
 
 import io
+import re
 from typing import Optional
 
 from absl import flags
@@ -32,13 +33,33 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("num", 64, "Number of images to sample.", lower_bound=1, flag_values=fv)
   flags.DEFINE_string("out", "samples.npz", "Output .npz file (images uint8 [N, H, W, C]; labels if conditional).",
                       flag_values=fv)
-  flags.DEFINE_integer("label", None, "Conditional models: sample this class only (default: cycle through classes).",
-                       flag_values=fv)
+  flags.DEFINE_string("label", None, "Conditional models: sample this class only, by its id or by the name the run "
+                      "recorded for it (a class folder's, e.g. --label=cat); default: cycle through the classes.",
+                      flag_values=fv)
   cli.define_checkpoint_flags(fv, "Sample")
   cli.show_in_help(fv, ("workdir", "seed", "truncation"))
   flags.DEFINE_string("grid", "", "Also write the images as one PNG grid to this file (conditional models: one row "
                       "per class: --num rounded down to whole rows, at least one image per class); with --grid and "
                       "no --out, only the grid.", flag_values=fv)
+
+
+def class_id(label: Optional[str], run: inference.Run) -> Optional[int]:
+  """--label as a class id: an integer (`sampling.labels` refuses one the model lacks), or one of the class names
+  the run recorded (classes.json); None for none.
+
+  Raises:
+    errors.UserError: neither an integer nor a recorded name (the message lists the names).
+  """
+  if label is None:
+    return None
+  if re.fullmatch(r"[+-]?\d+", label.strip()):
+    return int(label)
+  names = run.class_names
+  if label and label in names:
+    return names.index(label)
+  known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
+  raise errors.UserError(f"--label={label} is neither a class id nor a class name of this run"
+                         f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")
 
 
 def write_npz(path: str, arrays: dict) -> None:
@@ -121,10 +142,11 @@ def main(argv) -> None:
                            "ending in .npz (--grid=FILE.png writes a PNG grid)")
   run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
   check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim)
-  arrays = sample(run, fv.num, fv.seed, fv.label)
+  label = class_id(fv.label, run)
+  arrays = sample(run, fv.num, fv.seed, label)
   images = arrays["images"]
   if fv.grid:
-    grid = grid_image(run, fv.num, fv.seed, fv.label, images)
+    grid = grid_image(run, fv.num, fv.seed, label, images)
     summaries.write_png(fv.grid, grid)
     print(f"Wrote a {grid.shape[1]}x{grid.shape[0]} grid ({run.describe()}) to {fv.grid}")
     if not write_npz_file:

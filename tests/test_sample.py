@@ -21,6 +21,7 @@ from gan_dist import files
 from gan_dist import inference
 from gan_dist import sample
 from gan_dist import sampling
+from gan_dist import workdir as workdir_lib
 from tests import helpers
 from tests import subprocs
 from tests.serve import workdirs
@@ -140,6 +141,27 @@ def test_main_grid_alone_writes_no_npz_and_out_writes_the_samples(runs, tmp_path
   assert "Wrote 5 images (28, 28, 1)" in capsys.readouterr().out
 
 
+def test_label_is_a_class_id_or_a_class_name_the_run_recorded(runs, tmp_path, monkeypatch, capsys):
+  """`--label=cat` on a run of class folders: the class of that name; an unknown name lists the recorded ones; a run
+  without names (IDX data) takes ids only."""
+  monkeypatch.chdir(tmp_path)
+  workdir = str(tmp_path / "named")
+  shutil.copytree(runs["conditional"].cfg.workdir, workdir)
+  workdir_lib.write_class_names(workdir, ["zero", "one", "two", "three"])
+  for label in ("three", "3", " 3"):
+    monkeypatch.setattr(cli, "FLAGS", _flags(f"--workdir={workdir}", "--num=4", f"--label={label}", "--out=n.npz"))
+    sample.main([])
+    np.testing.assert_array_equal(np.load(tmp_path / "n.npz")["labels"], [3, 3, 3, 3])
+  run = inference.load(workdir)
+  with pytest.raises(errors.UserError, match=r"^--label=cat is neither a class id nor a class name of this run: "
+                                             r"0 \(zero\), 1 \(one\), 2 \(two\), 3 \(three\)$"):
+    sample.class_id("cat", run)
+  with pytest.raises(errors.UserError, match=r"^--label=three is neither a class id nor a class name of this run "
+                                             r"\(it recorded none: give the id, an integer\)$"):
+    sample.class_id("three", runs["conditional"])
+  assert sample.class_id(None, run) is None
+
+
 def test_truncation_flag_samples_truncated_noise_and_overrides_the_run_s(runs, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   run = runs["conditional"]
@@ -173,8 +195,8 @@ def test_command_line_writes_the_grid_and_the_samples(runs, tmp_path):
   assert sorted(os.listdir(out)) == ["grid.png", "s.npz"]
 
 
-@pytest.mark.parametrize("argv", [["--workdir=MISSING"], ["--workdir=CONDITIONAL", "--label=12"], ["--num=0"],
-                                  ["extra"]])
+@pytest.mark.parametrize("argv", [["--workdir=MISSING"], ["--workdir=CONDITIONAL", "--label=12"],
+                                  ["--workdir=CONDITIONAL", "--label=cat"], ["--num=0"], ["extra"]])
 def test_bad_input_is_one_line_and_exit_2(argv, runs, tmp_path, monkeypatch, capsys):
   argv = [a.replace("MISSING", str(tmp_path / "missing")).replace("CONDITIONAL", runs["conditional"].cfg.workdir)
           for a in argv]
