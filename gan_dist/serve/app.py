@@ -3,10 +3,10 @@
   GET /                 the demo page (static/index.html; plain HTML, CSS and JavaScript, nothing from elsewhere)
   GET /api/health       {"status": "ok", "traces": {bucket: traces of the generation function}}
   GET /api/info         the model's facts and the API's limits
-  GET /api/generate     a grid: num (1-64, default 16), seed (0-4294967295, default 0), class (a class id or
-                        "any", conditional models), format (png | json | npz, default png), scale (1-8, default 1),
-                        truncation (0-4, 0 = none; default: the run's --truncation, the model's facts; BigGAN's
-                        truncation trick, `sampling.truncate`)
+  GET /api/generate     a grid: num (1-64, default 16), seed (0-4294967295, default 0), class (a class id, a
+                        class name of the facts' class_names, or "any"; conditional models), format (png | json |
+                        npz, default png), scale (1-8, default 1), truncation (0-4, 0 = none; default: the run's
+                        --truncation, the model's facts; BigGAN's truncation trick, `sampling.truncate`)
   GET /api/walk         a latent walk from seed_a to seed_b in `frames` images (2-64, default 16), one row:
                         seed_a, seed_b, frames, class, format, scale, truncation
 
@@ -105,7 +105,8 @@ def _truncation(args, default: float) -> float:
 
 
 def _class(args, model: model_lib.ServedModel) -> Optional[int]:
-  """None for "any" (or absent); else a class id of a conditional model."""
+  """None for "any" (or absent); else a class id of a conditional model, given as such or by its name in the
+  model's facts (a class folder's)."""
   text = _single(args, "class")
   if text is None or text.strip().lower() in ("", "any"):
     return None
@@ -113,8 +114,12 @@ def _class(args, model: model_lib.ServedModel) -> Optional[int]:
     raise BadParameter("class", f"class={_shown(text)}: this model is unconditional; leave class out or use "
                        "class=any")
   high = model.num_classes - 1
+  names = [name for name in model.facts.get("class_names", []) if name]
+  if text.strip() in names:
+    return model.facts["class_names"].index(text.strip())
   if not _INTEGER.fullmatch(text.strip()):
-    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}, got {_shown(text)}")
+    named = f", or a class name ({', '.join(names)})" if names else ""
+    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}{named}, got {_shown(text)}")
   value = int(text.strip())
   if not 0 <= value <= high:
     raise BadParameter("class", f"unknown class {value}: this model has classes 0 to {high} (or 'any')")

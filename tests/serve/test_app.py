@@ -146,6 +146,24 @@ def test_same_seed_same_bytes(apps):
     assert client.get("/api/generate?num=9&seed=124").get_data() != first
 
 
+def test_a_class_is_asked_for_by_id_or_by_the_name_the_run_recorded(tmp_path, tmp_path_factory):
+  """class=three is class 3 where the run named its classes (class folders); /api/info lists the names; an unknown
+  name is a 400 that lists them."""
+  workdir = str(tmp_path / "named")
+  shutil.copytree(workdirs.trained("conditional", tmp_path_factory), workdir)
+  names = ["zero", "one", "two", "three", "", "", "", "", "", "nine"]
+  workdir_lib.write_class_names(workdir, names)
+  client = app_lib.create_app(model_lib.from_workdir(workdir)).test_client()
+  assert client.get("/api/info").json["class_names"] == names
+  by_name = client.get("/api/generate?num=2&seed=8&class=three&format=json").json
+  assert by_name["labels"] == [3, 3]
+  assert by_name["images"] == client.get("/api/generate?num=2&seed=8&class=3&format=json").json["images"]
+  response = client.get("/api/generate?class=four")
+  assert response.status_code == 400 and response.json == {
+      "error": "class must be 'any' or a class id from 0 to 9, or a class name (zero, one, two, three, nine), got "
+               "'four'", "parameter": "class"}
+
+
 def test_json_and_npz_hold_the_png_images(client):
   grid = _png(client.get("/api/generate?num=3&seed=8&class=7"))
   body = client.get("/api/generate?num=3&seed=8&class=7&format=json").json
