@@ -86,7 +86,8 @@ class Config:
                             "latest is damaged; the error message names the newest one that restores). -1: the "
                             "latest.", lower=-1)
   allow_data_position_change: bool = _field(False, "Allow resuming a workdir with another --batch_size, "
-                                            "--d_steps_per_g, --dataset, --split or --class_filter. They decide "
+                                            "--d_steps_per_g, --dataset, --split, --class_filter, --seed or "
+                                            "--shuffle_files. They decide "
                                             "which examples a step reads, so a resumed run would not continue the "
                                             "data order where it stopped (or would train on other data); refused "
                                             "unless this flag says the change is meant (e.g. fine-tuning).")
@@ -237,7 +238,9 @@ CHECKPOINT_SHAPING_FIELDS = ("arch", "latent_dim", "num_classes", "precision", "
                              "class_loss_weight", "g_conditioning")
 # Fields that decide which examples a step reads: changing them on resume breaks the data order (or trains on other
 # data), so it needs --allow_data_position_change. (--data_dir may change: data that moved.)
-DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g", "dataset", "split", "class_filter")
+# --seed and --shuffle_files belong here too: the order of the examples is a function of (seed, step), shuffled or
+# not (data.py), so another seed on resume trains every later step on other examples.
+DATA_POSITION_FIELDS = ("batch_size", "d_steps_per_g", "dataset", "split", "class_filter", "seed", "shuffle_files")
 # Fields that do not change what a run learns or how it is scored (where and how it runs, how often it logs and
 # saves, where caches are), and paths (a path names no setting a row could be compared by): left out of
 # TensorBoard's HParams table (`hparams`).

@@ -92,10 +92,11 @@ def test_resume_compatibility_rules():
   assert config_lib.check_resume_compatible(with_head, with_head.replace(class_loss_weight=0.5)) is None
   assert "--class_loss_weight (workdir has 1.0" in config_lib.check_resume_compatible(with_head, saved)
   # The data position: refused unless the change is meant.
+  # --seed and --shuffle_files: the data order is a function of (seed, step), so they decide it as much.
   for change in (dict(batch_size=64), dict(d_steps_per_g=2), dict(dataset="fashion_mnist"), dict(split="test"),
-                 dict(class_filter=3)):
+                 dict(class_filter=3), dict(seed=5), dict(shuffle_files=False)):
     message = config_lib.check_resume_compatible(saved, saved.replace(**change))
-    assert f"--{next(iter(change))}" in message and "--allow_data_position_change" in message
+    assert message is not None and f"--{next(iter(change))}" in message and "--allow_data_position_change" in message
     assert config_lib.check_resume_compatible(saved, saved.replace(allow_data_position_change=True, **change)) is None
   # Moved data, or a folder's pack (it trains exactly as the folder), changes nothing.
   assert config_lib.check_resume_compatible(saved, saved.replace(data_dir="/elsewhere")) is None
