@@ -107,17 +107,26 @@ def module_of(arch: str):
   return module
 
 
+# gan_dist's architectures that have a self-attention block (--attention_resolution).
+ATTENTION_ARCHS = ("resnet", "cresnet")
+
+
 def build(cfg, num_classes: int = 0) -> Gan:
   """Builds `cfg.arch`. Call inside `strategy.scope()` so the variables are distributed.
 
   Raises:
     errors.UserError: unknown architecture (see `module_of`), a custom build that returns something else than a
       Gan of Keras models, a conditional model without classes, --class_loss_weight for a model without a class
-      head, or --g_conditioning for another architecture than cresnet.
+      head, --g_conditioning for another architecture than cresnet, or --attention_resolution for one of
+      gan_dist's architectures without self-attention.
   """
   if cfg.g_conditioning != "embedding" and cfg.arch != "cresnet":
     raise errors.UserError(f"--g_conditioning={cfg.g_conditioning} is a choice of --arch=cresnet's generator; "
                            f"--arch={cfg.arch} has no conditional BatchNorms")
+  # Only gan_dist's own architectures are known not to read it: a custom module (a dotted path) may.
+  if cfg.attention_resolution and "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS:
+    raise errors.UserError(f"--attention_resolution={cfg.attention_resolution} puts self-attention into "
+                           f"--arch={'/'.join(ATTENTION_ARCHS)}; --arch={cfg.arch} has none: drop it (0)")
   gan = module_of(cfg.arch).build(cfg, num_classes)
   if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
     raise errors.UserError(f"--arch={cfg.arch}: build(cfg, num_classes) returned {type(gan).__name__}, not a "

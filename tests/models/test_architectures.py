@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan_dist import errors
 from gan_dist import models
 from tests import helpers
 
@@ -132,3 +133,12 @@ def test_image_shape_is_a_decision_of_the_config(arch):
   with pytest.raises(ValueError, match=rf"--arch={arch} makes .* not {bad}x{bad}x") as error:
     models.build(helpers.config_values(arch=arch, image_size=bad), NUM_CLASSES)
   assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "cdcgan32"])
+def test_attention_resolution_is_refused_by_an_architecture_without_attention(arch):
+  """Only resnet and cresnet have self-attention: elsewhere the flag would be accepted and do nothing."""
+  with pytest.raises(errors.UserError) as error:
+    models.build(helpers.config_values(arch=arch, attention_resolution=16), 10)
+  assert f"--attention_resolution=16 puts self-attention into --arch=resnet/cresnet; --arch={arch} has none" in str(
+      error.value)
