@@ -180,8 +180,11 @@ class Evaluator:
     return bool(strategy_lib.gather_rows(self.strategy, np.array([1.0 if found else 0.0])).min() > 0)
 
   def _distributed_fn(self, generator: keras.Model) -> Callable:
-    """tf.function (per-replica noise, labels) -> per-replica (finite [b] float32: 1 where every pixel of the
-    image is finite, features, logits of every extractor)."""
+    """tf.function (per-replica noise, labels) -> (finite [n] float32: 1 where every pixel of the image is finite,
+    features, logits of every extractor) of all replicas' n images, gathered in replica order.
+
+    Gathered inside the function: an eager `strategy.gather` of a multi-worker strategy traces a function of its own
+    at every call (TensorFlow warned of retracing from the fifth)."""
     key = id(generator)
     if key not in self._functions:
       gan, extract = self.gan, [e.predict for e in self.extractors]
@@ -200,7 +203,8 @@ class Evaluator:
 
       @tf.function(autograph=False)
       def run(noise, labels):
-        return self.strategy.run(replica_fn, args=(noise, labels))
+        outputs = self.strategy.run(replica_fn, args=(noise, labels))
+        return [self.strategy.gather(o, axis=0) for o in outputs]
 
       self._functions[key] = (generator, run)  # Holding the generator keeps id() unique while the entry lives.
     return self._functions[key][1]
@@ -231,7 +235,7 @@ class Evaluator:
       outputs = run(strategy.experimental_distribute_values_from_function(slice_of(noise)),
                     strategy.experimental_distribute_values_from_function(slice_of(labels)))
       # Replica order is sample order: replica r of chunk c holds samples c*chunk + r*per_replica + [0, per_replica).
-      parts.append([np.asarray(strategy.gather(o, axis=0)) for o in outputs])
+      parts.append([np.asarray(o) for o in outputs])
     gathered = [np.concatenate([p[i] for p in parts])[:self.num] for i in range(len(parts[0]))]
     bad = gathered.pop(0) < 0.5
     if bad.any():
