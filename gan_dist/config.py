@@ -165,8 +165,9 @@ class Config:
   augment_policy: str = _field("", "Comma-separated transforms (" + ", ".join(AUGMENT_TRANSFORMS) + "; color = "
                                "brightness,saturation,contrast), applied in this order. Empty: diffaug "
                                f"{DEFAULT_AUGMENT_POLICY['diffaug']}; ada {DEFAULT_AUGMENT_POLICY['ada']}.")
-  ada_target: float = _field(0.6, "ada: the target of r_t = E[sign(D(real))], D's over-confidence on reals; p rises "
-                             "while r_t is above it.", check=(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
+  ada_target: float = _field(0.6, "ada: the target of r_t = E[sign(D(real))] (of D(real) - 1/2 under "
+                             "--loss=least_squares, whose targets are 0 and 1), D's over-confidence on reals; p "
+                             "rises while r_t is above it.", check=(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"))
   ada_kimg: float = _field(20.0, "ada: thousands of real images over which p can move from 0 to 1 (ADA's speed: "
                            "a small folder is memorised within a few hundred steps, so p must be able to rise as "
                            "fast; the paper's 500 suits runs of millions of images).", check=(lambda v: v > 0,

@@ -58,6 +58,27 @@ def wasserstein(real_logits, fake_logits):
 LOSSES = {f.__name__: f for f in (non_saturating, minimax, least_squares, hinge, wasserstein)}
 
 
+# Where D's output splits "real" from "fake" under each loss: 0 for the logit of the logistic losses and the margin
+# centre of hinge and wasserstein; LSGAN regresses real to 1 and fake to 0, so its midpoint is 1/2 (at 0 every
+# real would count as recognised and ADA's r_t = E[sign(D(real) - threshold)] would push p to 1 for any D).
+_DECISION_THRESHOLDS = {"least_squares": 0.5}
+
+
+def decision_threshold(name: str) -> float:
+  """The output of D under --loss=`name` between its real and fake targets (its accuracies and ADA's r_t)."""
+  return _DECISION_THRESHOLDS.get(name, 0.0)
+
+
+def d_output(name: str, logits: tf.Tensor) -> tf.Tensor:
+  """D's output as a number between its fake (0) and real (1) target, per example: [B, 1] -> float32 [B].
+
+  The logistic losses' (and hinge's and wasserstein's) sigmoid of the logit; LSGAN's raw output, which it
+  regresses to those targets itself (a sigmoid of it would put its fake target at 0.5).
+  """
+  flat = _flat(logits)
+  return flat if name == "least_squares" else tf.sigmoid(flat)
+
+
 def get(name: str) -> LossFn:
   if name not in LOSSES:
     raise ValueError(f"Unknown --loss={name!r}; known losses: {', '.join(sorted(LOSSES))}")

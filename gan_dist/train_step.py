@@ -281,13 +281,30 @@ def d_loss(cfg: config_lib.Config, gan: models.Gan, fwd: Forward) -> Tuple[tf.Te
     metrics.update(d_class_loss=global_mean(cfg, ce), d_class_accuracy=global_mean(cfg, correct),
                    d_class_labelled=global_mean(cfg, labelled))
     per_example += cfg.class_loss_weight * ce
+  # Accuracies at the loss's own decision point (LSGAN's is 1/2, not 0).
+  threshold = losses.decision_threshold(cfg.loss)
   real = tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])
   fake = tf.reshape(tf.cast(fwd.fake_logits, tf.float32), [-1])
   loss = global_mean(cfg, per_example)
-  metrics.update(d_loss=loss, d_real_accuracy=global_mean(cfg, tf.cast(real > 0, tf.float32)),
-                 d_fake_accuracy=global_mean(cfg, tf.cast(fake < 0, tf.float32)),
-                 d_real_output=global_mean(cfg, tf.sigmoid(real)), d_fake_output=global_mean(cfg, tf.sigmoid(fake)))
+  metrics.update(d_loss=loss, d_real_accuracy=global_mean(cfg, tf.cast(real > threshold, tf.float32)),
+                 d_fake_accuracy=global_mean(cfg, tf.cast(fake < threshold, tf.float32)),
+                 d_real_output=global_mean(cfg, losses.d_output(cfg.loss, fwd.real_logits)),
+                 d_fake_output=global_mean(cfg, losses.d_output(cfg.loss, fwd.fake_logits)))
   return loss, metrics
+
+
+def ada_rt(cfg: config_lib.Config, real_logits: tf.Tensor) -> tf.Tensor:
+  """This replica's share of ADA's r_t = E[sign(D(real) - threshold)] over the global batch (the replicas' shares
+  sum to it), D's over-confidence on reals, measured from the loss's decision point (`losses.decision_threshold`).
+
+  Args:
+    real_logits: D's outputs on this replica's (augmented) reals, [b, 1].
+
+  Returns:
+    float32 scalar.
+  """
+  real = tf.reshape(tf.cast(real_logits, tf.float32), [-1])
+  return global_mean(cfg, tf.sign(real - losses.decision_threshold(cfg.loss)))
 
 
 def _class_terms(labels: tf.Tensor, class_logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -337,8 +354,7 @@ def gd_gradients(cfg: config_lib.Config, state: state_lib.TrainState, batch, ste
     g_value, g_metrics = g_loss(cfg, fwd)
     metrics.update(g_metrics)
     if cfg.augment == "ada":
-      # r_t = E[sign(D(real))] over the global batch (replicas' shares sum to it), ADA's over-confidence signal.
-      metrics["ada_rt"] = global_mean(cfg, tf.sign(tf.reshape(tf.cast(fwd.real_logits, tf.float32), [-1])))
+      metrics["ada_rt"] = ada_rt(cfg, fwd.real_logits)
       p = tf.cast(state.augment_p, tf.float32)
       metrics["augment_p"] = global_mean(cfg, tf.fill(tf.shape(fwd.real_labels), p))
     g_value = precision.scale_loss(state.g_optimizer, g_value)

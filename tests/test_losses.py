@@ -93,3 +93,16 @@ def test_mode_seeking_is_large_for_a_collapsed_pair_and_shared_by_both_rows():
   found = losses.mode_seeking(tf.concat([same, apart], 0), z).numpy()
   np.testing.assert_allclose(found, [1e5, 1e5, 1 / (0.3 + 1e-5), 1 / (0.3 + 1e-5)], rtol=1e-5)
   assert found.dtype == np.float32
+
+
+def test_decision_threshold_and_d_output_of_each_loss():
+  logits = tf.constant([[-2.0], [0.25], [0.75]])
+  for name in losses.LOSSES:
+    threshold = losses.decision_threshold(name)
+    if name == "least_squares":  # Targets 0 (fake) and 1 (real), output read as it is.
+      assert threshold == 0.5
+      np.testing.assert_allclose(losses.d_output(name, logits), [-2.0, 0.25, 0.75])
+    else:
+      assert threshold == 0.0
+      np.testing.assert_allclose(losses.d_output(name, logits), tf.sigmoid([-2.0, 0.25, 0.75]), rtol=1e-6)
+    assert losses.d_output(name, logits).shape == (3,)

@@ -519,3 +519,24 @@ def test_step_inputs_are_the_global_draw_and_labels_are_in_range():
   unconditional = models.build(helpers.config_values(arch="mlp", latent_dim=8), 0)
   zeros = train_step_lib.step_inputs(cfg.replace(gp_weight=0.0), unconditional, tf.constant(5, tf.int64), 0)
   assert zeros.alpha is None and not np.any(zeros.fake_labels.numpy())
+
+
+def test_least_squares_accuracies_outputs_and_ada_rt_are_taken_at_its_midpoint():
+  """LSGAN regresses D(real) to 1 and D(fake) to 0: at 0 every real would count as recognised, and ADA's r_t =
+  E[sign(D(real))] would be 1 for a D that cannot tell real from fake at all (outputs 1/2), pushing p to 1."""
+  cfg = helpers.config_values(arch="mlp", loss="least_squares", batch_size=4, augment="ada")
+  real = tf.constant([[0.9], [0.7], [0.3], [0.2]])
+  fake = tf.constant([[0.1], [0.2], [0.4], [0.8]])
+  inputs = train_step_lib.StepInputs(tf.zeros([4, 8]), tf.zeros([4], tf.int32), None)
+  fwd = train_step_lib.Forward(None, tf.zeros([4], tf.int32), None, real, fake, inputs)
+  _, metrics = train_step_lib.d_loss(cfg, None, fwd)
+  assert metrics["d_real_accuracy"].numpy() == pytest.approx(0.5)
+  assert metrics["d_fake_accuracy"].numpy() == pytest.approx(0.75)
+  assert metrics["d_real_output"].numpy() == pytest.approx(0.525)  # D's own output, not a sigmoid of it.
+  assert metrics["d_fake_output"].numpy() == pytest.approx(0.375)
+  assert train_step_lib.ada_rt(cfg, real).numpy() == pytest.approx(0.0)
+  confused = tf.fill([4, 1], 0.5 - 1e-3)  # A D at chance: r_t near -1 or 0, never the 1 that raises p.
+  assert train_step_lib.ada_rt(cfg, confused).numpy() == pytest.approx(-1.0)
+  # The logistic losses keep 0, their logit's midpoint.
+  logistic = cfg.replace(loss="non_saturating")
+  assert train_step_lib.ada_rt(logistic, real).numpy() == pytest.approx(1.0)
