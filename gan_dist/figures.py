@@ -177,24 +177,28 @@ def metrics_figure(rows: Sequence[dict], floors: Optional[Dict[str, float]] = No
   return to_png(fig)
 
 
-def comparison_figure(real: np.ndarray, fake: np.ndarray, rows: Optional[int] = None, title: str = "") -> bytes:
+def comparison_figure(real: np.ndarray, fake: np.ndarray, rows: Optional[int] = None, title: str = "",
+                      row_labels: Optional[Sequence[str]] = None) -> bytes:
   """PNG: a grid of real images beside a grid of generated ones.
 
   Args:
     real, fake: [N, H, W, C] images, uint8 or float in [-1, 1] (N may differ).
     rows: rows of both grids (e.g. one per class); None: near-square.
     title: the figure's title.
+    row_labels: a label left of each row (`rows` of them, e.g. the class names); None: no labels.
   """
   return grids_figure([("real (training data)", sampling.image_grid(real, rows=rows)),
-                       ("generated", sampling.image_grid(fake, rows=rows))], title)
+                       ("generated", sampling.image_grid(fake, rows=rows))], title, row_labels)
 
 
-def grids_figure(panels: Sequence[Tuple[str, np.ndarray]], title: str = "") -> bytes:
+def grids_figure(panels: Sequence[Tuple[str, np.ndarray]], title: str = "",
+                 row_labels: Optional[Sequence[str]] = None) -> bytes:
   """PNG: image grids side by side, each titled (e.g. the final samples of several configs).
 
   Args:
     panels: [(title, uint8 grid [H, W, C])], C 1 or 3.
     title: the figure's title.
+    row_labels: a label left of each row of the first grid (the grids have that many rows); None: no labels.
   """
   plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.3), squeeze=False)
@@ -204,6 +208,11 @@ def grids_figure(panels: Sequence[Tuple[str, np.ndarray]], title: str = "") -> b
               interpolation="nearest")
     ax.set_title(name, fontsize=10)
     ax.axis("off")
+  for r, label in enumerate(row_labels or ()):
+    height, width = panels[0][1].shape[:2]
+    # Pixel centres are at integers: the image's left edge is at x = -0.5.
+    axes[0, 0].text(-0.5 - 0.02 * width, (r + 0.5) * height / len(row_labels) - 0.5, label, ha="right",
+                    va="center", fontsize=8)
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()

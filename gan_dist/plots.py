@@ -5,7 +5,8 @@
 writes into --out_dir (default W/plots):
   losses.png              d_loss and g_loss against the step, D's outputs on real and fake images, and the
                           evaluation metrics if the run evaluated (--eval_every), read from W/tensorboard's events;
-  real_vs_generated.png   training images beside generated ones (one row per class for conditional models);
+  real_vs_generated.png   training images beside generated ones (one row per class for conditional models,
+                          labelled with the class names the run recorded: classes.json);
   progress.gif            the saved sample grids W/samples/step_*.png in step order, captioned with the step;
   interpolation.png       latent interpolation: each row walks on the great circle between two noise vectors
                           (a fixed class per row for conditional models);
@@ -129,8 +130,10 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
   noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, cfg.seed,
                                                   cfg.truncation)
   fake = sampling.generate(generate_fn, noise, labels)
+  names = run.class_names if gan.conditional and any(run.class_names) else None  # Each row's class, named.
   drawn["real_vs_generated"] = ("real_vs_generated.png", figures.comparison_figure(
-      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}"))
+      real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}",
+      row_labels=[name or str(k) for k, name in enumerate(names)] if names else None))
   noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, cfg.seed,
                                                truncation=cfg.truncation)
   strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)

@@ -18,6 +18,7 @@ from gan_dist import files
 from gan_dist import inference
 from gan_dist import plots
 from gan_dist import sampling
+from gan_dist import workdir as workdir_lib
 from tests import helpers
 from tests.eval import tiny_run
 
@@ -68,6 +69,30 @@ def test_real_images_one_row_per_class(run_cfg):
   index = real[:, 0, 0, 0].astype(int).reshape(10, 2)
   np.testing.assert_array_equal(index % 10, np.repeat(np.arange(10)[:, None], 2, axis=1))
   np.testing.assert_array_equal(index, np.arange(10)[:, None] + [0, 10])
+
+
+def test_real_vs_generated_labels_its_rows_with_the_class_names_the_run_recorded(run_cfg, tmp_path, monkeypatch):
+  """One row per class, each labelled with its class's name (its number where the data named none); IDX data names
+  none: no labels."""
+  drawn = []
+  comparison_figure = figures.comparison_figure
+  monkeypatch.setattr(figures, "comparison_figure", lambda *a, **k: drawn.append(k) or comparison_figure(*a, **k))
+  plots.write_all(run_cfg.workdir, out_dir=str(tmp_path / "plain"))
+  workdir = str(tmp_path / "named")
+  shutil.copytree(run_cfg.workdir, workdir)
+  workdir_lib.write_class_names(workdir, [f"digit {k}" for k in range(9)])
+  plots.write_all(workdir)
+  assert drawn[0]["row_labels"] is None
+  assert drawn[1]["row_labels"] == [f"digit {k}" for k in range(9)] + ["9"] and drawn[1]["rows"] == 10
+  black = np.zeros([4, 8, 8, 1], np.uint8)
+
+  def ink_left_of_the_first_grid(row_labels):
+    gray = np.asarray(Image.open(io.BytesIO(figures.comparison_figure(black, black, rows=2, row_labels=row_labels)))
+                      .convert("L"))
+    grid_left = np.argmax((gray < 10).sum(axis=0) > gray.shape[0] // 2)  # The first column of the black grid.
+    return (gray[:, :grid_left] < 128).sum()
+
+  assert ink_left_of_the_first_grid(None) == 0 and ink_left_of_the_first_grid(["cat", "dog"]) > 20
 
 
 def test_main_writes_into_out_dir_with_another_data_dir(run_cfg, tmp_path, monkeypatch, capsys):
