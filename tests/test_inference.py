@@ -11,6 +11,8 @@ from gan_dist import sampling
 from gan_dist import workdir as workdir_lib
 from gan_dist.models import layers as gan_layers
 from tests import helpers
+from tests.test_export_custom_arch import PixelNorm  # A user's own layer: no Keras class computes it.
+from tests.test_export_custom_arch import Tripled  # A Dense subclass computing something else.
 from tests.serve import workdirs
 
 
@@ -83,20 +85,6 @@ def test_float32_copy_uses_keras_own_layers_in_float32():
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
 
 
-class _Tripled(keras.layers.Dense):
-  """A user's subclass of a Keras layer that changes what it computes (its Keras base class would not)."""
-
-  def call(self, inputs):
-    return super().call(inputs) * 3.0
-
-
-class _PixelNorm(keras.layers.Layer):
-  """A user's own layer: no Keras class computes it."""
-
-  def call(self, inputs):
-    return inputs * tf.math.rsqrt(tf.reduce_mean(tf.square(inputs), axis=-1, keepdims=True) + 1e-8)
-
-
 class _Scale(keras.layers.Layer):
   """A user's layer whose constructor takes an argument that get_config does not return."""
 
@@ -112,8 +100,8 @@ def _user_layers_model(*extra):
   """A mixed-precision model of a custom architecture's layers: a Dense subclass, an own layer, a Python lambda."""
   inputs = keras.Input((4,))
   x = keras.layers.Dense(3, dtype="mixed_float16")(inputs)
-  x = _Tripled(3, dtype="mixed_float16")(x)
-  x = _PixelNorm(dtype="mixed_float16")(x)
+  x = Tripled(3, dtype="mixed_float16")(x)
+  x = PixelNorm(dtype="mixed_float16")(x)
   x = keras.layers.Lambda(lambda t: t + 1.0, dtype="mixed_float16")(x)
   for layer in extra:
     x = layer(x)
@@ -125,11 +113,11 @@ def test_float32_copy_keeps_what_a_custom_architectures_layers_compute():
   model = _user_layers_model()
   copy = inference.float32_copy(model)
   assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
-  assert [type(layer) for layer in copy.layers[2:]] == [_Tripled, _PixelNorm, keras.layers.Lambda]
+  assert [type(layer) for layer in copy.layers[2:]] == [Tripled, PixelNorm, keras.layers.Lambda]
   x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
   assert copy(x).dtype == tf.float32
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
-  assert inference.keras_file_needs(copy) == ["_Tripled (tests.test_inference)", "_PixelNorm (tests.test_inference)",
+  assert inference.keras_file_needs(copy) == ["Tripled (tests.test_export_custom_arch)", "PixelNorm (tests.test_export_custom_arch)",
                                               "a Lambda layer's Python function (load with safe_mode=False)"]
   inputs = keras.Input((4,))
   assert inference.keras_file_needs(keras.Model(inputs, keras.layers.Dense(2)(inputs))) == []
@@ -137,7 +125,7 @@ def test_float32_copy_keeps_what_a_custom_architectures_layers_compute():
 
 def test_float32_copy_of_a_sequential_generator():
   """A custom architecture may build its generator as keras.Sequential (Keras clones those without call_function)."""
-  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="mixed_float16"), _Tripled(3),
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="mixed_float16"), Tripled(3),
                             keras.layers.Activation("tanh", dtype="float32")])
   copy = inference.float32_copy(model)
   assert all(layer.dtype_policy.name == "float32" for layer in copy.layers)
