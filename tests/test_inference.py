@@ -117,7 +117,8 @@ def test_float32_copy_keeps_what_a_custom_architectures_layers_compute():
   x = np.random.RandomState(0).standard_normal((5, 4)).astype(np.float32)
   assert copy(x).dtype == tf.float32
   np.testing.assert_allclose(copy(x), np.asarray(model(x), np.float32), atol=1e-2)
-  assert inference.keras_file_needs(copy) == ["Tripled (tests.test_export_custom_arch)", "PixelNorm (tests.test_export_custom_arch)",
+  assert inference.keras_file_needs(copy) == ["Tripled (tests.test_export_custom_arch)",
+                                              "PixelNorm (tests.test_export_custom_arch)",
                                               "a Lambda layer's Python function (load with safe_mode=False)"]
   inputs = keras.Input((4,))
   assert inference.keras_file_needs(keras.Model(inputs, keras.layers.Dense(2)(inputs))) == []
