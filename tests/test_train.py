@@ -284,8 +284,8 @@ def test_a_run_records_the_names_of_its_classes_for_the_tools_and_the_demo(tmp_p
   train.run(cfg, one_device)
   assert workdir_lib.read_class_names(cfg.workdir, 3) == ["bird", "cat", "dog"]
   assert inference.facts(inference.load(cfg.workdir))["class_names"] == ["bird", "cat", "dog"]
-  one_class = helpers.config(tmp_path / "one", arch="mlp", dataset="folder", data_dir=folder["root"], class_filter=1, batch_size=4,
-                             train_steps=1)
+  one_class = helpers.config(tmp_path / "one", arch="mlp", dataset="folder", data_dir=folder["root"], class_filter=1,
+                             batch_size=4, train_steps=1)
   train.run(one_class, one_device)
   assert inference.facts(inference.load(one_class.workdir))["class_names"] == ["bird", "cat", "dog"]
   assert not os.path.exists(os.path.join(four_steps.workdir, "classes.json"))
