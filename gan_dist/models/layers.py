@@ -56,7 +56,24 @@ class UpSampling2D(keras.layers.UpSampling2D):
     height, width = inputs.shape[1], inputs.shape[2]
     if self.interpolation != "nearest" or self.data_format != "channels_last" or height is None or width is None:
       return super().call(inputs)  # Keras' own: what gan_dist's architectures (static sizes) never need.
-    return tf.image.resize(inputs, [height * self.size[0], width * self.size[1]], method="nearest")
+    return _nearest_upsampling(inputs, height, width, *self.size)
+
+
+def _nearest_upsampling(inputs: tf.Tensor, height: int, width: int, fh: int, fw: int) -> tf.Tensor:
+  """[B, H, W, C] -> [B, H*fh, W*fw, C], each pixel repeated fh x fw times, by one ResizeNearestNeighbor op.
+
+  Its gradient is written out: TensorFlow's, ResizeNearestNeighborGrad, has no XLA kernel, so --jit_compile failed
+  to compile every architecture that upsamples (resnet, cresnet, dcgan_upsample). An integer factor with half-pixel
+  centres maps output pixel (i, j) to input pixel (i // fh, j // fw), so the gradient of an input pixel is the sum of
+  its fh x fw copies' gradients: a reshape and a sum, which XLA compiles.
+  """
+  @tf.custom_gradient
+  def upsample(x):
+    def gradient(upstream):  # [B, H*fh, W*fw, C] -> [B, H, W, C]
+      blocks = tf.reshape(upstream, [tf.shape(upstream)[0], height, fh, width, fw, tf.shape(upstream)[3]])
+      return tf.reduce_sum(blocks, axis=[2, 4])
+    return tf.image.resize(x, [height * fh, width * fw], method="nearest"), gradient
+  return upsample(inputs)
 
 
 def batch_norm(cfg, **kwargs) -> keras.layers.BatchNormalization:

@@ -293,3 +293,27 @@ def test_nearest_upsampling_is_keras_with_fewer_ops(dtype):
   # would miss by about |y|).
   np.testing.assert_allclose(g1, g0, rtol=0, atol=6 * 4 * float(np.finfo(dtype).eps))
   assert ops < keras_ops / 2, (ops, keras_ops)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_nearest_upsampling_and_its_gradient_compile_with_xla(dtype):
+  """--jit_compile compiles G's upsampling forward and backward (ResizeNearestNeighborGrad has no XLA kernel), with
+  the values and gradient of the uncompiled layer."""
+  layer = gan_layers.UpSampling2D((2, 3), dtype=dtype)
+  x = tf.random.stateless_normal([2, 5, 3, 4], seed=[3, 4], dtype=dtype)
+  weights = tf.reshape(tf.sin(tf.range(2 * 10 * 9 * 4, dtype=tf.float32)), [2, 10, 9, 4])
+
+  def forward_and_gradient(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    return y, tape.gradient(loss, x)
+
+  y, grad = tf.function(forward_and_gradient, jit_compile=True, autograph=False)(x)
+  y0, grad0 = tf.function(forward_and_gradient, autograph=False)(x)
+  np.testing.assert_array_equal(y, y0)
+  np.testing.assert_allclose(grad, grad0, rtol=0, atol=6 * float(np.finfo(dtype).eps))
+  # Each input pixel's gradient is the sum of its 6 copies' weights.
+  expected = tf.reduce_sum(tf.reshape(weights, [2, 5, 2, 3, 3, 4]), axis=[2, 4])
+  np.testing.assert_allclose(tf.cast(grad, tf.float32), expected, rtol=0, atol=6 * float(np.finfo(dtype).eps))
