@@ -1,7 +1,8 @@
 """The checks of a run before it writes anything: a refused run leaves its workdir exactly as it was.
 
 In the order the trainer calls them:
-  check_config(cfg)             needs nothing (first thing main does): architecture name, --profile_steps
+  check_config(cfg)             needs nothing (first thing main does): architecture name, --profile_steps,
+                                --num_cpu_replicas only with --strategy=mirrored
   check_replicas(cfg, strategy) the global batch splits evenly over the replicas (in pairs for --mode_seeking_weight)
   resolve_config(cfg, source)   what the data decides (num_classes)
   check_workdir(cfg)            flags.txt agrees with this run (a resume: a checkpoint exists), the workdir is writable
@@ -32,6 +33,11 @@ def check_config(cfg: config_lib.Config) -> None:
   """Checks what needs neither devices nor data."""
   models.module_of(cfg.arch)  # Imports a custom architecture's module: one line if it cannot.
   profile_range(cfg)
+  if cfg.strategy == "one_device" and cfg.num_cpu_replicas > 1:
+    # The CPU split serves MirroredStrategy only: one_device would train one replica while the flag says more.
+    raise errors.UserError(f"--num_cpu_replicas={cfg.num_cpu_replicas} splits the CPU into replicas of "
+                           "--strategy=mirrored; --strategy=one_device runs one: use --strategy=mirrored, or drop "
+                           "--num_cpu_replicas")
 
 
 def profile_range(cfg: config_lib.Config) -> Optional[Tuple[int, int]]:

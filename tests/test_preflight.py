@@ -23,6 +23,15 @@ def test_profile_range_parses_first_last_and_refuses_the_rest(tmp_path):
       preflight.profile_range(helpers.config(tmp_path, profile_steps=bad))
 
 
+def test_num_cpu_replicas_is_refused_with_one_device(tmp_path):
+  """--strategy=one_device trains one replica: a CPU split asked beside it would be accepted and do nothing."""
+  preflight.check_config(helpers.config(tmp_path, strategy="mirrored", num_cpu_replicas=2))
+  with pytest.raises(errors.UserError, match=r"^--num_cpu_replicas=2 splits the CPU into replicas of "
+                                             r"--strategy=mirrored; --strategy=one_device runs one"):
+    preflight.check_config(helpers.config(tmp_path, strategy="one_device", num_cpu_replicas=2))
+  assert not os.path.exists(str(tmp_path / "workdir"))
+
+
 def test_the_global_batch_must_split_over_the_replicas(tmp_path, mirrored2):
   preflight.check_replicas(helpers.config(tmp_path, batch_size=8), mirrored2)
   with pytest.raises(errors.UserError, match=r"--batch_size=7 does not split evenly over the 2 replicas.*"
