@@ -10,9 +10,11 @@ import importlib
 import pkgutil
 from typing import Tuple
 
+from absl import logging
 import keras
 import tensorflow as tf
 
+from gan_dist import config as config_lib
 from gan_dist import errors
 
 _NOT_ARCHS = {"layers"}
@@ -107,7 +109,8 @@ def module_of(arch: str):
   return module
 
 
-# gan_dist's architectures that have a self-attention block (--attention_resolution).
+# gan_dist's architectures that have a self-attention block (--attention_resolution) and the widths --g_channels,
+# --d_channels.
 ATTENTION_ARCHS = ("resnet", "cresnet")
 
 
@@ -127,6 +130,13 @@ def build(cfg, num_classes: int = 0) -> Gan:
   if cfg.attention_resolution and "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS:
     raise errors.UserError(f"--attention_resolution={cfg.attention_resolution} puts self-attention into "
                            f"--arch={'/'.join(ATTENTION_ARCHS)}; --arch={cfg.arch} has none: drop it (0)")
+  if "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS:
+    # A warning, not a refusal: one command line (a benchmark's, a test's) may size every config's widths at once.
+    widths = [f"--{n}={getattr(cfg, n)}" for n in ("g_channels", "d_channels")
+              if getattr(cfg, n) != getattr(config_lib.Config(), n)]
+    if widths:
+      logging.warning("%s ignored: only --arch=resnet/cresnet read it; --arch=%s has fixed widths",
+                      ", ".join(widths), cfg.arch)
   gan = module_of(cfg.arch).build(cfg, num_classes)
   if not isinstance(gan, Gan) or not all(isinstance(m, keras.Model) for m in (gan.generator, gan.discriminator)):
     raise errors.UserError(f"--arch={cfg.arch}: build(cfg, num_classes) returned {type(gan).__name__}, not a "

@@ -142,3 +142,9 @@ def test_attention_resolution_is_refused_by_an_architecture_without_attention(ar
     models.build(helpers.config_values(arch=arch, attention_resolution=16), 10)
   assert f"--attention_resolution=16 puts self-attention into --arch=resnet/cresnet; --arch={arch} has none" in str(
       error.value)
+
+
+def test_resnet_widths_given_to_another_architecture_are_said_to_be_ignored(caplog):
+  models.build(helpers.config_values(arch="mlp", g_channels=4), 10)
+  assert any("--g_channels=4 ignored: only --arch=resnet/cresnet read it; --arch=mlp has fixed widths"
+             in r.getMessage() for r in caplog.records)
