@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from typing import List, Optional
 
 from absl import logging
@@ -285,11 +286,20 @@ class Checkpointer:
       logging.warning("Removing %s, left by an interrupted run or a failed save", path)
       _remove(path)
     if self._superseded:
-      keep = [self.path(s) for s in sorted(set(self._listed()) - set(self._superseded))]
+      state = tf.train.get_checkpoint_state(self.directory)
+      times = {int(m.group(1)): t for p, t in zip(state.all_model_checkpoint_paths,
+                                                  state.all_model_checkpoint_timestamps)
+               for m in [re.search(r"ckpt-(\d+)$", p)] if m} if state else {}
+      kept = [s for s in sorted(set(self._listed()) - set(self._superseded))]
       logging.warning("--resume_step=%d: checkpoints of steps %s are no longer listed; this run's saves replace them",
                       self.cfg.resume_step, self._superseded)
-      tf.compat.v1.train.update_checkpoint_state(self.directory, self.path(self.cfg.resume_step),
-                                                 all_model_checkpoint_paths=keep)
+      # With their timestamps: CheckpointManager takes a listed checkpoint without one for one kept by
+      # --keep_checkpoint_every_n_hours, drops it from the index and never deletes it (outside --max_to_keep).
+      now = time.time()
+      tf.compat.v1.train.update_checkpoint_state(
+          self.directory, self.path(self.cfg.resume_step), all_model_checkpoint_paths=[self.path(s) for s in kept],
+          all_model_checkpoint_timestamps=[times.get(s, now) for s in kept],
+          last_preserved_timestamp=state.last_preserved_timestamp if state else None)
       self._manager = None
 
   def _disk_full(self, error: Exception, step: int, directory: str) -> errors.DiskFullError:

@@ -198,3 +198,19 @@ def test_best_is_decided_from_what_every_worker_saw_not_from_the_file_the_chief_
   assert checkpointer.best["step"] == 4 and int(checkpointer.checkpoint.save_counter) == 2
   # A new Checkpointer (a resumed run) starts from the file.
   assert checkpoint_lib.Checkpointer(cfg, checkpointer.state, one_device).best["value"] == 3.0
+
+
+@pytest.mark.slow
+def test_a_resume_step_keeps_the_checkpoint_it_resumed_from_listed_and_rotated(two_checkpoints, tmp_path, one_device):
+  """Resumed from ckpt-2 (of 2 and 4), the index lists 2 and the run's saves, and --max_to_keep rotates ckpt-2 out
+  like any other: without its timestamp CheckpointManager took it for one kept by --keep_checkpoint_every_n_hours,
+  unlisted and never deleted."""
+  cfg = helpers.copy_run(two_checkpoints, tmp_path, train_steps=6, resume_step=2, max_to_keep=3)
+  ckpt = os.path.join(cfg.workdir, "checkpoints")
+  train.run(cfg, one_device)
+  listed = [os.path.basename(p) for p in tf.train.get_checkpoint_state(ckpt).all_model_checkpoint_paths]
+  assert listed == ["ckpt-2", "ckpt-4", "ckpt-6"]
+  train.run(dataclasses.replace(cfg, resume_step=-1, train_steps=8, max_to_keep=2), one_device)
+  listed = [os.path.basename(p) for p in tf.train.get_checkpoint_state(ckpt).all_model_checkpoint_paths]
+  assert listed == ["ckpt-6", "ckpt-8"]
+  assert not any(name.startswith(("ckpt-2.", "ckpt-4.")) for name in os.listdir(ckpt))
