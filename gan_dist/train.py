@@ -198,17 +198,21 @@ def _run(cfg, strategy: tf.distribute.Strategy, stop: preemption.StopRequest) ->
     # At the first step this run trains, after its start: at the resumed step itself they would be a second point
     # beside the earlier run's (the start drops only later ones).
     writer.scalars(step + 1, {f"eval_floor/{k}": v for k, v in evaluator.floors.items()})
+  profiled_from = None  # The first step of the trace being recorded, or None.
   while step < cfg.train_steps:
     num_steps = min(cfg.steps_per_loop, _next_boundary(step, cfg, profile_edges) - step)
-    if profile and step == profile[0] - 1:
+    # From its first step, or, resumed inside the range, from the resumed step: a stop without a start fails.
+    if profile and profiled_from is None and profile[0] - 1 <= step < profile[1]:
       tf.profiler.experimental.start(workdir_lib.tensorboard_dir(cfg.workdir))
+      profiled_from = step + 1
     with _Timer(window, "train"):
       result = train(iterator, num_steps, stop=lambda: stop.requested)
     first, step = step + 1, step + num_steps
-    if profile and step == profile[1]:
+    if profiled_from is not None and (step >= profile[1] or step >= cfg.train_steps or result.stop):
       tf.profiler.experimental.stop()
-      logging.info("Wrote a profile of steps %d-%d to %s", profile[0], profile[1],
+      logging.info("Wrote a profile of steps %d-%d to %s", profiled_from, step,
                    workdir_lib.tensorboard_dir(cfg.workdir))
+      profiled_from = None
     if result.diverged:
       raise errors.DivergedError(_divergence_message(cfg, result, first, step, checkpointer))
     window.add(result)

@@ -161,6 +161,20 @@ def test_profile_steps_end_chunks_at_the_trace_edges_and_write_a_trace(tmp_path,
   assert glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
 
 
+@pytest.mark.slow
+def test_a_run_resumed_inside_profile_steps_traces_the_rest_of_them(tmp_path, four_steps, one_device, caplog):
+  """Resumed at step 4 with --profile_steps=3,5: the trace covers step 5 (the earlier run never started one, and
+  stopping a trace never started was a traceback after the workdir was written); a range past --train_steps ends
+  with the run."""
+  cfg = helpers.copy_run(four_steps, tmp_path, train_steps=6, profile_steps="3,5")
+  with caplog.at_level(logging.INFO, logger="absl"):
+    assert train.run(cfg, one_device)["step"] == 6
+    assert "Wrote a profile of steps 5-5 to " in caplog.text
+    assert train.run(dataclasses.replace(cfg, train_steps=8, profile_steps="7,20"), one_device)["step"] == 8
+  assert "Wrote a profile of steps 7-8 to " in caplog.text
+  assert len(glob.glob(os.path.join(cfg.workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))) == 2
+
+
 def test_summaries_are_window_means_and_log_the_time_split(tmp_path, idx_dir, one_device, monkeypatch):
   cfg = helpers.config(tmp_path, arch="mlp", data_dir=idx_dir, train_steps=6, steps_per_loop=1, summary_every=3,
                        sample_every=3, checkpoint_every=3)
