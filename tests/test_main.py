@@ -71,7 +71,7 @@ def test_train_resume_sample(tmp_path, one_device, monkeypatch, caplog):
   # The same command line with --train_steps=6, parsed as the command parses it (flagfiles read from the repository
   # root), on one device (half the tracing of 2 replicas; a workdir does not depend on the number of replicas).
   monkeypatch.chdir(subprocs.REPO)
-  resume = config_lib.from_args(common + ["--train_steps=6", "--strategy=one_device"])
+  resume = config_lib.from_args(common + ["--train_steps=6", "--strategy=one_device", "--num_cpu_replicas=1"])
   with caplog.at_level(py_logging.INFO, logger="absl"):
     code = main_lib.run_cli(resume, make_strategy=lambda _: one_device)
   assert code == errors.EXIT_OK and "at step 4" in caplog.text and "step 6/6" in caplog.text, caplog.text[-3000:]
