@@ -10,7 +10,7 @@ trainer as the command line (which calls it) and raises gan_dist's errors instea
 trained workdir (an `inference.Run`: its `generator`, `step`, `cfg` and `sample`).
 """
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -64,8 +64,9 @@ def load(workdir: str, step: Optional[int] = None, best: bool = False) -> infere
   return inference.load(workdir, step, best)
 
 
-def sample(workdir: str, num: int, seed: int = 0, label: Optional[int] = None, step: Optional[int] = None,
+def sample(workdir: str, num: int, seed: int = 0, label: Union[int, str, None] = None, step: Optional[int] = None,
            best: bool = False) -> np.ndarray:
   """uint8 images [num, H, W, C] of a trained workdir's checkpoint (as `load` picks it; class `label` for
-  conditional models; image i is the same for any num): what `python -m gan_dist.sample` writes."""
+  conditional models, by id or by the name the run recorded: `Run.class_id`; image i is the same for any num):
+  what `python -m gan_dist.sample` writes."""
   return sampling.to_uint8(load(workdir, step, best).sample(num, seed, label)).numpy()

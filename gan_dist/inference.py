@@ -12,7 +12,8 @@ web demo. Nothing is trained and nothing is written to the workdir.
 
 import dataclasses
 import os
-from typing import List, Optional
+import re
+from typing import List, Optional, Union
 
 from absl import logging
 import keras
@@ -72,10 +73,29 @@ class Run:
     """`sampling.make_generate_fn` of `generator`."""
     return sampling.make_generate_fn(self.generator, self.gan)
 
-  def sample(self, num: int, seed: int, label: Optional[int] = None) -> np.ndarray:
+  def class_id(self, label: Union[int, str, None], flag: str = "label") -> Optional[int]:
+    """`label` as a class id: an integer or its digits (`sampling.labels` refuses one the model lacks), or one of
+    the class names the run recorded (classes.json, e.g. a class folder's "cat"); None stays None.
+
+    Raises:
+      errors.UserError: a string that is neither (the message, which names it `flag`, lists the names).
+    """
+    if not isinstance(label, str):
+      return label
+    if re.fullmatch(r"[+-]?\d+", label.strip()):
+      return int(label)
+    names = self.class_names
+    if label and label in names:
+      return names.index(label)
+    known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
+    raise errors.UserError(f"{flag}={label} is neither a class id nor a class name of this run"
+                           f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")
+
+  def sample(self, num: int, seed: int, label: Union[int, str, None] = None) -> np.ndarray:
     """float32 images [num, H, W, C] in [-1, 1] of `sampling.inputs` (image i the same for any num; the run's
-    --truncation)."""
-    z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, label, truncation=self.cfg.truncation)
+    --truncation); `label`: one class (`class_id`), None: cycling through the classes."""
+    z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, self.class_id(label),
+                           truncation=self.cfg.truncation)
     return sampling.generate(self.generate_fn(), z, y)
 
 

@@ -13,7 +13,6 @@ apart). It reads W and never writes to it.
 """
 
 import io
-import re
 from typing import Optional
 
 from absl import flags
@@ -41,25 +40,6 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("grid", "", "Also write the images as one PNG grid to this file (conditional models: one row "
                       "per class: --num rounded down to whole rows, at least one image per class); with --grid and "
                       "no --out, only the grid.", flag_values=fv)
-
-
-def class_id(label: Optional[str], run: inference.Run) -> Optional[int]:
-  """--label as a class id: an integer (`sampling.labels` refuses one the model lacks), or one of the class names
-  the run recorded (classes.json); None for none.
-
-  Raises:
-    errors.UserError: neither an integer nor a recorded name (the message lists the names).
-  """
-  if label is None:
-    return None
-  if re.fullmatch(r"[+-]?\d+", label.strip()):
-    return int(label)
-  names = run.class_names
-  if label and label in names:
-    return names.index(label)
-  known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
-  raise errors.UserError(f"--label={label} is neither a class id nor a class name of this run"
-                         f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")
 
 
 def write_npz(path: str, arrays: dict) -> None:
@@ -142,7 +122,7 @@ def main(argv) -> None:
                            "ending in .npz (--grid=FILE.png writes a PNG grid)")
   run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
   check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim)
-  label = class_id(fv.label, run)
+  label = run.class_id(fv.label, "--label")
   arrays = sample(run, fv.num, fv.seed, label)
   images = arrays["images"]
   if fv.grid:

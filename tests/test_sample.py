@@ -14,6 +14,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from gan_dist import api
 from gan_dist import cli
 from gan_dist import config as config_lib
 from gan_dist import errors
@@ -155,11 +156,13 @@ def test_label_is_a_class_id_or_a_class_name_the_run_recorded(runs, tmp_path, mo
   run = inference.load(workdir)
   with pytest.raises(errors.UserError, match=r"^--label=cat is neither a class id nor a class name of this run: "
                                              r"0 \(zero\), 1 \(one\), 2 \(two\), 3 \(three\)$"):
-    sample.class_id("cat", run)
-  with pytest.raises(errors.UserError, match=r"^--label=three is neither a class id nor a class name of this run "
+    run.class_id("cat", "--label")
+  with pytest.raises(errors.UserError, match=r"^label=three is neither a class id nor a class name of this run "
                                              r"\(it recorded none: give the id, an integer\)$"):
-    sample.class_id("three", runs["conditional"])
-  assert sample.class_id(None, run) is None
+    runs["conditional"].class_id("three")
+  assert (run.class_id(None), run.class_id(3), run.class_id("three")) == (None, 3, 3)
+  # The Python API takes the name too.
+  np.testing.assert_array_equal(api.sample(workdir, 4, seed=1, label="three"), api.sample(workdir, 4, seed=1, label=3))
 
 
 def test_truncation_flag_samples_truncated_noise_and_overrides_the_run_s(runs, tmp_path, monkeypatch):
