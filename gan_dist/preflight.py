@@ -38,6 +38,11 @@ def check_config(cfg: config_lib.Config) -> None:
     raise errors.UserError(f"--num_cpu_replicas={cfg.num_cpu_replicas} splits the CPU into replicas of "
                            "--strategy=mirrored; --strategy=one_device runs one: use --strategy=mirrored, or drop "
                            "--num_cpu_replicas")
+  if cfg.communication != "auto" and cfg.strategy != "multi_worker_mirrored":
+    # Only MultiWorkerMirroredStrategy takes a collective implementation; the others would ignore the flag.
+    raise errors.UserError(f"--communication={cfg.communication} chooses the collectives of "
+                           f"--strategy=multi_worker_mirrored; --strategy={cfg.strategy} picks its own (NCCL between "
+                           "GPUs under mirrored): drop --communication")
 
 
 def profile_range(cfg: config_lib.Config) -> Optional[Tuple[int, int]]:

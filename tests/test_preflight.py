@@ -32,6 +32,18 @@ def test_num_cpu_replicas_is_refused_with_one_device(tmp_path):
   assert not os.path.exists(str(tmp_path / "workdir"))
 
 
+def test_communication_is_refused_by_the_strategies_that_do_not_take_it(tmp_path):
+  """--communication chooses MultiWorkerMirroredStrategy's collectives: beside another strategy it would do nothing."""
+  preflight.check_config(helpers.config(tmp_path, strategy="multi_worker_mirrored", communication="ring"))
+  for strategy in ("mirrored", "one_device"):
+    preflight.check_config(helpers.config(tmp_path, strategy=strategy, communication="auto"))
+    with pytest.raises(errors.UserError, match=rf"^--communication=nccl chooses the collectives of "
+                                               rf"--strategy=multi_worker_mirrored; --strategy={strategy} picks its "
+                                               r"own \(NCCL between GPUs under mirrored\): drop --communication$"):
+      preflight.check_config(helpers.config(tmp_path, strategy=strategy, communication="nccl"))
+  assert not os.path.exists(str(tmp_path / "workdir"))
+
+
 def test_the_global_batch_must_split_over_the_replicas(tmp_path, mirrored2):
   preflight.check_replicas(helpers.config(tmp_path, batch_size=8), mirrored2)
   with pytest.raises(errors.UserError, match=r"--batch_size=7 does not split evenly over the 2 replicas.*"
