@@ -290,7 +290,7 @@ class Checkpointer:
       times = {int(m.group(1)): t for p, t in zip(state.all_model_checkpoint_paths,
                                                   state.all_model_checkpoint_timestamps)
                for m in [re.search(r"ckpt-(\d+)$", p)] if m} if state else {}
-      kept = [s for s in sorted(set(self._listed()) - set(self._superseded))]
+      kept = sorted(set(self._listed()) - set(self._superseded))
       logging.warning("--resume_step=%d: checkpoints of steps %s are no longer listed; this run's saves replace them",
                       self.cfg.resume_step, self._superseded)
       # With their timestamps: CheckpointManager takes a listed checkpoint without one for one kept by
