@@ -137,6 +137,9 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
       "feature_net": None if net is None else {"key": net.key, "test_accuracy": net.test_accuracy,
                                                "checksum": net.checksum},
   }
+  names = workdir_lib.read_class_names(workdir, evaluator.cfg.num_classes) if evaluator.gan.conditional else []
+  if any(names):
+    report["class_names"] = names  # Class k of label_accuracy/<k>, as the run recorded it ("" where unnamed).
   if fv.all:
     rows = [{"step": r["step"], **r["metrics"]} for r in results]
     report["evaluations"] = results

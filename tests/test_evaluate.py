@@ -14,6 +14,7 @@ from gan_dist import errors
 from gan_dist import evaluate
 from gan_dist import figures
 from gan_dist import inference
+from gan_dist import workdir as workdir_lib
 from gan_dist import train
 from tests import helpers
 from tests import subprocs
@@ -59,9 +60,12 @@ def test_all_evaluates_every_kept_step_as_single_step_evaluations_do(run_cfg):
 
 def test_main_all_prints_json_and_writes_csv_and_plot(run_cfg, tmp_path, capsys):
   workdir = _copy(run_cfg, tmp_path)
+  names = [f"digit {k}" for k in range(9)] + [""]  # As class folders would name them (the IDX data named none).
+  workdir_lib.write_class_names(workdir, names)
   assert evaluate.main([], _flags(f"--workdir={workdir}", "--all", "--num=16")) == errors.EXIT_OK
   out = capsys.readouterr().out
   report = json.loads(out[out.index("{"):])
+  assert report["class_names"] == names  # Which class each label_accuracy/<k> is.
   assert report["num"] == 16 and report["generator"] == "generator" and report["feature_net"]["checksum"]
   # The real sets' sizes and the noise's truncation are part of what was measured.
   assert (report["num_reference"], report["num_floor"], report["truncation"]) == (16, 16, 0.0)
