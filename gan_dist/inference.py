@@ -85,8 +85,9 @@ class Run:
     if re.fullmatch(r"[+-]?\d+", label.strip()):
       return int(label)
     names = self.class_names
-    if label and label in names:
-      return names.index(label)
+    named = sampling.class_named(label, names)
+    if named is not None:
+      return named
     known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
     raise errors.UserError(f"{flag}={label} is neither a class id nor a class name of this run"
                            f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")

@@ -130,10 +130,10 @@ def write_all(workdir: str, out_dir: str = "", step: Optional[int] = None, data_
   noise, labels, grid_rows = sampling.class_rows(COMPARISON_IMAGES, gan.latent_dim, gan.num_classes, cfg.seed,
                                                   cfg.truncation)
   fake = sampling.generate(generate_fn, noise, labels)
-  names = run.class_names if gan.conditional and any(run.class_names) else None  # Each row's class, named.
+  names = run.class_names if gan.conditional else []  # Each row's class, named where the run recorded names.
   drawn["real_vs_generated"] = ("real_vs_generated.png", figures.comparison_figure(
       real, fake, rows=rows or grid_rows or None, title=f"{workdir}, step {run.step}",
-      row_labels=[name or str(k) for k, name in enumerate(names)] if names else None))
+      row_labels=[name or str(k) for k, name in enumerate(names)] if any(names) else None))
   noise, labels = figures.interpolation_inputs(gan.latent_dim, gan.num_classes, cfg.seed,
                                                truncation=cfg.truncation)
   strip = sampling.image_grid(sampling.generate(generate_fn, noise, labels), rows=figures.INTERPOLATION_ROWS)

@@ -12,7 +12,7 @@ num_classes for image i (0 for unconditional models), or one fixed class.
 
 import math
 import numbers
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +54,12 @@ def noise(num: int, latent_dim: int, seed: int, truncation: float) -> np.ndarray
 def _is_int(value) -> bool:
   """Whether `value` is an integer (Python's or NumPy's; not a bool, a float such as 3.7 or a string)."""
   return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def class_named(name: str, class_names: Sequence[str]) -> Optional[int]:
+  """The id of the class called `name` in `class_names` (label k is the k-th name: a run's classes.json, an
+  export's facts), or None where none is; "" is no name (a class the data did not name)."""
+  return class_names.index(name) if name and name in class_names else None
 
 
 def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:

@@ -114,12 +114,13 @@ def _class(args, model: model_lib.ServedModel) -> Optional[int]:
     raise BadParameter("class", f"class={_shown(text)}: this model is unconditional; leave class out or use "
                        "class=any")
   high = model.num_classes - 1
-  names = [name for name in model.facts.get("class_names", []) if name]
-  if text.strip() in names:
-    return model.facts["class_names"].index(text.strip())
+  named = sampling.class_named(text.strip(), model.facts.get("class_names", []))
+  if named is not None:
+    return named
   if not _INTEGER.fullmatch(text.strip()):
-    named = f", or a class name ({', '.join(names)})" if names else ""
-    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}{named}, got {_shown(text)}")
+    names = [name for name in model.facts.get("class_names", []) if name]
+    or_name = f", or a class name ({', '.join(names)})" if names else ""
+    raise BadParameter("class", f"class must be 'any' or a class id from 0 to {high}{or_name}, got {_shown(text)}")
   value = int(text.strip())
   if not 0 <= value <= high:
     raise BadParameter("class", f"unknown class {value}: this model has classes 0 to {high} (or 'any')")
