@@ -118,7 +118,14 @@ def write_saved_model(generator: keras.Model, gan: models.Gan, facts: dict, out:
   # read_facts refuse it) rather than a new model described by the old facts.
   if tf.io.gfile.exists(facts_path):
     tf.io.gfile.remove(facts_path)
-  archive.write_out(out, verbose=False)
+  # TensorFlow's SavedModel writer (trackable/autotrackable.py) puts absl's verbosity back as the logger's effective
+  # level: an unset absl logger came out pinned at WARNING, and a program that went on after its export (a notebook
+  # that trains on) logged no INFO line again. Its own level is restored here.
+  absl_level = logging.get_absl_logger().level
+  try:
+    archive.write_out(out, verbose=False)
+  finally:
+    logging.get_absl_logger().setLevel(absl_level)
   files.write_atomic(facts_path, json.dumps(facts, indent=2, sort_keys=True) + "\n")
 
 

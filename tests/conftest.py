@@ -119,3 +119,15 @@ def no_leaked_cluster_environment():
   yield
   after = {k: os.environ.get(k) for k in _CLUSTER_ENV}
   assert after == before, f"the test changed the cluster environment: {before} -> {after}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_absl_log_level():
+  """Fails the test that leaves the absl logger at another level (TensorFlow's SavedModel writer pinned it at WARNING):
+  a later test of that process that captures absl's INFO lines would then capture nothing, and fail only in some
+  orders of the tests."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  before = logging.get_absl_logger().level
+  yield
+  after = logging.get_absl_logger().level
+  assert after == before, f"the test changed the absl logger's level: {before} -> {after}"

@@ -129,7 +129,7 @@ def test_files_of_other_types_are_counted_by_type_where_a_class_or_the_folder_is
   for name in ("1.tif", "2.TIF", "old/3.tiff", "notes"):
     with open(os.path.join(root, "scans", name), "wb") as f:
       f.write(b"II*\x00")
-  with caplog.at_level(py_logging.INFO):
+  with caplog.at_level(py_logging.INFO, logger="absl"):
     source = data.open_source(_cfg(root))
   assert source.class_names == ["a", "b"]
   messages = [r.getMessage() for r in caplog.records]

@@ -1,12 +1,14 @@
 """exporter.py: a workdir's generator as a SavedModel and a Keras file, used where gan_dist is not installed."""
 
 import json
+import logging as py_logging
 import os
 import site
 import subprocess
 import sys
 import textwrap
 
+from absl import logging
 import keras
 import numpy as np
 import pytest
@@ -159,6 +161,21 @@ def test_exports_hold_the_ema_generator_and_the_facts(exported):
   assert not [p for p in folder.rglob(f"*{files.TMP_SUFFIX}")]
   with pytest.raises(FileNotFoundError, match="gan_dist.json not found"):
     exporter.read_facts(str(folder))
+
+
+def test_saved_model_export_leaves_the_absl_log_level_as_it_was(tmp_path, tmp_path_factory):
+  """TensorFlow's SavedModel writer pinned an unset absl logger at WARNING: every INFO line of what followed in the
+  process (a notebook training on after exporting, a later test capturing INFO) was lost."""
+  workdir = workdirs.trained("unconditional", tmp_path_factory)
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  try:
+    for before in (py_logging.NOTSET, py_logging.DEBUG):
+      absl_logger.setLevel(before)
+      exporter.export(workdir, str(tmp_path / f"export{before}"))
+      assert absl_logger.level == before
+  finally:
+    absl_logger.setLevel(level)
 
 
 @pytest.mark.parametrize("fmt, out, problem", [
