@@ -74,20 +74,23 @@ class Run:
     return sampling.make_generate_fn(self.generator, self.gan)
 
   def class_id(self, label: Union[int, str, None], flag: str = "label") -> Optional[int]:
-    """`label` as a class id: an integer or its digits (`sampling.labels` refuses one the model lacks), or one of
-    the class names the run recorded (classes.json, e.g. a class folder's "cat"); None stays None.
+    """`label` as a class id: one of the class names the run recorded (classes.json, e.g. a class folder's "cat"),
+    or an integer or its digits (`sampling.labels` refuses one the model lacks); None stays None.
+
+    A name comes first, as in the demo's class parameter: class folders named "1", "10", "2" are classes 0, 1, 2,
+    and "10" means the folder the user named so (class 1), not class id 10.
 
     Raises:
       errors.UserError: a string that is neither (the message, which names it `flag`, lists the names).
     """
     if not isinstance(label, str):
       return label
-    if re.fullmatch(r"[+-]?\d+", label.strip()):
-      return int(label)
     names = self.class_names
-    named = sampling.class_named(label, names)
+    named = sampling.class_named(label.strip(), names)
     if named is not None:
       return named
+    if re.fullmatch(r"[+-]?\d+", label.strip()):
+      return int(label)
     known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
     raise errors.UserError(f"{flag}={label} is neither a class id nor a class name of this run"
                            f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")

@@ -163,6 +163,10 @@ def test_label_is_a_class_id_or_a_class_name_the_run_recorded(runs, tmp_path, mo
   assert (run.class_id(None), run.class_id(3), run.class_id("three")) == (None, 3, 3)
   # The Python API takes the name too.
   np.testing.assert_array_equal(api.sample(workdir, 4, seed=1, label="three"), api.sample(workdir, 4, seed=1, label=3))
+  # Class folders named by digits: the name wins over the id it spells, as in the demo (tests/serve/test_app.py).
+  workdir_lib.write_class_names(workdir, ["1", "10", "2", "3"])
+  run = inference.load(workdir)
+  assert (run.class_id("10"), run.class_id(" 2"), run.class_id("0"), run.class_id(3)) == (1, 2, 0, 3)
 
 
 def test_truncation_flag_samples_truncated_noise_and_overrides_the_run_s(runs, tmp_path, monkeypatch):

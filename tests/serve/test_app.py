@@ -162,6 +162,11 @@ def test_a_class_is_asked_for_by_id_or_by_the_name_the_run_recorded(tmp_path, tm
   assert response.status_code == 400 and response.json == {
       "error": "class must be 'any' or a class id from 0 to 9, or a class name (zero, one, two, three, nine), got "
                "'four'", "parameter": "class"}
+  # Class folders named by digits: the name wins over the id it spells, as in `sample --label` (tests/test_sample.py).
+  workdir_lib.write_class_names(workdir, ["1", "10", "2"] + [""] * 7)
+  client = app_lib.create_app(model_lib.from_workdir(workdir)).test_client()
+  assert [client.get(f"/api/generate?num=1&class={c}&format=json").json["labels"] for c in ("10", "2", "0", "9")] == [
+      [1], [2], [0], [9]]
 
 
 def test_json_and_npz_hold_the_png_images(client):
