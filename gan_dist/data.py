@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_dist import files
+from gan_dist import sampling
 from gan_dist.datasets.base import DataError, DataSource, graph_fn
 from gan_dist.datasets.folder import ERROR_MARK as BAD_IMAGE_ERROR
 from gan_dist.datasets.folder import FolderSource, open_folder
@@ -89,15 +90,18 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     if not source.num_classes:
       raise DataError(f"--class_filter={cfg.class_filter}: {source.name} has no classes (no labels or class "
                       "folders); drop --class_filter")
+    named = sampling.named_classes(source.class_names)
     if cfg.class_filter >= source.num_classes:
       raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name} "
-                      f"({source.num_classes} classes); pass a class in 0..{source.num_classes - 1} or -1 for all")
+                      f"({source.num_classes} classes{f': {named}' if named else ''}); pass a class in "
+                      f"0..{source.num_classes - 1} or -1 for all")
     if isinstance(source, TfdsSource):
       logging.info("Reading the labels of %s once for --class_filter", source.name)
     keep = np.flatnonzero(source.example_labels() == cfg.class_filter).astype(np.int64)
     if not len(keep):
       raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name}")
-    source = source.filtered(keep, f"{source.name}, class {cfg.class_filter} only")
+    name = source.class_names[cfg.class_filter] if cfg.class_filter < len(source.class_names) else ""
+    source = source.filtered(keep, f"{source.name}, class {cfg.class_filter}{f' ({name})' if name else ''} only")
   if 0 < cfg.num_classes < source.num_classes:
     raise DataError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of {source.name}; "
                     f"pass --num_classes={source.num_classes} or leave it at 0 (from the data)")

@@ -91,7 +91,7 @@ class Run:
       return named
     if re.fullmatch(r"[+-]?\d+", label.strip()):
       return int(label)
-    known = ", ".join(f"{k} ({name})" for k, name in enumerate(names) if name)
+    known = sampling.named_classes(names)
     raise errors.UserError(f"{flag}={label} is neither a class id nor a class name of this run"
                            f"{f': {known}' if known else ' (it recorded none: give the id, an integer)'}")
 

@@ -62,6 +62,11 @@ def class_named(name: str, class_names: Sequence[str]) -> Optional[int]:
   return class_names.index(name) if name and name in class_names else None
 
 
+def named_classes(class_names: Sequence[str]) -> str:
+  """The classes `class_names` names, for a message: "0 (zero), 1 (one), 3 (three)"; "" where it names none."""
+  return ", ".join(f"{k} ({name})" for k, name in enumerate(class_names) if name)
+
+
 def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:
   """int32 [num]: all `label`, or cycling through the classes (image i has class i mod num_classes).
 

@@ -176,10 +176,14 @@ def test_class_folders_one_level_too_high_are_pointed_out(tmp_path, caplog):
 
 
 def test_class_filter_and_num_classes(folder):
+  """--class_filter keeps one class folder, named in the source's description; a class the data lacks is refused with
+  the names of the classes it has (--class_filter takes the id: the names tell which)."""
   cats = data.open_source(_cfg(folder["root"], class_filter=1))
   assert cats.num_examples == 100 and set(cats.labels.tolist()) == {1} and cats.num_classes == 3
   assert all("/cat/" in cats.path(i) for i in range(cats.num_examples))
-  with pytest.raises(data.DataError, match="no examples of that class"):
+  assert cats.name.endswith(", class 1 (cat) only")
+  with pytest.raises(data.DataError, match=r"no examples of that class in .* \(3 classes: 0 \(bird\), 1 \(cat\), "
+                                           r"2 \(dog\)\); pass a class in 0..2 or -1 for all$"):
     data.open_source(_cfg(folder["root"], class_filter=3))
   with pytest.raises(data.DataError, match=r"--num_classes=2 is below the 3 classes.*--num_classes=3"):
     data.open_source(_cfg(folder["root"], num_classes=2))
