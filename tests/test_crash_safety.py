@@ -1,5 +1,6 @@
 """Crash safety: a run killed with SIGKILL, once in training and once inside a checkpoint write, resumes each time
-and ends bitwise equal to an uninterrupted run; and an exact resume with --d_steps_per_g=2 (in-process).
+and ends bitwise equal to an uninterrupted run (the same command run in the test process); and an exact resume with
+--d_steps_per_g=2 (in-process).
 
 The kills come after each run's start-up (its first chunk traced, ran and saved a checkpoint), so that they land
 where the danger is, in training and in checkpoint writes, not in the start-up, which writes nothing; the kill
@@ -17,6 +18,9 @@ import time
 import numpy as np
 import pytest
 
+from gan_dist import config as config_lib
+from gan_dist import errors
+from gan_dist import main as main_lib
 from gan_dist import train
 from tests import helpers
 from tests import subprocs
@@ -29,13 +33,16 @@ TRAIN_STEPS = 100
 KILLS = ("training", "saving")
 
 
-def _command(data_dir, workdir, *extra):
+def _flags(data_dir, workdir):
   # The MLP GAN: a fast step, yet 2M parameters (3 copies with Adam's slots), so a checkpoint write takes long
   # enough to be hit. A checkpoint every 10 steps, a summary line every 5.
-  return subprocs.main_cmd("--flagfile=configs/mlp_gan.cfg", "--strategy=one_device", "--deterministic",
-                           f"--data_dir={data_dir}", f"--workdir={workdir}", "--batch_size=16", "--steps_per_loop=5",
-                           "--summary_every=5", "--checkpoint_every=10", "--max_to_keep=3", "--sample_every=100000",
-                           "--num_samples=4", f"--train_steps={TRAIN_STEPS}", *extra)
+  return ["--flagfile=configs/mlp_gan.cfg", "--strategy=one_device", "--deterministic", f"--data_dir={data_dir}",
+          f"--workdir={workdir}", "--batch_size=16", "--steps_per_loop=5", "--summary_every=5", "--checkpoint_every=10",
+          "--max_to_keep=3", "--sample_every=100000", "--num_samples=4", f"--train_steps={TRAIN_STEPS}"]
+
+
+def _command(data_dir, workdir):
+  return subprocs.main_cmd(*_flags(data_dir, workdir))
 
 
 def _summaries(text):
@@ -59,46 +66,52 @@ def _freeze_inside_a_checkpoint_write(proc, ckpt_dir):
 
 
 @pytest.mark.slow
-def test_sigkill_in_training_and_in_checkpoint_writes_then_resume_is_bitwise_exact(tmp_path):
+def test_sigkill_in_training_and_in_checkpoint_writes_then_resume_is_bitwise_exact(tmp_path, one_device,
+                                                                                   op_determinism, monkeypatch):
+  del op_determinism  # --deterministic turns it on in this process (the uninterrupted run).
   data_dir = helpers.make_idx_dir(str(tmp_path / "data"), num=256)
   environ = subprocs.env(tmp_path)
   killed, ckpt_dir = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
   rng = random.Random(1234)
-  # The uninterrupted run, meanwhile (one thread each: the two runs share the two cores).
-  with subprocs.Proc(_command(data_dir, tmp_path / "straight"), tmp_path / "straight.log", environ) as straight:
-    resumed_from = []
-    for kill, where in enumerate(KILLS):
-      with subprocs.Proc(_command(data_dir, killed), tmp_path / f"run_{kill}.log", environ) as proc:
-        # Past the start-up (traced, leftovers of the previous kill removed) and a checkpoint of this run's own.
-        proc.wait_for_text("Saved checkpoint")
-        if where == "saving":
-          _freeze_inside_a_checkpoint_write(proc, ckpt_dir)
-        else:
-          target = _summaries(proc.output()) + rng.randrange(3)
-          proc.wait_until(lambda: _summaries(proc.output()) >= target, f"{target} summary lines")
-          time.sleep(rng.uniform(0.0, 0.05))
-        proc.signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL, f"run {kill} ended before it could be killed"
-        log = proc.output()
-      if kill:
-        match = re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log)
-        assert match, subprocs.tail(log)  # Every relaunch resumes from a checkpoint the kill left intact.
-        resumed_from.append(int(match.group(2)))
-      if kill and KILLS[kill - 1] == "saving":  # It found the half-written checkpoint and removed it.
-        assert re.search(r"Removing \S+_temp, left by an interrupted run", log), subprocs.tail(log)
-
-    rc, log = subprocs.run(_command(data_dir, killed), tmp_path / "final.log", environ)
-    assert rc == 0 and f"Done at step {TRAIN_STEPS}" in log, subprocs.tail(log)
-    resumed_from.append(int(re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log).group(2)))
-    if KILLS[-1] == "saving":
+  # The uninterrupted run: the same command, in this process on one device (one intra-op thread here too:
+  # tests/conftest.py), which spares a process start (~5 s of CPU); config.from_args reads the flagfile from the
+  # repository root.
+  monkeypatch.chdir(subprocs.REPO)
+  straight = config_lib.from_args(_flags(data_dir, tmp_path / "straight"))
+  assert main_lib.run_cli(straight, make_strategy=lambda _: one_device) == errors.EXIT_OK
+  resumed_from = []
+  for kill, where in enumerate(KILLS):
+    with subprocs.Proc(_command(data_dir, killed), tmp_path / f"run_{kill}.log", environ) as proc:
+      # Past the start-up (traced, leftovers of the previous kill removed) and a checkpoint of this run's own.
+      proc.wait_for_text("Saved checkpoint")
+      if where == "saving":
+        _freeze_inside_a_checkpoint_write(proc, ckpt_dir)
+      else:
+        target = _summaries(proc.output()) + rng.randrange(3)
+        proc.wait_until(lambda: _summaries(proc.output()) >= target, f"{target} summary lines")
+        time.sleep(rng.uniform(0.0, 0.05))
+      proc.signal(signal.SIGKILL)
+      assert proc.wait() == -signal.SIGKILL, f"run {kill} ended before it could be killed"
+      log = proc.output()
+    if kill:
+      match = re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log)
+      assert match, subprocs.tail(log)  # Every relaunch resumes from a checkpoint the kill left intact.
+      resumed_from.append(int(match.group(2)))
+    if kill and KILLS[kill - 1] == "saving":  # It found the half-written checkpoint and removed it.
       assert re.search(r"Removing \S+_temp, left by an interrupted run", log), subprocs.tail(log)
-    # Each relaunch resumed from a later checkpoint: the last one the killed run completed.
-    assert resumed_from == sorted(set(resumed_from)) and 0 < resumed_from[0] and resumed_from[-1] < TRAIN_STEPS, (
-        resumed_from)
-    assert straight.wait() == 0, subprocs.tail(straight.output())
+
+  rc, log = subprocs.run(_command(data_dir, killed), tmp_path / "final.log", environ)
+  assert rc == 0 and f"Done at step {TRAIN_STEPS}" in log, subprocs.tail(log)
+  resumed_from.append(int(re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log).group(2)))
+  if KILLS[-1] == "saving":
+    assert re.search(r"Removing \S+_temp, left by an interrupted run", log), subprocs.tail(log)
+  # Each relaunch resumed from a later checkpoint: the last one the killed run completed.
+  assert resumed_from == sorted(set(resumed_from)) and 0 < resumed_from[0] and resumed_from[-1] < TRAIN_STEPS, (
+      resumed_from)
   assert not [n for n in os.listdir(ckpt_dir) if n.endswith("_temp") or ".tmp" in n]  # Leftovers cleaned.
 
-  # One device, one thread, op determinism: the same computation in both, so bitwise equality is the claim.
+  # One device, one thread, op determinism: the same computation in both (a subprocess and this process), so bitwise
+  # equality is the claim.
   killed_values = helpers.checkpoint_values(str(ckpt_dir / f"ckpt-{TRAIN_STEPS}"))
   straight_values = helpers.checkpoint_values(str(tmp_path / "straight" / "checkpoints" / f"ckpt-{TRAIN_STEPS}"))
   assert killed_values.keys() == straight_values.keys() and len(killed_values) > 20
