@@ -13,6 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 2:58 without, 2-core AVX2 AMD EPYC, 2026-12-03). Inter-op threads stay: 2 replicas' collectives must run at the
 # same time.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# NumPy's OpenBLAS likewise (set before numpy loads): once TensorFlow's thread pools run in a process, its 2 threads
+# cost 3-6x the CPU of one for the same products (the KID of 5 sample sets: 5.1 s of CPU against 0.77 s; the
+# contrastive test 28.3 s against 23.9 s, AMD EPYC 25/17 AVX-512, 2026-12-05).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Nothing in the suite may reach the network: a TFDS dataset that is not prepared is an error at once (without this, a
 # test of that error tried a download: ~3.5 minutes of TFDS's retries offline, a real download online). Inherited by
 # the processes the tests start.
