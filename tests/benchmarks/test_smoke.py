@@ -161,15 +161,17 @@ def _positive(value) -> bool:
 def test_throughput(tmp_path, monkeypatch, capsys):
   out = tmp_path / "lines.jsonl"
   # The script's code paths, not its default dcgan: both steps (gan_dist's and the tutorial's) trace fastest on the MLP.
+  # Rounds of 0.05 s still call each step several times (timed() calls at least once); longer ones only cost CPU.
   stdout = _main(monkeypatch, capsys, "throughput", f"--data_dir={_idx_dir(tmp_path)}", "--arch=mlp", "--batch_size=16",
-                 "--steps_per_loop=2", "--seconds=0.2", "--repeats=2", f"--out={out}", timeout=150, gan_dist_flags=True)
+                 "--steps_per_loop=2", "--seconds=0.05", "--repeats=2", f"--out={out}", timeout=150,
+                 gan_dist_flags=True)
   lines = _json_lines(stdout)
   assert len(lines) == 1, stdout
   result = lines[0]
   assert list(result) == ["config", "gan_dist_images_per_s", "reference_images_per_s", "ratio",
                           "input_pipeline_images_per_s", "input_to_step_ratio", "rounds", "env"]
   assert result["config"] == dict(arch="mlp", batch_size=16, precision="float32", strategy="one_device",
-                                  num_replicas=1, steps_per_loop=2, jit_compile=False, seconds=0.2, repeats=2)
+                                  num_replicas=1, steps_per_loop=2, jit_compile=False, seconds=0.05, repeats=2)
   for key in ("gan_dist_images_per_s", "reference_images_per_s", "ratio", "input_pipeline_images_per_s",
               "input_to_step_ratio"):
     assert _positive(result[key]), (key, result)
@@ -189,7 +191,7 @@ def test_input_pipeline(tmp_path, monkeypatch, capsys):
   # Two sizes: 8 images (below --per_folder: a view of linked files) and 32 (the whole tree of two folders). Each
   # size's folder and pack are drained in fresh subprocesses (their peak RSS), the step in another: 5 in all.
   stdout = _main(monkeypatch, capsys, "input_pipeline", "--sizes=8,32", "--per_folder=16", f"--dir={images}",
-                 "--seconds=0.2", "--step_calls=1", "--batch_size=8", "--pack", timeout=180, gan_dist_flags=True)
+                 "--seconds=0.05", "--step_calls=1", "--batch_size=8", "--pack", timeout=180, gan_dist_flags=True)
   reports = _json_lines(stdout)
   assert len(reports) == 1, stdout
   report = reports[0]
@@ -308,7 +310,7 @@ def test_arch_ratio(tmp_path, monkeypatch, capsys, one_device, mirrored2):
   folder = helpers.make_image_folder(str(tmp_path / "images"), num=24, bad=())
   # This process's strategies: /cpu:0 and the 2 logical CPUs that conftest.py split, as the script makes them.
   stdout = _main(monkeypatch, capsys, "arch_ratio", "--configs=configs/folder64.cfg,configs/faces64.cfg",
-                 f"--data_dir={folder['root']}", "--batch_size=4", "--steps_per_loop=1", "--seconds=0.1",
+                 f"--data_dir={folder['root']}", "--batch_size=4", "--steps_per_loop=1", "--seconds=0.02",
                  "--repeats=1",
                  # The script's code paths, not these architectures (tests/models/ has them): the MLP traces fastest,
                  # and fastest without synchronised BatchNorm (its all-reduces cost a quarter of the tracing).
