@@ -97,7 +97,13 @@ class Run:
 
   def sample(self, num: int, seed: int, label: Union[int, str, None] = None) -> np.ndarray:
     """float32 images [num, H, W, C] in [-1, 1] of `sampling.inputs` (image i the same for any num; the run's
-    --truncation); `label`: one class (`class_id`), None: cycling through the classes."""
+    --truncation); `label`: one class (`class_id`), None: cycling through the classes.
+
+    Raises:
+      errors.UserError: `num` images would not fit in the available memory (`sampling.check_memory`), or `label`
+        is no class of the model.
+    """
+    sampling.check_memory(num, self.gan.image_shape, self.gan.latent_dim)
     z, y = sampling.inputs(num, self.gan.latent_dim, self.gan.num_classes, seed, self.class_id(label),
                            truncation=self.cfg.truncation)
     return sampling.generate(self.generate_fn(), z, y)

@@ -75,39 +75,6 @@ def grid_image(run: inference.Run, num: int, seed: int, label: Optional[int], im
   return sampling.image_grid(images)
 
 
-# Peak bytes per image pixel while sampling: the generator's float32 batches, their concatenation and to_uint8's
-# float32 temporaries, and the uint8 result.
-_BYTES_PER_PIXEL = 16
-
-
-def _available_memory() -> Optional[int]:
-  """MemAvailable of /proc/meminfo in bytes (Linux), or None where it cannot be read."""
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  return None
-
-
-def check_memory(num: int, image_shape, latent_dim: int) -> None:
-  """Refuses a --num whose samples (all held in memory, then written as one .npz) would not fit in this machine's
-  available memory, before sampling.
-
-  Raises:
-    errors.UserError: the estimate and what is available.
-  """
-  needed = num * (int(np.prod(image_shape)) * _BYTES_PER_PIXEL + 4 * latent_dim)
-  available = _available_memory()
-  if available is not None and needed > available:
-    raise errors.UserError(
-        f"--num={num}: sampling {num:,} images of {'x'.join(map(str, image_shape))} needs about "
-        f"{needed / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB available; sample fewer "
-        "(several runs with other --seed values give other images)")
-
-
 def main(argv) -> None:
   del argv  # cli.parse_flags refused positional arguments.
   fv = cli.FLAGS
@@ -121,7 +88,7 @@ def main(argv) -> None:
     raise errors.UserError(f"--out={fv.out}: the samples are an .npz archive (images, labels); give a file name "
                            "ending in .npz (--grid=FILE.png writes a PNG grid)")
   run = inference.load(fv.workdir, fv.step, fv.best, **cli.given(fv, ("truncation",)))
-  check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim)
+  sampling.check_memory(fv.num, run.gan.image_shape, run.gan.latent_dim, "--num")
   label = run.class_id(fv.label, "--label")
   arrays = sample(run, fv.num, fv.seed, label)
   images = arrays["images"]

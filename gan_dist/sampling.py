@@ -130,6 +130,40 @@ def make_generate_fn(generator, gan) -> Callable[[tf.Tensor, tf.Tensor], tf.Tens
   return run
 
 
+# Peak bytes per image pixel while sampling: the generator's float32 batches, their concatenation and to_uint8's
+# float32 temporaries, and the uint8 result.
+_BYTES_PER_PIXEL = 16
+
+
+def _available_memory() -> Optional[int]:
+  """MemAvailable of /proc/meminfo in bytes (Linux), or None where it cannot be read."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
+def check_memory(num: int, image_shape: Sequence[int], latent_dim: int, flag: str = "num") -> None:
+  """Refuses `num` samples (all held in memory, e.g. to be written as one .npz) that would not fit in this machine's
+  available memory, before sampling: without it, num=10**11 was a MemoryError traceback after loading, or the
+  kernel's OOM killer. `flag` names the number in the message (--num on the command line).
+
+  Raises:
+    errors.UserError: the estimate and what is available.
+  """
+  needed = num * (int(np.prod(image_shape)) * _BYTES_PER_PIXEL + 4 * latent_dim)
+  available = _available_memory()
+  if available is not None and needed > available:
+    raise errors.UserError(
+        f"{flag}={num}: sampling {num:,} images of {'x'.join(map(str, image_shape))} needs about "
+        f"{needed / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB available; sample fewer "
+        "(several runs with other seeds give other images)")
+
+
 def generate(run: Callable, noise_: np.ndarray, labels_: np.ndarray, batch_size: int = 256) -> np.ndarray:
   """Runs a `make_generate_fn` function in batches; returns float32 images [N, H, W, C] in [-1, 1]."""
   out = []

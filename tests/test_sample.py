@@ -169,6 +169,13 @@ def test_label_is_a_class_id_or_a_class_name_the_run_recorded(runs, tmp_path, mo
   assert (run.class_id("10"), run.class_id(" 2"), run.class_id("0"), run.class_id(3)) == (1, 2, 0, 3)
 
 
+def test_the_api_refuses_samples_that_would_not_fit_in_memory_before_sampling(runs):
+  """As `sample --num` does: api.sample(w, 10**12) was a MemoryError traceback or the kernel's OOM killer."""
+  with pytest.raises(errors.UserError, match=r"^num=1000000000000: sampling 1,000,000,000,000 images of 28x28x1 "
+                                             r"needs about \d+\.\d GiB of memory, more than the [\d.]+ GiB available"):
+    api.sample(runs["conditional"].cfg.workdir, 10**12, seed=1)
+
+
 def test_truncation_flag_samples_truncated_noise_and_overrides_the_run_s(runs, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   run = runs["conditional"]
@@ -238,14 +245,15 @@ def test_best_samples_the_best_checkpoint(runs, tmp_path, monkeypatch):
     (["--out=grid.png"], r"^error: --out=grid\.png: the samples are an \.npz archive \(images, labels\); give a "
                          r"file name ending in \.npz \(--grid=FILE\.png writes a PNG grid\)$"),
     (["--num=64", "MEMORY"], r"^error: --num=64: sampling 64 images of 28x28x1 needs about 0\.0 GiB of memory, more "
-                             r"than the 0\.0 GiB available; sample fewer"),
+                             r"than the 0\.0 GiB available; sample fewer \(several runs with other seeds give "
+                             r"other images\)$"),
 ])
 def test_outputs_and_checkpoints_are_checked_before_sampling(argv, message, runs, tmp_path, monkeypatch, capsys):
   (tmp_path / "dir").mkdir()
   (tmp_path / "file").write_text("")
   if "MEMORY" in argv:  # A machine with 1,000 bytes available (--num=10**11 asked for 11.6 TiB: a traceback).
     argv = [a for a in argv if a != "MEMORY"]
-    monkeypatch.setattr(sample, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(sampling, "_available_memory", lambda: 1000)
   argv = [f"--workdir={runs['conditional'].cfg.workdir}"] + [
       a.replace("DIR", str(tmp_path / "dir")).replace("FILE", str(tmp_path / "file")) for a in argv]
   monkeypatch.chdir(tmp_path)
