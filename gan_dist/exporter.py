@@ -76,10 +76,12 @@ def serving_function(generator: keras.Model, gan: models.Gan) -> Tuple[Callable,
 
   Returns:
     (function, [noise spec (+ labels spec)]): noise float32 [B, latent_dim] (+ labels int32 [B] for conditional
-    models) -> {"images": uint8 [B, H, W, C]}; labels outside [0, K), or not one per row of noise, are an
-    InvalidArgumentError.
+    models) -> {"images": uint8 [B, H, W, C]}; noise that is not finite, labels outside [0, K), or labels not one
+    per row of noise, are an InvalidArgumentError.
   """
   def images(noise, labels):
+    # NaN or Inf noise (a client's bad input) made NaN pixels, which the uint8 cast turned into black images, silently.
+    noise = tf.debugging.assert_all_finite(noise, "noise must be finite (no NaN or Inf)")
     return {"images": sampling.to_uint8(gan.generate(noise, labels, generator=generator))}
 
   noise_spec = tf.TensorSpec([None, gan.latent_dim], tf.float32, name="noise")

@@ -220,3 +220,20 @@ def test_serving_refuses_labels_and_noise_of_different_batches(num_noise, num_la
   assert serving(tf.zeros([4, 4]), tf.constant([0, 1, 2, 0]))["images"].shape == (4, 2, 2, 1)
   with pytest.raises(tf.errors.InvalidArgumentError, match="labels must hold one class id per row of noise"):
     serving(tf.ones([num_noise, 4]), tf.zeros([num_labels], tf.int32))
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_serving_refuses_noise_that_is_not_finite(conditional, bad):
+  """A NaN or Inf in a client's noise made black images (NaN pixels cast to uint8), silently."""
+  generator, gan = _broadcasting_conditional_gan()
+  if not conditional:
+    noise = keras.Input((4,))
+    generator = keras.Model(noise, keras.layers.Reshape((2, 2, 1))(keras.layers.Dense(4, activation="tanh")(noise)))
+    gan = models.Gan(generator, gan.discriminator, conditional=False, image_shape=(2, 2, 1), latent_dim=4)
+  function, signature = exporter.serving_function(generator, gan)
+  serving = tf.function(function, input_signature=signature, autograph=False)
+  labels = [tf.constant([0, 1])] if conditional else []
+  assert serving(tf.ones([2, 4]), *labels)["images"].shape == (2, 2, 2, 1)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"noise must be finite \(no NaN or Inf\)"):
+    serving(tf.constant([[0.0, 0.0, 0.0, 0.0], [0.0, bad, 0.0, 0.0]], tf.float32), *labels)
