@@ -2,6 +2,8 @@
 
 import ctypes
 import os
+import signal
+import sys
 
 # TensorFlow's C++ log level and kernels, once for every entry point and tool: before any module of the package imports
 # TensorFlow (a package's __init__ runs first). INFO lines of every op placement and oneDNN note are noise; a user's
@@ -54,3 +56,30 @@ def keep_freed_memory(env=os.environ) -> int:
 
 
 MALLOC_TOP_PAD = keep_freed_memory()
+
+
+def stop_while_starting(signum, frame) -> None:
+  """SIGINT before a command's `cli.run`: one line, then death by SIGINT (130 in a shell), as `cli.run` ends a run
+  stopped at once."""
+  del signum, frame
+  sys.stderr.write("error: interrupted while starting (importing TensorFlow): stopped, nothing written\n")
+  sys.stderr.flush()
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.kill(os.getpid(), signal.SIGINT)
+
+
+def is_starting_command(orig_argv=None, argv0=None) -> bool:
+  """Whether this import is Python locating a `python -m gan_dist.<tool>` command (sys.argv[0] is "-m" until runpy
+  found the module; a program that imports gan_dist sees its own argv[0])."""
+  orig_argv = getattr(sys, "orig_argv", []) if orig_argv is None else orig_argv
+  argv0 = (sys.argv[:1] or [""])[0] if argv0 is None else argv0
+  if argv0 != "-m" or "-m" not in orig_argv[:-1]:
+    return False
+  return orig_argv[orig_argv.index("-m") + 1].split(".")[0] == "gan_dist"
+
+
+# A Ctrl-C while a command imports TensorFlow (5-10 s) was Python's KeyboardInterrupt: a traceback from deep inside
+# TensorFlow's import. `cli.run` puts Python's own handler back once the command runs. Programs that import gan_dist
+# (a notebook, a test) keep theirs.
+if is_starting_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+  signal.signal(signal.SIGINT, stop_while_starting)

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+import gan_dist
 from gan_dist import config as config_lib
 from gan_dist import errors
 from gan_dist import files
@@ -264,6 +265,10 @@ def run(main: Callable[[list], Optional[int]], define_tool_flags: Optional[Calla
 
   `main` returns an exit code (or None for 0).
   """
+  # Ctrl-C from here on is Python's KeyboardInterrupt again, which `guard` and preemption.py handle (gan_dist's
+  # __init__ ended the process on one while the command imported TensorFlow).
+  if signal.getsignal(signal.SIGINT) is gan_dist.stop_while_starting:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   logging.set_verbosity(logging.INFO)
   # tf.distribute logs every collective at INFO; keep the run's own log readable.
   tf.get_logger().setLevel("WARNING")

@@ -83,3 +83,19 @@ def test_tensorflow_settings_are_made_before_it_loads_unless_the_user_made_them(
   out = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": REPO, name: "0"},
                        capture_output=True, text=True, timeout=60, check=True).stdout.split()
   assert out == ["0", "False"]
+
+
+@pytest.mark.parametrize("orig_argv, argv0, expected", [
+    (["python3", "-m", "gan_dist.main", "--flagfile=configs/dcgan.cfg"], "-m", True),  # Locating the command.
+    (["python3", "-u", "-m", "gan_dist.serve", "--workdir=W"], "-m", True),
+    (["python3", "-m", "gan_dist.main"], "/repo/gan_dist/main.py", False),  # The command runs: cli.run's turn.
+    (["python3", "-m", "pytest", "tests"], "-m", False),  # Another command, which may import gan_dist later.
+    (["python3", "-m", "pytest", "tests"], "/usr/lib/python3/site-packages/pytest/__main__.py", False),
+    (["python3", "train.py", "-m", "gan_dist.x"], "train.py", False),  # A program's own arguments.
+    (["python3", "-c", "import gan_dist"], "-c", False),
+    ([], "", False),
+])
+def test_only_a_gan_dist_command_that_python_is_locating_counts_as_starting(orig_argv, argv0, expected):
+  """The SIGINT handler of a starting command (one line instead of a traceback from TensorFlow's import) must not
+  replace the handler of a program or notebook that imports gan_dist."""
+  assert gan_dist.is_starting_command(orig_argv, argv0) is expected

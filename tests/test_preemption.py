@@ -142,3 +142,24 @@ def test_ctrl_c_saves_and_exits_75_then_in_the_resumed_run_a_second_ctrl_c_stops
   assert not [n for n in os.listdir(workdir / "checkpoints") if n.startswith("ckpt-") and not n.startswith(
       f"ckpt-{saved}.")], os.listdir(workdir / "checkpoints")
   assert time.monotonic() - second < 60
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_command_imports_tensorflow_is_one_line_and_death_by_sigint(tmp_path):
+  """Ctrl-C in the first seconds of a command, while it imports TensorFlow, was Python's KeyboardInterrupt with a
+  traceback from deep inside that import. Now one line, nothing written, and the end of an interrupted program.
+
+  The signal goes once TensorFlow's library is mapped into the process (read from /proc/PID/maps): gan_dist's
+  __init__ ran before (it precedes TensorFlow's import), and the rest of that import takes seconds."""
+  workdir = tmp_path / "W"
+  with subprocs.Proc(subprocs.main_cmd("--flagfile=configs/mlp_gan.cfg", f"--workdir={workdir}"), tmp_path / "log",
+                     subprocs.env(tmp_path)) as proc:
+    maps = f"/proc/{proc.pid}/maps"
+    proc.wait_until(lambda: "_pywrap_tensorflow" in subprocs.read(maps), "TensorFlow's library loaded", poll_s=0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait()
+    out = proc.output()
+  assert rc == -signal.SIGINT, subprocs.tail(out)
+  assert subprocs.error_lines(out) == ["error: interrupted while starting (importing TensorFlow): stopped, nothing "
+                                       "written"], subprocs.tail(out)
+  assert "Traceback" not in out and not workdir.exists(), subprocs.tail(out)
