@@ -44,11 +44,23 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+USAGE = "usage: hparams_screenshot.py RUNS_DIR [OUT.png] [--show=NAME,...]"
+
+
 def main(argv):
+  # --help prints the usage: read as RUNS_DIR it would start TensorBoard and Chromium on a folder that is not there.
+  if any(a in ("-h", "--help", "--helpfull") for a in argv):
+    print(__doc__)
+    return
   args = [a for a in argv if not a.startswith("--show=")]
   show = next((a.split("=", 1)[1] for a in argv if a.startswith("--show=")), DEFAULT_SHOW).split(",")
-  if not args:
-    sys.exit(cli.fail("usage: hparams_screenshot.py RUNS_DIR [OUT.png] [--show=NAME,...]"))
+  unknown = [a for a in args if a.startswith("-")]
+  if unknown:
+    sys.exit(cli.fail(f"unknown option {unknown[0]}; {USAGE}"))
+  if not args or len(args) > 2:
+    sys.exit(cli.fail(USAGE))
+  if "://" not in args[0] and not os.path.isdir(args[0]):  # A bucket (gs://) is TensorBoard's to read.
+    sys.exit(cli.fail(f"RUNS_DIR {args[0]} is not a folder; {USAGE}"))
   runs, out = args[0], args[1] if len(args) > 1 else os.path.join(HERE, "docs", "hparams.png")
   port = _free_port()
   server = subprocess.Popen([os.path.join(HERE, "launch", "tensorboard.sh"), runs], env=dict(os.environ, PORT=str(port)),
