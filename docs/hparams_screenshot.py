@@ -63,8 +63,8 @@ def main(argv):
     sys.exit(cli.fail(f"RUNS_DIR {args[0]} is not a folder; {USAGE}"))
   runs, out = args[0], args[1] if len(args) > 1 else os.path.join(HERE, "docs", "hparams.png")
   port = _free_port()
-  server = subprocess.Popen([os.path.join(HERE, "launch", "tensorboard.sh"), runs], env=dict(os.environ, PORT=str(port)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  server = subprocess.Popen([os.path.join(HERE, "launch", "tensorboard.sh"), runs],
+                            env=dict(os.environ, PORT=str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     for _ in range(60):
       try:
