@@ -24,8 +24,13 @@ SAVED = re.compile(r"^error: (SIGTERM|SIGINT) received: saved a checkpoint at st
 
 @pytest.fixture
 def main_thread():
+  """Skips off the main thread (only it installs signal handlers); forgets, before and after the test, the process's
+  record of a second Ctrl-C, which a test of it leaves set (the next test would otherwise start interrupted)."""
   if threading.current_thread() is not threading.main_thread():
     pytest.skip("signal handlers are installed by the main thread only")
+  preemption.clear_interrupted()
+  yield
+  preemption.clear_interrupted()
 
 
 # ------------------------------------------------------------------------------------------------ in-process tests
@@ -52,7 +57,6 @@ def test_second_ctrl_c_raises_keyboard_interrupt(main_thread):
       signal.raise_signal(signal.SIGINT)
   assert signal.getsignal(signal.SIGINT) == before
   assert preemption.interrupted()  # What cli.guard asks, whatever error the KeyboardInterrupt became.
-  preemption.clear_interrupted()
 
 
 def test_two_ctrl_c_within_one_chunk_count_as_two(main_thread):
