@@ -140,7 +140,7 @@ def parse_flags(argv, fv: Optional[flags.FlagValues] = None) -> list:
     sys.exit(fail(unread))
   for name in _accepted(fv):  # Paths on filesystems TensorFlow cannot reach, before any work (files.py).
     value = fv[name].value
-    if isinstance(value, str) and not files.is_local(value):
+    if isinstance(value, str):  # (check_reachable passes local paths unprobed.)
       try:
         files.check_reachable(value, f"--{name}={value}")
       except errors.UserError as e:

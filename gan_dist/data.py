@@ -100,8 +100,8 @@ def open_source(cfg, split: Optional[str] = None) -> DataSource:
     keep = np.flatnonzero(source.example_labels() == cfg.class_filter).astype(np.int64)
     if not len(keep):
       raise DataError(f"--class_filter={cfg.class_filter}: no examples of that class in {source.name}")
-    name = source.class_names[cfg.class_filter] if cfg.class_filter < len(source.class_names) else ""
-    source = source.filtered(keep, f"{source.name}, class {cfg.class_filter}{f' ({name})' if name else ''} only")
+    source = source.filtered(keep, f"{source.name}, class {sampling.class_label(cfg.class_filter, source.class_names)} "
+                                   "only")
   if 0 < cfg.num_classes < source.num_classes:
     raise DataError(f"--num_classes={cfg.num_classes} is below the {source.num_classes} classes of {source.name}; "
                     f"pass --num_classes={source.num_classes} or leave it at 0 (from the data)")

@@ -62,9 +62,15 @@ def class_named(name: str, class_names: Sequence[str]) -> Optional[int]:
   return class_names.index(name) if name and name in class_names else None
 
 
+def class_label(k: int, class_names: Sequence[str]) -> str:
+  """Class `k` for people: "3 (cat)" where `class_names` names it, else "3"."""
+  name = class_names[k] if 0 <= k < len(class_names) else ""
+  return f"{k} ({name})" if name else str(k)
+
+
 def named_classes(class_names: Sequence[str]) -> str:
   """The classes `class_names` names, for a message: "0 (zero), 1 (one), 3 (three)"; "" where it names none."""
-  return ", ".join(f"{k} ({name})" for k, name in enumerate(class_names) if name)
+  return ", ".join(class_label(k, class_names) for k, name in enumerate(class_names) if name)
 
 
 def labels(num: int, num_classes: int, label: Optional[int] = None) -> np.ndarray:

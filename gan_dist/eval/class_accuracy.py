@@ -71,8 +71,9 @@ def main(argv, fv: Optional[flags.FlagValues] = None) -> int:
   truncated = f", noise truncated to +-{restored.cfg.truncation:g}" if restored.cfg.truncation else ""
   print(f"Class accuracy of {restored.cfg.arch}, {restored.describe()} ({fv.num_per_class} samples per class"
         f"{truncated}):")
-  for k, (value, name) in enumerate(zip(accuracy, restored.class_names)):
-    print(f"  class {k}{f' ({name})' if name else ''}: {value:.3f}")
+  names = restored.class_names
+  for k, value in enumerate(accuracy):
+    print(f"  class {sampling.class_label(k, names)}: {value:.3f}")
   print(f"  mean: {accuracy.mean():.4f}")
   return errors.EXIT_OK
 

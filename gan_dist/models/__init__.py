@@ -126,11 +126,12 @@ def build(cfg, num_classes: int = 0) -> Gan:
   if cfg.g_conditioning != "embedding" and cfg.arch != "cresnet":
     raise errors.UserError(f"--g_conditioning={cfg.g_conditioning} is a choice of --arch=cresnet's generator; "
                            f"--arch={cfg.arch} has no conditional BatchNorms")
-  # Only gan_dist's own architectures are known not to read it: a custom module (a dotted path) may.
-  if cfg.attention_resolution and "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS:
+  # Only gan_dist's own architectures are known not to read these flags: a custom module (a dotted path) may.
+  fixed_width = "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS
+  if cfg.attention_resolution and fixed_width:
     raise errors.UserError(f"--attention_resolution={cfg.attention_resolution} puts self-attention into "
                            f"--arch={'/'.join(ATTENTION_ARCHS)}; --arch={cfg.arch} has none: drop it (0)")
-  if "." not in cfg.arch and cfg.arch not in ATTENTION_ARCHS:
+  if fixed_width:
     # A warning, not a refusal: one command line (a benchmark's, a test's) may size every config's widths at once.
     widths = [f"--{n}={getattr(cfg, n)}" for n in ("g_channels", "d_channels")
               if getattr(cfg, n) != getattr(config_lib.Config(), n)]
